@@ -1,0 +1,5 @@
+import sys
+
+from stanchat.cli import main
+
+sys.exit(main())

@@ -1,0 +1,60 @@
+"""The `stanchat` command line: `main(argv=None) -> int`.
+
+Each subcommand lives in `stanchat/commands/<name>.py` with `add_arguments(parser)` and
+`run(args) -> int`; those modules import nothing heavy at import time, so `stanchat --help`
+stays fast. Errors a user can cause (`StanchatError`) print one line and exit 2; `--debug`
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from stanchat import __version__
+from stanchat.errors import StanchatError
+
+# name -> one-line help. Modules are imported only to build their own parser.
+COMMANDS = {
+    "convert": "convert released Mug-STAN weights into a stanchat model directory",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stanchat",
+        description="Zero-shot video chat: LLaVA with a Mug-STAN temporal branch (a video costs one image).",
+    )
+    parser.add_argument("--version", action="version", version=f"stanchat {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        module = importlib.import_module(f"stanchat.commands.{name}")
+        cmd = sub.add_parser(name, help=help_text, description=module.__doc__)
+        cmd.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+        module.add_arguments(cmd)
+        cmd.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="stanchat: %(levelname)s: %(message)s",
+    )
+    try:
+        return args.run(args)
+    except StanchatError as err:
+        if args.debug:
+            raise
+        print(f"stanchat: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stanchat: interrupted", file=sys.stderr)
+        return 130

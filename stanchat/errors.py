@@ -1,0 +1,13 @@
+"""Errors a user can cause. The CLI prints them as one line and exits with code 2."""
+
+
+class StanchatError(Exception):
+    """A problem with the user's input or environment; the message names the fix in one line."""
+
+
+class VideoError(StanchatError):
+    """A video that cannot be read: missing, empty, corrupt, not a video, or no frames."""
+
+
+class WeightsError(StanchatError):
+    """Model weights that are missing, unknown or not of the expected layout."""

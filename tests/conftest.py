@@ -1,0 +1,6 @@
+"""Shared test setup: never touch the hub, keep torch to the two cores we have."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
