@@ -1,0 +1,60 @@
+import json
+
+import pytest
+import torch
+
+from stanchat.errors import WeightsError
+from stanchat.stan import STANConfig
+from stanchat.videoclip import VideoCLIP
+from tests.tiny import randomise, tiny_clip
+
+
+@pytest.fixture
+def model():
+    return randomise(VideoCLIP.from_clip(tiny_clip(), STANConfig(depth=2, input_projection=True))).eval()
+
+
+def test_save_load_round_trip_is_bit_exact(model, tmp_path):
+    model.save_pretrained(tmp_path / "m")
+    loaded = VideoCLIP.from_pretrained(tmp_path / "m").eval()
+    assert loaded.config == model.config
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    video, ids = torch.randn(2, 3, 3, 16, 16), torch.randint(3, 99, (2, 6))
+    with torch.no_grad():
+        assert torch.equal(model.encode_video(video), loaded.encode_video(video))
+        assert torch.equal(model.encode_text(ids)[1], loaded.encode_text(ids)[1])
+
+
+def test_saved_config_records_architecture_and_stan(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["architecture"] == "stanchat.VideoCLIP"
+    assert config["stan"]["depth"] == 2 and config["stan"]["input_projection"] is True
+
+
+def test_encode_text_shapes(model):
+    tokens, pooled = model.encode_text(torch.randint(3, 99, (3, 7)), torch.ones(3, 7, dtype=torch.long))
+    assert tokens.shape == (3, 7, 24) and pooled.shape == (3, 24)
+
+
+def test_missing_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(WeightsError, match="does not exist"):
+        VideoCLIP.from_pretrained(tmp_path / "nope")
+    with pytest.raises(WeightsError, match="no config.json"):
+        VideoCLIP.from_pretrained(tmp_path)
+
+
+def test_uncached_hub_id_offline_is_a_clear_error():
+    with pytest.raises(WeightsError, match="not in the local cache"):
+        VideoCLIP.from_pretrained("stanchat-test/does-not-exist")
+
+
+def test_mismatched_weights_name_the_keys(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    other = VideoCLIP.from_clip(tiny_clip(), STANConfig(depth=2))  # no input projections
+    other.config = model.config.__class__(**{**model.config.__dict__, "stan": STANConfig(depth=2)})
+    other.save_pretrained(tmp_path / "other")
+    (tmp_path / "other" / "config.json").write_text((tmp_path / "config.json").read_text())
+    with pytest.raises(WeightsError, match="missing: stan.input_projs"):
+        VideoCLIP.from_pretrained(tmp_path / "other")
