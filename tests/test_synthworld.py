@@ -157,6 +157,13 @@ def test_holdout_split_keeps_combinations_out_of_training():
         assert not spec.combinations() & held
     for spec in sample_specs(50, 1, config, only=held):
         assert all(e.combinations() & held for e in spec.captioned)
+        assert not any(e.combinations() & held for e in spec.events if not e.captioned)
+
+
+def test_held_out_recognition_clips_keep_to_the_format_motions(tmp_path):
+    held = holdout_combinations(10, seed=3)
+    out = write_dataset(tmp_path, "ucf101", n=20, seed=0, config=CONFIG, only=held)
+    assert all(s.events[0].motion != "appear" and s.events[0].combinations() <= held for s in out.specs)
 
 
 @pytest.mark.parametrize("motion, sign", [("left", -1), ("right", 1)])

@@ -143,9 +143,12 @@ def sample_specs(
 
 def _sample_event(rng, config: WorldConfig, exclude: frozenset, only: frozenset | None, used: set) -> Event:
     """One event by rejection sampling against `exclude` / `only` and the actors already `used`."""
+    pool = sorted(c for c in only or () if c[2] in config.motions)
+    if only and not pool:
+        raise StanchatError(f"none of the held-out combinations uses a motion of {', '.join(config.motions)}")
     for _ in range(1000):
         if only:
-            colour, shape, motion = sorted(only)[int(rng.integers(len(only)))]
+            colour, shape, motion = pool[int(rng.integers(len(pool)))]
             actors = [Actor(colour, shape)]
         else:
             motion = config.motions[int(rng.integers(len(config.motions)))]
