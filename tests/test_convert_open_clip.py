@@ -127,6 +127,21 @@ def test_unknown_open_clip_name_lists_the_valid_ones(registered):
         VideoCLIP.from_open_clip("ViT-Q-99")
 
 
+def test_unknown_pretrained_tag_lists_the_valid_ones():
+    with pytest.raises(WeightsError, match="unknown pretrained tag 'nope' for open_clip ViT-B-32; choose one of .*openai"):
+        VideoCLIP.from_open_clip("ViT-B-32", pretrained="nope")
+
+
+def test_uncached_tag_offline_is_one_line(monkeypatch):
+    def offline(*args, **kwargs):
+        raise RuntimeError("Failed to download weights for tag 'x':\nWe couldn't connect to the hub\n")
+
+    monkeypatch.setattr(open_clip, "create_model", offline)
+    with pytest.raises(WeightsError, match="could not load open_clip ViT-B-32 weights 'openai'") as err:
+        VideoCLIP.from_open_clip("ViT-B-32", pretrained="openai")
+    assert "\n" not in str(err.value)
+
+
 def test_coca_is_refused_with_the_reason(registered, tmp_path, capsys):
     with pytest.raises(WeightsError, match="CoCa model.*attentional pooler"):
         VideoCLIP.from_open_clip("stanchat-tiny-coca")

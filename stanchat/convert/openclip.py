@@ -21,6 +21,8 @@ CoCa is refused: see `COCA_REASON`.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 from transformers import CLIPConfig, CLIPModel
@@ -204,10 +206,15 @@ def load_open_clip(model_name: str, pretrained: str | None = None) -> nn.Module:
         raise WeightsError(f"unknown open_clip model {model_name!r}; choose one of {', '.join(open_clip.list_models())}")
     if "multimodal_cfg" in cfg:
         raise WeightsError(f"open_clip model {model_name} {COCA_REASON}")
-    quick_gelu = bool(pretrained and open_clip.get_pretrained_cfg(model_name, pretrained).get("quick_gelu", False))
+    tag = open_clip.get_pretrained_cfg(model_name, pretrained) if pretrained else {}
+    if pretrained and not tag and not Path(pretrained).is_file():
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(model_name)) or "none"
+        raise WeightsError(f"unknown pretrained tag {pretrained!r} for open_clip {model_name}; choose one of {tags} "
+                           f"or pass a checkpoint file")
     try:
-        model = open_clip.create_model(model_name, pretrained=pretrained, force_quick_gelu=quick_gelu)
-    except Exception as err:  # unknown tag, offline, not cached, corrupt file: all mean "weights not here"
-        raise WeightsError(f"could not load open_clip {model_name} weights {pretrained!r} ({err}); pass a cached tag "
-                           f"(open_clip.list_pretrained()) or a local checkpoint file") from err
+        model = open_clip.create_model(model_name, pretrained=pretrained, force_quick_gelu=tag.get("quick_gelu", False))
+    except Exception as err:  # offline, not cached, corrupt file: all mean "weights not here"
+        detail = " ".join(str(err).split())[:300]  # hub errors span lines; the CLI prints one
+        raise WeightsError(f"could not load open_clip {model_name} weights {pretrained!r} ({detail}); run once with "
+                           f"network so open_clip caches them, or pass a local checkpoint file") from err
     return model.eval()

@@ -94,7 +94,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         try:
             return load_file(path)
         except Exception as err:  # corrupt header, truncated file: all mean "not readable"
-            raise WeightsError(f"{path} is not a readable safetensors file ({err}); expected {EXPECTED}") from err
+            raise WeightsError(f"{path} is not a readable safetensors file ({type(err).__name__}); expected {EXPECTED}") from err
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
