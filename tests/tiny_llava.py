@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import (CLIPImageProcessor, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration,
@@ -71,7 +72,11 @@ def tiny_llava(strategy: str = "default", seed: int = 0, context: int = 512) -> 
                          image_token_index=tokenizer.convert_tokens_to_ids("<image>"), vision_feature_layer=-2,
                          vision_feature_select_strategy=strategy)
     torch.manual_seed(seed)
-    return LlavaForConditionalGeneration(config).eval()
+    model = LlavaForConditionalGeneration(config).eval()
+    # larger random LLM weights: greedy answers then vary token to token instead of repeating one
+    randomise(model.model.language_model, seed=seed + 1, std=0.3)
+    randomise(model.lm_head, seed=seed + 2, std=0.3)
+    return model
 
 
 def save_tiny_llava(directory: str | Path, strategy: str = "default", seed: int = 0, context: int = 512) -> Path:
@@ -114,3 +119,25 @@ def write_video(path: str | Path, frames: int = 24, size: int = 32, fps: int = 8
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, str]:
+    """Tiny LLaVAs (strategy default / full / a 128-token context), a STAN and two videos, on disk."""
+    root = tmp_path_factory.mktemp("models")
+    return {
+        "default": str(save_tiny_llava(root / "llava")),
+        "full": str(save_tiny_llava(root / "llava-full", strategy="full")),
+        "short": str(save_tiny_llava(root / "llava-short", context=128)),
+        "stan": str(save_tiny_stan(root / "stan")),
+        "video": str(write_video(root / "clip.mp4", frames=72)),
+        "other": str(write_video(root / "other.mp4", frames=20, size=24)),
+    }
+
+
+def error_line(stderr: str) -> str:
+    """The CLI's one error line (model loading may draw progress bars above it); never a traceback."""
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("stanchat: error: ")]
+    assert len(lines) == 1 and stderr.endswith(lines[0] + "\n"), stderr
+    return lines[0]
