@@ -20,6 +20,7 @@ import torch
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from stanchat.chat import resolve_dtype
 from stanchat.graft import Graft
 from stanchat.stan import STAN, STANConfig
 
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default=None, help="float32 | float16 | bfloat16 (default fp16 on GPU, fp32 on CPU)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    dtype = getattr(torch, args.dtype) if args.dtype else (torch.float16 if device.type == "cuda" else torch.float32)
+    dtype = resolve_dtype(args.dtype, device)
 
     llava = build_model(args.layers, args.width, max(args.frames)).to(device, dtype)
     stan = STAN(STANConfig(depth=2), llava.config.vision_config).to(device, dtype).eval()

@@ -154,6 +154,8 @@ class Session:
         input_ids = self._tokenize(self.prompt(question))
         self.chat.check_context(input_ids.shape[1], self.video_tokens, self.temporal, self.frames)
         features = self.features  # encodes the video on the first question, after the check
+        if features.shape[1] != self.video_tokens:
+            raise RuntimeError(f"{features.shape[1]} video features for {self.video_tokens} placeholders")
         tokenizer = self.chat.processor.tokenizer
         kwargs = {"max_new_tokens": max_new_tokens, "do_sample": temperature > 0,
                   "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id}
