@@ -33,10 +33,13 @@ def build_session(config: TrainConfig) -> Session:
 
     hf_logging.disable_progress_bar()  # weight loading bars would drown the training bar
     acc = make_accelerator(config)
+    if not acc.is_main_process:  # one copy of each log line
+        logger.setLevel(logging.WARNING)
     resume_dir = checkpoint.resolve_resume(config.run.resume, config.run.output_dir)
     inputs = read_inputs(config)  # user errors in the data surface here, before the model loads
     seed_everything(config.run.seed)  # the same initial weights on every process
-    model, tokenizer = build_model(config, resume_dir)
+    with acc.main_process_first():  # one process writes the tiny backbone / fills the hub cache
+        model, tokenizer = build_model(config, resume_dir)
     image_size = config.data.image_size or model.clip.config.vision_config.image_size
     loaders = build_loaders(config, inputs, tokenizer, image_size, acc.process_index, acc.num_processes)
     task = make_task(config, model, tokenizer, inputs.classes)
