@@ -127,7 +127,8 @@ def assert_loads(directory: Path) -> None:
     assert torch.load(directory / "rng-0.pt", weights_only=True)["torch"].dtype == torch.uint8
 
 
-@pytest.mark.parametrize("case", ["unknown key", "no videos", "wrong column", "no data root", "unknown dataset"])
+@pytest.mark.parametrize("case", ["unknown key", "no videos", "wrong column", "no data root", "unknown dataset",
+                                  "no backbone"])
 def test_bad_input_is_one_line_before_training(world, tiny_backbone, tmp_path, capsys, case):
     if case == "no videos":
         from training.synthworld import write_dataset
@@ -145,6 +146,7 @@ def test_bad_input_is_one_line_before_training(world, tiny_backbone, tmp_path, c
                          "missing name (expected videoid, page_dir, name; found videoid, contentUrl"),
         "no data root": ([f"data.root={tmp_path / 'nowhere'}"], "is not a folder"),
         "unknown dataset": (["data.dataset=youcook"], "unknown dataset 'youcook'; valid: webvid, msrvtt"),
+        "no backbone": ([f"model.clip={tmp_path / 'no-clip'}"], f"CLIP model directory {tmp_path / 'no-clip'} does not exist"),
     }[case]
     out = tmp_path / "out"
     assert main(tiny_args(world, tiny_backbone, out, *extra)) == 2
