@@ -1,0 +1,94 @@
+"""What every evaluation shares: its config fields, reading the annotation (skipping and counting
+missing videos), the video-feature step behind the cache, and the dataset counts it reports."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stanchat.eval.features import Clip, VideoFeatures
+
+logger = logging.getLogger(__name__)
+
+CACHE_ENV = "STANCHAT_HOME"  # the same home as stanchat.pretrained's converted weights
+MAX_LISTED = 1000  # skipped videos listed by name in a results file (all are counted)
+
+
+def default_cache_dir() -> Path:
+    """`$STANCHAT_HOME/eval-features` (default `~/.cache/stanchat/eval-features`)."""
+    return Path(os.environ.get(CACHE_ENV) or "~/.cache/stanchat").expanduser() / "eval-features"
+
+
+@dataclass
+class EvalConfig:
+    dataset: str  # registry name in stanchat.datasets (msrvtt, k400, jsonl, ...)
+    data_root: Path  # folder the annotation's videos live under
+    model: str  # VideoCLIP directory or preset name (videoqa: chat preset)
+    out: Path  # folder for <task>.json, <task>.md, <task>.png
+    ann: Path | None = None  # annotation file; None: the dataset's usual file under data_root
+    split: str | None = None  # annotation split; None: the dataset's evaluation split
+    cache_dir: Path | None = field(default_factory=default_cache_dir)  # None: no feature cache
+    batch_size: int = 8  # videos per forward pass
+    workers: int = 2  # decoding processes beside the main one (0: decode in the main process)
+    device: str | None = None  # torch device; None: accelerate's choice (the process's GPU, else CPU)
+
+
+@dataclass
+class Annotation:
+    records: list  # stanchat.datasets.Record whose video exists
+    missing: list  # records whose video file does not exist
+    clips: list[Clip]  # the distinct videos of `records`, in first-seen order
+    clip_of: list[int]  # records[i] shows clips[clip_of[i]]
+    ann_file: Path  # the annotation file that was read
+
+
+def read_annotation(cfg: EvalConfig, task: str) -> Annotation:
+    """Read `cfg`'s annotation for `task`; missing videos are set aside (warned, counted, listed)."""
+    from stanchat.datasets import annotation_path, read_dataset, split_present
+
+    records = read_dataset(cfg.dataset, cfg.data_root, cfg.ann, cfg.split, task=task)
+    present, missing = split_present(records)
+    if missing:
+        names = sorted({str(r.video) for r in missing})
+        logger.warning("%d of %d videos named by the annotation are missing; skipping them (first: %s)",
+                       len(names), len({str(r.video) for r in records}), names[0])
+    clips, clip_of, index = [], [], {}
+    for record in present:
+        clip = Clip.of(record)
+        if clip not in index:
+            index[clip] = len(clips)
+            clips.append(clip)
+        clip_of.append(index[clip])
+    return Annotation(present, missing, clips, clip_of, annotation_path(cfg.dataset, cfg.data_root, cfg.ann, cfg.split))
+
+
+def keep_encoded(annotation: Annotation, feats: VideoFeatures) -> tuple[list, list[int]]:
+    """Records whose video was encoded, each with its row in `feats` (undecodable ones dropped)."""
+    row = {key: i for i, key in enumerate(feats.keys)}
+    kept = [(r, row[annotation.clips[c].key]) for r, c in zip(annotation.records, annotation.clip_of)
+            if annotation.clips[c].key in row]
+    return [r for r, _ in kept], [i for _, i in kept]
+
+
+def dataset_summary(cfg: EvalConfig, annotation: Annotation, feats: VideoFeatures, evaluated: dict) -> dict:
+    """Counts and the names of skipped videos for the results file."""
+    missing = sorted({str(r.video) for r in annotation.missing})
+    return {
+        "name": cfg.dataset,
+        "data_root": str(Path(cfg.data_root).expanduser().resolve()),
+        "annotation": str(annotation.ann_file),
+        "split": cfg.split,
+        "counts": {
+            "annotation_entries": len(annotation.records) + len(annotation.missing),
+            "videos_named": len(annotation.clips) + len(missing),
+            "videos_missing": len(missing),
+            "videos_undecodable": len(feats.failed),
+            "videos_encoded": len(feats.keys),
+            **evaluated,
+        },
+        "skipped": {"missing": missing[:MAX_LISTED], "undecodable": dict(list(feats.failed.items())[:MAX_LISTED])},
+        "feature_cache": None if feats.cache_file is None else {"file": str(feats.cache_file),
+                                                                "reused": feats.from_cache},
+    }

@@ -1,0 +1,196 @@
+"""Video features for evaluation: encode once, cache, reuse; shard the work across processes.
+
+Features of every video are (V, T, P): V views (clips x crops, 1 by default), T frames, P the
+projection width, as `VideoCLIP.encode_video` returns them (unnormalised). A run's features are
+cached in one safetensors file whose name is a hash of everything that changes them: the model
+directory's fingerprint, frames, views, frame order (reversed or not), preprocessing, dataset
+name, the annotation file's content and the list of videos. A rerun with the same key loads the
+file instead of decoding a single video.
+
+Sharding: under `accelerate launch`, each process encodes its share of the videos
+(`PartialState.split_between_processes`) and `gather_object` brings the shares together, so every
+process ends with all features. With one process (plain `stanchat eval ...`) both are no-ops.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from stanchat.errors import StanchatError
+
+logger = logging.getLogger(__name__)
+
+CACHE_VERSION = 1  # bump when the cache layout or the meaning of a key part changes
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One video to encode: a file, or a segment of one (seconds; None = from the start / to the end)."""
+
+    path: Path
+    start: float | None = None
+    end: float | None = None
+
+    @classmethod
+    def of(cls, record) -> "Clip":
+        """The clip a `stanchat.datasets.Record` points at."""
+        return cls(Path(record.video), record.start, record.end)
+
+    @property
+    def key(self) -> str:
+        """The clip as one string: the path, with `@start-end` for a segment."""
+        if self.start is None and self.end is None:
+            return str(self.path)
+        return f"{self.path}@{self.start}-{self.end}"
+
+
+@dataclass
+class VideoFeatures:
+    keys: list[str]  # `Clip.key` of each encoded video, in order
+    features: "torch.Tensor"  # (Nv, V, T, P) float32, row i belongs to keys[i]
+    failed: dict[str, str] = field(default_factory=dict)  # Clip.key -> why it could not be decoded
+    cache_file: Path | None = None  # where these were read from or written to (None: caching off)
+    from_cache: bool = False  # True when no video was decoded in this run
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_key(parts: dict) -> str:
+    """A 20-hex-digit key from the JSON of `parts` (model fingerprint, frames, dataset, ...)."""
+    text = json.dumps({"cache_version": CACHE_VERSION, **parts}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def cache_path(cache_dir: Path, dataset: str, parts: dict) -> Path:
+    return Path(cache_dir) / f"{dataset}-{cache_key(parts)}.safetensors"
+
+
+def load_cached(path: Path) -> VideoFeatures | None:
+    """Features from a cache file, or None if it does not exist or cannot be read (then re-encoded)."""
+    if not path.is_file():
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata()
+            features = handle.get_tensor("features")
+        keys = json.loads(meta["keys"])
+        failed = json.loads(meta["failed"])
+    except Exception as err:  # a truncated or foreign file: re-encode rather than fail the run
+        logger.warning("ignoring unreadable feature cache %s (%s)", path, err)
+        return None
+    if features.shape[0] != len(keys):
+        logger.warning("ignoring feature cache %s: %d rows for %d videos", path, features.shape[0], len(keys))
+        return None
+    return VideoFeatures(keys, features, failed, path, from_cache=True)
+
+
+def save_cached(path: Path, result: VideoFeatures, parts: dict) -> None:
+    """Write features with their video list and key parts as metadata; atomically (tmp + rename)."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"keys": json.dumps(result.keys), "failed": json.dumps(result.failed),
+            "key": json.dumps(parts, sort_keys=True, default=str)}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({"features": result.features.contiguous()}, str(tmp), metadata=meta)
+    tmp.replace(path)
+
+
+def encode_videos(encode: Callable, load: Callable, clips: list[Clip], batch_size: int = 8,
+                  workers: int = 0, desc: str = "videos") -> VideoFeatures:
+    """Decode and encode every video, sharded over processes, skipping (and naming) undecodable ones.
+
+    Args:
+        encode: pixel values (B, V, T, 3, H, W) -> features (B, V, T, P).
+        load: Clip -> pixel values (V, T, 3, H, W); raises `StanchatError` (e.g. VideoError) for a
+            video it cannot read. Must be picklable when workers > 0.
+        clips: the videos, each once.
+        batch_size: videos per forward pass.
+        workers: DataLoader worker processes for decoding (0 decodes in this process).
+    """
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    state = PartialState()
+    local: list[tuple[int, "torch.Tensor | None", str]] = []
+    with state.split_between_processes(list(range(len(clips)))) as mine:
+        loader = DataLoader(_Decoded(clips, mine, load), batch_size=batch_size, num_workers=workers,
+                            collate_fn=list)
+        bar = tqdm(total=len(mine), desc=f"encoding {desc}", unit="video", disable=not state.is_local_main_process)
+        for batch in loader:
+            local += _encode_batch(encode, batch)
+            bar.update(len(batch))
+        bar.close()
+    gathered = sorted(gather_object(local), key=lambda item: item[0])
+    good = [(i, feats) for i, feats, _ in gathered if feats is not None]
+    failed = {clips[i].key: why for i, feats, why in gathered if feats is None}
+    if not good:
+        raise StanchatError(f"none of the {len(clips)} videos could be decoded (first: {next(iter(failed.values()))})")
+    return VideoFeatures([clips[i].key for i, _ in good], torch.stack([f for _, f in good]), failed)
+
+
+def _encode_batch(encode: Callable, batch: list[tuple]) -> list[tuple]:
+    """[(index, pixels or None, why)] -> [(index, features (V, T, P) on CPU or None, why)]."""
+    import torch
+
+    ok = [(i, pixels) for i, pixels, _ in batch if pixels is not None]
+    out = [(i, None, why) for i, pixels, why in batch if pixels is None]
+    if ok:
+        with torch.inference_mode():
+            feats = encode(torch.stack([pixels for _, pixels in ok]))  # (B, V, T, 3, H, W) -> (B, V, T, P)
+        out += [(i, f.float().cpu(), "") for (i, _), f in zip(ok, feats)]
+    return out
+
+
+class _Decoded:
+    """Map-style dataset over one process's share: item k -> (index, pixels or None, why not)."""
+
+    def __init__(self, clips: list[Clip], indices: list[int], load: Callable):
+        self.clips, self.indices, self.load = clips, indices, load
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int):
+        index = self.indices[k]
+        try:
+            return index, self.load(self.clips[index]), ""
+        except StanchatError as err:
+            logger.warning("skipping %s: %s", self.clips[index].key, err)
+            return index, None, str(err)
+
+
+def cached_video_features(encode: Callable, load: Callable, clips: list[Clip], cache_dir: Path | None,
+                          dataset: str, key_parts: dict, batch_size: int = 8, workers: int = 0) -> VideoFeatures:
+    """`encode_videos` behind the cache: load the file for this key if present, else encode and save
+    it (from the main process). `cache_dir` None turns caching off."""
+    from accelerate import PartialState
+
+    parts = {**key_parts, "dataset": dataset, "videos": hashlib.sha256(
+        "\n".join(clip.key for clip in clips).encode()).hexdigest()}
+    path = cache_path(cache_dir, dataset, parts) if cache_dir is not None else None
+    if path is not None and (cached := load_cached(path)) is not None:
+        logger.info("video features from cache %s", path)
+        return cached
+    result = encode_videos(encode, load, clips, batch_size, workers, desc=dataset)
+    if path is not None:
+        if PartialState().is_main_process:
+            save_cached(path, result, parts)
+        result.cache_file = path
+    return result
