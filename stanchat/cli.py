@@ -19,6 +19,7 @@ from stanchat.errors import StanchatError
 # name -> one-line help. Modules are imported only to build their own parser.
 COMMANDS = {
     "convert": "convert released Mug-STAN weights into a stanchat model directory",
+    "eval": "evaluate: zero-shot retrieval, recognition, video QA, time-reversal probe",
 }
 
 

@@ -1,38 +1,18 @@
-"""What every evaluation shares: its config fields, reading the annotation (skipping and counting
+"""What every evaluation shares: reading the annotation (skipping and counting
 missing videos), the video-feature step behind the cache, and the dataset counts it reports."""
 
 from __future__ import annotations
 
 import logging
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from stanchat.eval.config import EvalConfig
 from stanchat.eval.features import Clip, VideoFeatures
 
 logger = logging.getLogger(__name__)
 
-CACHE_ENV = "STANCHAT_HOME"  # the same home as stanchat.pretrained's converted weights
 MAX_LISTED = 1000  # skipped videos listed by name in a results file (all are counted)
-
-
-def default_cache_dir() -> Path:
-    """`$STANCHAT_HOME/eval-features` (default `~/.cache/stanchat/eval-features`)."""
-    return Path(os.environ.get(CACHE_ENV) or "~/.cache/stanchat").expanduser() / "eval-features"
-
-
-@dataclass
-class EvalConfig:
-    dataset: str  # registry name in stanchat.datasets (msrvtt, k400, jsonl, ...)
-    data_root: Path  # folder the annotation's videos live under
-    model: str  # VideoCLIP directory or preset name (videoqa: chat preset)
-    out: Path  # folder for <task>.json, <task>.md, <task>.png
-    ann: Path | None = None  # annotation file; None: the dataset's usual file under data_root
-    split: str | None = None  # annotation split; None: the dataset's evaluation split
-    cache_dir: Path | None = field(default_factory=default_cache_dir)  # None: no feature cache
-    batch_size: int = 8  # videos per forward pass
-    workers: int = 2  # decoding processes beside the main one (0: decode in the main process)
-    device: str | None = None  # torch device; None: accelerate's choice (the process's GPU, else CPU)
 
 
 @dataclass

@@ -116,24 +116,29 @@ def encode_videos(encode: Callable, load: Callable, clips: list[Clip], batch_siz
     Args:
         encode: pixel values (B, V, T, 3, H, W) -> features (B, V, T, P).
         load: Clip -> pixel values (V, T, 3, H, W); raises `StanchatError` (e.g. VideoError) for a
-            video it cannot read. Must be picklable when workers > 0.
+            video it cannot read.
         clips: the videos, each once.
         batch_size: videos per forward pass.
-        workers: DataLoader worker processes for decoding (0 decodes in this process).
+        workers: threads decoding ahead of the model (0: decode in turn). stanchat.video decodes in
+            its own worker processes, so threads overlap decoding without forking torch.
     """
     import torch
     from accelerate import PartialState
     from accelerate.utils import gather_object
-    from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
     state = PartialState()
     local: list[tuple[int, "torch.Tensor | None", str]] = []
     with state.split_between_processes(list(range(len(clips)))) as mine:
-        loader = DataLoader(_Decoded(clips, mine, load), batch_size=batch_size, num_workers=workers,
-                            collate_fn=list)
         bar = tqdm(total=len(mine), desc=f"encoding {desc}", unit="video", disable=not state.is_local_main_process)
-        for batch in loader:
+        batch: list[tuple] = []
+        for item in _decoded(load, clips, mine, workers, window=2 * batch_size):
+            batch.append(item)
+            if len(batch) == batch_size:
+                local += _encode_batch(encode, batch)
+                bar.update(len(batch))
+                batch = []
+        if batch:
             local += _encode_batch(encode, batch)
             bar.update(len(batch))
         bar.close()
@@ -158,22 +163,31 @@ def _encode_batch(encode: Callable, batch: list[tuple]) -> list[tuple]:
     return out
 
 
-class _Decoded:
-    """Map-style dataset over one process's share: item k -> (index, pixels or None, why not)."""
+def _decode_one(load: Callable, clip: Clip, index: int) -> tuple:
+    """(index, pixels, "") or, for a video that cannot be read, (index, None, why)."""
+    try:
+        return index, load(clip), ""
+    except StanchatError as err:
+        logger.warning("skipping %s: %s", clip.key, err)
+        return index, None, str(err)
 
-    def __init__(self, clips: list[Clip], indices: list[int], load: Callable):
-        self.clips, self.indices, self.load = clips, indices, load
 
-    def __len__(self) -> int:
-        return len(self.indices)
+def _decoded(load: Callable, clips: list[Clip], indices: list[int], workers: int, window: int):
+    """Yield `_decode_one` results in order, at most `window` decoded ahead (bounded memory)."""
+    if workers <= 0:
+        yield from (_decode_one(load, clips[i], i) for i in indices)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
 
-    def __getitem__(self, k: int):
-        index = self.indices[k]
-        try:
-            return index, self.load(self.clips[index]), ""
-        except StanchatError as err:
-            logger.warning("skipping %s: %s", self.clips[index].key, err)
-            return index, None, str(err)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque = deque()
+        for i in indices:
+            pending.append(pool.submit(_decode_one, load, clips[i], i))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def cached_video_features(encode: Callable, load: Callable, clips: list[Clip], cache_dir: Path | None,

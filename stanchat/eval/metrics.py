@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-TIE_RULES = ("pessimistic", "optimistic", "mean")
+from stanchat.eval.config import TIE_RULES
 RECALL_KS = (1, 5, 10)
 
 

@@ -13,31 +13,17 @@ video, as in the usual Kinetics protocol.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 
 from stanchat.eval import metrics
-from stanchat.eval.common import EvalConfig, dataset_summary, keep_encoded, read_annotation
+from stanchat.eval.common import dataset_summary, keep_encoded, read_annotation
+from stanchat.eval.config import RecognitionConfig, SCORING_MODES, TIE_RULES, check_choice
 from stanchat.eval.report import markdown_table, write_report
 from stanchat.errors import StanchatError
 
 logger = logging.getLogger(__name__)
-
-RAW_NAME = "{}"  # the default "template": the class name itself
-
-
-@dataclass
-class RecognitionConfig(EvalConfig):
-    frames: int = 8  # frames per view
-    tokens: int = 32  # text tokens per prompt
-    templates: tuple[str, ...] = (RAW_NAME,)  # prompt templates, "{}" is replaced by the class name
-    scoring: str = "mean"  # "mean", "mug" or "mug-simple"
-    clips: int = 1  # temporal views per video
-    crops: int = 1  # spatial views per clip: 1 (centre) or 3 (both ends and centre of the long side)
-    ties: str = "pessimistic"  # tie rule of stanchat.eval.metrics
-    chunk_size: int = 128  # Mug block size
-
 
 def check_templates(templates: tuple[str, ...]) -> tuple[str, ...]:
     """Every template must hold exactly one "{}" for the class name."""
@@ -55,6 +41,8 @@ def run_recognition(cfg: RecognitionConfig) -> dict:
     from stanchat.eval.model import check_tokens, describe, load_eval_model
     from stanchat.eval.views import video_features
 
+    check_choice("scoring", cfg.scoring, SCORING_MODES)
+    check_choice("ties", cfg.ties, TIE_RULES)
     check_templates(cfg.templates)
     annotation = read_annotation(cfg, "recognition")
     classes = class_names(cfg.dataset, cfg.data_root, cfg.ann, cfg.split)

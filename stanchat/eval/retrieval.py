@@ -12,27 +12,17 @@ is applied to each direction and flagged in the results, which keep the plain nu
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 import numpy as np
 
 from stanchat.eval import metrics
-from stanchat.eval.common import EvalConfig, dataset_summary, keep_encoded, read_annotation
+from stanchat.eval.common import dataset_summary, keep_encoded, read_annotation
+from stanchat.eval.config import RetrievalConfig, SCORING_MODES, TIE_RULES, check_choice
 from stanchat.eval.report import markdown_table, write_report
 
 logger = logging.getLogger(__name__)
 
 CURVE_MAX_K = 50  # the recall plot's last K
-
-
-@dataclass
-class RetrievalConfig(EvalConfig):
-    frames: int = 12  # frames per video (MSR-VTT protocol: 12)
-    tokens: int = 32  # text tokens, padded/truncated (MSR-VTT protocol: 32)
-    scoring: str = "mean"  # "mean", "mug" or "mug-simple" (VideoCLIP.similarity modes)
-    dual_softmax: bool = False  # re-rank with DSL (CAMoE); flagged in the results
-    dsl_temperature: float = 100.0  # DSL softmax scale on cosine scores (CLIP's logit scale)
-    ties: str = "pessimistic"  # tie rule of stanchat.eval.metrics
-    chunk_size: int = 128  # Mug scores blocks of chunk x chunk pairs, bounding memory
 
 
 def run_retrieval(cfg: RetrievalConfig) -> dict:
@@ -43,7 +33,8 @@ def run_retrieval(cfg: RetrievalConfig) -> dict:
     from stanchat.eval.model import check_tokens, describe, encode_texts, load_eval_model
     from stanchat.eval.views import video_features
 
-    _check_options(cfg)
+    check_choice("scoring", cfg.scoring, SCORING_MODES)
+    check_choice("ties", cfg.ties, TIE_RULES)
     annotation = read_annotation(cfg, "retrieval")
     evm = load_eval_model(cfg.model, cfg.device)
     check_tokens(evm.model, cfg.tokens)
@@ -76,16 +67,6 @@ def _no_grad():
     import torch
 
     return torch.inference_mode()
-
-
-def _check_options(cfg: RetrievalConfig) -> None:
-    from stanchat.errors import StanchatError
-    from stanchat.videoclip import SCORING_MODES
-
-    if cfg.scoring not in SCORING_MODES:
-        raise StanchatError(f"unknown scoring {cfg.scoring!r}; choose one of {', '.join(SCORING_MODES)}")
-    if cfg.ties not in metrics.TIE_RULES:
-        raise StanchatError(f"unknown tie rule {cfg.ties!r}; choose one of {', '.join(metrics.TIE_RULES)}")
 
 
 def score_both_directions(scores: np.ndarray, positives: np.ndarray, cfg: RetrievalConfig) -> dict:

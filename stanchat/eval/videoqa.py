@@ -18,10 +18,11 @@ import logging
 import re
 import string
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-from stanchat.eval.common import EvalConfig, read_annotation
+from stanchat.eval.common import read_annotation
+from stanchat.eval.config import VideoQAConfig
 from stanchat.eval.report import markdown_table, write_report
 from stanchat.errors import StanchatError
 
@@ -30,24 +31,8 @@ logger = logging.getLogger(__name__)
 PREDICTIONS = "videoqa_predictions"  # + ".jsonl", or "-rank{r}.jsonl" under several processes
 JUDGMENTS = "videoqa_judge.jsonl"
 RUN_FILE = "videoqa_run.json"  # the settings the predictions were made with
-SHORT_ANSWER = "{question}\nAnswer the question using a single word or phrase."  # LLaVA-1.5's short-answer prompt
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = str.maketrans({c: " " for c in string.punctuation})
-
-
-@dataclass
-class VideoQAConfig(EvalConfig):
-    llava: str | None = None  # overrides the preset's LLaVA (hub id or directory)
-    stan: str | None = None  # overrides the preset's STAN directory
-    frames: int = 16  # frames per video
-    temporal: str = "stan"  # how frames reach the LLM: stan | mean | concat
-    prompt: str = SHORT_ANSWER  # question template, "{question}" is replaced
-    max_new_tokens: int = 32  # answer length limit in LLM tokens (QA answers are short)
-    dtype: str | None = None  # float32 | float16 | bfloat16; None: stanchat.load's choice
-    judge_model: str | None = None  # local transformers causal LM directory used as judge
-    judge_url: str | None = None  # OpenAI-compatible server used as judge
-    judge_name: str | None = None  # the model name to ask that server for
-    judge_key_env: str | None = "OPENAI_API_KEY"  # environment variable holding the server's API key, if any
 
 
 def normalize_answer(text: str) -> str:
