@@ -17,6 +17,7 @@ _LAZY = {
     "mug_similarity": "stanchat.mug",
     "VideoCLIP": "stanchat.videoclip",
     "VideoCLIPConfig": "stanchat.videoclip",
+    "load": "stanchat.chat",
 }
 
 __all__ = ["__version__", *_LAZY]
