@@ -25,6 +25,7 @@ TEMPORAL_MODES = ("stan", "mean", "concat")  # stanchat.options.TEMPORAL_MODES
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from stanchat.datasets import dataset_names
 
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the usage examples in lines
     sub = parser.add_subparsers(dest="task", metavar="TASK", required=True)
     for task, cls, about in (
         ("retrieval", RetrievalConfig, "zero-shot text<->video retrieval: R@1/5/10, MdR, MnR"),

@@ -44,14 +44,14 @@ class LocalJudge:
     """A local transformers causal LM (any `AutoModelForCausalLM` directory with its tokenizer)."""
 
     def __init__(self, directory: str | Path, device: str | None = None, max_new_tokens: int = 8):
+        self.directory = Path(directory).expanduser()
+        if not (self.directory / "config.json").is_file():
+            raise StanchatError(f"--judge-model {self.directory} is not a transformers model directory (no config.json)")
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from stanchat.eval.model import fingerprint
 
-        self.directory = Path(directory).expanduser()
-        if not (self.directory / "config.json").is_file():
-            raise StanchatError(f"--judge-model {self.directory} is not a transformers model directory (no config.json)")
         self.tokenizer = AutoTokenizer.from_pretrained(self.directory)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = AutoModelForCausalLM.from_pretrained(self.directory).to(self.device).eval()

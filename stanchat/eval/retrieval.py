@@ -106,6 +106,9 @@ def plot_recall(figure, results: dict) -> None:
     for name in ("text_to_video", "video_to_text"):
         curve = results["metrics"][name]["recall_curve"]
         ax.plot(range(1, len(curve) + 1), curve, marker=".", label=name.replace("_", " "))
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("K")
     ax.set_ylabel("R@K (%)")
     ax.set_ylim(0, 100)

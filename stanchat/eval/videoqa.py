@@ -52,15 +52,18 @@ def contains(prediction: str, answer: str) -> bool:
 
 
 def question_ids(records: list) -> list[str]:
-    """Stable ids: the dataset's question id, else `video_id/k` for the video's k-th question."""
+    """Stable, unique ids: the dataset's question id (suffixed `#k` where an annotation repeats one),
+    else `video_id/k` for the video's k-th question."""
     seen: Counter = Counter()
     ids = []
     for record in records:
-        if record.question_id is not None:
-            ids.append(str(record.question_id))
+        base = str(record.question_id) if record.question_id is not None else f"{record.video_id}/"
+        k = seen[base]
+        seen[base] += 1
+        if record.question_id is None:
+            ids.append(f"{base}{k}")
         else:
-            ids.append(f"{record.video_id}/{seen[record.video_id]}")
-            seen[record.video_id] += 1
+            ids.append(base if k == 0 else f"{base}#{k}")
     return ids
 
 
@@ -78,6 +81,19 @@ def read_jsonl(paths: list[Path]) -> dict[str, dict]:
                 continue
             rows[row["id"]] = row
     return rows
+
+
+def open_log(path: Path):
+    """Open an append-only JSONL log, first ending a line a killed run left unfinished (that
+    half line is ignored by `read_jsonl`; the next record must not be glued to it)."""
+    if path.is_file() and path.stat().st_size:
+        with open(path, "rb") as handle:
+            handle.seek(-1, 2)
+            unfinished = handle.read(1) != b"\n"
+        if unfinished:
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write("\n")
+    return open(path, "a", encoding="utf-8")
 
 
 def prediction_files(out: Path) -> list[Path]:
@@ -101,7 +117,10 @@ def check_resume(out: Path, settings: dict) -> None:
 def resume_settings(cfg: VideoQAConfig, ann_file: Path) -> dict:
     """What must not change between a run and its resumption."""
     keys = ("dataset", "model", "llava", "stan", "frames", "temporal", "prompt", "max_new_tokens", "dtype", "split")
-    return {**{k: str(getattr(cfg, k)) for k in keys}, "annotation": str(ann_file)}
+    from stanchat.eval.features import file_sha256
+
+    return {**{k: str(getattr(cfg, k)) for k in keys}, "annotation": str(ann_file),
+            "annotation_sha256": file_sha256(ann_file) if ann_file.is_file() else None}
 
 
 def run_videoqa(cfg: VideoQAConfig) -> dict:
@@ -111,6 +130,7 @@ def run_videoqa(cfg: VideoQAConfig) -> dict:
     state = PartialState()
     _check_prompt(cfg.prompt)
     judge = _make_judge(cfg)  # fail on bad judge options before any answering
+    model = chat_model_info(cfg)  # and on a missing model, before reading every video
     annotation = read_annotation(cfg, "qa")
     ids = question_ids(annotation.records)
     if state.is_main_process:
@@ -125,7 +145,7 @@ def run_videoqa(cfg: VideoQAConfig) -> dict:
     state.wait_for_everyone()
     if not state.is_main_process:
         return {}
-    return _score_and_report(cfg, annotation, ids, judge)
+    return _score_and_report(cfg, annotation, ids, judge, model)
 
 
 def _check_prompt(prompt: str) -> None:
@@ -153,7 +173,7 @@ def _answer_all(cfg: VideoQAConfig, todo: list[tuple[str, object]], path: Path, 
     from stanchat.video import load_video
 
     chat = stanchat.load(cfg.model, llava=cfg.llava, stan=cfg.stan, device=device, dtype=cfg.dtype)
-    with open(path, "a", encoding="utf-8") as log:
+    with open_log(path) as log:
         for qid, record in tqdm(todo, desc="answering", unit="question"):
             row = {"id": qid, "video": str(record.video), "question": record.question, "answer": record.answer}
             try:
@@ -168,7 +188,19 @@ def _answer_all(cfg: VideoQAConfig, todo: list[tuple[str, object]], path: Path, 
             log.flush()
 
 
-def _score_and_report(cfg: VideoQAConfig, annotation, ids: list[str], judge) -> dict:
+def chat_model_info(cfg: VideoQAConfig) -> dict:
+    """Which chat model answers (stanchat.pretrained.resolve: fails in one line if its files are
+    missing), with fingerprints of local directories."""
+    from stanchat.eval.model import fingerprint
+    from stanchat.pretrained import resolve
+
+    spec = resolve(cfg.model, cfg.llava, cfg.stan)
+    llava = Path(spec.llava).expanduser()
+    return {"name": spec.name, "llava": spec.llava, "stan": str(spec.stan), "stan_fingerprint": fingerprint(spec.stan),
+            "llava_fingerprint": fingerprint(llava) if llava.is_dir() else None}
+
+
+def _score_and_report(cfg: VideoQAConfig, annotation, ids: list[str], judge, model: dict) -> dict:
     rows = read_jsonl(prediction_files(cfg.out))
     answered = [rows[i] for i in ids if i in rows and "prediction" in rows[i]]
     failed = {rows[i]["video"]: rows[i]["error"] for i in ids if i in rows and "error" in rows[i]}
@@ -188,7 +220,7 @@ def _score_and_report(cfg: VideoQAConfig, annotation, ids: list[str], judge) -> 
     missing = sorted({str(r.video) for r in annotation.missing})
     results = {
         "task": "videoqa", "metrics": metrics, "judge": judge_info,
-        "prompt": cfg.prompt, "model": {"name": cfg.model, "llava": cfg.llava, "stan": cfg.stan},
+        "prompt": cfg.prompt, "model": model,
         "settings": {k: v for k, v in asdict(cfg).items() if k not in ("dataset", "data_root", "ann", "out")},
         "dataset": {"name": cfg.dataset, "annotation": str(annotation.ann_file),
                     "counts": {"questions": len(ids) + len(annotation.missing), "answered": len(answered),
@@ -213,7 +245,7 @@ def _judge_all(judge, answered: list[dict], path: Path) -> list[bool | None]:
 
     earlier = read_jsonl([path]) if path.is_file() else {}
     verdicts = []
-    with open(path, "a", encoding="utf-8") as log:
+    with open_log(path) as log:
         for row in tqdm(answered, desc="judging", unit="answer"):
             old = earlier.get(row["id"])
             if old is not None and old["judge"] == judge.info["name"] and old["prediction"] == row["prediction"]:
@@ -240,7 +272,7 @@ def videoqa_markdown(results: dict) -> str:
     m, s = results["metrics"], results["settings"]
     judge = results["judge"]
     title = (f"## Video QA: {results['dataset']['name']} ({m['answered']} answered)\n\n"
-             f"model `{s['model'] or ''}` llava `{s['llava']}` stan `{s['stan']}`, {s['frames']} frames, "
+             f"model `{results['model']['name']}`, {s['frames']} frames, "
              f"temporal {s['temporal']}, judge {judge['name'] if judge else 'none'}\n\n")
     header, row = ["exact match", "contains"], [m["exact_match"], m["contains"]]
     if judge:
