@@ -180,3 +180,42 @@ def test_reverse_bad_input_is_one_line(eval_world, tmp_path, capsys):
     bad.write_text('{"video": "a.mp4", "colour": "red"}\n')
     assert main([*argv[:3], str(bad), *argv[4:]]) == 2
     assert "unknown fields ['colour']" in error_line(capsys.readouterr().err)
+
+
+@pytest.mark.slow
+def test_retrieval_sharded_over_two_processes_matches_one(eval_world, tmp_path):
+    """torchrun with 2 CPU processes (gloo): each encodes half the videos, the gathered features
+    give the same numbers as one process."""
+    import os
+    import subprocess
+    import sys
+
+    single, _ = run_eval("retrieval", eval_world, "jsonl-retrieval", tmp_path / "one")
+    data = eval_world["jsonl-retrieval"]
+    out = tmp_path / "two"
+    argv = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "stanchat", "eval",
+            "retrieval", "--dataset", "jsonl", "--data-root", str(data.root), "--model", str(eval_world["model"]),
+            "--frames", FRAMES, "--out", str(out), "--cache-dir", str(tmp_path / "cache2"), "--workers", "0"]
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("wrote ") == 1  # only the main process reports
+    sharded = json.loads((out / "retrieval.json").read_text())
+    assert sharded["metrics"] == single["metrics"]
+    assert sharded["dataset"]["counts"] == single["dataset"]["counts"]
+
+
+def test_undecodable_video_is_skipped_and_listed(eval_world, tmp_path):
+    import shutil
+
+    data = eval_world["jsonl-retrieval"]
+    root = tmp_path / "data"
+    shutil.copytree(data.root, root)
+    broken = root / "videos" / f"{data.specs[0].clip_id}.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video" * 20)
+    world = {**eval_world, "broken": type(data)(data.format, root, root / data.ann.name, data.split, data.specs)}
+    results, _ = run_eval("retrieval", world, "broken", tmp_path)
+    counts = results["dataset"]["counts"]
+    assert (counts["videos_undecodable"], counts["videos_missing"], counts["videos"]) == (1, 1, N_CLIPS - 2)
+    assert list(results["dataset"]["skipped"]["undecodable"]) == [str(broken)]

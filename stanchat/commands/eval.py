@@ -7,7 +7,7 @@
 
 Each run writes <task>.json (metrics, model, frames, tokens, prompts, dataset counts, skipped
 videos, commit, date), <task>.md and <task>.png into --out. Video features are cached under
---cache-dir; `accelerate launch -m stanchat.cli eval ...` shards the work across processes.
+--cache-dir; `accelerate launch -m stanchat eval ...` shards the work across processes.
 """
 
 from __future__ import annotations
@@ -140,8 +140,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         cfg = _config({"retrieval": RetrievalConfig, "recognition": RecognitionConfig,
                        "videoqa": VideoQAConfig}[args.task], args)
+    from stanchat.eval.features import process_state
+
     results = _runner(args.task)(cfg)
-    if not results:  # a process other than the main one under accelerate: the main one reports
+    if not process_state().is_main_process:  # under accelerate/torchrun the main process reports
         return 0
     print(summary_line(args.task, results))
     print(f"wrote {cfg.out}/{args.task}.json, {args.task}.md, {args.task}.png")

@@ -10,6 +10,8 @@ file instead of decoding a single video.
 Sharding: under `accelerate launch`, each process encodes its share of the videos
 (`PartialState.split_between_processes`) and `gather_object` brings the shares together, so every
 process ends with all features. With one process (plain `stanchat eval ...`) both are no-ops.
+Launch with `accelerate launch --num_processes N -m stanchat eval ...` on GPUs, or
+`torchrun --nproc_per_node N -m stanchat eval ...` (on CPU the processes talk over gloo).
 """
 
 from __future__ import annotations
@@ -56,6 +58,15 @@ class VideoFeatures:
     failed: dict[str, str] = field(default_factory=dict)  # Clip.key -> why it could not be decoded
     cache_file: Path | None = None  # where these were read from or written to (None: caching off)
     from_cache: bool = False  # True when no video was decoded in this run
+
+
+def process_state():
+    """accelerate's PartialState for this process. Without CUDA it is asked for CPU explicitly:
+    accelerate only forms a multi-process CPU group (gloo) when told `cpu=True`."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def file_sha256(path: Path) -> str:
@@ -123,11 +134,10 @@ def encode_videos(encode: Callable, load: Callable, clips: list[Clip], batch_siz
             its own worker processes, so threads overlap decoding without forking torch.
     """
     import torch
-    from accelerate import PartialState
     from accelerate.utils import gather_object
     from tqdm.auto import tqdm
 
-    state = PartialState()
+    state = process_state()
     local: list[tuple[int, "torch.Tensor | None", str]] = []
     with state.split_between_processes(list(range(len(clips)))) as mine:
         bar = tqdm(total=len(mine), desc=f"encoding {desc}", unit="video", disable=not state.is_local_main_process)
@@ -194,8 +204,6 @@ def cached_video_features(encode: Callable, load: Callable, clips: list[Clip], c
                           dataset: str, key_parts: dict, batch_size: int = 8, workers: int = 0) -> VideoFeatures:
     """`encode_videos` behind the cache: load the file for this key if present, else encode and save
     it (from the main process). `cache_dir` None turns caching off."""
-    from accelerate import PartialState
-
     parts = {**key_parts, "dataset": dataset, "videos": hashlib.sha256(
         "\n".join(clip.key for clip in clips).encode()).hexdigest()}
     path = cache_path(cache_dir, dataset, parts) if cache_dir is not None else None
@@ -204,7 +212,7 @@ def cached_video_features(encode: Callable, load: Callable, clips: list[Clip], c
         return cached
     result = encode_videos(encode, load, clips, batch_size, workers, desc=dataset)
     if path is not None:
-        if PartialState().is_main_process:
+        if process_state().is_main_process:
             save_cached(path, result, parts)
         result.cache_file = path
     return result

@@ -7,7 +7,6 @@ it) or the name of a preset in `stanchat.pretrained`, whose STAN directory is su
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,8 +38,6 @@ def resolve_model(name: str) -> tuple[Path, str]:
     path = Path(name).expanduser()
     if path.is_dir():
         return path.resolve(), str(path.resolve())
-    if importlib.util.find_spec("stanchat.pretrained") is None:
-        raise WeightsError(f"--model {name}: no such directory; pass a directory written by VideoCLIP.save_pretrained")
     from stanchat import pretrained
 
     if name not in pretrained.PRESETS:
@@ -80,9 +77,9 @@ def load_eval_model(name: str, device: "torch.device | str | None" = None) -> Ev
 
 
 def _default_device() -> "torch.device":
-    from accelerate import PartialState
+    from stanchat.eval.features import process_state
 
-    return PartialState().device
+    return process_state().device
 
 
 def load_tokenizer(directory: Path, model) -> "transformers.PreTrainedTokenizerBase":
@@ -124,6 +121,19 @@ def encode_texts(evm: EvalModel, texts: list[str], tokens: int, batch_size: int 
             token_feats, pooled = evm.model.encode_text(ids, mask)
             parts.append((token_feats.float().cpu(), pooled.float().cpu(), mask.bool().cpu()))
     return TextFeatures(*(torch.cat([p[i] for p in parts]) for i in range(3)))
+
+
+def score(evm: EvalModel, text: TextFeatures, video_frames: "torch.Tensor", mode: str,
+          chunk_size: int | None = None) -> "torch.Tensor":
+    """`VideoCLIP.similarity` of texts against per-frame video features (Nv, T, P), on the model's
+    device, without autograd: (Nt, Nv) float32 on the CPU."""
+    import torch
+
+    device = evm.device
+    with torch.inference_mode():
+        scores = evm.model.similarity((text.tokens.to(device), text.pooled.to(device)), text.mask.to(device),
+                                      video_frames.to(device), mode=mode, chunk_size=chunk_size)
+    return scores.float().cpu()
 
 
 def describe(evm: EvalModel) -> dict:

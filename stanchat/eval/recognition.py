@@ -35,9 +35,8 @@ def check_templates(templates: tuple[str, ...]) -> tuple[str, ...]:
 
 def run_recognition(cfg: RecognitionConfig) -> dict:
     """Evaluate `cfg.model` zero-shot on `cfg.dataset`; writes recognition.{json,md,png} to `cfg.out`."""
-    from accelerate import PartialState
-
     from stanchat.datasets import class_names
+    from stanchat.eval.features import process_state
     from stanchat.eval.model import check_tokens, describe, load_eval_model
     from stanchat.eval.views import video_features
 
@@ -63,7 +62,7 @@ def run_recognition(cfg: RecognitionConfig) -> dict:
         "settings": {k: v for k, v in asdict(cfg).items() if k not in ("dataset", "data_root", "ann", "out", "model")},
         "dataset": dataset_summary(cfg, annotation, feats, {"samples": len(records), "classes": len(classes)}),
     }
-    if PartialState().is_main_process:
+    if process_state().is_main_process:
         write_report(cfg.out, "recognition", results, recognition_markdown(results),
                      lambda fig: plot_per_class(fig, results))
     return results

@@ -28,9 +28,8 @@ CURVE_MAX_K = 50  # the recall plot's last K
 def run_retrieval(cfg: RetrievalConfig) -> dict:
     """Evaluate `cfg.model` on `cfg.dataset`; writes retrieval.{json,md,png} to `cfg.out` and returns
     the results dict (on every process; only the main process writes)."""
-    from accelerate import PartialState
-
-    from stanchat.eval.model import check_tokens, describe, encode_texts, load_eval_model
+    from stanchat.eval.features import process_state
+    from stanchat.eval.model import check_tokens, describe, encode_texts, load_eval_model, score
     from stanchat.eval.views import video_features
 
     check_choice("scoring", cfg.scoring, SCORING_MODES)
@@ -43,11 +42,8 @@ def run_retrieval(cfg: RetrievalConfig) -> dict:
     texts = encode_texts(evm, [r.text for r in records], cfg.tokens)
     used = sorted(set(rows))  # encoded videos that still have a caption
     column = {row: j for j, row in enumerate(used)}
-    video_frames = feats.features[used, 0].to(evm.device)  # (Nv, V=1, T, P) -> (Nv, T, P)
-    with _no_grad():
-        scores = evm.model.similarity((texts.tokens.to(evm.device), texts.pooled.to(evm.device)),
-                                      texts.mask.to(evm.device), video_frames, mode=cfg.scoring,
-                                      chunk_size=cfg.chunk_size).cpu().numpy()  # (Nt, Nv)
+    video_frames = feats.features[used, 0]  # (Nv, V=1, T, P) -> (Nv, T, P)
+    scores = score(evm, texts, video_frames, cfg.scoring, cfg.chunk_size).numpy()  # (Nt, Nv)
     positives = np.zeros(scores.shape, dtype=bool)
     positives[np.arange(len(records)), [column[r] for r in rows]] = True
     results = {
@@ -57,16 +53,10 @@ def run_retrieval(cfg: RetrievalConfig) -> dict:
         "settings": {k: v for k, v in asdict(cfg).items() if k not in ("dataset", "data_root", "ann", "out", "model")},
         "dataset": dataset_summary(cfg, annotation, feats, {"texts": len(records), "videos": len(used)}),
     }
-    if PartialState().is_main_process:
+    if process_state().is_main_process:
         write_report(cfg.out, "retrieval", results, retrieval_markdown(results),
                      lambda fig: plot_recall(fig, results))
     return results
-
-
-def _no_grad():
-    import torch
-
-    return torch.inference_mode()
 
 
 def score_both_directions(scores: np.ndarray, positives: np.ndarray, cfg: RetrievalConfig) -> dict:

@@ -107,8 +107,7 @@ def caption_flips(s_fwd: np.ndarray, s_rev: np.ndarray) -> dict:
 
 def run_reverse(cfg: ReverseConfig) -> dict:
     """Run the probe; writes reverse.{json,md,png} to `cfg.out` and returns the results."""
-    from accelerate import PartialState
-
+    from stanchat.eval.features import process_state
     from stanchat.eval.model import check_tokens, describe, load_eval_model
     from stanchat.eval.views import video_features
 
@@ -119,9 +118,11 @@ def run_reverse(cfg: ReverseConfig) -> dict:
     annotation = Annotation(items, [], [i.clip for i in items], list(range(len(items))), source)
     forward = video_features(evm, cfg, annotation, frames=cfg.frames)
     backward = video_features(evm, cfg, annotation, frames=cfg.frames, reverse=True)
-    keys = [k for k in forward.keys if k in set(backward.keys)]
-    fwd = forward.features[[forward.keys.index(k) for k in keys], 0]  # (N, V=1, T, P) -> (N, T, P)
-    bwd = backward.features[[backward.keys.index(k) for k in keys], 0]
+    back_row = {k: i for i, k in enumerate(backward.keys)}
+    kept = [(i, k) for i, k in enumerate(forward.keys) if k in back_row]  # decoded both ways (normally all)
+    keys = [k for _, k in kept]
+    fwd = forward.features[[i for i, _ in kept], 0]  # (N, V=1, T, P) -> (N, T, P)
+    bwd = backward.features[[back_row[k] for k in keys], 0]
     cosines = direction_cosines(fwd, bwd)
     by_key = {item.clip.key: item for item in items}
     results = {
@@ -138,7 +139,7 @@ def run_reverse(cfg: ReverseConfig) -> dict:
                                                      "videos_undecodable": len(forward.failed)},
                     "skipped": {"missing": missing, "undecodable": forward.failed}},
     }
-    if PartialState().is_main_process:
+    if process_state().is_main_process:
         write_report(cfg.out, "reverse", results, reverse_markdown(results), lambda fig: plot_cosines(fig, results))
     return results
 
@@ -147,7 +148,7 @@ def _caption_probe(evm, cfg: ReverseConfig, items: list[ProbeItem], fwd, bwd) ->
     """Caption-vs-twin scores for forward and reversed clips, for items that have both captions."""
     import torch
 
-    from stanchat.eval.model import encode_texts
+    from stanchat.eval.model import TextFeatures, encode_texts, score
 
     rows = [i for i, item in enumerate(items) if {"caption", "reversed_caption"} <= set(item.fields)]
     if not rows:
@@ -155,13 +156,10 @@ def _caption_probe(evm, cfg: ReverseConfig, items: list[ProbeItem], fwd, bwd) ->
     texts = [t for i in rows for t in (items[i].fields["caption"], items[i].fields["reversed_caption"])]
     text = encode_texts(evm, texts, cfg.tokens)
     scores = []
-    with torch.inference_mode():
-        for k, i in enumerate(rows):  # each video against its own two captions only
-            pair = slice(2 * k, 2 * k + 2)
-            both = torch.stack([fwd[i], bwd[i]]).to(evm.device)  # (2, T, P): forward, reversed
-            s = evm.model.similarity((text.tokens[pair].to(evm.device), text.pooled[pair].to(evm.device)),
-                                     text.mask[pair].to(evm.device), both, mode=cfg.scoring)  # (2 texts, 2 clips)
-            scores.append(s.T.cpu().numpy())  # (2 clips, 2 texts)
+    for k, i in enumerate(rows):  # each video against its own two captions only
+        pair = TextFeatures(text.tokens[2 * k:2 * k + 2], text.pooled[2 * k:2 * k + 2], text.mask[2 * k:2 * k + 2])
+        both = torch.stack([fwd[i], bwd[i]])  # (2 clips, T, P): forward, reversed
+        scores.append(score(evm, pair, both, cfg.scoring).T.numpy())  # (2 texts, 2 clips) -> (clip, text)
     scores = np.stack(scores)  # (N, clip, text)
     return caption_flips(scores[:, 0], scores[:, 1])
 
@@ -236,7 +234,8 @@ def reverse_markdown(results: dict) -> str:
 def plot_cosines(figure, results: dict) -> None:
     cosines = [v["cosine"] for v in results["per_video"]]
     ax = figure.subplots()
-    ax.hist(cosines, bins=min(30, max(5, len(cosines) // 3)), range=(min(min(cosines), 0.9), 1.0))
+    low = min(cosines)
+    ax.hist(cosines, bins=min(30, max(5, len(cosines) // 3)), range=(low - 0.05 * (1.0 - low) - 1e-6, 1.0))
     ax.axvline(results["metrics"]["mean_cosine"], color="black", linestyle="--", label="mean")
     ax.set_xlabel("cosine(forward, reversed) of frame-mean features")
     ax.set_ylabel("videos")

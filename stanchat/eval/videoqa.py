@@ -125,9 +125,9 @@ def resume_settings(cfg: VideoQAConfig, ann_file: Path) -> dict:
 
 def run_videoqa(cfg: VideoQAConfig) -> dict:
     """Answer every question (resuming), score, and write videoqa.{json,md,png}; returns the results."""
-    from accelerate import PartialState
+    from stanchat.eval.features import process_state
 
-    state = PartialState()
+    state = process_state()
     _check_prompt(cfg.prompt)
     judge = _make_judge(cfg)  # fail on bad judge options before any answering
     model = chat_model_info(cfg)  # and on a missing model, before reading every video
