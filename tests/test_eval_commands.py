@@ -53,7 +53,8 @@ def test_retrieval_numbers_match_an_independent_computation(eval_world, tmp_path
     from stanchat.videoclip import VideoCLIP
 
     results, _ = run_eval("retrieval", eval_world, "jsonl-retrieval", tmp_path)
-    with safe_open(results["dataset"]["feature_cache"]["file"], framework="pt") as cache:
+    block = Path(results["dataset"]["feature_cache"]["dir"]) / "block-00000.safetensors"
+    with safe_open(str(block), framework="pt") as cache:
         video = cache.get_tensor("features")[:, 0]  # (Nv, T, P)
         keys = json.loads(cache.metadata()["keys"])
     lines = [json.loads(line) for line in eval_world["jsonl-retrieval"].ann.read_text().splitlines()]
@@ -75,14 +76,29 @@ def test_retrieval_numbers_match_an_independent_computation(eval_world, tmp_path
 
 def test_retrieval_cache_reuse_mug_and_dual_softmax(eval_world, tmp_path):
     first, _ = run_eval("retrieval", eval_world, "msrvtt", tmp_path)
-    assert first["dataset"]["feature_cache"]["reused"] is False
+    cache = first["dataset"]["feature_cache"]
+    assert (cache["blocks"], cache["reused_blocks"]) == (1, 0)
     again, _ = run_eval("retrieval", eval_world, "msrvtt", tmp_path, "--scoring", "mug", "--dual-softmax")
-    assert again["dataset"]["feature_cache"] == {**first["dataset"]["feature_cache"], "reused": True}
+    assert again["dataset"]["feature_cache"] == {**cache, "reused_blocks": 1}
     metrics = again["metrics"]
     assert metrics["dual_softmax"] is True and again["settings"]["scoring"] == "mug"
     assert set(metrics["text_to_video"]["plain"]) == {"R@1", "R@5", "R@10", "MdR", "MnR"}
     other, _ = run_eval("retrieval", eval_world, "msrvtt", tmp_path / "f8", "--frames", "8")
-    assert other["dataset"]["feature_cache"]["file"] != first["dataset"]["feature_cache"]["file"]
+    assert other["dataset"]["feature_cache"]["dir"] != cache["dir"]
+
+
+def test_interrupted_feature_extraction_resumes_from_its_blocks(eval_world, tmp_path, monkeypatch):
+    import stanchat.eval.features as features
+
+    monkeypatch.setattr(features, "CACHE_BLOCK", 1)  # one video per cache file
+    first, _ = run_eval("retrieval", eval_world, "lsmdc", tmp_path)
+    folder = Path(first["dataset"]["feature_cache"]["dir"])
+    assert len(list(folder.glob("block-*.safetensors"))) == N_CLIPS - 1
+    (folder / "block-00001.safetensors").unlink()  # as if the run had stopped there
+    (folder / "block-00002.safetensors").write_bytes(b"cut short")
+    second, _ = run_eval("retrieval", eval_world, "lsmdc", tmp_path)
+    assert second["dataset"]["feature_cache"]["reused_blocks"] == N_CLIPS - 3
+    assert second["metrics"] == first["metrics"]
 
 
 @pytest.mark.parametrize("fmt", ["k400", "ucf101", "hmdb51", "jsonl-recognition", "csv-recognition"])

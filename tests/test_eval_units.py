@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from stanchat.errors import StanchatError
-from stanchat.eval.features import Clip, VideoFeatures, cache_path, load_cached, save_cached
+from stanchat.eval.features import Clip, VideoFeatures, cache_folder, load_cached, save_cached
 from stanchat.eval.judge import make_judge, parse_verdict
 from stanchat.eval.reverse import caption_flips, direction_cosines
 from stanchat.eval.videoqa import check_resume, contains, exact_match, normalize_answer, question_ids
@@ -68,13 +68,14 @@ def test_resume_refuses_other_settings(tmp_path):
 
 def test_feature_cache_round_trip_and_key(tmp_path):
     parts = {"model": "abc", "frames": 4}
-    path = cache_path(tmp_path, "msrvtt", parts)
-    assert path != cache_path(tmp_path, "msrvtt", {**parts, "frames": 8})  # every part is in the key
+    folder = cache_folder(tmp_path, "msrvtt", parts)
+    assert folder != cache_folder(tmp_path, "msrvtt", {**parts, "frames": 8})  # every part is in the key
+    path = folder / "block-00000.safetensors"
     assert load_cached(path) is None
     feats = VideoFeatures(["a.mp4", "b.mp4@1.0-2.0"], torch.randn(2, 1, 4, 3), {"c.mp4": "corrupt"})
     save_cached(path, feats, parts)
     back = load_cached(path)
-    assert back.from_cache and back.keys == feats.keys and back.failed == feats.failed
+    assert back.keys == feats.keys and back.failed == feats.failed
     assert torch.equal(back.features, feats.features)
     path.write_bytes(b"not safetensors")  # a damaged cache is re-encoded, not fatal
     assert load_cached(path) is None

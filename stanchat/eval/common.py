@@ -69,6 +69,5 @@ def dataset_summary(cfg: EvalConfig, annotation: Annotation, feats: VideoFeature
             **evaluated,
         },
         "skipped": {"missing": missing[:MAX_LISTED], "undecodable": dict(list(feats.failed.items())[:MAX_LISTED])},
-        "feature_cache": None if feats.cache_file is None else {"file": str(feats.cache_file),
-                                                                "reused": feats.from_cache},
+        "feature_cache": feats.cache,
     }

@@ -2,10 +2,12 @@
 
 Features of every video are (V, T, P): V views (clips x crops, 1 by default), T frames, P the
 projection width, as `VideoCLIP.encode_video` returns them (unnormalised). A run's features are
-cached in one safetensors file whose name is a hash of everything that changes them: the model
-directory's fingerprint, frames, views, frame order (reversed or not), preprocessing, dataset
-name, the annotation file's content and the list of videos. A rerun with the same key loads the
-file instead of decoding a single video.
+cached in a folder `<cache_dir>/<dataset>-<key>/` whose key is a hash of everything that changes
+them: the model directory's fingerprint, frames, views, frame order (reversed or not),
+preprocessing, dataset name, the annotation file's content and the list of videos. The videos are
+encoded in blocks of `CACHE_BLOCK`, each saved as `block-NNNNN.safetensors` as soon as it is done,
+so a rerun with the same key loads what exists and an interrupted run resumes at the first missing
+block.
 
 Sharding: under `accelerate launch`, each process encodes its share of the videos
 (`PartialState.split_between_processes`) and `gather_object` brings the shares together, so every
@@ -27,7 +29,8 @@ from stanchat.errors import StanchatError
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 1  # bump when the cache layout or the meaning of a key part changes
+CACHE_VERSION = 2  # bump when the cache layout or the meaning of a key part changes
+CACHE_BLOCK = 256  # videos per cache file: the most work an interruption can lose
 
 
 @dataclass(frozen=True)
@@ -54,10 +57,9 @@ class Clip:
 @dataclass
 class VideoFeatures:
     keys: list[str]  # `Clip.key` of each encoded video, in order
-    features: "torch.Tensor"  # (Nv, V, T, P) float32, row i belongs to keys[i]
+    features: "torch.Tensor"  # (Nv, V, T, P) float32, row i belongs to keys[i]; (0,) when Nv = 0
     failed: dict[str, str] = field(default_factory=dict)  # Clip.key -> why it could not be decoded
-    cache_file: Path | None = None  # where these were read from or written to (None: caching off)
-    from_cache: bool = False  # True when no video was decoded in this run
+    cache: dict | None = None  # {"dir", "blocks", "reused_blocks"}; None: caching off
 
 
 def process_state():
@@ -83,8 +85,8 @@ def cache_key(parts: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def cache_path(cache_dir: Path, dataset: str, parts: dict) -> Path:
-    return Path(cache_dir) / f"{dataset}-{cache_key(parts)}.safetensors"
+def cache_folder(cache_dir: Path, dataset: str, parts: dict) -> Path:
+    return Path(cache_dir) / f"{dataset}-{cache_key(parts)}"
 
 
 def load_cached(path: Path) -> VideoFeatures | None:
@@ -105,11 +107,11 @@ def load_cached(path: Path) -> VideoFeatures | None:
     if features.shape[0] != len(keys):
         logger.warning("ignoring feature cache %s: %d rows for %d videos", path, features.shape[0], len(keys))
         return None
-    return VideoFeatures(keys, features, failed, path, from_cache=True)
+    return VideoFeatures(keys, features, failed)
 
 
 def save_cached(path: Path, result: VideoFeatures, parts: dict) -> None:
-    """Write features with their video list and key parts as metadata; atomically (tmp + rename)."""
+    """Write features with their video list and the key's parts as metadata, atomically."""
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,7 +123,7 @@ def save_cached(path: Path, result: VideoFeatures, parts: dict) -> None:
 
 
 def encode_videos(encode: Callable, load: Callable, clips: list[Clip], batch_size: int = 8,
-                  workers: int = 0, desc: str = "videos") -> VideoFeatures:
+                  workers: int = 0, bar=None) -> VideoFeatures:
     """Decode and encode every video, sharded over processes, skipping (and naming) undecodable ones.
 
     Args:
@@ -132,32 +134,26 @@ def encode_videos(encode: Callable, load: Callable, clips: list[Clip], batch_siz
         batch_size: videos per forward pass.
         workers: threads decoding ahead of the model (0: decode in turn). stanchat.video decodes in
             its own worker processes, so threads overlap decoding without forking torch.
+        bar: a tqdm bar advanced by the videos this process finishes (None: no progress bar).
     """
     import torch
     from accelerate.utils import gather_object
-    from tqdm.auto import tqdm
 
-    state = process_state()
     local: list[tuple[int, "torch.Tensor | None", str]] = []
-    with state.split_between_processes(list(range(len(clips)))) as mine:
-        bar = tqdm(total=len(mine), desc=f"encoding {desc}", unit="video", disable=not state.is_local_main_process)
+    with process_state().split_between_processes(list(range(len(clips)))) as mine:
         batch: list[tuple] = []
         for item in _decoded(load, clips, mine, workers, window=2 * batch_size):
             batch.append(item)
-            if len(batch) == batch_size:
+            if len(batch) == batch_size or len(local) + len(batch) == len(mine):  # full, or the last one
                 local += _encode_batch(encode, batch)
-                bar.update(len(batch))
+                if bar is not None:
+                    bar.update(len(batch))
                 batch = []
-        if batch:
-            local += _encode_batch(encode, batch)
-            bar.update(len(batch))
-        bar.close()
     gathered = sorted(gather_object(local), key=lambda item: item[0])
     good = [(i, feats) for i, feats, _ in gathered if feats is not None]
     failed = {clips[i].key: why for i, feats, why in gathered if feats is None}
-    if not good:
-        raise StanchatError(f"none of the {len(clips)} videos could be decoded (first: {next(iter(failed.values()))})")
-    return VideoFeatures([clips[i].key for i, _ in good], torch.stack([f for _, f in good]), failed)
+    features = torch.stack([f for _, f in good]) if good else torch.empty(0)
+    return VideoFeatures([clips[i].key for i, _ in good], features, failed)
 
 
 def _encode_batch(encode: Callable, batch: list[tuple]) -> list[tuple]:
@@ -202,17 +198,47 @@ def _decoded(load: Callable, clips: list[Clip], indices: list[int], workers: int
 
 def cached_video_features(encode: Callable, load: Callable, clips: list[Clip], cache_dir: Path | None,
                           dataset: str, key_parts: dict, batch_size: int = 8, workers: int = 0) -> VideoFeatures:
-    """`encode_videos` behind the cache: load the file for this key if present, else encode and save
-    it (from the main process). `cache_dir` None turns caching off."""
+    """`encode_videos` behind the block cache (see the module doc): blocks already in the cache are
+    loaded, the others encoded and saved by the main process. `cache_dir` None turns caching off.
+    Raises StanchatError when not a single video could be decoded."""
+    import torch
+    from tqdm.auto import tqdm
+
     parts = {**key_parts, "dataset": dataset, "videos": hashlib.sha256(
         "\n".join(clip.key for clip in clips).encode()).hexdigest()}
-    path = cache_path(cache_dir, dataset, parts) if cache_dir is not None else None
-    if path is not None and (cached := load_cached(path)) is not None:
-        logger.info("video features from cache %s", path)
-        return cached
-    result = encode_videos(encode, load, clips, batch_size, workers, desc=dataset)
-    if path is not None:
-        if process_state().is_main_process:
-            save_cached(path, result, parts)
-        result.cache_file = path
-    return result
+    folder = cache_folder(cache_dir, dataset, parts) if cache_dir is not None else None
+    state = process_state()
+    bar = tqdm(total=len(clips), desc=f"encoding {dataset}", unit="video", disable=not state.is_local_main_process)
+    blocks, reused = [], 0
+    for number, start in enumerate(range(0, len(clips), CACHE_BLOCK)):
+        chunk = clips[start:start + CACHE_BLOCK]
+        path = None if folder is None else folder / f"block-{number:05d}.safetensors"
+        block = _reusable(path, chunk)
+        if block is not None:
+            reused += 1
+        else:
+            block = encode_videos(encode, load, chunk, batch_size, workers, bar)
+            if path is not None and state.is_main_process:
+                save_cached(path, block, {**parts, "block": number})
+        bar.update(start + len(chunk) - bar.n)  # reused videos and the other processes' share
+        blocks.append(block)
+    bar.close()
+    keys = [k for b in blocks for k in b.keys]
+    failed = {k: why for b in blocks for k, why in b.failed.items()}
+    if not keys:
+        raise StanchatError(f"none of the {len(clips)} videos could be decoded (first: {next(iter(failed.values()))})")
+    features = torch.cat([b.features for b in blocks if b.keys])
+    cache = None if folder is None else {"dir": str(folder), "blocks": len(blocks), "reused_blocks": reused}
+    if folder is not None and reused:
+        logger.info("video features: %d of %d blocks from the cache %s", reused, len(blocks), folder)
+    return VideoFeatures(keys, features, failed, cache)
+
+
+def _reusable(path: Path | None, chunk: list[Clip]) -> VideoFeatures | None:
+    """The cached block at `path` if it holds exactly these clips (encoded or failed), else None."""
+    if path is None:
+        return None
+    block = load_cached(path)
+    if block is None or sorted([*block.keys, *block.failed]) != sorted(clip.key for clip in chunk):
+        return None
+    return block
