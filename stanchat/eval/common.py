@@ -1,5 +1,5 @@
-"""What every evaluation shares: reading the annotation (skipping and counting
-missing videos), the video-feature step behind the cache, and the dataset counts it reports."""
+"""What the dataset-driven evaluations share: reading the annotation (setting missing videos aside,
+counted and named), matching records to encoded videos, and the dataset part of the results."""
 
 from __future__ import annotations
 

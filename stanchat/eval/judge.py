@@ -41,25 +41,35 @@ def messages(question: str, answer: str, prediction: str) -> list[dict]:
 
 
 class LocalJudge:
-    """A local transformers causal LM (any `AutoModelForCausalLM` directory with its tokenizer)."""
+    """A local transformers causal LM (any `AutoModelForCausalLM` directory with its tokenizer).
+    The directory is checked at once; the weights load at the first judgment, so the judge and
+    the chat model are never in memory together."""
 
     def __init__(self, directory: str | Path, device: str | None = None, max_new_tokens: int = 8):
+        from stanchat.eval.model import fingerprint
+
         self.directory = Path(directory).expanduser()
-        if not (self.directory / "config.json").is_file():
+        config = self.directory / "config.json"
+        if not config.is_file():
             raise StanchatError(f"--judge-model {self.directory} is not a transformers model directory (no config.json)")
+        self.device = device
+        self.max_new_tokens = max_new_tokens
+        self.model = self.tokenizer = None
+        self.info = {"kind": "local", "name": str(self.directory.resolve()), "version": fingerprint(self.directory),
+                     "model_type": json.loads(config.read_text()).get("model_type"), "system_prompt": SYSTEM_PROMPT,
+                     "user_prompt": USER_PROMPT, "decoding": "greedy", "max_new_tokens": max_new_tokens}
+
+    def _load(self) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from stanchat.eval.model import fingerprint
-
+        self.device = torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.tokenizer = AutoTokenizer.from_pretrained(self.directory)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = AutoModelForCausalLM.from_pretrained(self.directory).to(self.device).eval()
-        self.max_new_tokens = max_new_tokens
-        self.info = {"kind": "local", "name": str(self.directory.resolve()),
-                     "version": fingerprint(self.directory), "model_type": self.model.config.model_type,
-                     "system_prompt": SYSTEM_PROMPT, "user_prompt": USER_PROMPT, "decoding": "greedy",
-                     "max_new_tokens": max_new_tokens}
+
+    def _pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return self.tokenizer.eos_token_id if pad is None else pad
 
     def _prompt(self, question: str, answer: str, prediction: str) -> str:
         chat = messages(question, answer, prediction)
@@ -71,10 +81,12 @@ class LocalJudge:
         """(verdict, the judge's raw reply)."""
         import torch
 
+        if self.model is None:
+            self._load()
         inputs = self.tokenizer(self._prompt(question, answer, prediction), return_tensors="pt").to(self.device)
         with torch.inference_mode():
             output = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                         pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
+                                         pad_token_id=self._pad_id())
         reply = self.tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
         return parse_verdict(reply), reply.strip()
 

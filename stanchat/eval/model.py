@@ -43,11 +43,7 @@ def resolve_model(name: str) -> tuple[Path, str]:
     if name not in pretrained.PRESETS:
         raise WeightsError(f"--model {name}: neither a directory nor a preset; presets: "
                            f"{', '.join(pretrained.preset_names())}")
-    directory = pretrained.preset_stan_dir(pretrained.get_preset(name))
-    if not directory.is_dir():
-        raise WeightsError(f"preset {name!r} has no weights in {directory}; run `stanchat convert` first "
-                           f"(see `stanchat convert --help`) or pass a directory")
-    return directory, name
+    return pretrained.resolve(name).stan, name  # a preset whose weights are missing names the convert command
 
 
 def fingerprint(directory: Path) -> str:

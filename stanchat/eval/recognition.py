@@ -34,7 +34,8 @@ def check_templates(templates: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def run_recognition(cfg: RecognitionConfig) -> dict:
-    """Evaluate `cfg.model` zero-shot on `cfg.dataset`; writes recognition.{json,md,png} to `cfg.out`."""
+    """Evaluate `cfg.model` zero-shot on `cfg.dataset`; writes recognition.{json,md,png} to `cfg.out` and
+    returns the results dict (on the main process; the others help encode and return {})."""
     from stanchat.datasets import class_names
     from stanchat.eval.features import process_state
     from stanchat.eval.model import check_tokens, describe, load_eval_model
@@ -48,6 +49,8 @@ def run_recognition(cfg: RecognitionConfig) -> dict:
     evm = load_eval_model(cfg.model, cfg.device)
     check_tokens(evm.model, cfg.tokens)
     feats = video_features(evm, cfg, annotation, frames=cfg.frames, clips=cfg.clips, crops=cfg.crops)
+    if not process_state().is_main_process:  # the features are gathered; the main process does the rest
+        return {}
     records, rows = keep_encoded(annotation, feats)
     scores = class_scores(evm, classes, feats.features[rows], cfg)  # (Nv, C)
     index = {name: i for i, name in enumerate(classes)}
@@ -62,9 +65,8 @@ def run_recognition(cfg: RecognitionConfig) -> dict:
         "settings": {k: v for k, v in asdict(cfg).items() if k not in ("dataset", "data_root", "ann", "out", "model")},
         "dataset": dataset_summary(cfg, annotation, feats, {"samples": len(records), "classes": len(classes)}),
     }
-    if process_state().is_main_process:
-        write_report(cfg.out, "recognition", results, recognition_markdown(results),
-                     lambda fig: plot_per_class(fig, results))
+    write_report(cfg.out, "recognition", results, recognition_markdown(results),
+                 lambda fig: plot_per_class(fig, results))
     return results
 
 

@@ -27,7 +27,7 @@ CURVE_MAX_K = 50  # the recall plot's last K
 
 def run_retrieval(cfg: RetrievalConfig) -> dict:
     """Evaluate `cfg.model` on `cfg.dataset`; writes retrieval.{json,md,png} to `cfg.out` and returns
-    the results dict (on every process; only the main process writes)."""
+    the results dict (on the main process; the others help encode and return {})."""
     from stanchat.eval.features import process_state
     from stanchat.eval.model import check_tokens, describe, encode_texts, load_eval_model, score
     from stanchat.eval.views import video_features
@@ -38,6 +38,8 @@ def run_retrieval(cfg: RetrievalConfig) -> dict:
     evm = load_eval_model(cfg.model, cfg.device)
     check_tokens(evm.model, cfg.tokens)
     feats = video_features(evm, cfg, annotation, frames=cfg.frames)
+    if not process_state().is_main_process:  # the features are gathered; the main process does the rest
+        return {}
     records, rows = keep_encoded(annotation, feats)
     texts = encode_texts(evm, [r.text for r in records], cfg.tokens)
     used = sorted(set(rows))  # encoded videos that still have a caption
@@ -53,9 +55,8 @@ def run_retrieval(cfg: RetrievalConfig) -> dict:
         "settings": {k: v for k, v in asdict(cfg).items() if k not in ("dataset", "data_root", "ann", "out", "model")},
         "dataset": dataset_summary(cfg, annotation, feats, {"texts": len(records), "videos": len(used)}),
     }
-    if process_state().is_main_process:
-        write_report(cfg.out, "retrieval", results, retrieval_markdown(results),
-                     lambda fig: plot_recall(fig, results))
+    write_report(cfg.out, "retrieval", results, retrieval_markdown(results),
+                 lambda fig: plot_recall(fig, results))
     return results
 
 

@@ -106,7 +106,8 @@ def caption_flips(s_fwd: np.ndarray, s_rev: np.ndarray) -> dict:
 
 
 def run_reverse(cfg: ReverseConfig) -> dict:
-    """Run the probe; writes reverse.{json,md,png} to `cfg.out` and returns the results."""
+    """Run the probe; writes reverse.{json,md,png} to `cfg.out` and returns the results (on the main
+    process; the others help encode and return {})."""
     from stanchat.eval.features import process_state
     from stanchat.eval.model import check_tokens, describe, load_eval_model
     from stanchat.eval.views import video_features
@@ -118,6 +119,8 @@ def run_reverse(cfg: ReverseConfig) -> dict:
     annotation = Annotation(items, [], [i.clip for i in items], list(range(len(items))), source)
     forward = video_features(evm, cfg, annotation, frames=cfg.frames)
     backward = video_features(evm, cfg, annotation, frames=cfg.frames, reverse=True)
+    if not process_state().is_main_process:  # the features are gathered; the main process does the rest
+        return {}
     back_row = {k: i for i, k in enumerate(backward.keys)}
     kept = [(i, k) for i, k in enumerate(forward.keys) if k in back_row]  # decoded both ways (normally all)
     keys = [k for _, k in kept]
@@ -139,8 +142,7 @@ def run_reverse(cfg: ReverseConfig) -> dict:
                                                      "videos_undecodable": len(forward.failed)},
                     "skipped": {"missing": missing, "undecodable": forward.failed}},
     }
-    if process_state().is_main_process:
-        write_report(cfg.out, "reverse", results, reverse_markdown(results), lambda fig: plot_cosines(fig, results))
+    write_report(cfg.out, "reverse", results, reverse_markdown(results), lambda fig: plot_cosines(fig, results))
     return results
 
 
@@ -169,8 +171,8 @@ def _load_chat(cfg: ReverseConfig):
     import stanchat
     from stanchat.eval.model import resolve_model
 
-    directory, name = resolve_model(cfg.model)
-    if name != cfg.model:  # a preset name: its own LLaVA unless overridden
+    directory, _ = resolve_model(cfg.model)
+    if not Path(cfg.model).expanduser().is_dir():  # a preset: its own LLaVA unless --llava overrides it
         return stanchat.load(cfg.model, llava=cfg.llava, device=cfg.device)
     if cfg.llava is None:
         raise StanchatError("--chat with a VideoCLIP directory as --model needs --llava DIR (the chat LLM)")

@@ -119,7 +119,8 @@ def resume_settings(cfg: VideoQAConfig, ann_file: Path) -> dict:
     keys = ("dataset", "model", "llava", "stan", "frames", "temporal", "prompt", "max_new_tokens", "dtype", "split")
     from stanchat.eval.features import file_sha256
 
-    return {**{k: str(getattr(cfg, k)) for k in keys}, "annotation": str(ann_file),
+    values = asdict(cfg)
+    return {**{k: str(values[k]) for k in keys}, "annotation": str(ann_file),
             "annotation_sha256": file_sha256(ann_file) if ann_file.is_file() else None}
 
 
