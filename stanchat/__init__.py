@@ -15,6 +15,7 @@ _LAZY = {
     "STANConfig": "stanchat.stan",
     "STAN": "stanchat.stan",
     "mug_similarity": "stanchat.mug",
+    "mean_similarity": "stanchat.mug",
     "VideoCLIP": "stanchat.videoclip",
     "VideoCLIPConfig": "stanchat.videoclip",
     "load": "stanchat.chat",

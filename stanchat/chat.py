@@ -27,7 +27,7 @@ from stanchat.hub import resolve_model_dir
 from stanchat.options import DEFAULTS, check_frames, check_temporal
 from stanchat.pretrained import resolve
 from stanchat.session import Answer, Session, Stream
-from stanchat.video import VideoClip, load_video
+from stanchat.video import Preprocessor, VideoClip, load_video
 from stanchat.videoclip import VideoCLIP
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -58,6 +58,8 @@ class VideoChat:
         self.videoclip = videoclip
         self.graft = Graft(llava, videoclip.stan)
         self.name = name
+        # the LLaVA processor's own resize, crop, mean and std, applied to every frame
+        self.preprocessor = Preprocessor.from_image_processor(processor.image_processor)
         if processor.image_token_id != llava.config.image_token_id:
             raise WeightsError(f"the processor's {processor.image_token} is token {processor.image_token_id} but the "
                                f"model expects {llava.config.image_token_id}; the processor and model do not match")
@@ -101,10 +103,9 @@ class VideoChat:
                             f"reset the conversation or ask a shorter question")
 
     def preprocess(self, clip: VideoClip) -> torch.Tensor:
-        """Frames through the LLaVA processor's own image processor (its size, crop, mean, std).
+        """Frames as the LLaVA processor would prepare an image (its size, crop, mean, std).
         (T, H0, W0, 3) uint8 -> (1, T, 3, H, W) on the tower's device and dtype."""
-        pixel_values = self.processor.image_processor(images=list(clip.frames), return_tensors="pt")["pixel_values"]
-        return pixel_values[None].to(self.vision_device, self.vision_dtype)
+        return self.preprocessor(clip).to(self.vision_device, self.vision_dtype)
 
     def decode(self, video: str | os.PathLike | VideoClip, frames: int = DEFAULTS.frames) -> DecodedVideo:
         """Sample `frames` frames of `video` (a path; a decoded `VideoClip` is used as it is) and

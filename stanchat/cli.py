@@ -22,6 +22,7 @@ COMMANDS = {
     "chat": "chat about a video: several turns, /video, /frames, /reset, /exit",
     "convert": "convert released Mug-STAN weights into a stanchat model directory",
     "eval": "evaluate: zero-shot retrieval, recognition, video QA, time-reversal probe",
+    "frames": "show the frames (and timestamps) the model will see",
 }
 
 

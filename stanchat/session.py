@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from threading import Thread
+from threading import Event, Thread
 from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
-from transformers import TextIteratorStreamer
+from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 from transformers.generation.streamers import BaseStreamer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
@@ -154,6 +154,8 @@ class Session:
         input_ids = self._tokenize(self.prompt(question))
         self.chat.check_context(input_ids.shape[1], self.video_tokens, self.temporal, self.frames)
         features = self.features  # encodes the video on the first question, after the check
+        if features.shape[1] != self.video_tokens:
+            raise RuntimeError(f"{features.shape[1]} video features for {self.video_tokens} placeholders")
         tokenizer = self.chat.processor.tokenizer
         kwargs = {"max_new_tokens": max_new_tokens, "do_sample": temperature > 0,
                   "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id}
@@ -208,12 +210,24 @@ def _run_generate(chat: "VideoChat", turn: _Turn, streamer: BaseStreamer | None)
     turn.prefill, turn.generate = first - start, end - first
 
 
+class _StopWhenSet(StoppingCriteria):
+    """Ends generation (after the current token) once `event` is set, from any thread."""
+
+    def __init__(self, event: Event):
+        self.event = event
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
 class Stream:
     """Text pieces of an answer as they are generated (`for piece in stream`).
 
     Generation runs in a background thread started by the first iteration. Pieces never start or
     end with whitespace the final answer does not have: `"".join(stream) == stream.answer.text`.
     `.answer` is the `Answer` once iteration has finished; errors in generation re-raise there.
+    `close()` (from any thread, e.g. a Stop button) ends generation early; the answer so far then
+    becomes `.answer`. Leaving the loop early (`break`) stops generation and records no answer.
     """
 
     def __init__(self, session: Session, turn: _Turn):
@@ -221,8 +235,16 @@ class Stream:
         self.answer: Answer | None = None
         self._turn = turn
         self._text = TextIteratorStreamer(session.chat.processor.tokenizer, skip_prompt=True, **DECODE_KWARGS)
+        self._stop = Event()
+        criteria = StoppingCriteriaList(turn.generate_kwargs.get("stopping_criteria", []))
+        criteria.append(_StopWhenSet(self._stop))
+        turn.generate_kwargs["stopping_criteria"] = criteria
         self._error: BaseException | None = None
         self._started = False
+
+    def close(self) -> None:
+        """Stop generating after the current token."""
+        self._stop.set()
 
     def _worker(self) -> None:
         try:
@@ -237,15 +259,24 @@ class Stream:
         self._started = True
         thread = Thread(target=self._worker, name="stanchat-generate", daemon=True)
         thread.start()
-        emitted, pending = False, ""
-        for piece in self._text:
-            text = pending + (piece if emitted else piece.lstrip())
-            body = text.rstrip()  # hold trailing whitespace back until more text follows
-            pending = text[len(body):]
-            if body:
-                emitted = True
-                yield body
-        thread.join()
+        try:
+            yield from _trimmed(self._text)
+        finally:  # also on `break`: stop the worker rather than let it run on unseen
+            self._stop.set()
+            thread.join()
         if self._error is not None:
             raise self._error
         self.answer = self.session._finish(self._turn)
+
+
+def _trimmed(pieces: Iterator[str]) -> Iterator[str]:
+    """The pieces, without leading whitespace and holding trailing whitespace back until more text
+    follows, so that their concatenation is the stripped full text."""
+    emitted, pending = False, ""
+    for piece in pieces:
+        text = pending + (piece if emitted else piece.lstrip())
+        body = text.rstrip()
+        pending = text[len(body):]
+        if body:
+            emitted = True
+            yield body

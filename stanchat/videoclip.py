@@ -85,6 +85,16 @@ class VideoCLIP(nn.Module):
         return cls.from_clip(clip, stan, source=str(clip_name_or_path))
 
     @classmethod
+    def from_open_clip(cls, model_name: str, pretrained: str | None = None,
+                       stan: STANConfig | None = None) -> "VideoCLIP":
+        """A fresh STAN branch on open_clip CLIP weights (e.g. `ViT-L-14`, `laion2b_s32b_b82k`), translated
+        into HF CLIP layout by `stanchat.convert.clip_from_open_clip`. CoCa models are refused there."""
+        from stanchat.convert import clip_from_open_clip, load_open_clip
+
+        clip = clip_from_open_clip(load_open_clip(model_name, pretrained))
+        return cls.from_clip(clip, stan, source=f"open_clip:{model_name}" + (f":{pretrained}" if pretrained else ""))
+
+    @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, dtype: torch.dtype | None = None) -> "VideoCLIP":
         """Load a directory written by `save_pretrained` (or a hub id holding one)."""
         directory = resolve_model_dir(name_or_path, "VideoCLIP model")

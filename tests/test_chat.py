@@ -118,3 +118,30 @@ def test_concat_past_the_context_is_refused(capsys, tiny_models):
     assert main([*argv, "--frames", str(fit), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["video_tokens"] == fit * L
     assert main([*argv, "--frames", str(fit + 1)]) == 2
+
+
+def test_stream_close_keeps_the_answer_so_far(chat, tiny_models):
+    full = chat.ask(tiny_models["video"], "Describe the video.", frames=2, max_new_tokens=40)
+    stream = chat.stream(tiny_models["video"], "Describe the video.", frames=2, max_new_tokens=40)
+    stream.close()  # e.g. a Stop button pressed at once: generation ends after its first token
+    pieces = list(stream)
+    assert stream.answer.text == "".join(pieces) and len(stream.answer.text) <= 1
+    assert full.text.startswith(stream.answer.text) and len(full.text) > 1
+    assert stream.session.history == [("Describe the video.", stream.answer.text)]
+
+
+def test_leaving_a_stream_early_records_nothing(chat, tiny_models):
+    session = chat.session(tiny_models["video"], frames=2)
+    stream = session.stream("Describe the video.", max_new_tokens=40)
+    for _ in stream:
+        break
+    assert stream.answer is None and session.history == []
+    assert session.ask("Describe the video.", max_new_tokens=4).text is not None  # the session still works
+
+
+def test_sampling_and_device_map(tiny_models):
+    chat = load(llava=tiny_models["default"], stan=tiny_models["stan"], device_map={"": "cpu"})
+    torch.manual_seed(0)
+    answers = {chat.ask(tiny_models["video"], "What?", frames=2, temperature=1.5, max_new_tokens=12).text
+               for _ in range(3)}
+    assert len(answers) > 1  # sampling at a high temperature varies

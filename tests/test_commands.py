@@ -22,7 +22,7 @@ def ask(tiny_models, *extra, video=None, question="What happens?"):
     ({"extra": ["--frames", "65"]}, "--frames 64 or fewer"),
     ({"extra": ["--dtype", "float8"]}, "unknown dtype 'float8'"),
     ({"extra": ["--device", "tpu"]}, "unknown device 'tpu'"),
-    ({"video": "missing.mp4"}, "video missing.mp4 does not exist"),
+    ({"video": "missing.mp4"}, "no such file or folder: missing.mp4"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, tiny_models, change, expected):
     argv = ask(tiny_models, *change.get("extra", []), video=change.get("video"), question=change.get("question", "What?"))

@@ -58,3 +58,21 @@ def test_mismatched_weights_name_the_keys(model, tmp_path):
     (tmp_path / "other" / "config.json").write_text((tmp_path / "config.json").read_text())
     with pytest.raises(WeightsError, match="missing: stan.input_projs"):
         VideoCLIP.from_pretrained(tmp_path / "other")
+
+
+@pytest.mark.parametrize("mode", ["mean", "mug", "mug-simple"])
+def test_similarity_scores_every_text_video_pair(model, mode):
+    ids = torch.randint(3, 99, (3, 6))
+    mask = torch.ones(3, 6, dtype=torch.long)
+    mask[0, 4:] = 0
+    with torch.no_grad():
+        text = model.encode_text(ids, mask)
+        video = model.encode_video(torch.randn(2, 4, 3, 16, 16))
+        sims = model.similarity(text, mask, video, mode=mode, chunk_size=1)
+    assert sims.shape == (3, 2)
+    assert sims.abs().max() <= 1.0 + 1e-5
+
+
+def test_unknown_scoring_mode_lists_valid_modes(model):
+    with pytest.raises(ValueError, match="mean, mug, mug-simple"):
+        model.similarity((torch.zeros(1, 2, 24), torch.zeros(1, 24)), torch.ones(1, 2), torch.zeros(1, 2, 24), mode="max")

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from stanchat.errors import VideoError
 from stanchat.options import DEFAULTS, TEMPORAL_MODES, check_frames
 from stanchat.pretrained import DEFAULT_PRESET, preset_names
+from stanchat.video import check_source
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,17 +37,10 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"sampling temperature; 0 is greedy (default {DEFAULTS.temperature:g})")
 
 
-def check_video_path(path: str) -> str:
-    """Fail before loading a model when the video file is not there."""
-    if not Path(path).expanduser().is_file():
-        raise VideoError(f"video {path} does not exist or is not a file; pass the path of a video file")
-    return path
-
-
 def check_args(args: argparse.Namespace) -> None:
     """The cheap checks, so that bad input fails before minutes of model loading."""
     check_frames(args.frames)
-    check_video_path(args.video)
+    check_source(args.video)
 
 
 def load_chat(args: argparse.Namespace):

@@ -10,10 +10,11 @@ import logging
 import sys
 from collections.abc import Iterator
 
-from stanchat.commands._shared import (add_generation_arguments, add_model_arguments, check_args, check_video_path,
-                                       generation, load_chat)
+from stanchat.commands._shared import (add_generation_arguments, add_model_arguments, check_args, generation,
+                                       load_chat)
 from stanchat.errors import StanchatError
 from stanchat.options import check_frames, check_temporal
+from stanchat.video import check_source
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def _command(chat, session, line: str):
         session.reset()
         return session
     if name == "/video" and arg:
-        return chat.session(check_video_path(arg), session.frames, session.temporal)
+        return chat.session(check_source(arg), session.frames, session.temporal)
     if name == "/frames" and arg:
         if not arg.isdigit():
             raise StanchatError(f"/frames takes a whole number, got {arg!r}")

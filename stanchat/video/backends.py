@@ -25,13 +25,14 @@ from __future__ import annotations
 import bisect
 import logging
 from collections.abc import Callable, Sequence
-from typing import Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Protocol
 
 from stanchat.errors import VideoError
 from stanchat.video.geometry import short_side_size
 from stanchat.video.probe import VideoInfo
+
+if TYPE_CHECKING:  # numpy, PyAV, decord and Pillow load inside the functions that decode
+    import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,8 @@ def keyframe_groups(keyframes: Sequence[int], indices: Sequence[int]) -> list[tu
 
 def _upright(picture: np.ndarray, rotation: int) -> np.ndarray:
     """Turn a stored (H, W, 3) picture counterclockwise by `rotation` degrees."""
+    import numpy as np
+
     if rotation == 0:
         return picture
     return np.ascontiguousarray(np.rot90(picture, k=rotation // 90))
@@ -94,6 +97,8 @@ class PyAVBackend:
     name = "pyav"
 
     def decode(self, info, indices, size, tick):
+        import numpy as np
+
         if info.kind != "video":
             raise BackendError(f"pyav decodes video containers, not a {info.kind}")
         coded = size if size is None or info.rotation in (0, 180) else (size[1], size[0])  # stored orientation
@@ -200,6 +205,8 @@ class DecordBackend:
     name = "decord"
 
     def decode(self, info, indices, size, tick):
+        import numpy as np
+
         if info.kind != "video":
             raise BackendError(f"decord decodes video containers, not a {info.kind}")
         if not info.indexed:
@@ -231,6 +238,8 @@ class PillowBackend:
     name = "pillow"
 
     def decode(self, info, indices, size, tick):
+        import numpy as np
+
         files = info.files if info.kind == "folder" else [info.path]
         target = size or info.display_size  # every frame of a folder gets the first frame's size
         pictures = []
@@ -241,6 +250,7 @@ class PillowBackend:
 
 
 def _load_image(path: str, target: tuple[int, int]) -> np.ndarray:
+    import numpy as np
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:

@@ -37,7 +37,7 @@ def probe_container(path: str) -> VideoInfo:
         container = av.open(path, metadata_errors="ignore")
     except (av.FFmpegError, EOFError, ValueError) as err:
         reason = getattr(err, "strerror", None) or str(err)
-        raise VideoError(f"cannot read {path} as a video: {reason} (is the file complete?)") from None
+        raise VideoError(f"cannot read {path} as a video: {reason} (truncated, corrupt or not a video?)") from None
     with container:
         stream = _video_stream(container, path)
         scan = _scan_packets(container, stream)

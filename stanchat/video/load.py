@@ -15,13 +15,15 @@ import re
 import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from stanchat.errors import StanchatError, VideoError
 from stanchat.video.backends import AUTO, BACKENDS, PILLOW, Backend, BackendError, output_size
 from stanchat.video.probe import probe
 from stanchat.video.sample import check_request, draw_offsets, frames_at, sample_times
+
+if TYPE_CHECKING:
+    import numpy as np
 
 logger = logging.getLogger(__name__)
 

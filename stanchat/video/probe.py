@@ -163,7 +163,7 @@ def check_truncation(path: str, count: int, fps: float, declared_frames: int, re
     if short_by_count or short_by_time:
         claim = f"{declared_frames} frames" if short_by_count else f"{declared_end:.2f} s"
         raise VideoError(
-            f"{path} is truncated: its header declares {claim} but only {count} frames "
+            f"{path} is truncated: its header declares {claim} but only {count} frame{'s' * (count != 1)} "
             f"({readable_end:.2f} s) can be read; re-download or re-encode it"
         )
 

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from stanchat.errors import StanchatError, VideoError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 STRATEGIES = {
     "uniform": "the middle of each of T equal segments (deterministic; inference)",
@@ -60,6 +62,8 @@ def draw_offsets(strategy: str, frames: int, generator: np.random.Generator | in
     """
     if strategy != "random":
         return None
+    import numpy as np  # numpy loads on first use: `stanchat --help` imports this package
+
     rng = generator if isinstance(generator, np.random.Generator) else np.random.default_rng(generator)
     return tuple(float(u) for u in rng.random(frames))
 
@@ -93,6 +97,8 @@ def sample_times(
 
 def frames_at(timestamps: Sequence[float], times: Sequence[float]) -> list[int]:
     """For each time, the index of the frame on screen then: the last one with timestamp <= time."""
+    import numpy as np
+
     ts = np.asarray(timestamps, dtype=np.float64)  # (N,) non-decreasing
     idx = np.searchsorted(ts, np.asarray(times, dtype=np.float64) + TIME_EPSILON, side="right") - 1
     return np.clip(idx, 0, len(ts) - 1).tolist()

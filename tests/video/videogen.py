@@ -91,9 +91,11 @@ def make_audio_only(path: Path, seconds: float = 1.0) -> Path:
 
 
 def make_empty_video(path: Path, codec: str = "libx264") -> Path:
-    """A container whose video stream has no frames at all (zero duration)."""
-    with av.open(str(path), "w") as container:
+    """A container whose video stream has no frames at all (zero duration). AVI keeps such a
+    stream in its header (MP4 and MOV drop it, Matroska writes nothing readable)."""
+    with av.open(str(path), "w", format="avi") as container:
         stream = container.add_stream(codec, rate=30)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        container.start_encoding()
         container.mux(stream.encode())
     return path
