@@ -17,6 +17,9 @@ _LAZY = {
     "mug_similarity": "stanchat.mug",
     "VideoCLIP": "stanchat.videoclip",
     "VideoCLIPConfig": "stanchat.videoclip",
+    "load_video": "stanchat.video",
+    "VideoClip": "stanchat.video",
+    "Preprocessor": "stanchat.video",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -194,7 +194,7 @@ def _decode_by_counting(info, indices, coded, tick) -> dict[int, np.ndarray]:
         if last_frame is None:
             raise BackendError("no frame could be decoded")
         missing = sorted(wanted - pictures.keys())
-        logger.warning("%s: only %d of %d frames decode; frames %s repeat the last one", info.path, count, info.count, missing)
+        logger.warning("%s: only %d of %d frames decode; %s repeat the last one", info.path, count, info.count, missing)
         filler = _picture(last_frame, coded)
     return {**pictures, **{i: filler for i in missing}}
 
@@ -212,7 +212,7 @@ class DecordBackend:
         if not info.indexed:
             raise BackendError("decord numbers frames wrongly in containers without a seek index (MPEG-TS/PS)")
         if info.rotation:
-            raise BackendError(f"decord turns {info.rotation}-degree rotated video wrongly (4-channel or mis-sized frames)")
+            raise BackendError(f"decord turns {info.rotation}-degree rotated video wrongly (4-channel, mis-sized frames)")
         try:
             import decord
         except ImportError:
@@ -223,7 +223,7 @@ class DecordBackend:
             raise BackendError(f"decord counts {len(reader)} frames but the container holds {info.count}")
         keys = reader.get_key_indices()
         if list(keys) != info.keyframes:  # decord seeks by these: wrong ones give wrong frames silently
-            raise BackendError(f"decord's keyframes {list(keys)[:4]}... differ from the container's {info.keyframes[:4]}...")
+            raise BackendError(f"decord's keyframes {list(keys)[:4]}... are not the container's {info.keyframes[:4]}...")
         pictures = []
         for _, group in keyframe_groups(info.keyframes, indices):
             pictures.append(reader.get_batch(list(group)).asnumpy())  # (len(group), H, W, 3)

@@ -100,7 +100,8 @@ def _frame_table(path: str, container, stream: av.VideoStream, scan: _Scan) -> V
     if not scan.pts:
         raise VideoError(f"{path} has a video stream but no frames (zero duration)")
     if scan.first_frame is None:
-        raise VideoError(f"no frame of {path} could be decoded (corrupt video stream: {scan.read_error or 'no picture'})")
+        reason = scan.read_error or "no picture came out"
+        raise VideoError(f"no frame of {path} could be decoded (corrupt video stream: {reason})")
     if scan.read_error:
         logger.debug("%s: demuxing stopped early: %s", path, scan.read_error)
     time_base = stream.time_base

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 30.0  # seconds a decoder may go without progress before it is killed
+DEFAULT_FOLDER_FPS = 30.0  # frame rate assumed for a folder of frames
 
 
 @dataclass
@@ -110,7 +111,7 @@ def load_video(
     backend: str | Sequence[str | Backend] = "auto",
     generator: np.random.Generator | int | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
-    folder_fps: float = 30.0,
+    folder_fps: float = DEFAULT_FOLDER_FPS,
 ) -> VideoClip:
     """Load `frames` frames of a video file, still image, GIF or folder of frames.
 
@@ -137,7 +138,7 @@ def load_video(
         except BackendError as err:
             failures.append(f"{attempt.name}: {one_line(str(err))}")
             if attempt is not chain[-1]:
-                logger.warning("%s could not decode %s (%s); trying the next decoder", attempt.name, source, failures[-1])
+                logger.warning("%s could not decode %s (%s); trying the next decoder", attempt.name, source, err)
     raise VideoError(f"could not decode {source}: {'; '.join(failures)}")
 
 
@@ -168,7 +169,9 @@ def check_source(path: str | os.PathLike) -> str:
     if scheme and scheme.group(1).lower() == "file":
         text = urllib.parse.unquote(urllib.parse.urlparse(text).path)
     elif scheme:
-        raise VideoError(f"{text}: URLs are not supported; download the video first (e.g. with yt-dlp or curl) and pass the file")
+        raise VideoError(
+            f"{text}: URLs are not supported; download the video first (e.g. with yt-dlp or curl) and pass the file"
+        )
     if not os.path.exists(text):
         raise VideoError(f"no such file or folder: {text}")
     if os.path.isdir(text):

@@ -153,8 +153,13 @@ def _natural_key(name: str) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
-def check_truncation(path: str, count: int, fps: float, declared_frames: int, readable_end: float, declared_end: float) -> None:
-    """Raise VideoError when the readable frames stop well before the end the header declares."""
+def check_truncation(
+    path: str, count: int, fps: float, declared_frames: int, readable_end: float, declared_end: float
+) -> None:
+    """Raise VideoError when the readable frames stop well before the end the header declares.
+
+    count and readable_end: frames and seconds actually demuxed; declared_frames (0: unknown) and
+    declared_end (seconds, 0: unknown): what the container header claims."""
     missing_frames = declared_frames - count if declared_frames > 0 else 0
     missing_seconds = declared_end - readable_end if declared_end > 0 else 0.0
     frame_time = 1.0 / fps if fps > 0 else 0.0
