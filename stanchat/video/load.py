@@ -69,19 +69,26 @@ class DecodeJob:
 
 
 def run_job(job: DecodeJob, tick: Callable[[], None] = lambda: None) -> VideoClip:
-    """Probe, sample and decode in this process. `tick` reports progress to the watchdog."""
+    """Probe, sample and decode in this process. `tick` reports progress to the watchdog.
+
+    Raises VideoError / StanchatError for bad input or requests, BackendError for anything else
+    (a decoder's own exception types), so the caller can try the next backend."""
+    try:
+        return _decode_clip(job, tick)
+    except (StanchatError, BackendError):
+        raise
+    except Exception as err:
+        raise BackendError(one_line(f"{type(err).__name__}: {err}")) from err
+
+
+def _decode_clip(job: DecodeJob, tick: Callable[[], None]) -> VideoClip:
     info = probe(job.path, job.folder_fps)
     tick()
     times = sample_times(info.duration, job.frames, job.strategy, job.fps, job.start, job.end, job.offsets)
     indices = frames_at(info.timestamps, times)
     distinct = sorted(set(indices))
     backend = job.backend if info.kind == "video" else PILLOW
-    try:
-        pictures = backend.decode(info, distinct, output_size(info, job.size), tick)  # (U, H, W, 3)
-    except (BackendError, VideoError):
-        raise
-    except Exception as err:  # a decoder's own exception type: let the next backend try
-        raise BackendError(one_line(f"{type(err).__name__}: {err}")) from err
+    pictures = backend.decode(info, distinct, output_size(info, job.size), tick)  # (U, H, W, 3)
     if len(pictures) != len(distinct):
         raise BackendError(f"returned {len(pictures)} frames for {len(distinct)} requested")
     row = {i: k for k, i in enumerate(distinct)}

@@ -158,8 +158,8 @@ def check_truncation(
 ) -> None:
     """Raise VideoError when the readable frames stop well before the end the header declares.
 
-    count and readable_end: frames and seconds actually demuxed; declared_frames (0: unknown) and
-    declared_end (seconds, 0: unknown): what the container header claims."""
+    count and readable_end: frames demuxed and the latest time they reach (seconds); declared_frames
+    (0: unknown) and declared_end (seconds, 0: unknown): what the container header claims."""
     missing_frames = declared_frames - count if declared_frames > 0 else 0
     missing_seconds = declared_end - readable_end if declared_end > 0 else 0.0
     frame_time = 1.0 / fps if fps > 0 else 0.0
@@ -169,7 +169,7 @@ def check_truncation(
         claim = f"{declared_frames} frames" if short_by_count else f"{declared_end:.2f} s"
         raise VideoError(
             f"{path} is truncated: its header declares {claim} but only {count} frame{'s' * (count != 1)} "
-            f"({readable_end:.2f} s) can be read; re-download or re-encode it"
+            f"(up to {readable_end:.2f} s) can be read; re-download or re-encode it"
         )
 
 

@@ -99,3 +99,15 @@ def make_empty_video(path: Path, codec: str = "libx264") -> Path:
         container.start_encoding()
         container.mux(stream.encode())
     return path
+
+
+def drop_first_packets(source: Path, path: Path, count: int) -> Path:
+    """Remux `source` without its first `count` packets: a stream cut in the middle of a GOP."""
+    with av.open(str(source)) as src, av.open(str(path), "w") as out:
+        stream = src.streams.video[0]
+        copy = out.add_stream_from_template(stream)
+        for n, packet in enumerate(src.demux(stream)):
+            if n >= count and packet.size:
+                packet.stream = copy
+                out.mux(packet)
+    return path
