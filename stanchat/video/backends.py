@@ -147,12 +147,17 @@ def _picture(frame, coded: tuple[int, int] | None) -> np.ndarray:
 
 
 def _decode_by_seeking(info, indices, coded, tick) -> dict[int, np.ndarray]:
+    import av
+
     lookup = {pts: i for i, pts in enumerate(info.pts)}
     pictures: dict[int, np.ndarray] = {}
     container, stream = _open(info)
     with container:
         for key, group in keyframe_groups(info.keyframes, indices):
-            container.seek(info.pts[key], stream=stream, backward=True, any_frame=False)
+            try:
+                container.seek(info.pts[key], stream=stream, backward=True, any_frame=False)
+            except av.FFmpegError as err:  # formats without seeking support
+                raise _LostTrack(f"cannot seek ({err})") from None
             _decode_group(_frames(container, stream), lookup, group, coded, pictures, tick)
     return pictures
 

@@ -29,7 +29,8 @@ SQUARE_PIXEL_TOLERANCE = 0.01
 
 # First bytes -> what the file is, for files that are certainly not videos.
 _NOT_VIDEO_MAGIC = {b"%PDF-": "a PDF document", b"PK\x03\x04": "a ZIP archive"}
-_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"II*\x00", b"MM\x00*")
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_IMAGE_MAGIC = (b"\xff\xd8\xff", _PNG_MAGIC, b"BM", b"II*\x00", b"MM\x00*")  # JPEG, PNG, BMP, TIFF
 
 
 @dataclass
@@ -85,7 +86,8 @@ def probe(path: str, folder_fps: float) -> VideoInfo:
     what = _not_a_video(head)
     if what:
         raise VideoError(f"{path} is {what}, not a video")
-    if head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+    animated_png = head.startswith(_PNG_MAGIC) and b"acTL" in head.split(b"IDAT")[0]  # APNG: a video
+    if (head.startswith(_IMAGE_MAGIC) and not animated_png) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
         return _probe_image(path)
     from stanchat.video.container import probe_container  # PyAV only when a container is read
 

@@ -54,7 +54,7 @@ def make_clip(
     frame rate. `rotation` sets the display matrix (degrees counterclockwise).
     """
     pts = list(range(frames)) if pts is None else pts
-    pix_fmt = {"gif": "rgb8", "mjpeg": "yuvj420p"}.get(codec, "yuv420p")
+    pix_fmt = {"gif": "rgb8", "mjpeg": "yuvj420p", "apng": "rgb24"}.get(codec, "yuv420p")
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=fps, options=options or {})
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
