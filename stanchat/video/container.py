@@ -9,6 +9,7 @@ decoder can start from.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import av
@@ -17,6 +18,8 @@ from stanchat.errors import VideoError
 from stanchat.video.probe import SQUARE_PIXEL_TOLERANCE, VideoInfo, check_truncation, measured_fps
 
 logger = logging.getLogger(__name__)
+
+TICK_EVERY = 256  # packets demuxed between progress reports (a two-hour file has ~10^5 packets per stream)
 
 
 @dataclass
@@ -31,7 +34,7 @@ class _Scan:
     read_error: str | None  # why demuxing stopped early, if it did
 
 
-def probe_container(path: str) -> VideoInfo:
+def probe_container(path: str, tick: Callable[[], None]) -> VideoInfo:
     """Frame table and geometry of the first video stream in `path` (VideoError if there is none)."""
     try:
         container = av.open(path, metadata_errors="ignore")
@@ -40,7 +43,7 @@ def probe_container(path: str) -> VideoInfo:
         raise VideoError(f"cannot read {path} as a video: {reason} (truncated, corrupt or not a video?)") from None
     with container:
         stream = _video_stream(container, path)
-        scan = _scan_packets(container, stream)
+        scan = _scan_packets(container, stream, tick)
         return _frame_table(path, container, stream, scan)
 
 
@@ -53,11 +56,13 @@ def _video_stream(container: av.container.InputContainer, path: str) -> av.Video
     raise VideoError(f"{path} has no video stream")
 
 
-def _scan_packets(container: av.container.InputContainer, stream: av.VideoStream) -> _Scan:
+def _scan_packets(container: av.container.InputContainer, stream: av.VideoStream, tick) -> _Scan:
     """Demux everything once; decode only until the first video frame comes out."""
     scan = _Scan(pts=[], keys=[], last_duration=0, readable_end=0.0, first_frame=None, read_error=None)
     try:
-        for packet in container.demux():
+        for n, packet in enumerate(container.demux()):
+            if n % TICK_EVERY == 0:
+                tick()
             if packet.size == 0:
                 continue  # the flush packet at the end of each stream
             stamp = packet.pts if packet.pts is not None else packet.dts

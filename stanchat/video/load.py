@@ -82,8 +82,7 @@ def run_job(job: DecodeJob, tick: Callable[[], None] = lambda: None) -> VideoCli
 
 
 def _decode_clip(job: DecodeJob, tick: Callable[[], None]) -> VideoClip:
-    info = probe(job.path, job.folder_fps)
-    tick()
+    info = probe(job.path, job.folder_fps, tick)
     times = sample_times(info.duration, job.frames, job.strategy, job.fps, job.start, job.end, job.offsets)
     indices = frames_at(info.timestamps, times)
     distinct = sorted(set(indices))

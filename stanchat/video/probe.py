@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from stanchat.errors import VideoError
@@ -75,8 +76,10 @@ class VideoInfo:
         return (h, w) if self.rotation in (90, 270) else (w, h)
 
 
-def probe(path: str, folder_fps: float) -> VideoInfo:
-    """Inspect a video file, a still image or a folder of frames (timestamps i / folder_fps)."""
+def probe(path: str, folder_fps: float, tick: Callable[[], None] = lambda: None) -> VideoInfo:
+    """Inspect a video file, a still image or a folder of frames (timestamps i / folder_fps).
+
+    `tick` is called while a long container is demuxed, so the watchdog sees progress."""
     if os.path.isdir(path):
         return _probe_folder(path, folder_fps)
     with open(path, "rb") as f:
@@ -91,7 +94,7 @@ def probe(path: str, folder_fps: float) -> VideoInfo:
         return _probe_image(path)
     from stanchat.video.container import probe_container  # PyAV only when a container is read
 
-    return probe_container(path)
+    return probe_container(path, tick)
 
 
 def _not_a_video(head: bytes) -> str | None:
