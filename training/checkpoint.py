@@ -112,11 +112,12 @@ def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
 
 
 def prune(output_dir: str | os.PathLike, keep_last: int) -> None:
-    """Delete all but the newest `keep_last` checkpoints and any leftovers of killed writes."""
+    """Delete all but the newest `keep_last` checkpoints and any leftovers of killed writes.
+    Main process only, between checkpoint writes (no `.tmp-*` of this run exists then)."""
     root = Path(output_dir) / CHECKPOINTS
     for old in list_checkpoints(output_dir)[:-keep_last]:
         _discard(old)
-    for leftover in root.glob(".trash-*"):
+    for leftover in [*root.glob(".trash-*"), *root.glob(".tmp-*")]:  # runs killed mid-write or mid-delete
         shutil.rmtree(leftover, ignore_errors=True)
 
 

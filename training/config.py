@@ -170,9 +170,11 @@ def set_dotted(values: dict, key: str, value: object) -> None:
 
 
 def _parse_scalar(raw: str) -> object:
-    """YAML's reading of a command-line value ("true" -> True, "[1, 2]" -> list, "x" -> "x")."""
+    """YAML's reading of a command-line value ("true" -> True, "[1, 2]" -> list, "x" -> "x", "" -> "")."""
     import yaml
 
+    if not raw.strip():
+        return ""
     try:
         return yaml.safe_load(raw)
     except yaml.YAMLError:

@@ -132,7 +132,7 @@ def make_loader(dataset: Dataset, sampler: Sampler, batch_size: int, collate: Co
     """A DataLoader with its own generator, so creating an iterator never draws from the global
     RNG (which drop-path uses; a resumed run must see the same draws)."""
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, num_workers=workers,
-                      drop_last=False, persistent_workers=False, generator=torch.Generator().manual_seed(0),
+                      drop_last=False, persistent_workers=workers > 0, generator=torch.Generator().manual_seed(0),
                       pin_memory=torch.cuda.is_available())
 
 

@@ -33,28 +33,32 @@ def build_session(config: TrainConfig) -> Session:
 
     hf_logging.disable_progress_bar()  # weight loading bars would drown the training bar
     acc = make_accelerator(config)
+    if not acc.is_main_process:  # one copy of each log line
+        logger.setLevel(logging.WARNING)
     resume_dir = checkpoint.resolve_resume(config.run.resume, config.run.output_dir)
     inputs = read_inputs(config)  # user errors in the data surface here, before the model loads
     seed_everything(config.run.seed)  # the same initial weights on every process
-    model, tokenizer = build_model(config, resume_dir)
+    with acc.main_process_first():  # one process writes the tiny backbone / fills the hub cache
+        model, tokenizer = build_model(config, resume_dir)
     image_size = config.data.image_size or model.clip.config.vision_config.image_size
     loaders = build_loaders(config, inputs, tokenizer, image_size, acc.process_index, acc.num_processes)
     task = make_task(config, model, tokenizer, inputs.classes)
     total = total_steps(config, loaders, acc.num_processes)
     optimizer = build_optimizer(model, config.optim)
     scheduler = build_scheduler(optimizer, config.schedule, total)
+    if isinstance(task, RecognitionTask):  # before sharding: FSDP would leave the text tower in pieces
+        task.embed_classes()
     forward, optimizer = acc.prepare(VideoTextForward(model), optimizer)
-    if isinstance(task, RecognitionTask):
-        task.to(acc.device)
+    task.to(acc.device)
     state = checkpoint.TrainerState()
     seed_everything(config.run.seed + acc.process_index)  # per-process randomness: drop-path
     if resume_dir is not None:
-        state = resume(resume_dir, acc, optimizer, scheduler)
+        state = resume(resume_dir, acc, forward, optimizer, scheduler)
     metrics = start_output(config, acc, resume_dir)
     counts = count_parameters(model)
     logger.info("%s: %d training clips (%d missing), %d steps, %d/%d parameters trainable, %d process(es) on %s",
                 config.task, loaders.train_size, loaders.missing, total, counts["trainable"], counts["total"],
-                acc.num_processes, acc.device)
+                acc.num_processes, f"{acc.device} ({acc.distributed_type.value})")
     return Session(config=config, accelerator=acc, model=model, forward=forward, tokenizer=tokenizer, task=task,
                    optimizer=optimizer, scheduler=scheduler, loaders=loaders, total_steps=total, state=state,
                    metrics=metrics)
@@ -67,14 +71,19 @@ def make_accelerator(config: TrainConfig):
 
     run = config.run
     fsdp = None
-    if run.strategy == "fsdp":
-        fsdp = FullyShardedDataParallelPlugin(use_orig_params=True, state_dict_type="FULL_STATE_DICT",
-                                              activation_checkpointing=False)
+    if run.strategy == "fsdp":  # shard per transformer layer; use_orig_params keeps our param groups
+        fsdp = FullyShardedDataParallelPlugin(
+            use_orig_params=True, state_dict_type="FULL_STATE_DICT", auto_wrap_policy="transformer_based_wrap",
+            transformer_cls_names_to_wrap=["CLIPEncoderLayer", "TemporalBlock", "SpatialBlock"],
+        )
     try:
-        return Accelerator(cpu=run.cpu, mixed_precision=run.mixed_precision, fsdp_plugin=fsdp)
+        acc = Accelerator(cpu=run.cpu, mixed_precision=run.mixed_precision, fsdp_plugin=fsdp)
     except ValueError as err:  # e.g. fp16 on a machine without a GPU
         raise StanchatError(f"run.mixed_precision={run.mixed_precision} is not available here ({err}); "
                             "use bf16 or no on CPU") from err
+    if run.strategy == "fsdp" and acc.distributed_type.value != "FSDP":
+        logger.warning("run.strategy=fsdp needs several GPU processes; running as %s", acc.distributed_type.value)
+    return acc
 
 
 def seed_everything(seed: int) -> None:
@@ -105,15 +114,15 @@ def total_steps(config: TrainConfig, loaders, processes: int) -> int:
     return config.schedule.epochs * per_epoch
 
 
-def resume(directory: Path, acc, optimizer, scheduler) -> checkpoint.TrainerState:
+def resume(directory: Path, acc, forward, optimizer, scheduler) -> checkpoint.TrainerState:
     """Load optimizer, scheduler, loop position and this process's RNG from a checkpoint."""
     from accelerate.utils import DistributedType
 
     saved = checkpoint.read_state(directory)
-    if acc.distributed_type == DistributedType.FSDP:
+    if acc.distributed_type == DistributedType.FSDP:  # the saved state is whole; shard it like the model
         from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
-        saved["optimizer"] = FSDP.optim_state_dict_to_load(acc._models[0], optimizer.optimizer, saved["optimizer"])
+        saved["optimizer"] = FSDP.optim_state_dict_to_load(forward, optimizer.optimizer, saved["optimizer"])
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     if not checkpoint.restore_rng(directory, acc.process_index):

@@ -47,6 +47,10 @@ class ContrastiveTask:
     def __init__(self, model: VideoCLIP, scoring: str):
         self.model, self.scoring = model, scoring
 
+    def to(self, device: torch.device) -> "ContrastiveTask":
+        """Nothing to move: the task holds no tensors."""
+        return self
+
     def loss(self, forward: nn.Module, batch: dict) -> torch.Tensor:
         frames, tokens, pooled = forward(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
         # every process scores its texts against the videos of all processes and vice versa
@@ -98,15 +102,20 @@ class RecognitionTask:
     def __init__(self, model: VideoCLIP, scoring: str, class_text: dict[str, torch.Tensor]):
         """`class_text`: the tokenised prompts of every class (`input_ids`, `attention_mask`, (C, N))."""
         self.model, self.scoring = model, scoring
-        self.class_ids, self.class_mask = class_text["input_ids"], class_text["attention_mask"]
+        self.class_ids, self.class_mask = class_text["input_ids"], class_text["attention_mask"]  # (C, N)
         self.class_features: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def to(self, device: torch.device) -> "RecognitionTask":
-        """Embed the class prompts once with the (frozen) text tower: tokens (C, N, P), pooled (C, P)."""
-        self.class_ids, self.class_mask = self.class_ids.to(device), self.class_mask.to(device)
+    def embed_classes(self) -> None:
+        """Embed the class prompts once with the (frozen) text tower: tokens (C, N, P), pooled (C, P).
+        Called before the model is wrapped for DDP / FSDP, where it still is in one piece."""
         with torch.no_grad():
             tokens, pooled = self.model.encode_text(self.class_ids, self.class_mask)
         self.class_features = (tokens.float(), pooled.float())
+
+    def to(self, device: torch.device) -> "RecognitionTask":
+        """Move the class embeddings and mask to the training device."""
+        self.class_mask = self.class_mask.to(device)
+        self.class_features = tuple(f.to(device) for f in self.class_features)
         return self
 
     def logits(self, frames: torch.Tensor) -> torch.Tensor:
@@ -127,7 +136,7 @@ class RecognitionTask:
                 continue
             frames, _, _ = forward(batch["pixel_values"].to(device))
             labels = batch["labels"].to(device)
-            top = self.logits(frames.float()).topk(min(5, self.class_ids.shape[0]), dim=1).indices
+            top = self.logits(frames.float()).topk(min(5, self.class_mask.shape[0]), dim=1).indices
             hits1 += (top[:, 0] == labels).sum().item()
             hits5 += (top == labels[:, None]).any(1).sum().item()
             total += labels.numel()

@@ -10,15 +10,23 @@ from pathlib import Path
 
 TINY = "tiny"
 SPECIAL = ("<pad>", "<unk>", "<bos>", "<eos>")  # ids 0..3
-# Words of the synthetic world's captions and class names, plus common caption glue. Anything
-# else maps to <unk>, so real captions still tokenise.
-WORDS = (
-    "a an the of and in on to from with is are video clip shape shapes moving moves move slowly quickly fast slow "
-    "red green blue yellow orange purple white black cyan magenta gray grey pink brown "
-    "circle square triangle ball box star disk ring "
-    "left right up down across around still bouncing bounces spinning spins growing grows shrinking shrinks "
-    "diagonally top bottom corner centre center background screen frame while then two one three"
-).split()
+GLUE = ("a", "an", "the", "of", "video", "person", "in", "and", "then", ".", "?")  # prompt words ("a video of {}.")
+
+
+def world_words() -> list[str]:
+    """Every word the synthetic world writes in captions, paragraphs, class names and noise, in a
+    fixed order: each (colour, shape, motion) event in every paraphrase template, plus glue words.
+    Anything else tokenises as <unk>, so real captions still work."""
+    import re
+
+    from training.synthworld import MOTION_CLASSES, MOTIONS, NOISE_WORDS, TEMPLATES, Actor, Event, event_sentence
+    from training.synthworld.world import COLOURS, SHAPES
+
+    actors = [Actor(c, s) for c in COLOURS for s in SHAPES]
+    texts = [event_sentence(Event(m, (a, actors[0])), t) for a in actors for m in MOTIONS for t in range(TEMPLATES)]
+    texts += [*MOTION_CLASSES.values(), *NOISE_WORDS, *GLUE]
+    words = (w for text in texts for w in re.findall(r"\w+|[^\w\s]", text.lower()))
+    return list(dict.fromkeys(words))
 
 
 def write_tiny_backbone(directory: str | Path, seed: int = 0, image_size: int = 16, patch_size: int = 8,
@@ -47,7 +55,7 @@ def tiny_tokenizer(max_tokens: int = 32):
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {token: i for i, token in enumerate(SPECIAL + tuple(dict.fromkeys(WORDS)))}
+    vocab = {token: i for i, token in enumerate([*SPECIAL, *world_words()])}
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     core.normalizer = normalizers.Lowercase()
     core.pre_tokenizer = pre_tokenizers.Whitespace()

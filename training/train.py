@@ -105,7 +105,8 @@ def fit(session: Session) -> dict:
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr['lr_stan']:.2e}", clips_s=f"{window.rate():.1f}")
         final = state.step == stop
         if state.step % config.run.log_every == 0 or final:
-            last = session.metrics.write({"step": state.step, "epoch": state.epoch, **window.summary(), **lr})
+            last = session.metrics.write({"step": state.step, "epoch": state.epoch, **window.summary(),
+                                          "skipped_total": state.skipped, **lr})
             window = Window()
         if session.loaders.val is not None and config.run.val_every and (state.step % config.run.val_every == 0 or final):
             last = {**last, **validate(session)}
@@ -210,7 +211,7 @@ def optimizer_state_dict(session: Session) -> dict:
     if session.accelerator.distributed_type == DistributedType.FSDP:
         from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
-        return FSDP.optim_state_dict(session.forward, session.optimizer)
+        return FSDP.optim_state_dict(session.forward, session.optimizer.optimizer)
     return session.optimizer.state_dict()
 
 
