@@ -19,6 +19,9 @@ _LAZY = {
     "VideoCLIP": "stanchat.videoclip",
     "VideoCLIPConfig": "stanchat.videoclip",
     "load": "stanchat.chat",
+    "load_video": "stanchat.video",
+    "VideoClip": "stanchat.video",
+    "Preprocessor": "stanchat.video",
 }
 
 __all__ = ["__version__", *_LAZY]
