@@ -1,0 +1,242 @@
+"""The bundled `tiny` stanchat, trained end to end by stanchat's own stack on the synthetic world:
+
+    python -m training.recipes.tiny --out runs/tiny-recipe [--seed 0] [--set key=value ...]
+
+1. a tiny CLIP (HF CLIP classes, 64 px, patch 8) trained image-text contrastively on still images
+   (`training.train`, task `pretrain`, one frame per sample);
+2. Mug-STAN post-pretraining on synthetic videos in the graft-ready setting: the CLIP frozen, the
+   STAN ending at LLaVA's feature layer (`model.stan.end_layer=-2`), Mug scoring (`training.train`);
+3. a tiny LLaVA (that CLIP tower frozen, a projector, a small Llama from scratch) taught on still
+   images and conversations about them, never on video (`training.llava`);
+4. the graft: stage 2's STAN beside stage 3's tower, zero-shot video chat. The preset directory
+   `OUT/preset` (llava/, stan/, README.md) and example videos `OUT/examples` are written last.
+
+Everything is drawn from `--seed`; (colour, shape, motion) triples chosen by the seed are held out
+of every training stage and are the only content of the held-out test clips.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stanchat.errors import StanchatError
+from training.llava import LlavaTrainConfig
+
+logger = logging.getLogger("training.recipes.tiny")
+
+
+@dataclass
+class TinyRecipe:
+    """Every size and step count of the recipe; `--set key=value` (or `llava.key=value`) overrides."""
+
+    seed: int = 0  # data, initialisation and order of every stage
+    size: int = 64  # frame and still size in pixels
+    patch: int = 8  # CLIP patch size (L = (size / patch)^2 patches)
+    width: int = 128  # CLIP vision and text width
+    layers: int = 6  # CLIP vision layers
+    text_layers: int = 3  # CLIP text layers
+    heads: int = 4  # attention heads of both towers
+    projection: int = 128  # CLIP joint embedding size
+    max_tokens: int = 24  # CLIP text tokens per caption
+    holdout: int = 12  # (colour, shape, motion) triples kept out of every training stage
+    clip_stills: int = 4000  # stage 1: still images with captions
+    clip_steps: int = 400  # stage 1: optimizer steps
+    clip_batch: int = 64  # stage 1: stills per step
+    clip_lr: float = 1e-3  # stage 1: peak lr (CLIP trained from scratch)
+    videos: int = 1600  # stage 2: training clips
+    video_frames: int = 16  # frames rendered per clip
+    frames: int = 16  # stage 2: frames sampled per clip (also the chat's default)
+    stan_depth: int = 2  # stage 2: STAN layers, ending at LLaVA's feature layer
+    stan_steps: int = 160  # stage 2: optimizer steps
+    stan_batch: int = 16  # stage 2: clips per step
+    stan_lr: float = 1e-3  # stage 2: STAN peak lr (CLIP frozen)
+    scoring: str = "mug"  # stage 2: mug | mean | mug-simple
+    distractor_prob: float = 0.0  # stage 2: chance of an uncaptioned extra segment
+    noise_prob: float = 0.0  # stage 2: chance of noise words in a caption
+    test_clips: int = 200  # held-out test clips written for evaluation
+    llava: LlavaTrainConfig = field(default_factory=LlavaTrainConfig)  # stage 3
+
+    def world(self, **changes):
+        """The synthetic world at this recipe's frame size and clip length."""
+        from training.synthworld import WorldConfig
+
+        return WorldConfig(size=self.size, frames=self.video_frames, **changes)
+
+
+def override(recipe: TinyRecipe, items: list[str]) -> TinyRecipe:
+    """Apply `key=value` / `llava.key=value` overrides, converting to each field's type."""
+    for item in items:
+        key, sep, raw = item.partition("=")
+        target, name = (recipe.llava, key[6:]) if key.startswith("llava.") else (recipe, key)
+        fields = {f.name: f for f in dataclasses.fields(target)}
+        if not sep or name not in fields or name == "llava":
+            raise StanchatError(f"bad override {item!r}; valid keys: {', '.join(f.name for f in dataclasses.fields(TinyRecipe))} "
+                                f"and llava.<{'|'.join(f.name for f in dataclasses.fields(LlavaTrainConfig))}>")
+        kind = type(getattr(target, name))
+        setattr(target, name, kind(raw) if kind is not bool else raw.lower() in ("1", "true", "yes"))
+    return recipe
+
+
+def held_out(recipe: TinyRecipe) -> frozenset:
+    """The (colour, shape, motion) triples no training stage sees."""
+    from training.synthworld import holdout_combinations
+
+    return holdout_combinations(recipe.holdout, recipe.seed, recipe.world())
+
+
+def write_data(recipe: TinyRecipe, out: Path) -> dict[str, Path]:
+    """Stage 1 stills, stage 2 training clips and held-out test clips (jsonl + PNG / mp4)."""
+    from training.synthworld import write_dataset
+
+    held, data = held_out(recipe), out / "data"
+    noisy = recipe.world(distractor_prob=recipe.distractor_prob, noise_prob=recipe.noise_prob)
+    write_dataset(data / "stills", "jsonl", n=recipe.clip_stills, seed=recipe.seed + 1, split="train",
+                  config=recipe.world(), stills=True, exclude=held)
+    write_dataset(data / "videos", "jsonl", n=recipe.videos, seed=recipe.seed + 2, split="train",
+                  config=noisy, exclude=held)
+    for name, task in (("heldout", "retrieval"), ("heldout-qa", "qa")):  # the same clips, captioned / asked about
+        write_dataset(data / name, "jsonl", n=recipe.test_clips, seed=recipe.seed + 3, split="test",
+                      config=recipe.world(), task=task, only=held)
+    return {name: data / name for name in ("stills", "videos", "heldout", "heldout-qa")}
+
+
+def write_backbone(recipe: TinyRecipe, directory: Path) -> Path:
+    """A randomly initialised CLIP of the recipe's size with the synthetic world's word tokenizer."""
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    from training.tiny import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer(recipe.max_tokens)
+    text = dict(vocab_size=len(tokenizer), hidden_size=recipe.width, intermediate_size=4 * recipe.width,
+                num_hidden_layers=recipe.text_layers, num_attention_heads=recipe.heads,
+                max_position_embeddings=recipe.max_tokens, projection_dim=recipe.projection,
+                pad_token_id=0, bos_token_id=2, eos_token_id=3)  # eos != 2: HF pools at the first EOS
+    vision = dict(hidden_size=recipe.width, intermediate_size=4 * recipe.width, num_hidden_layers=recipe.layers,
+                  num_attention_heads=recipe.heads, image_size=recipe.size, patch_size=recipe.patch,
+                  projection_dim=recipe.projection)
+    torch.manual_seed(recipe.seed)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=recipe.projection)).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def run_training(args: list[str]) -> Path:
+    """`training.train.main` with these overrides; returns the newest checkpoint directory."""
+    from training import checkpoint
+    from training.train import main
+
+    code = main(["run.progress=false", "run.keep_last=1", "data.num_workers=0", "run.cpu=true", *args])
+    if code != 0:
+        raise StanchatError(f"training.train failed (exit {code}) with {' '.join(args)}")
+    out = next(a.split("=", 1)[1] for a in args if a.startswith("run.output_dir="))
+    return checkpoint.list_checkpoints(out)[-1]
+
+
+def stage1_clip(recipe: TinyRecipe, data: Path, out: Path) -> Path:
+    """Image-text contrastive training of the CLIP on stills (one frame per sample). The run's
+    video model has a one-layer STAN riding on the last layer; only its CLIP is kept."""
+    from stanchat.videoclip import VideoCLIP
+    from training.model import load_tokenizer
+
+    backbone = write_backbone(recipe, out / "backbone")
+    ckpt = run_training([
+        "task=pretrain", f"model.clip={backbone}", "model.stan.depth=1", "model.stan.end_layer=-1",
+        "model.stan.drop_path_rate=0.0", "model.scoring=mean", "data.dataset=jsonl", f"data.root={data}",
+        "data.frames=1", f"data.max_tokens={recipe.max_tokens}", f"data.batch_size={recipe.clip_batch}",
+        f"optim.clip_lr={recipe.clip_lr}", f"optim.stan_lr={recipe.clip_lr}", "optim.weight_decay=0.05",
+        f"schedule.steps={recipe.clip_steps}", f"run.seed={recipe.seed}", f"run.output_dir={out / 'run'}",
+        f"run.save_every={recipe.clip_steps}", "run.val_every=0", "run.log_every=25",
+    ])
+    clip_dir = out / "clip"
+    VideoCLIP.from_pretrained(ckpt).clip.save_pretrained(clip_dir)
+    load_tokenizer(ckpt).save_pretrained(clip_dir)
+    return clip_dir
+
+
+def stage2_stan(recipe: TinyRecipe, clip_dir: Path, data: Path, out: Path, scoring: str | None = None) -> Path:
+    """Mug-STAN post-pretraining on videos, graft-ready: CLIP frozen, STAN ending at layer -2."""
+    ckpt = run_training([
+        "task=pretrain", f"model.clip={clip_dir}", f"model.stan.depth={recipe.stan_depth}",
+        "model.stan.end_layer=-2", "model.freeze_clip=true", f"model.scoring={scoring or recipe.scoring}",
+        "data.dataset=jsonl", f"data.root={data}", f"data.frames={recipe.frames}",
+        f"data.max_tokens={recipe.max_tokens}", f"data.batch_size={recipe.stan_batch}",
+        f"optim.stan_lr={recipe.stan_lr}", "optim.weight_decay=0.05", f"schedule.steps={recipe.stan_steps}",
+        f"run.seed={recipe.seed}", f"run.output_dir={out / 'run'}", f"run.save_every={recipe.stan_steps}",
+        "run.val_every=0", "run.log_every=10",
+    ])
+    stan_dir = out / "stan"
+    shutil.rmtree(stan_dir, ignore_errors=True)
+    stan_dir.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                 "special_tokens_map.json"):
+        if (ckpt / name).is_file():
+            shutil.copy2(ckpt / name, stan_dir / name)
+    return stan_dir
+
+
+def stage3_llava(recipe: TinyRecipe, clip_dir: Path, out: Path) -> Path:
+    """The image-only LLaVA on stills of the non-held-out triples."""
+    from training.llava import train_llava
+    from training.synthworld import sample_specs
+
+    world = recipe.world(motions=("left", "right", "up", "down", "grow", "shrink"))
+    specs = sample_specs(recipe.llava.stills, recipe.seed + 4, world, prefix="still", exclude=held_out(recipe))
+    return train_llava(clip_dir, out, specs, world, recipe.llava)
+
+
+def run_recipe(recipe: TinyRecipe, out: Path) -> dict:
+    """All stages into `out`; returns the timings and the preset's measured answers."""
+    from training.recipes.tiny_preset import assemble, write_examples
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe), indent=1))
+    times, start = {}, time.perf_counter()
+    data = write_data(recipe, out)
+    times["data"] = time.perf_counter() - start
+    clip_dir = stage1_clip(recipe, data["stills"], out / "stage1")
+    times["stage1_clip"] = time.perf_counter() - start - sum(times.values())
+    stan_dir = stage2_stan(recipe, clip_dir, data["videos"], out / "stage2")
+    times["stage2_stan"] = time.perf_counter() - start - sum(times.values())
+    llava_dir = stage3_llava(recipe, clip_dir, out / "stage3" / "llava")
+    times["stage3_llava"] = time.perf_counter() - start - sum(times.values())
+    examples = write_examples(recipe, held_out(recipe), out / "examples")
+    summary = assemble(recipe, llava_dir, stan_dir, examples, data["heldout-qa"], out / "preset", times)
+    summary["times"]["total"] = time.perf_counter() - start
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; 0 on success, 2 on a user error reported as one line."""
+    parser = argparse.ArgumentParser(prog="python -m training.recipes.tiny", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, type=Path, help="folder for data, stage outputs and the preset")
+    parser.add_argument("--seed", type=int, default=TinyRecipe.seed, help="seed of every stage")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="recipe overrides, e.g. clip_steps=10")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    try:
+        recipe = override(TinyRecipe(seed=args.seed), args.set)
+        recipe.llava.seed = recipe.seed
+        summary = run_recipe(recipe, args.out)
+    except StanchatError as err:
+        print(f"recipe: error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
