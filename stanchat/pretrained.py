@@ -3,6 +3,8 @@
 A preset is data, not code: a LLaVA (hub id or directory of a transformers
 `LlavaForConditionalGeneration` with its processor) and a STAN directory name under
 `$STANCHAT_HOME` (default `~/.cache/stanchat`), written by `stanchat convert official`.
+A bundled preset (`tiny`) ships inside the package as `stanchat/presets/<name>/{llava,stan}`,
+so it works on a fresh install with no download.
 Unknown names fail with the list of valid names; nothing is chosen by substrings of names.
 This module imports nothing heavy.
 """
@@ -28,6 +30,7 @@ class Preset:
     stan_checkpoint: str  # the authors' released file that `stanchat convert official` reads
     stan_clip: str  # the HF CLIP architecture that checkpoint was trained on
     description: str  # one line for listings
+    bundled: bool = False  # shipped inside the package: `llava` and `stan` name folders of stanchat/presets/<name>/
 
 
 _MUG_STAN_L14 = dict(stan="mug-stan-l14", stan_checkpoint="Mug-StanL14.bin", stan_clip="openai/clip-vit-large-patch14")
@@ -39,6 +42,8 @@ PRESETS: dict[str, Preset] = {
                description="LLaVA-1.5 7B (CLIP-L/14 336 px) + Mug-STAN L/14 branch"),
         Preset("llava-1.5-13b", "llava-hf/llava-1.5-13b-hf", **_MUG_STAN_L14,
                description="LLaVA-1.5 13B (CLIP-L/14 336 px) + Mug-STAN L/14 branch"),
+        Preset("tiny", "llava", "stan", stan_checkpoint="", stan_clip="", bundled=True,
+               description="bundled 9 MB stanchat trained on the synthetic world by training.recipes.tiny (CPU)"),
     )
 }
 DEFAULT_PRESET = "llava-1.5-7b"
@@ -68,9 +73,21 @@ def get_preset(name: str) -> Preset:
     return PRESETS[name]
 
 
+def bundled_dir(preset: Preset) -> Path:
+    """The package folder of a bundled preset (`stanchat/presets/<name>`)."""
+    from importlib.resources import files
+
+    return Path(str(files("stanchat") / "presets" / preset.name))
+
+
+def preset_llava(preset: Preset) -> str:
+    """The LLaVA hub id or directory of a preset (a package folder for a bundled one)."""
+    return str(bundled_dir(preset) / preset.llava) if preset.bundled else preset.llava
+
+
 def preset_stan_dir(preset: Preset) -> Path:
     """The directory a preset's STAN is expected in, whether or not it exists yet."""
-    return stanchat_home() / preset.stan
+    return bundled_dir(preset) / preset.stan if preset.bundled else stanchat_home() / preset.stan
 
 
 def resolve(model: str | None = None, llava: str | None = None, stan: str | os.PathLike | None = None) -> ModelSpec:
@@ -89,11 +106,14 @@ def resolve(model: str | None = None, llava: str | None = None, stan: str | os.P
     else:
         stan_dir = preset_stan_dir(preset)
         if not all((stan_dir / f).is_file() for f in STAN_FILES):
+            if preset.bundled:
+                raise WeightsError(f"the bundled preset {preset.name!r} is missing from {stan_dir}; reinstall stanchat "
+                                   f"or rebuild it with `python -m training.recipes.tiny`")
             raise WeightsError(
                 f"STAN weights for preset {preset.name!r} are not in {stan_dir}; run `stanchat convert official "
                 f"{preset.stan_checkpoint} --clip {preset.stan_clip} --out {stan_dir}` (or pass --stan DIR)"
             )
     if preset is not None and llava is None and stan is None:
-        return ModelSpec(name=preset.name, llava=preset.llava, stan=stan_dir)
-    llava_ref = llava if llava is not None else preset.llava
+        return ModelSpec(name=preset.name, llava=preset_llava(preset), stan=stan_dir)
+    llava_ref = llava if llava is not None else preset_llava(preset)
     return ModelSpec(name=f"llava={llava_ref} stan={stan_dir}", llava=str(llava_ref), stan=stan_dir)

@@ -39,24 +39,24 @@ class TinyRecipe:
 
     seed: int = 0  # data, initialisation and order of every stage
     size: int = 64  # frame and still size in pixels
-    patch: int = 8  # CLIP patch size (L = (size / patch)^2 patches)
+    patch: int = 16  # CLIP patch size (L = (size / patch)^2 patches; 16 keeps 2 shared cores within budget)
     width: int = 128  # CLIP vision and text width
     layers: int = 6  # CLIP vision layers
-    text_layers: int = 3  # CLIP text layers
+    text_layers: int = 2  # CLIP text layers
     heads: int = 4  # attention heads of both towers
     projection: int = 128  # CLIP joint embedding size
     max_tokens: int = 24  # CLIP text tokens per caption
     holdout: int = 12  # (colour, shape, motion) triples kept out of every training stage
     clip_stills: int = 4000  # stage 1: still images with captions
-    clip_steps: int = 400  # stage 1: optimizer steps
-    clip_batch: int = 64  # stage 1: stills per step
+    clip_steps: int = 250  # stage 1: optimizer steps
+    clip_batch: int = 48  # stage 1: stills per step
     clip_lr: float = 1e-3  # stage 1: peak lr (CLIP trained from scratch)
     videos: int = 1600  # stage 2: training clips
     video_frames: int = 16  # frames rendered per clip
     frames: int = 16  # stage 2: frames sampled per clip (also the chat's default)
     stan_depth: int = 2  # stage 2: STAN layers, ending at LLaVA's feature layer
     stan_steps: int = 160  # stage 2: optimizer steps
-    stan_batch: int = 16  # stage 2: clips per step
+    stan_batch: int = 8  # stage 2: clips per step
     stan_lr: float = 1e-3  # stage 2: STAN peak lr (CLIP frozen)
     scoring: str = "mug"  # stage 2: mug | mean | mug-simple
     distractor_prob: float = 0.0  # stage 2: chance of an uncaptioned extra segment
@@ -92,11 +92,22 @@ def held_out(recipe: TinyRecipe) -> frozenset:
     return holdout_combinations(recipe.holdout, recipe.seed, recipe.world())
 
 
+DATA_FIELDS = ("seed", "size", "holdout", "clip_stills", "videos", "video_frames", "distractor_prob", "noise_prob",
+               "test_clips")  # what the written data depends on
+
+
 def write_data(recipe: TinyRecipe, out: Path) -> dict[str, Path]:
-    """Stage 1 stills, stage 2 training clips and held-out test clips (jsonl + PNG / mp4)."""
+    """Stage 1 stills, stage 2 training clips and held-out test clips (jsonl + PNG / mp4). Data
+    written before by the same settings (`data/settings.json`) is reused: it is a pure function of them."""
     from training.synthworld import write_dataset
 
     held, data = held_out(recipe), out / "data"
+    names = ("stills", "videos", "heldout", "heldout-qa")
+    settings = json.dumps({k: getattr(recipe, k) for k in DATA_FIELDS}, sort_keys=True)
+    if (data / "settings.json").is_file() and (data / "settings.json").read_text() == settings:
+        logger.info("reusing the data in %s", data)
+        return {name: data / name for name in names}
+    shutil.rmtree(data, ignore_errors=True)
     noisy = recipe.world(distractor_prob=recipe.distractor_prob, noise_prob=recipe.noise_prob)
     write_dataset(data / "stills", "jsonl", n=recipe.clip_stills, seed=recipe.seed + 1, split="train",
                   config=recipe.world(), stills=True, exclude=held)
@@ -105,7 +116,8 @@ def write_data(recipe: TinyRecipe, out: Path) -> dict[str, Path]:
     for name, task in (("heldout", "retrieval"), ("heldout-qa", "qa")):  # the same clips, captioned / asked about
         write_dataset(data / name, "jsonl", n=recipe.test_clips, seed=recipe.seed + 3, split="test",
                       config=recipe.world(), task=task, only=held)
-    return {name: data / name for name in ("stills", "videos", "heldout", "heldout-qa")}
+    (data / "settings.json").write_text(settings)
+    return {name: data / name for name in names}
 
 
 def write_backbone(recipe: TinyRecipe, directory: Path) -> Path:
@@ -221,7 +233,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="folder for data, stage outputs and the preset")
     parser.add_argument("--seed", type=int, default=TinyRecipe.seed, help="seed of every stage")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="recipe overrides, e.g. clip_steps=10")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1: on 2 cores shared with other work, 2 threads ran 6x slower)")
+    parser.add_argument("--install", action="store_true",
+                        help="copy the preset into stanchat/presets/tiny and the examples into examples/ of this checkout")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     import torch
@@ -231,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
         recipe = override(TinyRecipe(seed=args.seed), args.set)
         recipe.llava.seed = recipe.seed
         summary = run_recipe(recipe, args.out)
+        if args.install:
+            from training.recipes.tiny_preset import install
+
+            install(args.out / "preset", args.out / "examples", Path(__file__).resolve().parents[2])
     except StanchatError as err:
         print(f"recipe: error: {err}", file=sys.stderr)
         return 2

@@ -13,6 +13,8 @@ import shutil
 from pathlib import Path
 
 EXAMPLE_FRAMES, EXAMPLE_FPS = 24, 8  # 3-second example clips
+QUESTION = "What happens in this video?"
+MANIFEST = "examples.json"  # [{"video", "question", "truth"}]: what each example shows
 
 
 def example_specs(recipe, held: frozenset) -> list:
@@ -39,7 +41,30 @@ def write_examples(recipe, held: frozenset, out: Path) -> list[dict]:
         path = out / f"{spec.clip_id}.mp4"
         write_video(path, render_clip(spec, world), world.fps)
         examples.append({"video": str(path), "caption": caption(spec, template=0), "spec": spec})
+    manifest = [{"video": Path(e["video"]).name, "question": QUESTION, "truth": e["caption"]} for e in examples]
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    (out / "README.md").write_text("\n".join([
+        "# Example videos",
+        "",
+        f"Synthetic clips ({world.size} px, {EXAMPLE_FRAMES} frames at {EXAMPLE_FPS} fps) rendered by `training.recipes.tiny`",
+        "from (colour, shape, motion) triples that were held out of every stage of the bundled `tiny` model's training.",
+        f"`{MANIFEST}` lists each clip with what it shows; the tests ask the bundled model about them.",
+        "",
+        *(f"- `{m['video']}`: {m['truth']}" for m in manifest),
+        "",
+        "    stanchat ask examples/" + manifest[0]["video"] + f' "{QUESTION}" --model tiny',
+        "",
+    ]))
     return examples
+
+
+def install(preset: Path, examples: Path, repo: Path) -> None:
+    """Replace the bundled preset (`stanchat/presets/tiny`) and `examples/` of the checkout `repo`."""
+    target = repo / "stanchat" / "presets" / "tiny"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(preset, target)
+    for file in examples.iterdir():
+        shutil.copy2(file, repo / "examples" / file.name)
 
 
 def assemble(recipe, llava_dir: Path, stan_dir: Path, examples: list[dict], heldout: Path, out: Path,
@@ -51,7 +76,7 @@ def assemble(recipe, llava_dir: Path, stan_dir: Path, examples: list[dict], held
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(llava_dir, out / "llava")
     shutil.copytree(stan_dir, out / "stan")
-    answers = ask_examples(out, examples, frames=recipe.frames)
+    answers = ask_examples(out, examples, QUESTION, frames=recipe.frames)
     qa = {t: video_qa(out, heldout, temporal=t, frames=recipe.frames) for t in ("stan", "mean")}
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     summary = {"times": {k: round(v, 1) for k, v in times.items()}, "size_bytes": size,

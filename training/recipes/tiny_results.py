@@ -23,12 +23,12 @@ def load_preset(preset: Path):
     return load(llava=str(preset / "llava"), stan=str(preset / "stan"), device="cpu", dtype="float32")
 
 
-def ask_examples(preset: Path, examples: list[dict], frames: int) -> list[dict]:
-    """"What happens in this video?" for each example, with the graft and with frame-mean tokens."""
+def ask_examples(preset: Path, examples: list[dict], question: str, frames: int) -> list[dict]:
+    """`question` about each example, with the graft and with frame-mean tokens."""
     chat = load_preset(preset)
     out = []
     for example in examples:
-        answers = {t: chat.ask(example["video"], "What happens in this video?", frames=frames, temporal=t,
+        answers = {t: chat.ask(example["video"], question, frames=frames, temporal=t,
                                max_new_tokens=16).text for t in ("stan", "mean")}
         out.append({**example, **answers})
     return out

@@ -1,0 +1,89 @@
+"""The tiny recipe end to end at a very small size, and the pieces of its stage 3 (training.llava)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from training.recipes.tiny import TinyRecipe, main, override
+from training.synthworld import WorldConfig, sample_specs
+
+# every stage at toy size: 16 px frames, 2 steps each, a handful of clips
+SMALL = ["size=16", "patch=8", "width=32", "layers=4", "text_layers=1", "projection=32", "holdout=4",
+         "clip_stills=32", "clip_steps=2", "clip_batch=8", "videos=8", "video_frames=8", "frames=4", "stan_steps=2",
+         "stan_batch=4", "test_clips=4", "llava.stills=8", "llava.steps=2", "llava.width=32", "llava.batch_size=4"]
+
+
+@pytest.fixture(scope="module")
+def recipe_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("recipe")
+    assert main(["--out", str(out), "--set", *SMALL]) == 0
+    return out
+
+
+def test_recipe_writes_a_loadable_preset_with_card_and_examples(recipe_run):
+    preset = recipe_run / "preset"
+    for name in ("llava/config.json", "llava/model.safetensors", "llava/tokenizer.json", "llava/chat_template.jinja",
+                 "stan/config.json", "stan/model.safetensors", "stan/tokenizer.json", "README.md"):
+        assert (preset / name).is_file(), name
+    summary = json.loads((recipe_run / "summary.json").read_text())
+    assert set(summary["times"]) == {"data", "stage1_clip", "stage2_stan", "stage3_llava", "total"}
+    assert summary["videoqa"]["stan"]["questions"] > 0
+    manifest = json.loads((recipe_run / "examples" / "examples.json").read_text())
+    assert [m["truth"] for m in manifest] == [e["caption"] for e in summary["examples"]]
+    assert "training.recipes.tiny" in (preset / "README.md").read_text()
+
+
+def test_stages_share_one_frozen_clip_tower(recipe_run):
+    """Stage 2 froze the stage-1 CLIP and stage 3 put the same weights in LLaVA's tower; the graft
+    then runs STAN beside exactly the tower it was trained on, ending at LLaVA's feature layer."""
+    from transformers import CLIPModel, LlavaForConditionalGeneration
+
+    from stanchat.stan import end_layer_for_feature_layer
+    from stanchat.videoclip import VideoCLIP
+
+    clip = CLIPModel.from_pretrained(recipe_run / "stage1" / "clip").vision_model.state_dict()
+    tower = LlavaForConditionalGeneration.from_pretrained(recipe_run / "preset" / "llava").model.vision_tower
+    videoclip = VideoCLIP.from_pretrained(recipe_run / "preset" / "stan")
+    for key, value in clip.items():
+        assert torch.equal(tower.state_dict()[key], value), key
+        assert torch.equal(videoclip.clip.vision_model.state_dict()[key], value), key
+    assert videoclip.end == end_layer_for_feature_layer(-2, len(tower.encoder.layers))
+
+
+def test_cli_answers_with_the_trained_preset(recipe_run, capsys):
+    from stanchat.cli import main as cli
+
+    video = recipe_run / "examples" / json.loads((recipe_run / "examples" / "examples.json").read_text())[0]["video"]
+    preset = recipe_run / "preset"
+    assert cli(["ask", str(video), "What happens in this video?", "--llava", str(preset / "llava"),
+                "--stan", str(preset / "stan"), "--frames", "4", "--max-new-tokens", "4", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["video_tokens"] == 4 and answer["temporal"] == "stan"
+
+
+def test_overrides_are_typed_and_unknown_keys_fail():
+    recipe = override(TinyRecipe(), ["clip_steps=7", "stan_lr=0.5", "llava.width=48", "scoring=mean"])
+    assert (recipe.clip_steps, recipe.stan_lr, recipe.llava.width, recipe.scoring) == (7, 0.5, 48, "mean")
+    from stanchat.errors import StanchatError
+
+    with pytest.raises(StanchatError, match="valid keys"):
+        override(TinyRecipe(), ["nope=1"])
+
+
+def test_conversations_tokenize_without_unknown_words():
+    from training.llava import build_processor, chat_tokenizer, encode_turn, make_examples, vocabulary, LlavaTrainConfig
+
+    world = WorldConfig(motions=("left", "right", "up", "down", "grow", "shrink"))
+    processor = build_processor(chat_tokenizer(vocabulary(world)), 64, 8)
+    specs = sample_specs(20, seed=0, config=world)
+    examples = make_examples(specs, processor, image_tokens=3, config=LlavaTrainConfig())
+    unk = processor.tokenizer.unk_token_id
+    assert all(unk not in ids for _, ids, _ in examples)
+    ids, labels = encode_turn(processor, "Which way does the red circle move?", "left", image_tokens=3)
+    answer = [t for t in labels if t != -100]
+    assert processor.tokenizer.decode(answer, skip_special_tokens=True) == "left"
+    assert answer[-1] == processor.tokenizer.eos_token_id
+    assert ids.count(processor.tokenizer.convert_tokens_to_ids("<image>")) == 3
