@@ -106,6 +106,7 @@ def write_data(recipe: TinyRecipe, out: Path) -> dict[str, Path]:
     settings = json.dumps({k: getattr(recipe, k) for k in DATA_FIELDS}, sort_keys=True)
     if (data / "settings.json").is_file() and (data / "settings.json").read_text() == settings:
         logger.info("reusing the data in %s", data)
+        write_probe(recipe, held, data / "heldout")
         return {name: data / name for name in names}
     shutil.rmtree(data, ignore_errors=True)
     noisy = recipe.world(distractor_prob=recipe.distractor_prob, noise_prob=recipe.noise_prob)
@@ -116,8 +117,27 @@ def write_data(recipe: TinyRecipe, out: Path) -> dict[str, Path]:
     for name, task in (("heldout", "retrieval"), ("heldout-qa", "qa")):  # the same clips, captioned / asked about
         write_dataset(data / name, "jsonl", n=recipe.test_clips, seed=recipe.seed + 3, split="test",
                       config=recipe.world(), task=task, only=held)
+    write_probe(recipe, held, data / "heldout")
     (data / "settings.json").write_text(settings)
     return {name: data / name for name in names}
+
+
+def write_probe(recipe: TinyRecipe, held: frozenset, root: Path) -> Path:
+    """`root/probe.jsonl` for the held-out clips (the specs `write_data` rendered): the caption
+    (template 0, no noise), its time-reversed twin, and a direction / size question with the answer
+    for each playing direction (the format of `stanchat eval reverse`)."""
+    from training.synthworld import OPPOSITE, caption, contrast_caption, qa_pairs, sample_specs
+
+    lines = []
+    for spec in sample_specs(recipe.test_clips, recipe.seed + 3, recipe.world(), prefix="test", only=held):
+        item = {"video": f"videos/{spec.clip_id}.mp4", "caption": caption(spec, 0, noise=False),
+                "reversed_caption": contrast_caption(spec, 0)}
+        asked = [(q, a) for q, a in qa_pairs(spec) if a in OPPOSITE]  # which way / grow or shrink
+        if asked:
+            item.update(question=asked[0][0], answer=asked[0][1], reversed_answer=OPPOSITE[asked[0][1]])
+        lines.append(json.dumps(item))
+    (root / "probe.jsonl").write_text("\n".join(lines) + "\n")
+    return root / "probe.jsonl"
 
 
 def write_backbone(recipe: TinyRecipe, directory: Path) -> Path:

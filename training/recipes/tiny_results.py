@@ -1,9 +1,15 @@
 """Measurements of the tiny recipe on held-out synthetic clips (the numbers of docs/RESULTS.md).
 
     python -m training.recipes.tiny_results videoqa --preset DIR --data DIR [--temporal stan|mean]
+    python -m training.recipes.tiny_results contrast --model DIR --probe FILE [--scoring mug] [--frame-mean]
 
 `videoqa`: zero-shot QA ("Which way does the red circle move?") of the grafted LLaVA, exact match
 on the synthetic world's one-word answers.
+`contrast`: a VideoCLIP (or its CLIP alone, frame features averaged: `--frame-mean`) on the
+held-out probe (`probe.jsonl` written by the recipe): text-to-video R@1 over clips with distinct
+captions; direction accuracy (the true caption scores above its time-reversed twin, e.g. "moves
+left" vs "moves right"); and the time-reversal probe (cosine of the clip's features played forwards
+and backwards, and how often the preferred caption flips when the clip is reversed).
 """
 
 from __future__ import annotations
@@ -66,6 +72,66 @@ def video_qa(preset: Path, data: Path, temporal: str, frames: int, limit: int = 
             "other": rate("other"), "counts": {k: kinds.count(k) for k in ("direction", "size", "other")}}
 
 
+def encode_clips(model, paths: list[str], frames: int, frame_mean: bool, batch: int = 16):
+    """Per-frame features of each clip played forwards and backwards: two (N, T, P) tensors.
+    `frame_mean`: the CLIP tower alone on every frame (STAN off), as an image model sees a video."""
+    import torch
+
+    from stanchat.video import Preprocessor, load_video
+
+    size = model.clip.config.vision_config.image_size
+    preprocess = Preprocessor(size=size, crop_size=size)
+    forward, backward = [], []
+    for start in range(0, len(paths), batch):
+        pixels = preprocess([load_video(p, frames=frames) for p in paths[start:start + batch]])  # (B, T, 3, H, W)
+        for out, x in ((forward, pixels), (backward, pixels.flip(1))):
+            with torch.no_grad():
+                out.append(frame_features(model, x) if frame_mean else model.encode_video(x))
+    return torch.cat(forward), torch.cat(backward)
+
+
+def frame_features(model, pixels):
+    """CLIP image features of every frame: (B, T, 3, H, W) -> (B, T, P)."""
+    clip = model.clip
+    pooled = clip.vision_model(pixel_values=pixels.flatten(0, 1)).pooler_output  # (B*T, D): post-LN CLS
+    return clip.visual_projection(pooled).unflatten(0, pixels.shape[:2])  # (B*T, P) -> (B, T, P)
+
+
+def contrast(model_dir: Path, probe: Path, scoring: str, frame_mean: bool, frames: int) -> dict:
+    """R@1, direction accuracy and the reversal probe (all %, cosine as a number) on the probe file."""
+    import torch
+    import torch.nn.functional as F
+
+    from stanchat.videoclip import VideoCLIP
+    from training.model import load_tokenizer
+
+    model, tokenizer = VideoCLIP.from_pretrained(model_dir).eval(), load_tokenizer(model_dir)
+    items = [json.loads(line) for line in probe.read_text().splitlines() if line.strip()]
+    paths = [str(probe.parent / item["video"]) for item in items]
+    fwd, bwd = encode_clips(model, paths, frames, frame_mean)
+
+    def scores(texts: list[str], video: torch.Tensor) -> torch.Tensor:  # (len(texts), N)
+        text = tokenizer(texts, padding="max_length", truncation=True, max_length=model.clip.config.text_config.max_position_embeddings,
+                         return_tensors="pt")
+        with torch.no_grad():
+            tokens = model.encode_text(text["input_ids"], text["attention_mask"])
+            return model.similarity(tokens, text["attention_mask"], video, mode=scoring)
+
+    n = torch.arange(len(items))
+    true, flip = [i["caption"] for i in items], [i["reversed_caption"] for i in items]
+    pref_fwd = scores(true, fwd)[n, n] - scores(flip, fwd)[n, n]  # (N,) > 0: the true caption wins
+    pref_bwd = scores(true, bwd)[n, n] - scores(flip, bwd)[n, n]
+    first = {c: i for i, c in reversed(list(enumerate(true)))}  # one clip per distinct caption
+    keep = sorted(first.values())
+    ranked = scores([true[i] for i in keep], fwd[keep]).argmax(dim=1)  # (U,) best clip per caption
+    cosine = F.cosine_similarity(fwd.mean(1), bwd.mean(1), dim=-1)
+    return {"clips": len(items), "distinct_captions": len(keep),
+            "r1_t2v": 100.0 * (ranked == torch.arange(len(keep))).float().mean().item(),
+            "direction_acc": 100.0 * (pref_fwd > 0).float().mean().item(),
+            "reversal_cosine": cosine.mean().item(),
+            "reversal_flip": 100.0 * ((pref_fwd > 0) != (pref_bwd > 0)).float().mean().item()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.recipes.tiny_results", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -75,11 +141,20 @@ def main(argv: list[str] | None = None) -> int:
     qa.add_argument("--temporal", default="stan", choices=["stan", "mean"], help="how frames reach the LLM")
     qa.add_argument("--frames", type=int, default=16, help="frames per video")
     qa.add_argument("--limit", type=int, default=0, help="at most this many questions (0: all)")
+    con = sub.add_parser("contrast", help="R@1, direction accuracy and reversal probe of a VideoCLIP")
+    con.add_argument("--model", type=Path, required=True, help="VideoCLIP directory with its tokenizer")
+    con.add_argument("--probe", type=Path, required=True, help="probe.jsonl written by the recipe")
+    con.add_argument("--scoring", default="mean", choices=["mean", "mug", "mug-simple"], help="text-video score")
+    con.add_argument("--frame-mean", action="store_true", help="the CLIP tower alone on each frame (STAN off)")
+    con.add_argument("--frames", type=int, default=16, help="frames per video")
     args = parser.parse_args(argv)
     import torch
 
-    torch.set_num_threads(2)
-    result = video_qa(args.preset, args.data, args.temporal, args.frames, args.limit)
+    torch.set_num_threads(1)
+    if args.command == "contrast":
+        result = contrast(args.model, args.probe, args.scoring, args.frame_mean, args.frames)
+    else:
+        result = video_qa(args.preset, args.data, args.temporal, args.frames, args.limit)
     print(json.dumps(result, indent=1))
     return 0
 
