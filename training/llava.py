@@ -47,7 +47,7 @@ class LlavaTrainConfig:
     layers: int = 2  # Llama decoder layers
     heads: int = 4  # Llama attention heads
     context: int = 256  # max_position_embeddings of the Llama
-    steps: int = 800  # optimizer steps
+    steps: int = 1500  # optimizer steps
     batch_size: int = 32  # (still, question, answer) triples per step
     lr: float = 1e-3  # AdamW peak lr (projector and LLM), linear warmup then cosine to zero
     warmup: float = 0.05  # fraction of the steps with linear warmup

@@ -79,7 +79,7 @@ def assemble(recipe, llava_dir: Path, stan_dir: Path, examples: list[dict], held
     answers = ask_examples(out, examples, QUESTION, frames=recipe.frames)
     qa = {t: video_qa(out, heldout, temporal=t, frames=recipe.frames) for t in ("stan", "mean")}
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    summary = {"times": {k: round(v, 1) for k, v in times.items()}, "size_bytes": size,
+    summary = {"times": times, "size_bytes": size,
                "examples": [{k: v for k, v in a.items() if k != "spec"} for a in answers], "videoqa": qa}
     write_card(recipe, out, summary)
     return summary
@@ -109,7 +109,8 @@ def write_card(recipe, out: Path, summary: dict) -> None:
         "4. The graft: stage 2's STAN beside stage 3's tower. Zero-shot video chat, no video instruction tuning.",
         "",
         f"{recipe.holdout} (colour, shape, motion) triples are held out of every stage; the scores below are on",
-        "held-out clips only. Stage times (s): " + ", ".join(f"{k} {v}" for k, v in summary["times"].items()) + ".",
+        "held-out clips only. Wall time on 2 shared CPU cores (s): " + ", ".join(
+            f"{k} {v:.0f}" for k, v in summary["times"].items()) + f" (stages total {sum(summary['times'].values()):.0f}).",
         f"Size: {summary['size_bytes'] / 2**20:.1f} MiB.",
         "",
         "## Answers to the bundled examples (\"What happens in this video?\")",
