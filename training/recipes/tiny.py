@@ -116,11 +116,14 @@ def write_data(recipe: TinyRecipe, out: Path) -> dict[str, Path]:
         focused = round(n * recipe.focus_share)
         write_dataset(data / name, "jsonl", n=n - focused, seed=seed, split="train", config=world, stills=stills,
                       exclude=held)
-        if focused:  # same root, split "focus": appended to train.jsonl
-            part = write_dataset(data / name, "jsonl", n=focused, seed=seed + 10, split="focus",
+        if focused:  # written under <name>/focus/, its entries appended to <name>/train.jsonl
+            part = write_dataset(data / name / "focus", "jsonl", n=focused, seed=seed + 10, split="train",
                                  config=focus_world(recipe, world), stills=stills, exclude=held)
+            entries = [json.loads(line) for line in part.ann.read_text().splitlines()]
             with (data / name / "train.jsonl").open("a") as f:
-                f.write(part.ann.read_text())
+                for entry in entries:
+                    key = "image" if stills else "video"
+                    f.write(json.dumps({**entry, key: f"focus/{entry[key]}"}) + "\n")
     for name, task in (("heldout", "retrieval"), ("heldout-qa", "qa")):  # the same clips, captioned / asked about
         write_dataset(data / name, "jsonl", n=recipe.test_clips, seed=recipe.seed + 3, split="test",
                       config=recipe.world(), task=task, only=held)
