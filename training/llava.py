@@ -94,19 +94,21 @@ def chat_tokenizer(words: list[str]):
                                    pad_token="<pad>", extra_special_tokens={"image_token": "<image>"})
 
 
-def build_processor(tokenizer, image_size: int, patch_size: int):
+def build_processor(tokenizer, image_size: int, patch_size: int, strategy: str = "default"):
     """LlavaProcessor: CLIP image processing at the tower's size, the tokenizer, LLaVA-1.5's template."""
     from transformers import CLIPImageProcessor, LlavaProcessor
 
     image_processor = CLIPImageProcessor(size={"shortest_edge": image_size},
                                          crop_size={"height": image_size, "width": image_size})
     return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
-                          vision_feature_select_strategy="default", chat_template=CHAT_TEMPLATE)
+                          vision_feature_select_strategy=strategy, chat_template=CHAT_TEMPLATE)
 
 
-def build_llava(clip_dir: str | Path, tokenizer, config: LlavaTrainConfig):
+def build_llava(clip_dir: str | Path, tokenizer, config: LlavaTrainConfig, feature_layer: int = -2,
+                strategy: str = "default"):
     """A LLaVA whose vision tower holds the CLIP's vision weights (checked key by key) and whose
-    projector and Llama are freshly initialised from `config.seed`."""
+    projector and Llama are freshly initialised from `config.seed`; it reads tower layer
+    `feature_layer` with `strategy` (LLaVA-1.5: -2, default)."""
     from transformers import CLIPModel, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
     clip = CLIPModel.from_pretrained(str(clip_dir))
@@ -117,7 +119,7 @@ def build_llava(clip_dir: str | Path, tokenizer, config: LlavaTrainConfig):
                        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
     llava_config = LlavaConfig(vision_config=clip.config.vision_config.to_dict(), text_config=text.to_dict(),
                                image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-                               vision_feature_layer=-2, vision_feature_select_strategy="default")
+                               vision_feature_layer=feature_layer, vision_feature_select_strategy=strategy)
     torch.manual_seed(config.seed)
     model = LlavaForConditionalGeneration(llava_config)
     tower = model.model.vision_tower
@@ -192,16 +194,17 @@ def llava_loss(model, batch: dict) -> torch.Tensor:
                  mm_encoder_outputs=encoded).loss
 
 
-def train_llava(clip_dir: str | Path, out_dir: str | Path, specs, world, config: LlavaTrainConfig) -> Path:
+def train_llava(clip_dir: str | Path, out_dir: str | Path, specs, world, config: LlavaTrainConfig,
+                feature_layer: int = -2, strategy: str = "default") -> Path:
     """Build, train and save the stage-3 LLaVA (model and processor) into `out_dir`; returns it."""
     from transformers import get_cosine_schedule_with_warmup
 
     from training.synthworld import render_still
 
     tokenizer = chat_tokenizer(vocabulary(world))
-    model = build_llava(clip_dir, tokenizer, config)
+    model = build_llava(clip_dir, tokenizer, config, feature_layer, strategy)
     vision = model.config.vision_config
-    processor = build_processor(tokenizer, vision.image_size, vision.patch_size)
+    processor = build_processor(tokenizer, vision.image_size, vision.patch_size, strategy)
     images = np.stack([render_still(s, world) for s in specs])  # (N, H, W, 3)
     features = still_features(model, processor, images)  # (N, L, D), computed once: the tower is frozen
     examples = make_examples(specs, processor, features.shape[1], config)

@@ -54,6 +54,8 @@ class TinyRecipe:
     videos: int = 1600  # stage 2: training clips
     video_frames: int = 16  # frames rendered per clip
     frames: int = 16  # stage 2: frames sampled per clip (also the chat's default)
+    feature_layer: int = -2  # LLaVA's vision_feature_layer; stage 2's STAN ends at this layer (graft-ready)
+    strategy: str = "default"  # LLaVA's vision_feature_select_strategy: default (drop the CLS) | full
     stan_depth: int = 2  # stage 2: STAN layers, ending at LLaVA's feature layer
     stan_steps: int = 200  # stage 2: optimizer steps
     stan_batch: int = 16  # stage 2: clips per step
@@ -219,10 +221,11 @@ def stage1_clip(recipe: TinyRecipe, data: Path, out: Path) -> Path:
 
 
 def stage2_stan(recipe: TinyRecipe, clip_dir: Path, data: Path, out: Path, scoring: str | None = None) -> Path:
-    """Mug-STAN post-pretraining on videos, graft-ready: CLIP frozen, STAN ending at layer -2."""
+    """Mug-STAN post-pretraining on videos, graft-ready: CLIP frozen, STAN ending at LLaVA's feature
+    layer (`STANConfig.end_layer` and `vision_feature_layer` count layers the same way: -2 -> M-2)."""
     ckpt = run_training([
         "task=pretrain", f"model.clip={clip_dir}", f"model.stan.depth={recipe.stan_depth}",
-        "model.stan.end_layer=-2", "model.freeze_clip=true", f"model.scoring={scoring or recipe.scoring}",
+        f"model.stan.end_layer={recipe.feature_layer}", "model.freeze_clip=true", f"model.scoring={scoring or recipe.scoring}",
         "data.dataset=jsonl", f"data.root={data}", f"data.frames={recipe.frames}",
         f"data.max_tokens={recipe.max_tokens}", f"data.batch_size={recipe.stan_batch}",
         f"optim.stan_lr={recipe.stan_lr}", "optim.weight_decay=0.05", f"schedule.steps={recipe.stan_steps}",
@@ -246,7 +249,7 @@ def stage3_llava(recipe: TinyRecipe, clip_dir: Path, out: Path) -> Path:
 
     world = recipe.world(motions=("left", "right", "up", "down", "grow", "shrink"))
     specs = sample_specs(recipe.llava.stills, recipe.seed + 4, world, prefix="still", exclude=held_out(recipe))
-    return train_llava(clip_dir, out, specs, world, recipe.llava)
+    return train_llava(clip_dir, out, specs, world, recipe.llava, recipe.feature_layer, recipe.strategy)
 
 
 STAGES = ("stage1", "stage2", "stage3")
