@@ -57,14 +57,17 @@ class TinyRecipe:
     feature_layer: int = -2  # LLaVA's vision_feature_layer; stage 2's STAN ends at this layer (graft-ready)
     strategy: str = "default"  # LLaVA's vision_feature_select_strategy: default (drop the CLS) | full
     stan_depth: int = 2  # stage 2: STAN layers, ending at LLaVA's feature layer
+    time_embed_std: float = 1.0  # stage 2: init std of STAN's temporal embedding (see stage2_init)
     stan_steps: int = 200  # stage 2: optimizer steps
     stan_batch: int = 16  # stage 2: clips per step
     stan_lr: float = 1e-3  # stage 2: STAN peak lr (CLIP frozen)
     scoring: str = "mug"  # stage 2: mug | mean | mug-simple
     distractor_prob: float = 0.0  # stage 2: chance of an uncaptioned extra segment
     noise_prob: float = 0.0  # stage 2: chance of noise words in a caption
-    focus_share: float = 0.5  # share of stills and videos whose actors come from 2 colours x 2 shapes (see focus_world)
+    focus_share: float = 0.5  # share of stills whose actors come from 2 colours x 2 shapes (see focus_world)
+    video_focus_share: float = 0.5  # the same for stage 2's videos
     test_clips: int = 200  # held-out test clips written for evaluation
+    qa_clips: int = 60  # held-out clips the preset's card asks about (forwards and backwards, stan and mean)
     llava: LlavaTrainConfig = field(default_factory=LlavaTrainConfig)  # stage 3
 
     def world(self, **changes):
@@ -96,7 +99,7 @@ def held_out(recipe: TinyRecipe) -> frozenset:
 
 
 DATA_FIELDS = ("seed", "size", "holdout", "clip_stills", "videos", "video_frames", "distractor_prob", "noise_prob",
-               "focus_share", "test_clips")  # what the written data depends on
+               "focus_share", "video_focus_share", "test_clips")  # what the written data depends on
 
 
 def write_data(recipe: TinyRecipe, out: Path) -> dict[str, Path]:
@@ -113,11 +116,16 @@ def write_data(recipe: TinyRecipe, out: Path) -> dict[str, Path]:
         return {name: data / name for name in names}
     shutil.rmtree(data, ignore_errors=True)
     noise = dict(distractor_prob=recipe.distractor_prob, noise_prob=recipe.noise_prob)
-    for name, n, seed, stills, world in (("stills", recipe.clip_stills, recipe.seed + 1, True, recipe.world()),
-                                         ("videos", recipe.videos, recipe.seed + 2, False, recipe.world(**noise))):
-        focused = round(n * recipe.focus_share)
-        write_dataset(data / name, "jsonl", n=n - focused, seed=seed, split="train", config=world, stills=stills,
-                      exclude=held)
+    for name, n, seed, stills, world, share in (
+            ("stills", recipe.clip_stills, recipe.seed + 1, True, recipe.world(), recipe.focus_share),
+            ("videos", recipe.videos, recipe.seed + 2, False, recipe.world(**noise), recipe.video_focus_share)):
+        focused = round(n * share)
+        if n > focused:
+            write_dataset(data / name, "jsonl", n=n - focused, seed=seed, split="train", config=world, stills=stills,
+                          exclude=held)
+        else:
+            (data / name).mkdir(parents=True, exist_ok=True)
+            (data / name / "train.jsonl").write_text("")
         if focused:  # written under <name>/focus/, its entries appended to <name>/train.jsonl
             part = write_dataset(data / name / "focus", "jsonl", n=focused, seed=seed + 10, split="train",
                                  config=focus_world(recipe, world), stills=stills, exclude=held)
@@ -220,12 +228,34 @@ def stage1_clip(recipe: TinyRecipe, data: Path, out: Path) -> Path:
     return clip_dir
 
 
+def stage2_init(recipe: TinyRecipe, clip_dir: Path, out: Path) -> Path:
+    """The VideoCLIP stage 2 starts from: a fresh STAN on the CLIP, its temporal embedding drawn at
+    `time_embed_std`. STAN's default (std 0.02) suits towers whose training runs long; this tiny
+    CLIP's hidden states reach norm ~25 by the layers STAN reads, so a 0.02 time signal drowns and
+    a few hundred steps never learn which way time runs."""
+    import torch
+    from transformers import CLIPModel
+
+    from stanchat.stan import STANConfig
+    from stanchat.videoclip import VideoCLIP
+    from training.model import load_tokenizer
+
+    stan = STANConfig(depth=recipe.stan_depth, end_layer=recipe.feature_layer)
+    torch.manual_seed(recipe.seed)
+    model = VideoCLIP.from_clip(CLIPModel.from_pretrained(str(clip_dir)), stan, source=str(clip_dir))
+    torch.nn.init.normal_(model.stan.time_embed.weight, std=recipe.time_embed_std)
+    model.save_pretrained(out)
+    load_tokenizer(clip_dir).save_pretrained(out)
+    return out
+
+
 def stage2_stan(recipe: TinyRecipe, clip_dir: Path, data: Path, out: Path, scoring: str | None = None) -> Path:
     """Mug-STAN post-pretraining on videos, graft-ready: CLIP frozen, STAN ending at LLaVA's feature
     layer (`STANConfig.end_layer` and `vision_feature_layer` count layers the same way: -2 -> M-2)."""
+    init = stage2_init(recipe, clip_dir, out / "init")
     ckpt = run_training([
-        "task=pretrain", f"model.clip={clip_dir}", f"model.stan.depth={recipe.stan_depth}",
-        f"model.stan.end_layer={recipe.feature_layer}", "model.freeze_clip=true", f"model.scoring={scoring or recipe.scoring}",
+        "task=pretrain", f"model.clip={clip_dir}", f"model.pretrained={init}", "model.freeze_clip=true",
+        f"model.scoring={scoring or recipe.scoring}",
         "data.dataset=jsonl", f"data.root={data}", f"data.frames={recipe.frames}",
         f"data.max_tokens={recipe.max_tokens}", f"data.batch_size={recipe.stan_batch}",
         f"optim.stan_lr={recipe.stan_lr}", "optim.weight_decay=0.05", f"schedule.steps={recipe.stan_steps}",
@@ -279,7 +309,7 @@ def run_recipe(recipe: TinyRecipe, out: Path, clip: Path | None = None, stop_aft
         llava_dir = stage3_llava(recipe, clip_dir, out / "stage3" / "llava")
         lap("stage3_llava")
         examples = write_examples(recipe, held_out(recipe), out / "examples")
-        summary = assemble(recipe, llava_dir, stan_dir, examples, data["heldout-qa"], out / "preset", times)
+        summary = assemble(recipe, llava_dir, stan_dir, examples, data["heldout"] / "probe.jsonl", out / "preset", times)
     summary["times"] = {k: round(v, 1) for k, v in summary["times"].items()}
     summary["times"]["total"] = round(time.perf_counter() - start, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -67,7 +67,7 @@ def install(preset: Path, examples: Path, repo: Path) -> None:
         shutil.copy2(file, repo / "examples" / file.name)
 
 
-def assemble(recipe, llava_dir: Path, stan_dir: Path, examples: list[dict], heldout: Path, out: Path,
+def assemble(recipe, llava_dir: Path, stan_dir: Path, examples: list[dict], probe: Path, out: Path,
              times: dict) -> dict:
     """Copy the stage outputs into the preset folder `out`, ask it about the examples, measure the
     held-out video QA, and write the card. Returns the summary."""
@@ -77,7 +77,7 @@ def assemble(recipe, llava_dir: Path, stan_dir: Path, examples: list[dict], held
     shutil.copytree(llava_dir, out / "llava")
     shutil.copytree(stan_dir, out / "stan")
     answers = ask_examples(out, examples, QUESTION, frames=recipe.frames)
-    qa = {t: video_qa(out, heldout, temporal=t, frames=recipe.frames) for t in ("stan", "mean")}
+    qa = {t: video_qa(out, probe, temporal=t, frames=recipe.frames, limit=recipe.qa_clips) for t in ("stan", "mean")}
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     summary = {"times": times, "size_bytes": size,
                "examples": [{k: v for k, v in a.items() if k != "spec"} for a in answers], "videoqa": qa}
@@ -118,7 +118,9 @@ def write_card(recipe, out: Path, summary: dict) -> None:
         *(f"- `{Path(a['video']).name}` (truth: {a['caption']}): stan -> \"{a['stan']}\", mean -> \"{a['mean']}\""
           for a in summary["examples"]),
         "",
-        "## Zero-shot video QA on held-out clips (exact match)",
+        "## Zero-shot video QA on held-out clips, each played forwards and backwards (exact match)",
+        "",
+        "A model blind to time gets at most 50%: the reversed clip needs the opposite answer.",
         "",
         "| temporal | questions | accuracy | direction | grow/shrink |",
         "|---|---|---|---|---|",

@@ -1,15 +1,17 @@
 """Measurements of the tiny recipe on held-out synthetic clips (the numbers of docs/RESULTS.md).
 
-    python -m training.recipes.tiny_results videoqa --preset DIR --data DIR [--temporal stan|mean]
+    python -m training.recipes.tiny_results videoqa --preset DIR --probe FILE [--temporal stan|mean]
     python -m training.recipes.tiny_results contrast --model DIR --probe FILE [--scoring mug] [--frame-mean]
 
 `videoqa`: zero-shot QA ("Which way does the red circle move?") of the grafted LLaVA, exact match
-on the synthetic world's one-word answers.
+on the synthetic world's one-word answers, each clip asked forwards and backwards.
 `contrast`: a VideoCLIP (or its CLIP alone, frame features averaged: `--frame-mean`) on the
 held-out probe (`probe.jsonl` written by the recipe): text-to-video R@1 over clips with distinct
-captions; direction accuracy (the true caption scores above its time-reversed twin, e.g. "moves
-left" vs "moves right"); and the time-reversal probe (cosine of the clip's features played forwards
-and backwards, and how often the preferred caption flips when the clip is reversed).
+captions; direction accuracy: the true caption must score above its time-reversed twin ("moves
+left" vs "moves right", "grows" vs "shrinks"), counted over every moving / resizing clip played
+forwards and backwards (a reversed clip is a true clip of the opposite motion), so that a model
+blind to time scores exactly 50% whatever its biases; and the time-reversal probe (cosine of the
+clip's features played forwards and backwards, and how often the preferred caption flips).
 """
 
 from __future__ import annotations
@@ -40,36 +42,30 @@ def ask_examples(preset: Path, examples: list[dict], question: str, frames: int)
     return out
 
 
-def qa_records(data: Path) -> list:
-    """The held-out QA records (jsonl, split test) whose answers the image model was taught to give:
-    direction, size change, colour and shape questions (not "which shape appears first")."""
-    from stanchat.datasets import read_dataset
+def video_qa(preset: Path, probe: Path, temporal: str, frames: int, limit: int = 0) -> dict:
+    """Exact-match accuracy (%) of the chat model's one-word answers to the probe's direction and
+    size questions ("Which way does the red circle move?"), asked about every clip played forwards
+    (truth: `answer`) and backwards (truth: `reversed_answer`), so that a model blind to time gets at
+    most 50% whatever its biases. `limit` > 0 caps the number of clips."""
+    from dataclasses import replace
 
-    records = read_dataset("jsonl", str(data), split="test", task="qa")
-    return [r for r in records if "appears" not in r.question]
-
-
-def video_qa(preset: Path, data: Path, temporal: str, frames: int, limit: int = 0) -> dict:
-    """Exact-match accuracy (%) of the chat model's answers on held-out QA; `limit` > 0 caps the
-    number of questions. Each video is decoded once."""
     from stanchat.video import load_video
 
     chat = load_preset(preset)
-    records = qa_records(data)[: limit or None]
-    hits, kinds, clips = [], [], {}
-    for record in records:
-        clip = clips.setdefault(record.video, load_video(record.video, frames=frames))
-        answer = chat.ask(clip, record.question, frames=frames, temporal=temporal, max_new_tokens=8).text
-        hits.append(answer.strip().lower() == record.answer.strip().lower())
-        kinds.append("direction" if record.question.startswith(DIRECTION_Q) else
-                     "size" if record.question.endswith(SIZE_Q) else "other")
-
-    def rate(kind: str | None) -> float:
-        chosen = [h for h, k in zip(hits, kinds) if kind is None or k == kind]
-        return 100.0 * sum(chosen) / max(len(chosen), 1)
-
-    return {"questions": len(hits), "accuracy": rate(None), "direction": rate("direction"), "size": rate("size"),
-            "other": rate("other"), "counts": {k: kinds.count(k) for k in ("direction", "size", "other")}}
+    items = [json.loads(line) for line in probe.read_text().splitlines() if line.strip()]
+    items = [i for i in items if "question" in i][: limit or None]
+    hits = {"direction": [], "size": []}
+    for item in items:
+        clip = load_video(str(probe.parent / item["video"]), frames=frames)
+        backwards = replace(clip, frames=clip.frames[::-1].copy())
+        kind = "direction" if item["question"].startswith(DIRECTION_Q) else "size"
+        for video, truth in ((clip, item["answer"]), (backwards, item["reversed_answer"])):
+            answer = chat.ask(video, item["question"], frames=frames, temporal=temporal, max_new_tokens=4).text
+            hits[kind].append(answer.strip().lower() == truth)
+    total = hits["direction"] + hits["size"]
+    return {"clips": len(items), "questions": len(total), "accuracy": 100.0 * sum(total) / max(len(total), 1),
+            **{k: 100.0 * sum(v) / max(len(v), 1) for k, v in hits.items()},
+            "counts": {k: len(v) for k, v in hits.items()}}
 
 
 def encode_clips(model, paths: list[str], frames: int, frame_mean: bool, batch: int = 16):
@@ -120,16 +116,20 @@ def contrast(model_dir: Path, probe: Path, scoring: str, frame_mean: bool, frame
     n = torch.arange(len(items))
     true, flip = [i["caption"] for i in items], [i["reversed_caption"] for i in items]
     pref_fwd = scores(true, fwd)[n, n] - scores(flip, fwd)[n, n]  # (N,) > 0: the true caption wins
-    pref_bwd = scores(true, bwd)[n, n] - scores(flip, bwd)[n, n]
+    pref_bwd = scores(true, bwd)[n, n] - scores(flip, bwd)[n, n]  # (N,) < 0: right for the reversed clip
+    # moves and size changes played backwards are true clips of the opposite motion; "appear" is not
+    exact = torch.tensor(["answer" in i for i in items])
+    right = torch.cat([pref_fwd[exact] > 0, pref_bwd[exact] < 0]).float()
     first = {c: i for i, c in reversed(list(enumerate(true)))}  # one clip per distinct caption
     keep = sorted(first.values())
     ranked = scores([true[i] for i in keep], fwd[keep]).argmax(dim=1)  # (U,) best clip per caption
     cosine = F.cosine_similarity(fwd.mean(1), bwd.mean(1), dim=-1)
-    return {"clips": len(items), "distinct_captions": len(keep),
+    return {"clips": len(items), "distinct_captions": len(keep), "direction_clips": int(exact.sum()),
             "r1_t2v": 100.0 * (ranked == torch.arange(len(keep))).float().mean().item(),
-            "direction_acc": 100.0 * (pref_fwd > 0).float().mean().item(),
+            "direction_acc": 100.0 * right.mean().item(),
+            "forward_only_acc": 100.0 * (pref_fwd[exact] > 0).float().mean().item(),
             "reversal_cosine": cosine.mean().item(),
-            "reversal_flip": 100.0 * ((pref_fwd > 0) != (pref_bwd > 0)).float().mean().item()}
+            "reversal_flip": 100.0 * ((pref_fwd > 0) != (pref_bwd > 0))[exact].float().mean().item()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,10 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     qa = sub.add_parser("videoqa", help="zero-shot video QA of a preset on held-out QA clips")
     qa.add_argument("--preset", type=Path, required=True, help="preset folder with llava/ and stan/")
-    qa.add_argument("--data", type=Path, required=True, help="held-out QA data root (jsonl, split test)")
+    qa.add_argument("--probe", type=Path, required=True, help="probe.jsonl written by the recipe (held-out clips)")
     qa.add_argument("--temporal", default="stan", choices=["stan", "mean"], help="how frames reach the LLM")
     qa.add_argument("--frames", type=int, default=16, help="frames per video")
-    qa.add_argument("--limit", type=int, default=0, help="at most this many questions (0: all)")
+    qa.add_argument("--limit", type=int, default=0, help="at most this many clips (0: all)")
     con = sub.add_parser("contrast", help="R@1, direction accuracy and reversal probe of a VideoCLIP")
     con.add_argument("--model", type=Path, required=True, help="VideoCLIP directory with its tokenizer")
     con.add_argument("--probe", type=Path, required=True, help="probe.jsonl written by the recipe")
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "contrast":
         result = contrast(args.model, args.probe, args.scoring, args.frame_mean, args.frames)
     else:
-        result = video_qa(args.preset, args.data, args.temporal, args.frames, args.limit)
+        result = video_qa(args.preset, args.probe, args.temporal, args.frames, args.limit)
     print(json.dumps(result, indent=1))
     return 0
 
