@@ -30,7 +30,10 @@ def test_recipe_writes_a_loadable_preset_with_card_and_examples(recipe_run):
         assert (preset / name).is_file(), name
     summary = json.loads((recipe_run / "summary.json").read_text())
     assert set(summary["times"]) == {"data", "stage1_clip", "stage2_stan", "stage3_llava", "total"}
-    assert summary["videoqa"]["stan"]["questions"] > 0
+    probe = (recipe_run / "data" / "heldout" / "probe.jsonl").read_text().splitlines()
+    assert len(probe) == 4 and all("reversed_caption" in line for line in probe)
+    assert set(summary["videoqa"]) == {"stan", "mean"}
+    assert {"accuracy", "direction", "size", "questions"} <= set(summary["videoqa"]["stan"])
     manifest = json.loads((recipe_run / "examples" / "examples.json").read_text())
     assert [m["truth"] for m in manifest] == [e["caption"] for e in summary["examples"]]
     assert "training.recipes.tiny" in (preset / "README.md").read_text()

@@ -131,17 +131,19 @@ def build_llava(clip_dir: str | Path, tokenizer, config: LlavaTrainConfig, featu
     return model
 
 
-def still_features(model, processor, images: np.ndarray, batch: int = 256) -> torch.Tensor:
+def still_features(model, processor, images: np.ndarray, stan=None, batch: int = 256) -> torch.Tensor:
     """The tower features LLaVA reads for each still, before the projector: uint8 (N, H, W, 3) ->
-    (N, L, D). They come from `stanchat.graft.Graft` at T = 1, the code path videos take."""
+    (N, L, D). They come from `stanchat.graft.Graft` at T = 1, the code path videos take: plain
+    tower features (`mean`: stock LLaVA image features), or with a STAN the grafted encoder's
+    (`stan`), so that images reach the LLM exactly as videos will."""
     from stanchat.graft import Graft
     from stanchat.video import Preprocessor
 
-    graft, preprocess = Graft(model, None), Preprocessor.from_image_processor(processor.image_processor)
+    graft, preprocess = Graft(model, stan), Preprocessor.from_image_processor(processor.image_processor)
     out = []
     for start in range(0, len(images), batch):
         pixels = preprocess(list(images[start:start + batch, None]))  # (b, 1, 3, H, W): one-frame clips
-        out.append(graft.vision_tokens(pixels, "mean"))  # (b, L, D)
+        out.append(graft.vision_tokens(pixels, "mean" if stan is None else "stan"))  # (b, L, D)
     return torch.cat(out)
 
 
@@ -195,8 +197,9 @@ def llava_loss(model, batch: dict) -> torch.Tensor:
 
 
 def train_llava(clip_dir: str | Path, out_dir: str | Path, specs, world, config: LlavaTrainConfig,
-                feature_layer: int = -2, strategy: str = "default") -> Path:
-    """Build, train and save the stage-3 LLaVA (model and processor) into `out_dir`; returns it."""
+                feature_layer: int = -2, strategy: str = "default", stan_dir: str | Path | None = None) -> Path:
+    """Build, train and save the stage-3 LLaVA (model and processor) into `out_dir`; returns it.
+    With `stan_dir` (a VideoCLIP on the same CLIP) the stills are encoded by the grafted encoder."""
     from transformers import get_cosine_schedule_with_warmup
 
     from training.synthworld import render_still
@@ -206,7 +209,12 @@ def train_llava(clip_dir: str | Path, out_dir: str | Path, specs, world, config:
     vision = model.config.vision_config
     processor = build_processor(tokenizer, vision.image_size, vision.patch_size, strategy)
     images = np.stack([render_still(s, world) for s in specs])  # (N, H, W, 3)
-    features = still_features(model, processor, images)  # (N, L, D), computed once: the tower is frozen
+    stan = None
+    if stan_dir is not None:
+        from stanchat.videoclip import VideoCLIP
+
+        stan = VideoCLIP.from_pretrained(stan_dir).stan.eval()
+    features = still_features(model, processor, images, stan)  # (N, L, D), computed once: all of it is frozen
     examples = make_examples(specs, processor, features.shape[1], config)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)

@@ -48,7 +48,7 @@ class TinyRecipe:
     max_tokens: int = 24  # CLIP text tokens per caption
     holdout: int = 12  # (colour, shape, motion) triples kept out of every training stage
     clip_stills: int = 4000  # stage 1: still images with captions
-    clip_steps: int = 300  # stage 1: optimizer steps
+    clip_steps: int = 600  # stage 1: optimizer steps
     clip_batch: int = 48  # stage 1: stills per step
     clip_lr: float = 1e-3  # stage 1: peak lr (CLIP trained from scratch)
     videos: int = 1600  # stage 2: training clips
@@ -56,11 +56,12 @@ class TinyRecipe:
     frames: int = 16  # stage 2: frames sampled per clip (also the chat's default)
     feature_layer: int = -2  # LLaVA's vision_feature_layer; stage 2's STAN ends at this layer (graft-ready)
     strategy: str = "default"  # LLaVA's vision_feature_select_strategy: default (drop the CLS) | full
+    stills_through_graft: bool = False  # stage 3 encodes stills with the grafted encoder (STAN at T = 1), not the bare tower
     stan_depth: int = 2  # stage 2: STAN layers, ending at LLaVA's feature layer
     time_embed_std: float = 1.0  # stage 2: init std of STAN's temporal embedding (see stage2_init)
-    stan_steps: int = 200  # stage 2: optimizer steps
+    stan_steps: int = 300  # stage 2: optimizer steps
     stan_batch: int = 16  # stage 2: clips per step
-    stan_lr: float = 1e-3  # stage 2: STAN peak lr (CLIP frozen)
+    stan_lr: float = 5e-3  # stage 2: STAN peak lr (CLIP frozen)
     scoring: str = "mug"  # stage 2: mug | mean | mug-simple
     distractor_prob: float = 0.0  # stage 2: chance of an uncaptioned extra segment
     noise_prob: float = 0.0  # stage 2: chance of noise words in a caption
@@ -272,14 +273,16 @@ def stage2_stan(recipe: TinyRecipe, clip_dir: Path, data: Path, out: Path, scori
     return stan_dir
 
 
-def stage3_llava(recipe: TinyRecipe, clip_dir: Path, out: Path) -> Path:
-    """The image-only LLaVA on stills of the non-held-out triples."""
+def stage3_llava(recipe: TinyRecipe, clip_dir: Path, out: Path, stan_dir: Path | None = None) -> Path:
+    """The image-only LLaVA on stills of the non-held-out triples (encoded through the grafted
+    encoder when `recipe.stills_through_graft`)."""
     from training.llava import train_llava
     from training.synthworld import sample_specs
 
     world = recipe.world(motions=("left", "right", "up", "down", "grow", "shrink"))
     specs = sample_specs(recipe.llava.stills, recipe.seed + 4, world, prefix="still", exclude=held_out(recipe))
-    return train_llava(clip_dir, out, specs, world, recipe.llava, recipe.feature_layer, recipe.strategy)
+    return train_llava(clip_dir, out, specs, world, recipe.llava, recipe.feature_layer, recipe.strategy,
+                       stan_dir if recipe.stills_through_graft else None)
 
 
 STAGES = ("stage1", "stage2", "stage3")
@@ -306,7 +309,7 @@ def run_recipe(recipe: TinyRecipe, out: Path, clip: Path | None = None, stop_aft
         stan_dir = stage2_stan(recipe, clip_dir, data["videos"], out / "stage2")
         lap("stage2_stan")
     if stop_after == "stage3":
-        llava_dir = stage3_llava(recipe, clip_dir, out / "stage3" / "llava")
+        llava_dir = stage3_llava(recipe, clip_dir, out / "stage3" / "llava", stan_dir)
         lap("stage3_llava")
         examples = write_examples(recipe, held_out(recipe), out / "examples")
         summary = assemble(recipe, llava_dir, stan_dir, examples, data["heldout"] / "probe.jsonl", out / "preset", times)
