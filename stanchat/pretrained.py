@@ -43,7 +43,7 @@ PRESETS: dict[str, Preset] = {
         Preset("llava-1.5-13b", "llava-hf/llava-1.5-13b-hf", **_MUG_STAN_L14,
                description="LLaVA-1.5 13B (CLIP-L/14 336 px) + Mug-STAN L/14 branch"),
         Preset("tiny", "llava", "stan", stan_checkpoint="", stan_clip="", bundled=True,
-               description="bundled 9 MB stanchat trained on the synthetic world by training.recipes.tiny (CPU)"),
+               description="bundled 16 MB stanchat trained on the synthetic world by training.recipes.tiny (CPU)"),
     )
 }
 DEFAULT_PRESET = "llava-1.5-7b"

@@ -285,7 +285,7 @@ def stage3_llava(recipe: TinyRecipe, clip_dir: Path, out: Path, stan_dir: Path |
                        stan_dir if recipe.stills_through_graft else None)
 
 
-STAGES = ("stage1", "stage2", "stage3")
+STAGES = ("data", "stage1", "stage2", "stage3")
 
 
 def run_recipe(recipe: TinyRecipe, out: Path, clip: Path | None = None, stop_after: str = "stage3") -> dict:
@@ -302,10 +302,11 @@ def run_recipe(recipe: TinyRecipe, out: Path, clip: Path | None = None, stop_aft
 
     data = write_data(recipe, out)
     lap("data")
-    clip_dir = clip or stage1_clip(recipe, data["stills"], out / "stage1")
-    lap("stage1_clip")
     summary: dict = {"times": times}
-    if stop_after != "stage1":
+    if stop_after != "data":
+        clip_dir = clip or stage1_clip(recipe, data["stills"], out / "stage1")
+        lap("stage1_clip")
+    if stop_after not in ("data", "stage1"):
         stan_dir = stage2_stan(recipe, clip_dir, data["videos"], out / "stage2")
         lap("stage2_stan")
     if stop_after == "stage3":
