@@ -18,6 +18,7 @@ _LAZY = {
     "mean_similarity": "stanchat.mug",
     "VideoCLIP": "stanchat.videoclip",
     "VideoCLIPConfig": "stanchat.videoclip",
+    "load": "stanchat.chat",
 }
 
 __all__ = ["__version__", *_LAZY]
