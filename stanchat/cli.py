@@ -22,6 +22,7 @@ COMMANDS = {
     "chat": "chat about a video: several turns, /video, /frames, /reset, /exit",
     "convert": "convert released Mug-STAN weights into a stanchat model directory",
     "frames": "show the frames (and timestamps) the model will see",
+    "serve": "serve the chat app in a browser (Gradio): upload, frames strip, streamed chat, compare",
 }
 
 
