@@ -3,10 +3,15 @@ stop, regenerate, clear, compare, the Mug frame-weight plot, bad uploads and the
 The app runs in this process on 127.0.0.1 on a free port, with a tiny model built in code (its
 answers are gibberish: the tests check the mechanics, not the words)."""
 
+import html
 import importlib.util
+import threading
+import time
 from pathlib import Path
 
 import pytest
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 gr = pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
@@ -19,6 +24,7 @@ from stanchat.app.server import launch  # noqa: E402
 from stanchat.app.ui import MODEL, build_app  # noqa: E402
 from stanchat.chat import load  # noqa: E402
 from stanchat.cli import main  # noqa: E402
+from stanchat.video import load_video  # noqa: E402
 from tests.tiny_app import app_models  # noqa: E402,F401  (fixture)
 
 # gradio's queue calls pandas options that pandas 3 deprecates; not ours to fix
@@ -49,8 +55,8 @@ def client(url):
 
 
 def texts(messages):
-    """(role, text) of each chat message as the client receives it."""
-    return [(m["role"], "".join(part["text"] for part in m["content"])) for m in messages]
+    """(role, text) of each chat message (the chat shows escaped plain text)."""
+    return [(m["role"], html.unescape("".join(part["text"] for part in m["content"]))) for m in messages]
 
 
 def open_video(client, path, frames=FRAMES, temporal="stan"):
@@ -70,8 +76,8 @@ def test_upload_shows_the_sampled_frames_with_timestamps(client, app_models):
     assert messages == []
     captions = [item["caption"] for item in strip["value"]]
     assert len(captions) == FRAMES and all(Path(item["image"]).is_file() for item in strip["value"])
-    seconds = [float(c.split("· ")[1].removesuffix(" s")) for c in captions]
-    assert captions[0].startswith("#1 ") and seconds == sorted(seconds) and 0 < seconds[-1] < 3.0
+    assert captions == [f"{t:.2f} s" for t in load_video(app_models["video"], frames=FRAMES).timestamps]
+    assert captions[0] == "0.25 s" and captions[-1] == "2.62 s"  # 3 s at 8 fps: segment middles
     assert f"{FRAMES} frames → {L} video tokens" in info and "clip.mp4" in info
 
 
@@ -95,6 +101,7 @@ def test_plot_shows_the_question_weight_on_each_frame(client, app_models):
     rows = plot["value"]["data"]
     assert [label for label, _ in rows] == [item["caption"] for item in strip["value"]] == plot["sort"]
     assert sum(weight for _, weight in rows) == pytest.approx(1.0, abs=1e-6)
+    assert plot["visible"] is True and "“Where is the square?”" in plot["label"]
 
 
 def test_regenerate_answers_the_last_question_again(client, app_models):
@@ -114,7 +121,18 @@ def test_clear_forgets_the_conversation_and_keeps_the_video(client, app_models):
     assert len(messages) == 2
 
 
-def test_stop_ends_generation_and_keeps_the_partial_answer(client, app_models):
+class _Slow(StoppingCriteria):
+    """Never stops generation, but makes each step take 20 ms, so that 500 tokens take seconds."""
+
+    def __call__(self, input_ids, scores, **kwargs):
+        time.sleep(0.02)
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool)
+
+
+def test_stop_ends_generation_and_keeps_the_partial_answer(client, chat, app_models, monkeypatch):
+    generate = chat.llava.generate
+    monkeypatch.setattr(chat.llava, "generate", lambda **kw: generate(
+        **{**kw, "stopping_criteria": StoppingCriteriaList([*kw["stopping_criteria"], _Slow()])}))
     open_video(client, app_models["video"])
     job = client.submit("Tell me everything.", 500, 0.0, api_name="/ask")
     for out in job:  # stop once the answer has started
@@ -124,6 +142,7 @@ def test_stop_ends_generation_and_keeps_the_partial_answer(client, app_models):
     messages = texts(job.result()[0])
     assert messages[-1][1].endswith(STOPPED)
     assert 0 < len(messages[-1][1].removesuffix(STOPPED)) < 500  # one character per token: far from the limit
+    assert not [t for t in threading.enumerate() if t.name == "stanchat-generate"]  # the thread ended
 
 
 def test_settings_resample_and_keep_the_conversation(client, app_models):
@@ -172,16 +191,19 @@ def test_model_events_share_one_queue_slot(chat):
     assert stops and not any(fn.queue for fn in stops)  # Stop must not wait behind what it stops
 
 
-def _plot_visible(app) -> bool:
-    (plot,) = [c for c in app.get_config_file()["components"] if c["props"].get("elem_id") == "weights"]
-    return plot["props"]["visible"]
-
-
-def test_plot_is_hidden_without_a_text_tower(chat, app_models):
+def test_plot_stays_hidden_without_a_text_tower(chat, app_models):
     no_text = load(llava=app_models["llava"], stan=app_models["stan_no_text"], device="cpu")
     assert chat.relevance is not None and no_text.relevance is None
-    assert _plot_visible(build_app(chat, CONFIG)) is True
-    assert _plot_visible(build_app(no_text, CONFIG)) is False
+    app = build_app(no_text, CONFIG)
+    (plot,) = [c for c in app.get_config_file()["components"] if c["props"].get("elem_id") == "weights"]
+    assert plot["props"]["visible"] is False
+    client = Client(launch(app, CONFIG, port=0, block=False, quiet=True), verbose=False)
+    try:
+        open_video(client, app_models["video"])
+        _, (messages, _, plot, _) = ask(client, "Where is the square?")
+    finally:
+        app.close()
+    assert texts(messages)[-1][1] and plot["visible"] is False
 
 
 def test_serve_binds_localhost_without_a_share_link_by_default(monkeypatch, app_models):

@@ -9,6 +9,7 @@ message in the chat, never an exception out of the app.
 
 from __future__ import annotations
 
+import html
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,13 +30,28 @@ logger = logging.getLogger(__name__)
 
 THUMBNAIL_HEIGHT = 112  # pixels: frames in the strip are shown this tall
 NO_VIDEO = "Upload a video or pick an example first, then ask about it."
-STOPPED = " ⏹ *(stopped)*"
+STOPPED = " ⏹ (stopped)"  # after an answer that Stop ended
+EMPTY = "(empty answer)"
 WARNING = "⚠️ "
 
 
-def message(role: str, text: str) -> dict[str, str]:
-    """A chat message in Gradio's messages format."""
-    return {"role": role, "content": text}
+def message(role: str, text: str, note: str = "") -> dict[str, str]:
+    """A chat message in Gradio's messages format, shown as plain text: the chat (render_markdown
+    off) still reads HTML, so `<`, `>` and `&` are escaped. `note` (e.g. STOPPED) follows the text."""
+    return {"role": role, "content": html.escape(text + note, quote=False)}
+
+
+def message_text(chat_message: dict[str, str]) -> str:
+    """The text a `message` was made from."""
+    return html.unescape(chat_message["content"])
+
+
+@dataclass
+class FrameWeights:
+    """Which frames a question attends to."""
+
+    question: str  # the question, as asked
+    weights: list[float]  # Mug weight of each sampled frame, in frame order, summing to 1
 
 
 @dataclass
@@ -48,7 +64,7 @@ class Side:
 
 class Conversation:
     """The state of one tab: `messages` (what the chat shows), `session` (None until a video
-    decodes), `weights` (the last question's Mug weight per frame, None without a text tower),
+    decodes), `weights` (the last question's `FrameWeights`; None before one, or without a text tower),
     `answer` (the last finished `Answer`), `compared` (each side's `Answer` of the last comparison)."""
 
     def __init__(self, chat: "VideoChat", config: AppConfig):
@@ -56,7 +72,7 @@ class Conversation:
         self.config = config
         self.messages: list[dict[str, str]] = []
         self.session: Session | None = None
-        self.weights: list[float] | None = None
+        self.weights: FrameWeights | None = None
         self.answer: Answer | None = None
         self.compared: list[Answer | None] = []
         self.display_name = ""  # the video's name as the user knows it
@@ -93,7 +109,7 @@ class Conversation:
             clip = self.session.video
             if frames != self.session.frames:
                 clip = self._load(clip.path, frames)
-                self._frame_features = None
+                self._frame_features, self.weights = None, None
             self.session = self.chat.session(clip, frames, temporal, history=self.session.history)
         except StanchatError as err:
             self._warn(err, self.session.video.path)
@@ -134,8 +150,8 @@ class Conversation:
             self._warn(err)
             yield
             return
-        for text in self._run(stream):
-            self.messages[-1]["content"] = text
+        for text, note in self._run(stream):
+            self.messages[-1] = message("assistant", text, note)
             yield
         if stream.answer is not None:
             self.answer = stream.answer
@@ -145,7 +161,7 @@ class Conversation:
         asked = [i for i, m in enumerate(self.messages) if m["role"] == "user"]
         if not asked:
             return
-        question = self.messages[asked[-1]]["content"]
+        question = message_text(self.messages[asked[-1]])
         del self.messages[asked[-1]:]
         if self.session is not None and self.session.history and self.session.history[-1][0] == question:
             self.session.history.pop()
@@ -165,35 +181,36 @@ class Conversation:
             self._stopped = True
             stream.close()
 
-    def _run(self, stream: "Stream") -> Iterator[str]:
-        """The answer's text so far, after each piece; errors and stops end it with a note."""
+    def _run(self, stream: "Stream") -> Iterator[tuple[str, str]]:
+        """(the answer's text so far, a note) after each piece; errors, stops and empty answers end
+        it with a note."""
         self._stream, self._stopped, text = stream, False, ""
         try:
             for piece in stream:
                 text += piece
-                yield text
+                yield text, ""
         except StanchatError as err:
-            yield f"{text}\n\n{WARNING}{err}"
+            yield f"{text}\n\n{WARNING}{err}", ""
             return
         except Exception as err:  # the app must outlive a failed generation; the log has the traceback
             logger.exception("generation failed")
-            yield f"{text}\n\n{WARNING}generation failed: {type(err).__name__}: {err}"
+            yield f"{text}\n\n{WARNING}generation failed: {type(err).__name__}: {err}", ""
             return
         finally:
             self._stream = None
         if self._stopped:
-            yield text + STOPPED
+            yield text, STOPPED
         elif not text:
-            yield "*(empty answer)*"
+            yield text, EMPTY
 
-    def _frame_weights(self, question: str) -> list[float] | None:
+    def _frame_weights(self, question: str) -> FrameWeights | None:
         """The question's Mug weight on each frame (the text-to-frame plot), or None without a text tower."""
         relevance = self.chat.relevance
         if relevance is None or self.session is None:
             return None
         if self._frame_features is None:
-            self._frame_features = relevance.frame_features(self.session.video)
-        return relevance.weights(question, self._frame_features).tolist()
+            self._frame_features = relevance.frame_features(self.session.video)  # (T, P), once per clip
+        return FrameWeights(question, relevance.weights(question, self._frame_features).tolist())
 
     # ---- side by side ----
 
@@ -216,29 +233,34 @@ class Conversation:
                 texts[k] = WARNING + str(err)
                 yield texts
                 continue
-            for text in self._run(stream):
-                texts[k] = text
+            for text, note in self._run(stream):
+                texts[k] = text + note
                 yield texts
             self.compared[k] = stream.answer
 
 
 def thumbnails(clip: VideoClip, height: int = THUMBNAIL_HEIGHT) -> list[tuple[np.ndarray, str]]:
-    """The sampled frames, shrunk to `height` pixels, each captioned with its number and timestamp."""
+    """The sampled frames, shrunk to `height` pixels, each captioned with its timestamp."""
     from PIL import Image
 
     strip = []
-    for i, (frame, seconds) in enumerate(zip(clip.frames, clip.timestamps)):  # frame (H, W, 3) uint8
+    for frame, label in zip(clip.frames, frame_labels(clip.timestamps)):  # frame (H, W, 3) uint8
         h, w = frame.shape[:2]
         image = Image.fromarray(frame)
         if h > height:
             image = image.resize((max(1, round(w * height / h)), height), Image.Resampling.BILINEAR)
-        strip.append((np.asarray(image), frame_label(i, seconds)))
+        strip.append((np.asarray(image), label))
     return strip
 
 
-def frame_label(index: int, seconds: float) -> str:
-    """'#3 · 1.25 s': unique per frame even when a short video repeats a timestamp."""
-    return f"#{index + 1} · {seconds:.2f} s"
+def frame_labels(timestamps: list[float]) -> list[str]:
+    """'1.25 s' per frame; a timestamp a short video repeats gets its count: '1.25 s (2)'."""
+    labels, seen = [], {}
+    for seconds in timestamps:
+        text = f"{seconds:.2f} s"
+        seen[text] = seen.get(text, 0) + 1
+        labels.append(text if seen[text] == 1 else f"{text} ({seen[text]})")
+    return labels
 
 
 def describe_video(conversation: Conversation) -> str:

@@ -20,8 +20,10 @@ logger = logging.getLogger(__name__)
 
 SYSTEM_FONTS = ("ui-sans-serif", "system-ui", "sans-serif")
 MONO_FONTS = ("ui-monospace", "monospace")
+# the strip: thumbnails smaller than gradio's 100 px minimum, so that eight fit in a row
 CSS = """
-#frames .thumbnail-item { min-width: 64px; }
+#frames .grid-container { grid-template-columns: repeat(var(--grid-cols), minmax(56px, 1fr)) !important;
+                          grid-template-rows: none !important; grid-auto-rows: auto !important; }
 #header h2 { margin-bottom: 0; }
 """
 

@@ -20,7 +20,7 @@ import gradio as gr
 import pandas as pd
 
 from stanchat.app.config import AppConfig
-from stanchat.app.conversation import Conversation, Side, describe_answer, describe_video, frame_label, thumbnails
+from stanchat.app.conversation import Conversation, Side, describe_answer, describe_video, frame_labels, thumbnails
 from stanchat.options import TEMPORAL_MODES
 
 if TYPE_CHECKING:
@@ -28,10 +28,11 @@ if TYPE_CHECKING:
 
 MODEL = "model"  # the concurrency group of every event that runs the model
 MAX_FRAMES_SHOWN = 8  # the strip's columns; more frames wrap onto further rows
-STRIP_ROW_HEIGHT = 120  # pixels per row of thumbnails (with its caption)
+STRIP_ROW_HEIGHT = 84  # pixels per row of square thumbnails (stanchat.app.server.CSS sizes them)
 STRIP_MAX_ROWS = 3  # rows shown before the strip scrolls
 TEMPORAL_INFO = "stan: one image's tokens via the STAN branch · mean: frame-mean baseline · concat: every frame's tokens"
-PLOT_LABEL = "Which frames the question attends to (Mug text-to-frame weights, Eq. 11-13)"
+PLOT_LABEL = "Which frames the question attends to (Mug text-to-frame weights)"
+PLOT_QUESTION_CHARS = 60  # the question is quoted in the plot's label up to this length
 
 
 def build_app(chat: "VideoChat", config: AppConfig | None = None) -> gr.Blocks:
@@ -47,15 +48,17 @@ def build_app(chat: "VideoChat", config: AppConfig | None = None) -> gr.Blocks:
             with gr.Column(scale=2, min_width=320):
                 c = _controls(chat, config)
             with gr.Column(scale=3, min_width=420):
+                # square thumbnails cropped like the tower's centre crop: what the model sees of each frame
                 strip = gr.Gallery(label="Sampled frames", columns=MAX_FRAMES_SHOWN, height=_strip_height(1),
-                                   object_fit="contain", allow_preview=True, elem_id="frames", interactive=False)
+                                   object_fit="cover", allow_preview=True, elem_id="frames", interactive=False)
                 with gr.Tabs():
                     with gr.Tab("Chat", id="chat"):
                         t = _chat_tab()
                     with gr.Tab("Compare", id="compare"):
                         k = _compare_tab(chat, config)
-                plot = gr.BarPlot(x="frame", y="weight", label=PLOT_LABEL, visible=chat.relevance is not None,
-                                  y_lim=[0, None], x_label_angle=-45, height=220, elem_id="weights")
+                # shown once a question has weights: only when the model has a text tower
+                plot = gr.BarPlot(x="frame", y="weight", label=PLOT_LABEL, visible=False, y_lim=[0, None],
+                                  x_label_angle=-45, height=220, elem_id="weights")
         _wire(events, state, c, t, k, strip, plot)
     return app
 
@@ -68,7 +71,7 @@ def _controls(chat: "VideoChat", config: AppConfig) -> dict[str, Any]:
     frames = gr.Slider(1, max_frames, value=config.frames, step=1, label="Frames sampled", elem_id="frames-slider")
     temporal = gr.Radio(list(TEMPORAL_MODES), value=config.temporal, label="Temporal mode", info=TEMPORAL_INFO)
     with gr.Accordion("Generation", open=False):
-        max_new_tokens = gr.Slider(1, 1024, value=config.max_new_tokens, step=1, label="Max new tokens")
+        max_new_tokens = gr.Slider(1, max(1024, config.max_new_tokens), value=config.max_new_tokens, step=1, label="Max new tokens")
         temperature = gr.Slider(0.0, 2.0, value=config.temperature, step=0.05, label="Temperature (0 = greedy)")
     info = gr.Markdown(elem_id="info")
     return dict(video=video, frames=frames, temporal=temporal, max_new_tokens=max_new_tokens,
@@ -76,7 +79,8 @@ def _controls(chat: "VideoChat", config: AppConfig) -> dict[str, Any]:
 
 
 def _chat_tab() -> dict[str, Any]:
-    chatbot = gr.Chatbot(label="Chat", height=360, elem_id="chatbot", buttons=["copy"],
+    # plain text: model output is not Markdown, and a stray `*` or `<` must not restyle or hide it
+    chatbot = gr.Chatbot(label="Chat", height=360, elem_id="chatbot", buttons=["copy"], render_markdown=False,
                          placeholder="Upload a video or pick an example, then ask about it.")
     with gr.Row():
         question = gr.Textbox(placeholder="Ask about the video…", show_label=False, scale=5, elem_id="question")
@@ -169,11 +173,11 @@ class _Events:
         yield from self._chat(conversation, conversation.regenerate(**_generation(max_new_tokens, temperature)))
 
     def _chat(self, conversation: Conversation, steps):
-        """Outputs after each streamed piece: the plot once (it is known before the answer starts)."""
-        plot_sent = False
+        """Outputs after each streamed piece; the plot when it changes (before the answer starts)."""
+        shown = object()
         for _ in steps:
-            plot = gr.skip() if plot_sent else _plot(conversation)
-            plot_sent = conversation.weights is not None
+            plot = gr.skip() if conversation.weights is shown else _plot(conversation)
+            shown = conversation.weights
             yield conversation, conversation.messages, "", plot, gr.skip()
         yield conversation, conversation.messages, "", _plot(conversation), _info(conversation)
 
@@ -219,12 +223,16 @@ def _strip_height(rows: int) -> int:
 
 
 def _plot(conversation: Conversation):
-    """The last question's weight on each frame as bars, in frame order; empty before a question."""
-    clip, weights = conversation.clip, conversation.weights
-    if clip is None or weights is None or len(weights) != len(clip.timestamps):
-        return gr.BarPlot(value=pd.DataFrame({"frame": [], "weight": []}))
-    labels = [frame_label(i, t) for i, t in enumerate(clip.timestamps)]
-    return gr.BarPlot(value=pd.DataFrame({"frame": labels, "weight": weights}), sort=labels)
+    """The last question's weight on each frame as bars in frame order; hidden without one."""
+    clip, found = conversation.clip, conversation.weights
+    if clip is None or found is None:
+        return gr.BarPlot(value=None, visible=False)
+    labels = frame_labels(clip.timestamps)
+    question = found.question
+    if len(question) > PLOT_QUESTION_CHARS:
+        question = question[:PLOT_QUESTION_CHARS] + "…"
+    return gr.BarPlot(value=pd.DataFrame({"frame": labels, "weight": found.weights}), sort=labels, visible=True,
+                      label=f"Which frames “{question}” attends to (Mug text-to-frame weights)")
 
 
 def _info(conversation: Conversation) -> str:
