@@ -18,6 +18,10 @@ _LAZY = {
     "mean_similarity": "stanchat.mug",
     "VideoCLIP": "stanchat.videoclip",
     "VideoCLIPConfig": "stanchat.videoclip",
+    "CoCaVideoCLIP": "stanchat.cocaclip",
+    "CoCaVideoCLIPConfig": "stanchat.cocaclip",
+    "load_video_model": "stanchat.videomodel",
+    "video_model_from_open_clip": "stanchat.videomodel",
 }
 
 __all__ = ["__version__", *_LAZY]
