@@ -22,6 +22,7 @@ _LAZY = {
     "CoCaVideoCLIPConfig": "stanchat.cocaclip",
     "load_video_model": "stanchat.videomodel",
     "video_model_from_open_clip": "stanchat.videomodel",
+    "load": "stanchat.chat",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -1,0 +1,242 @@
+"""Load a STAN-grafted LLaVA and ask it about videos.
+
+`load(...)` returns a `VideoChat`; `chat.ask(video, question)` answers once,
+`chat.stream(...)` yields the answer as it is generated, `chat.session(video)` keeps the encoded
+video and the history for a multi-turn conversation (`stanchat.session`).
+
+This module is the one place that deals with devices, dtypes, quantisation (bitsandbytes) and
+`device_map` (accelerate). The graft (`stanchat.graft`) and the session code take tensors where
+this module put them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+from stanchat.errors import StanchatError, WeightsError
+from stanchat.graft import Graft
+from stanchat.hub import resolve_model_dir
+from stanchat.options import DEFAULTS, check_frames, check_temporal
+from stanchat.pretrained import resolve
+from stanchat.session import Answer, Session, Stream
+from stanchat.video import Preprocessor, VideoClip, load_video
+from stanchat.videoclip import VideoCLIP
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# kept in float under 4/8-bit: the tower and projector feed the graft, lm_head is quantisation-sensitive
+QUANT_SKIP_MODULES = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
+
+
+@dataclass
+class DecodedVideo:
+    """A video's sampled frames, preprocessed and placed for the tower."""
+
+    clip: VideoClip  # the decoded frames and their timestamps
+    pixel_values: torch.Tensor  # (1, T, 3, H, W) on the tower's device and dtype
+    seconds: float  # decoding + preprocessing time
+
+
+class VideoChat:
+    """A STAN-grafted LLaVA ready to answer questions about videos.
+
+    Attributes: `llava` (transformers `LlavaForConditionalGeneration`), `processor` (its
+    `LlavaProcessor`: tokenizer, image processor, chat template), `videoclip` (the `VideoCLIP` whose
+    STAN is grafted; its text tower scores text against frames, e.g. Mug weights), `graft`, `name`.
+    """
+
+    def __init__(self, llava: LlavaForConditionalGeneration, processor: Any, videoclip: VideoCLIP, name: str):
+        self.llava = llava
+        self.processor = processor
+        self.videoclip = videoclip
+        self.graft = Graft(llava, videoclip.stan)
+        self.name = name
+        # the LLaVA processor's own resize, crop, mean and std, applied to every frame
+        self.preprocessor = Preprocessor.from_image_processor(processor.image_processor)
+        if processor.image_token_id != llava.config.image_token_id:
+            raise WeightsError(f"the processor's {processor.image_token} is token {processor.image_token_id} but the "
+                               f"model expects {llava.config.image_token_id}; the processor and model do not match")
+
+    @property
+    def image_token_id(self) -> int:
+        return self.llava.config.image_token_id
+
+    @property
+    def context_length(self) -> int:
+        """The LLM's context in tokens (`max_position_embeddings`)."""
+        return self.llava.config.text_config.max_position_embeddings
+
+    @property
+    def vision_device(self) -> torch.device:
+        return self.graft.vision.embeddings.patch_embedding.weight.device
+
+    @property
+    def vision_dtype(self) -> torch.dtype:
+        return self.graft.vision.embeddings.patch_embedding.weight.dtype
+
+    @property
+    def input_device(self) -> torch.device:
+        """Where `generate` wants its input ids: the device of the token embedding."""
+        return self.llava.get_input_embeddings().weight.device
+
+    def check_context(self, prompt_tokens: int, video_tokens: int, temporal: str, frames: int) -> None:
+        """Refuse a prompt longer than the LLM's context, naming a frame count that would fit."""
+        limit = self.context_length
+        if prompt_tokens <= limit:
+            return
+        if temporal == "concat":
+            per_frame = video_tokens // frames
+            fit = (limit - (prompt_tokens - video_tokens)) // per_frame
+            fewer = f"--frames {fit} or fewer, or " if fit >= 1 else ""
+            raise StanchatError(
+                f"--temporal concat with {frames} frames needs {prompt_tokens} tokens ({video_tokens} for the video), "
+                f"more than the LLM's {limit}-token context; use {fewer}--temporal stan ({per_frame} video tokens "
+                f"for any number of frames)")
+        raise StanchatError(f"the prompt needs {prompt_tokens} tokens, more than the LLM's {limit}-token context; "
+                            f"reset the conversation or ask a shorter question")
+
+    def preprocess(self, clip: VideoClip) -> torch.Tensor:
+        """Frames as the LLaVA processor would prepare an image (its size, crop, mean, std).
+        (T, H0, W0, 3) uint8 -> (1, T, 3, H, W) on the tower's device and dtype."""
+        return self.preprocessor(clip).to(self.vision_device, self.vision_dtype)
+
+    def decode(self, video: str | os.PathLike | VideoClip, frames: int = DEFAULTS.frames) -> DecodedVideo:
+        """Sample `frames` frames of `video` (a path; a decoded `VideoClip` is used as it is) and
+        preprocess them for the tower."""
+        check_frames(frames, self.graft.max_frames)
+        start = time.perf_counter()
+        clip = video if isinstance(video, VideoClip) else load_video(video, frames=frames)
+        pixel_values = self.preprocess(clip)  # (1, T, 3, H, W)
+        check_frames(pixel_values.shape[1], self.graft.max_frames)
+        return DecodedVideo(clip=clip, pixel_values=pixel_values, seconds=time.perf_counter() - start)
+
+    def features(self, pixel_values: torch.Tensor, temporal: str) -> tuple[torch.Tensor, float]:
+        """The graft's projected video features (1, N, E) and the seconds they took."""
+        start = time.perf_counter()
+        features = self.graft.features(pixel_values, temporal)
+        _synchronize(features.device)
+        return features, time.perf_counter() - start
+
+    def session(self, video: str | os.PathLike | VideoClip, frames: int = DEFAULTS.frames,
+                temporal: str = DEFAULTS.temporal, history: list[tuple[str, str]] | None = None) -> Session:
+        """A multi-turn conversation about `video`, decoded now and encoded once, by the first
+        question, after its prompt is checked against the context (optionally continuing `history`)."""
+        check_temporal(temporal)
+        return Session(self, self.decode(video, frames), temporal, history)
+
+    def ask(self, video: str | os.PathLike | VideoClip, question: str, frames: int = DEFAULTS.frames,
+            temporal: str = DEFAULTS.temporal, **generation: Any) -> Answer:
+        """Answer one question about `video`. `generation`: `max_new_tokens`, `temperature` and any
+        other `generate` keyword (e.g. `top_p`)."""
+        return self.session(video, frames, temporal).ask(question, **generation)
+
+    def stream(self, video: str | os.PathLike | VideoClip, question: str, frames: int = DEFAULTS.frames,
+               temporal: str = DEFAULTS.temporal, **generation: Any) -> Stream:
+        """Like `ask`, streaming: iterate the result for text pieces, then read its `.answer`."""
+        return self.session(video, frames, temporal).stream(question, **generation)
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work so that wall-clock timings are honest."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The device to run on: the given one (checked), else CUDA when present, else CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise StanchatError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise StanchatError(f"device {device!r} asked for but no CUDA GPU is available; use --device cpu")
+    return resolved
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """The weight dtype: the given one (a name in DTYPES or a torch dtype), else float16 on a GPU
+    and float32 on the CPU (where half precision is slow or unsupported)."""
+    if dtype is None:
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return DTYPES[dtype]
+    raise StanchatError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+
+
+def quantization_config(load_in_4bit: bool, load_in_8bit: bool, dtype: torch.dtype):
+    """A bitsandbytes config quantising the LLM's linear layers (tower, projector and lm_head stay
+    in `dtype`), or None for full precision."""
+    if load_in_4bit and load_in_8bit:
+        raise StanchatError("choose one of 4-bit and 8-bit loading, not both")
+    if not (load_in_4bit or load_in_8bit):
+        return None
+    try:
+        import bitsandbytes  # noqa: F401  (transformers needs it at load time)
+        from transformers import BitsAndBytesConfig
+    except ImportError as err:
+        raise StanchatError("4/8-bit loading needs bitsandbytes: pip install 'stanchat[quant]'") from err
+    if load_in_4bit:
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
+                                  llm_int8_skip_modules=QUANT_SKIP_MODULES)
+    # int8 matmuls cast their inputs to float16 by design; the warning on every call says nothing new
+    warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=QUANT_SKIP_MODULES)
+
+
+def load_llava(name_or_path: str, device: torch.device, dtype: torch.dtype, quantization=None,
+               device_map: str | dict | None = None) -> tuple[LlavaForConditionalGeneration, Any]:
+    """A transformers LLaVA and its processor from a directory or hub id, placed and quantised."""
+    directory = resolve_model_dir(name_or_path, "LLaVA model")
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise WeightsError(f"{directory} has no config.json; pass a LLaVA directory saved by transformers")
+    model_type = json.loads(config_file.read_text()).get("model_type")
+    if model_type != "llava":
+        raise WeightsError(f"{directory} holds a {model_type!r} model, not a LLaVA (model_type 'llava')")
+    processor = AutoProcessor.from_pretrained(directory)
+    if not (hasattr(processor, "image_processor") and hasattr(processor, "tokenizer")) or not processor.chat_template:
+        raise WeightsError(f"{directory} has no LLaVA processor with a chat template; save one with "
+                           f"LlavaProcessor.save_pretrained next to the model")
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if quantization is not None:
+        kwargs.update(quantization_config=quantization, device_map=device_map or {"": str(device)})
+    elif device_map is not None:
+        kwargs["device_map"] = device_map
+    model = LlavaForConditionalGeneration.from_pretrained(directory, **kwargs)
+    if quantization is None and device_map is None:
+        model.to(device)
+    return model.eval(), processor
+
+
+def load(model: str | None = None, *, llava: str | None = None, stan: str | os.PathLike | None = None,
+         device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
+         load_in_4bit: bool = False, load_in_8bit: bool = False,
+         device_map: str | dict | None = None) -> VideoChat:
+    """Load a video chat model.
+
+    model: a preset name from `stanchat.pretrained` (default "llava-1.5-7b"); `llava` (hub id or
+    directory) and `stan` (a saved VideoCLIP directory) override its parts. device: "cpu", "cuda",
+    "cuda:N" (default: CUDA if present). dtype: "float32" | "float16" | "bfloat16" (default float16
+    on GPU, float32 on CPU). load_in_4bit / load_in_8bit: quantise the LLM with bitsandbytes.
+    device_map: passed to transformers/accelerate (e.g. "auto") instead of `device` for the LLaVA.
+    """
+    spec = resolve(model, llava, stan)
+    resolved_device = resolve_device(device)
+    resolved_dtype = resolve_dtype(dtype, resolved_device)
+    quantization = quantization_config(load_in_4bit, load_in_8bit, resolved_dtype)
+    llava_model, processor = load_llava(spec.llava, resolved_device, resolved_dtype, quantization, device_map)
+    videoclip = VideoCLIP.from_pretrained(spec.stan, dtype=resolved_dtype)
+    vision_device = llava_model.model.vision_tower.embeddings.patch_embedding.weight.device
+    videoclip.to(vision_device).eval()  # the grafted STAN runs beside LLaVA's tower
+    return VideoChat(llava_model, processor, videoclip, spec.name)

@@ -1,0 +1,41 @@
+"""Ask one question about a video. The answer streams to the terminal as it is generated;
+`--json` prints one object instead (answer, video, frames, timestamps, video_tokens, temporal,
+model, timings)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+from stanchat.commands._shared import (add_generation_arguments, add_model_arguments, check_args, generation,
+                                       load_chat)
+from stanchat.options import check_question
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("video", help="path of the video file")
+    parser.add_argument("question", help="what to ask about it")
+    add_generation_arguments(parser)
+    add_model_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
+
+
+def run(args: argparse.Namespace) -> int:
+    question = check_question(args.question)
+    check_args(args)
+    chat = load_chat(args)
+    if args.json:
+        answer = chat.ask(args.video, question, frames=args.frames, temporal=args.temporal, **generation(args))
+        print(json.dumps(answer.to_dict()))
+    else:
+        stream = chat.stream(args.video, question, frames=args.frames, temporal=args.temporal, **generation(args))
+        for piece in stream:
+            print(piece, end="", flush=True)
+        print()
+        answer = stream.answer
+    logger.debug("%d frames, %d video tokens (%s); timings %s", answer.frames, answer.video_tokens,
+                 answer.temporal, {k: round(v, 3) for k, v in answer.timings.items()})
+    return 0

@@ -1,0 +1,96 @@
+"""Chat about a video, several turns, answers streaming as they are generated. Questions come
+from the terminal or, one per line, from a pipe. Commands: /video PATH (switch video, new
+conversation), /frames N (re-sample the video, keep the conversation), /temporal MODE, /reset
+(forget the conversation), /exit."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Iterator
+
+from stanchat.commands._shared import (add_generation_arguments, add_model_arguments, check_args, generation,
+                                       load_chat)
+from stanchat.errors import StanchatError
+from stanchat.options import check_frames, check_temporal
+from stanchat.video import check_source
+
+logger = logging.getLogger(__name__)
+
+HELP = "/video PATH  /frames N  /temporal MODE  /reset  /exit"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("video", help="path of the video file")
+    add_generation_arguments(parser)
+    add_model_arguments(parser)
+
+
+def _lines(interactive: bool) -> Iterator[str]:
+    """Questions and commands: prompted on a terminal, one per line from a pipe."""
+    if not interactive:
+        yield from sys.stdin
+        return
+    while True:
+        try:
+            yield input(">>> ")
+        except EOFError:
+            print()
+            return
+
+
+def _command(chat, session, line: str):
+    """Apply a /command; returns the (possibly new) session, or None to end the chat."""
+    name, _, arg = line.partition(" ")
+    arg = arg.strip()
+    if name in ("/exit", "/quit"):
+        return None
+    if name == "/reset":
+        session.reset()
+        return session
+    if name == "/video" and arg:
+        return chat.session(check_source(arg), session.frames, session.temporal)
+    if name == "/frames" and arg:
+        if not arg.isdigit():
+            raise StanchatError(f"/frames takes a whole number, got {arg!r}")
+        frames = check_frames(int(arg), chat.graft.max_frames)
+        return chat.session(session.video.path, frames, session.temporal, history=session.history)
+    if name == "/temporal" and arg:
+        return chat.session(session.video.path, session.frames, check_temporal(arg), session.history)
+    raise StanchatError(f"unknown command {line!r}; commands: {HELP}")
+
+
+def _status(session) -> str:
+    return (f"[{session.video.path}: {session.frames} frames, {session.video_tokens} video tokens, "
+            f"temporal {session.temporal}]")
+
+
+def run(args: argparse.Namespace) -> int:
+    check_args(args)
+    chat = load_chat(args)
+    session = chat.session(args.video, args.frames, args.temporal)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"{_status(session)}  {HELP}")
+    failed = False
+    for line in _lines(interactive):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            if line.startswith("/"):
+                session = _command(chat, session, line)
+                if session is None:
+                    break
+                if interactive:
+                    print(_status(session))
+                continue
+            for piece in session.stream(line, **generation(args)):
+                print(piece, end="", flush=True)
+            print()
+        except StanchatError as err:  # a bad command or question ends nothing: say so, read on
+            logger.debug("command failed", exc_info=True)
+            print(f"stanchat: error: {err}", file=sys.stderr)
+            failed = True
+    return 2 if failed and not interactive else 0

@@ -1,0 +1,78 @@
+"""Show the frames (and timestamps) the model will see: decode, sample, and optionally save them.
+
+    stanchat frames yoga.mp4 --frames 8                 # a table of frame numbers and times
+    stanchat frames yoga.mp4 --frames 8 --json          # one JSON object
+    stanchat frames yoga.mp4 --frames 8 --out shots/    # PNGs named with their timestamps
+
+The PNGs are the pictures the vision tower receives before normalisation: the shorter side resized
+to --size and, with --crop (the default), the centre square.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+DEFAULT_SIZE = 336  # LLaVA-1.5's CLIP ViT-L/14-336 input
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from stanchat.video import AUTO, BACKENDS, DEFAULT_TIMEOUT, STRATEGIES
+
+    parser.add_argument("video", help="video file, still image, GIF or folder of frames (local; URLs are not read)")
+    parser.add_argument("--frames", type=int, default=16, metavar="N", help="number of frames T (default: 16)")
+    parser.add_argument("--strategy", choices=list(STRATEGIES), default="uniform", help="how frames are picked (default: uniform)")
+    parser.add_argument("--fps", type=float, default=None, help="frames per second for --strategy fps")
+    parser.add_argument("--start", type=float, default=None, metavar="SEC", help="sample from this time on")
+    parser.add_argument("--end", type=float, default=None, metavar="SEC", help="sample before this time")
+    parser.add_argument("--seed", type=int, default=None, help="seed for --strategy random")
+    parser.add_argument("--size", type=int, default=DEFAULT_SIZE, metavar="PX", help=f"shorter side in pixels (default: {DEFAULT_SIZE})")
+    parser.add_argument("--crop", action=argparse.BooleanOptionalAction, default=True, help="centre-crop to a square, as the model does")
+    parser.add_argument("--backend", choices=["auto", *BACKENDS], default="auto", help=f"decoder (auto: {' then '.join(AUTO)})")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SEC", help="kill a decoder stuck this long")
+    parser.add_argument("--folder-fps", type=float, default=30.0, help="frame rate of a folder of frames (default: 30)")
+    parser.add_argument("--out", type=Path, default=None, metavar="DIR", help="write the frames as PNGs into DIR")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+
+def run(args: argparse.Namespace) -> int:
+    from stanchat.video import load_video
+
+    clip = load_video(
+        args.video, args.frames, args.strategy, fps=args.fps, start=args.start, end=args.end,
+        size=args.size, backend=args.backend, generator=args.seed, timeout=args.timeout, folder_fps=args.folder_fps,
+    )
+    pictures = _center_square(clip.frames, args.size) if args.crop else clip.frames
+    files = _write_pngs(pictures, clip.timestamps, args.out) if args.out is not None else []
+    if args.json:
+        print(json.dumps({**clip.summary(), **({"files": [str(f) for f in files]} if files else {})}))
+        return 0
+    print(f"{clip.path}: {clip.width}x{clip.height}, {clip.fps:.2f} fps, {clip.duration:.2f} s, "
+          f"{clip.source_frames} frames; decoded with {clip.decoder}")
+    print(f"{'#':>4}  {'frame':>7}  {'time (s)':>9}")
+    for k, (index, stamp) in enumerate(zip(clip.indices, clip.timestamps)):
+        print(f"{k:>4}  {index:>7}  {stamp:>9.3f}")
+    if files:
+        print(f"wrote {len(files)} PNGs ({pictures.shape[2]}x{pictures.shape[1]}) to {args.out}")
+    return 0
+
+
+def _center_square(frames, size: int):
+    """(T, H, W, 3) with min(H, W) == size -> (T, size, size, 3), the model's centre crop."""
+    from stanchat.video.geometry import center_crop_box
+
+    left, top = center_crop_box(frames.shape[2], frames.shape[1], size, size)
+    return frames[:, top : top + size, left : left + size]
+
+
+def _write_pngs(pictures, timestamps: list[float], out: Path) -> list[Path]:
+    from PIL import Image
+
+    out.mkdir(parents=True, exist_ok=True)
+    width = len(str(len(timestamps) - 1))
+    files = []
+    for k, (picture, stamp) in enumerate(zip(pictures, timestamps)):
+        files.append(out / f"frame{k:0{width}d}_{stamp:08.3f}s.png")  # e.g. frame03_0001.867s.png
+        Image.fromarray(picture).save(files[-1])
+    return files

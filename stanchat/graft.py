@@ -1,0 +1,133 @@
+"""The STAN-grafted LLaVA vision features: a video of T frames reaches the projector as one image.
+
+LLaVA (`LlavaModel.get_image_features`) takes `hidden_states[vision_feature_layer]` of its CLIP
+tower, drops the CLS under strategy `default` (keeps it under `full`) and projects the tokens into
+the LLM. The graft runs the same tower on every frame, stops at that same layer, and runs a STAN
+branch (Mug-STAN weights) whose last paired layer is that layer. Per DESIGN.md:
+
+    CLS     = (mean_t CLIP CLS     + STAN CLS)          / 2
+    patch_l = (mean_t CLIP patch_l + mean_t STAN patch_l) / 2
+
+laid out `[CLS, patch_1..patch_L]`: L+1 tokens whatever T is; averaging keeps the scale the
+projector was trained on. The strategy then drops or keeps the CLS, exactly as for an image.
+Two baselines share the code path: `mean` (mean_t CLIP tokens: stock LLaVA image features at T = 1)
+and `concat` (every frame's selected tokens in time order, FreeVA-style).
+
+Shape letters: B batch, T frames, L patches per frame, D tower width, E LLM width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+from transformers import LlavaForConditionalGeneration
+
+from stanchat.errors import WeightsError
+from stanchat.options import check_temporal
+from stanchat.stan import STAN, STANConfig, end_layer_for_feature_layer, run_video_tower, split_tokens
+
+STRATEGIES = ("default", "full")  # LLaVA's vision_feature_select_strategy values
+
+
+def video_token_count(temporal: str, num_frames: int, num_patches: int, strategy: str) -> int:
+    """How many video tokens (and so `<image>` placeholders) the LLM sees. The only place this is
+    computed. `stan`/`mean`: one image's worth; `concat`: one per frame. `default` drops the CLS."""
+    check_temporal(temporal)
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown vision_feature_select_strategy {strategy!r}; expected one of {STRATEGIES}")
+    per_image = num_patches + (1 if strategy == "full" else 0)
+    return per_image * num_frames if temporal == "concat" else per_image
+
+
+class Graft:
+    """LLaVA's frozen CLIP tower with a STAN branch ending at LLaVA's feature layer.
+
+    Holds references, copies nothing: `llava` (its tower and projector), `stan` (or None: then only
+    `mean` and `concat` work), `end` (0-based tower layer LLaVA reads), `stan_config` (the STAN's
+    config with `end_layer` re-set to `end`), `strategy`.
+    """
+
+    def __init__(self, llava: LlavaForConditionalGeneration, stan: STAN | None):
+        config = llava.config
+        if not isinstance(config.vision_feature_layer, int):
+            raise WeightsError(
+                f"this LLaVA reads several vision layers {config.vision_feature_layer}; the STAN graft needs "
+                f"one (LLaVA-1.5 uses vision_feature_layer=-2)"
+            )
+        if config.vision_feature_select_strategy not in STRATEGIES:
+            raise WeightsError(f"unknown vision_feature_select_strategy {config.vision_feature_select_strategy!r}")
+        self.llava = llava
+        self.stan = stan
+        self.strategy = config.vision_feature_select_strategy
+        vision_config = config.vision_config
+        self.patch_size = vision_config.patch_size
+        self.end = end_layer_for_feature_layer(config.vision_feature_layer, vision_config.num_hidden_layers)
+        self.stan_config: STANConfig | None = None
+        if stan is not None:
+            self.stan_config = self._check_stan(stan, vision_config)
+
+    def _check_stan(self, stan: STAN, vision_config) -> STANConfig:
+        width = stan.time_embed.embedding_dim
+        if width != vision_config.hidden_size:
+            raise WeightsError(
+                f"the STAN branch is {width} wide but LLaVA's vision tower is {vision_config.hidden_size}; "
+                f"use a STAN converted for the same CLIP width (e.g. Mug-STAN L/14 for LLaVA-1.5)"
+            )
+        stan_config = replace(stan.config, end_layer=self.end)
+        try:
+            stan_config.resolve_end(vision_config.num_hidden_layers)
+        except ValueError as err:
+            raise WeightsError(f"the STAN branch does not fit LLaVA's tower: {err}") from err
+        return stan_config
+
+    @property
+    def vision(self):
+        """LLaVA's CLIP vision tower (HF `CLIPVisionModel`)."""
+        return self.llava.model.vision_tower
+
+    @property
+    def max_frames(self) -> int | None:
+        """Frames the STAN temporal embedding covers (None without a STAN)."""
+        return self.stan_config.max_frames if self.stan_config is not None else None
+
+    def num_patches(self, height: int, width: int) -> int:
+        """L: patches per frame for a height x width input."""
+        return (height // self.patch_size) * (width // self.patch_size)
+
+    def token_count(self, temporal: str, num_frames: int, height: int, width: int) -> int:
+        """Video tokens for T frames of height x width pixels (see `video_token_count`)."""
+        return video_token_count(temporal, num_frames, self.num_patches(height, width), self.strategy)
+
+    @torch.no_grad()
+    def vision_tokens(self, pixel_values: torch.Tensor, temporal: str) -> torch.Tensor:
+        """Selected tower-width tokens before the projector.
+        pixel_values (B, T, 3, H, W) -> (B, N, D), N = `token_count(temporal, T, H, W)`."""
+        check_temporal(temporal)
+        if temporal == "stan" and self.stan is None:
+            raise WeightsError("temporal mode 'stan' needs STAN weights; load a STAN or use --temporal mean")
+        b, t = pixel_values.shape[:2]
+        stan = self.stan if temporal == "stan" else None
+        hidden, branch = run_video_tower(self.vision, stan, pixel_values, self.end)  # (B*T, 1+L, D)
+        frames = hidden.reshape(b, t, *hidden.shape[1:])  # (B*T, 1+L, D) -> (B, T, 1+L, D)
+        if temporal == "concat":
+            if self.strategy == "default":
+                frames = frames[:, :, 1:]  # drop each frame's CLS, as LLaVA does per image
+            return frames.flatten(1, 2)  # (B, T, S, D) -> (B, T*S, D), frames in time order
+        tokens = frames.mean(dim=1)  # (B, 1+L, D); exact identity at T = 1
+        if branch is not None:
+            cls, patches = split_tokens(branch, t)  # (B, D), (B, T, L, D)
+            stan_tokens = torch.cat([cls[:, None], patches.mean(dim=1)], dim=1)  # (B, 1+L, D)
+            tokens = (tokens + stan_tokens.to(tokens.dtype)) / 2
+        return tokens[:, 1:] if self.strategy == "default" else tokens
+
+    @torch.no_grad()
+    def features(self, pixel_values: torch.Tensor, temporal: str) -> torch.Tensor:
+        """Projected video features for the LLM. pixel_values (B, T, 3, H, W) -> (B, N, E).
+        The token count is checked against `token_count` before anything reaches the LLM."""
+        b, t, _, height, width = pixel_values.shape
+        features = self.llava.model.multi_modal_projector(self.vision_tokens(pixel_values, temporal))
+        expected = self.token_count(temporal, t, height, width)
+        if features.shape[:2] != (b, expected):
+            raise RuntimeError(f"graft produced {tuple(features.shape)} features, expected ({b}, {expected}, E)")
+        return features

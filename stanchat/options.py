@@ -1,0 +1,52 @@
+"""Defaults shared by the Python API and the CLI, in one light module (no torch import), so each
+value has exactly one default whichever way stanchat is driven."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stanchat.errors import StanchatError
+
+# How the T frames of a video reach the LLM (DESIGN.md "Graft onto LLaVA"):
+#   stan   - CLIP tokens averaged with the STAN branch's tokens: one image's worth (L+1 before the strategy)
+#   mean   - frame-mean CLIP tokens, no STAN: same count; equals stock LLaVA image features at T = 1
+#   concat - every frame's tokens one after another (FreeVA-style): T times one image's worth
+TEMPORAL_MODES = ("stan", "mean", "concat")
+
+
+@dataclass(frozen=True)
+class AskDefaults:
+    frames: int = 16  # frames sampled uniformly over the whole video (1..STAN's max_frames, 64)
+    temporal: str = "stan"  # one of TEMPORAL_MODES
+    max_new_tokens: int = 256  # answer length limit, in LLM tokens
+    temperature: float = 0.0  # 0 means greedy decoding; > 0 samples
+
+
+DEFAULTS = AskDefaults()
+
+
+def check_temporal(temporal: str) -> str:
+    """Return `temporal` if it names a mode, else raise one line listing the modes."""
+    if temporal not in TEMPORAL_MODES:
+        raise StanchatError(f"unknown temporal mode {temporal!r}; choose one of {', '.join(TEMPORAL_MODES)}")
+    return temporal
+
+
+def check_frames(frames: int, max_frames: int | None = None) -> int:
+    """Return `frames` if it is a usable frame count, else raise one line naming the range."""
+    if frames < 1:
+        raise StanchatError(f"--frames must be at least 1, got {frames}")
+    if max_frames is not None and frames > max_frames:
+        raise StanchatError(
+            f"--frames {frames} is more than the {max_frames} frames STAN's temporal embedding covers; "
+            f"use --frames {max_frames} or fewer"
+        )
+    return frames
+
+
+def check_question(question: str) -> str:
+    """Return the stripped question, refusing an empty one."""
+    text = question.strip()
+    if not text:
+        raise StanchatError("the question is empty; ask something about the video, e.g. \"What happens?\"")
+    return text

@@ -1,0 +1,282 @@
+"""A conversation about one video: the encoded video is cached, the history reaches the prompt.
+
+`Session` is made by `VideoChat.session` (see `stanchat.chat`). It holds the decoded video; the
+first question checks its prompt against the LLM's context and then encodes the video once, so
+every later question costs one LLM prefill + generation. The prompt is the LLaVA processor's own
+chat template with the video as its single `<image>` placeholder, expanded to exactly
+`Graft.token_count(...)` tokens and checked against the features before `generate` sees them.
+The features reach `generate` through `mm_encoder_outputs`, transformers' hook for pre-encoded
+images, so LLaVA's classes run unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from threading import Event, Thread
+from typing import TYPE_CHECKING, Any, Iterator
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+from transformers.generation.streamers import BaseStreamer
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from stanchat.errors import StanchatError
+from stanchat.options import DEFAULTS, check_question
+
+if TYPE_CHECKING:
+    from stanchat.chat import DecodedVideo, VideoChat
+
+DECODE_KWARGS = {"skip_special_tokens": True, "clean_up_tokenization_spaces": False}
+
+
+@dataclass
+class Answer:
+    """One answer and what it cost."""
+
+    text: str  # the model's answer, stripped of surrounding whitespace
+    video: str  # the video it is about (its path)
+    frames: int  # frames sampled from the video
+    timestamps: list[float]  # seconds into the video of each sampled frame
+    video_tokens: int  # video tokens the LLM read
+    temporal: str  # stan | mean | concat
+    model: str  # preset name, or the overriding LLaVA and STAN
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: decode, vision, prefill, generate, total
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (`stanchat ask --json`)."""
+        return {"answer": self.text, **{k: v for k, v in asdict(self).items() if k != "text"}}
+
+
+class _TokenClock(BaseStreamer):
+    """Notes when `generate` hands over its first new token (the end of the prefill), and passes
+    every call on to an optional inner streamer. `generate` first puts the prompt, then each step's
+    token; on CUDA the `.cpu()` before each put synchronises, so the times are real."""
+
+    def __init__(self, inner: BaseStreamer | None = None):
+        self.inner = inner
+        self.prompt_seen = False
+        self.first_token_at: float | None = None
+
+    def put(self, value: torch.Tensor) -> None:
+        if self.prompt_seen and self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        self.prompt_seen = True
+        if self.inner is not None:
+            self.inner.put(value)
+
+    def end(self) -> None:
+        if self.inner is not None:
+            self.inner.end()
+
+
+@dataclass
+class _Turn:
+    """A question ready for `generate`, and the record of running it."""
+
+    question: str
+    inputs: dict[str, Any]  # input_ids, attention_mask, mm_encoder_outputs
+    generate_kwargs: dict[str, Any]
+    setup: dict[str, float]  # decode/vision seconds this turn paid for (0 when cached)
+    started: float = 0.0
+    output_ids: torch.Tensor | None = None  # (new tokens,)
+    prefill: float = 0.0
+    generate: float = 0.0
+
+
+class Session:
+    """A multi-turn conversation about one video.
+
+    Attributes: `chat`, `video` (the decoded `VideoClip`), `temporal`, `video_tokens` (N),
+    `history` (list of (question, answer) pairs that reach the next prompt). `features` ((1, N, E))
+    are computed by the first question and cached.
+    """
+
+    def __init__(self, chat: "VideoChat", decoded: "DecodedVideo", temporal: str,
+                 history: list[tuple[str, str]] | None = None):
+        self.chat = chat
+        self.video = decoded.clip
+        self.temporal = temporal
+        self.history: list[tuple[str, str]] = list(history or [])
+        _, num_frames, _, height, width = decoded.pixel_values.shape
+        self.video_tokens = chat.graft.token_count(temporal, num_frames, height, width)  # N
+        self._pixel_values: torch.Tensor | None = decoded.pixel_values  # dropped once encoded
+        self._features: torch.Tensor | None = None
+        self._pending_setup = {"decode": decoded.seconds, "vision": 0.0}  # what the next answer paid for
+
+    @property
+    def frames(self) -> int:
+        """T: frames sampled from the video."""
+        return int(self.video.frames.shape[0])
+
+    @property
+    def features(self) -> torch.Tensor:
+        """The projected video features (1, N, E), encoded on first use."""
+        if self._features is None:
+            self._features, self._pending_setup["vision"] = self.chat.features(self._pixel_values, self.temporal)
+            self._pixel_values = None
+        return self._features
+
+    def reset(self) -> None:
+        """Forget the conversation; keep the encoded video."""
+        self.history.clear()
+
+    def prompt(self, question: str) -> str:
+        """The chat-template prompt for `question` after the history, with one `<image>` for the video."""
+        conversation = []
+        for i, (q, a) in enumerate([*self.history, (question, None)]):
+            content = ([{"type": "image"}] if i == 0 else []) + [{"type": "text", "text": q}]
+            conversation.append({"role": "user", "content": content})
+            if a is not None:
+                conversation.append({"role": "assistant", "content": [{"type": "text", "text": a}]})
+        return self.chat.processor.apply_chat_template(conversation, add_generation_prompt=True)
+
+    def ask(self, question: str, max_new_tokens: int = DEFAULTS.max_new_tokens,
+            temperature: float = DEFAULTS.temperature, **generate_kwargs: Any) -> Answer:
+        """Answer `question` (blocking) and add the turn to the history."""
+        turn = self._prepare(question, max_new_tokens, temperature, generate_kwargs)
+        _run_generate(self.chat, turn, streamer=None)
+        return self._finish(turn)
+
+    def stream(self, question: str, max_new_tokens: int = DEFAULTS.max_new_tokens,
+               temperature: float = DEFAULTS.temperature, **generate_kwargs: Any) -> "Stream":
+        """Like `ask`, but returns a `Stream`: iterate it for text pieces as they are generated;
+        its `.answer` is set (and the history updated) when iteration ends. Bad input raises here."""
+        return Stream(self, self._prepare(question, max_new_tokens, temperature, generate_kwargs))
+
+    def _prepare(self, question: str, max_new_tokens: int, temperature: float, extra: dict[str, Any]) -> _Turn:
+        question = check_question(question)
+        if max_new_tokens < 1:
+            raise StanchatError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+        if temperature < 0:
+            raise StanchatError(f"--temperature must be >= 0 (0 is greedy), got {temperature}")
+        started = time.perf_counter()
+        input_ids = self._tokenize(self.prompt(question))
+        self.chat.check_context(input_ids.shape[1], self.video_tokens, self.temporal, self.frames)
+        features = self.features  # encodes the video on the first question, after the check
+        if features.shape[1] != self.video_tokens:
+            raise RuntimeError(f"{features.shape[1]} video features for {self.video_tokens} placeholders")
+        tokenizer = self.chat.processor.tokenizer
+        kwargs = {"max_new_tokens": max_new_tokens, "do_sample": temperature > 0,
+                  "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id}
+        if temperature > 0:
+            kwargs["temperature"] = temperature
+        inputs = {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            # one image's features, (N, E): transformers' pre-encoded image input
+            "mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=[features[0]])},
+        }
+        setup, self._pending_setup = self._pending_setup, {"decode": 0.0, "vision": 0.0}
+        return _Turn(question, inputs, {**kwargs, **extra}, setup, started=started)
+
+    def _tokenize(self, prompt: str) -> torch.Tensor:
+        """Expand the one video placeholder to N tokens and tokenize; (1, S) on the LLM's input device."""
+        processor = self.chat.processor
+        token = processor.image_token
+        if prompt.count(token) != 1:
+            raise StanchatError(f"the chat template put {prompt.count(token)} {token} placeholders in the prompt, "
+                                f"expected 1; does a question contain {token!r}?")
+        text = prompt.replace(token, token * self.video_tokens)
+        tokenizer = processor.tokenizer
+        # a template that writes BOS itself must not get a second one (as the processor does)
+        add_special = not (tokenizer.bos_token is not None and text.startswith(tokenizer.bos_token))
+        input_ids = tokenizer(text, return_tensors="pt", add_special_tokens=add_special)["input_ids"]
+        placeholders = int((input_ids == self.chat.image_token_id).sum())
+        if placeholders != self.video_tokens:
+            raise RuntimeError(f"prompt holds {placeholders} video placeholders, the graft counts {self.video_tokens}")
+        return input_ids.to(self.chat.input_device)
+
+    def _finish(self, turn: _Turn) -> Answer:
+        text = self.chat.processor.tokenizer.decode(turn.output_ids, **DECODE_KWARGS).strip()
+        self.history.append((turn.question, text))
+        timings = {**turn.setup, "prefill": turn.prefill, "generate": turn.generate}
+        # decoding (when this turn paid for it) + everything since the question arrived, vision included
+        timings["total"] = turn.setup["decode"] + (time.perf_counter() - turn.started)
+        return Answer(text=text, video=str(self.video.path), frames=self.frames,
+                      timestamps=[float(t) for t in self.video.timestamps], video_tokens=self.video_tokens,
+                      temporal=self.temporal, model=self.chat.name, timings=timings)
+
+
+def _run_generate(chat: "VideoChat", turn: _Turn, streamer: BaseStreamer | None) -> None:
+    """Run `generate` for a prepared turn, recording the new tokens and the prefill/decode split."""
+    clock = _TokenClock(streamer)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        output = chat.llava.generate(**turn.inputs, **turn.generate_kwargs, streamer=clock)
+    end = time.perf_counter()
+    turn.output_ids = output[0, turn.inputs["input_ids"].shape[1]:].cpu()
+    first = clock.first_token_at if clock.first_token_at is not None else end
+    turn.prefill, turn.generate = first - start, end - first
+
+
+class _StopWhenSet(StoppingCriteria):
+    """Ends generation (after the current token) once `event` is set, from any thread."""
+
+    def __init__(self, event: Event):
+        self.event = event
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class Stream:
+    """Text pieces of an answer as they are generated (`for piece in stream`).
+
+    Generation runs in a background thread started by the first iteration. Pieces never start or
+    end with whitespace the final answer does not have: `"".join(stream) == stream.answer.text`.
+    `.answer` is the `Answer` once iteration has finished; errors in generation re-raise there.
+    `close()` (from any thread, e.g. a Stop button) ends generation early; the answer so far then
+    becomes `.answer`. Leaving the loop early (`break`) stops generation and records no answer.
+    """
+
+    def __init__(self, session: Session, turn: _Turn):
+        self.session = session
+        self.answer: Answer | None = None
+        self._turn = turn
+        self._text = TextIteratorStreamer(session.chat.processor.tokenizer, skip_prompt=True, **DECODE_KWARGS)
+        self._stop = Event()
+        criteria = StoppingCriteriaList(turn.generate_kwargs.get("stopping_criteria", []))
+        criteria.append(_StopWhenSet(self._stop))
+        turn.generate_kwargs["stopping_criteria"] = criteria
+        self._error: BaseException | None = None
+        self._started = False
+
+    def close(self) -> None:
+        """Stop generating after the current token."""
+        self._stop.set()
+
+    def _worker(self) -> None:
+        try:
+            _run_generate(self.session.chat, self._turn, self._text)
+        except BaseException as err:  # re-raised in the consumer's thread
+            self._error = err
+            self._text.end()
+
+    def __iter__(self) -> Iterator[str]:
+        if self._started:
+            raise RuntimeError("a Stream can be iterated only once")
+        self._started = True
+        thread = Thread(target=self._worker, name="stanchat-generate", daemon=True)
+        thread.start()
+        try:
+            yield from _trimmed(self._text)
+        finally:  # also on `break`: stop the worker rather than let it run on unseen
+            self._stop.set()
+            thread.join()
+        if self._error is not None:
+            raise self._error
+        self.answer = self.session._finish(self._turn)
+
+
+def _trimmed(pieces: Iterator[str]) -> Iterator[str]:
+    """The pieces, without leading whitespace and holding trailing whitespace back until more text
+    follows, so that their concatenation is the stripped full text."""
+    emitted, pending = False, ""
+    for piece in pieces:
+        text = pending + (piece if emitted else piece.lstrip())
+        body = text.rstrip()
+        pending = text[len(body):]
+        if body:
+            emitted = True
+            yield body

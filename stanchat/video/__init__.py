@@ -1,0 +1,29 @@
+"""Video input: decode, sample and preprocess frames for the model (no model code here).
+
+    clip = load_video("yoga.mp4", frames=16, size=224)      # VideoClip: (T, H, W, 3) uint8 + timestamps
+    pixels = Preprocessor()(clip)                            # (1, T, 3, 224, 224) float, CLIP-normalised
+
+Importing this package loads neither numpy, PyAV, decord nor torch: the decoders load in the decode
+worker (see `watchdog`), numpy when frames are sampled, torch when preprocessing first runs.
+"""
+
+from stanchat.video.backends import AUTO, BACKENDS, Backend, BackendError
+from stanchat.video.load import DEFAULT_TIMEOUT, VideoClip, check_source, load_video
+from stanchat.video.preprocess import CLIP_MEAN, CLIP_STD, Preprocessor, preprocess
+from stanchat.video.sample import STRATEGIES
+
+__all__ = [
+    "AUTO",
+    "BACKENDS",
+    "DEFAULT_TIMEOUT",
+    "STRATEGIES",
+    "Backend",
+    "BackendError",
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "Preprocessor",
+    "VideoClip",
+    "check_source",
+    "load_video",
+    "preprocess",
+]

@@ -1,0 +1,204 @@
+"""`load_video`: a video (or image, GIF, folder of frames) -> `VideoClip` of T frames with timestamps.
+
+The caller's process only checks the path and draws random offsets; everything that reads the
+file (probe, sampling against the frame table, decoding) is one `DecodeJob` run by `run_job`, under
+the watchdog in a worker process (see `stanchat.video.watchdog`). Backends are tried in order; a
+backend that fails or stalls is logged and the next one gets the job.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import re
+import urllib.parse
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+from stanchat.errors import StanchatError, VideoError
+from stanchat.video.backends import AUTO, BACKENDS, PILLOW, Backend, BackendError, output_size
+from stanchat.video.probe import probe
+from stanchat.video.sample import check_request, draw_offsets, frames_at, sample_times
+
+if TYPE_CHECKING:
+    import numpy as np
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 30.0  # seconds a decoder may go without progress before it is killed
+
+
+@dataclass
+class VideoClip:
+    """T frames of a video and where they come from."""
+
+    frames: np.ndarray  # (T, H, W, 3) uint8 RGB, upright (rotation applied)
+    timestamps: list[float]  # presentation time of each frame, seconds from the source's first frame
+    indices: list[int]  # each frame's number in the source (0-based, presentation order)
+    fps: float  # the source's frame rate, measured from its timestamps (0.0 for a still image)
+    duration: float  # the source's length in seconds (0.0 for a still image)
+    width: int  # the source's width as displayed (after rotation and pixel aspect)
+    height: int  # the source's height as displayed
+    source_frames: int  # number of frames in the source
+    decoder: str  # the backend that decoded the frames: "decord", "pyav" or "pillow"
+    path: str  # the source file or folder
+
+    def summary(self) -> dict:
+        """Everything but the pixels, as JSON-ready values (`frames` holds the frame indices)."""
+        info = {k: v for k, v in asdict(self).items() if k not in ("frames", "indices")}
+        return {"frames": list(self.indices), **info}
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    """One attempt to load a clip with one backend; picklable, so it can run in the worker."""
+
+    path: str  # file or folder, already checked to exist
+    frames: int  # T, the number of frames to return (strategy "fps": at most T)
+    strategy: str  # a name in stanchat.video.sample.STRATEGIES
+    fps: float | None  # sampling rate for strategy "fps"
+    start: float | None  # window start, seconds (None: the first frame)
+    end: float | None  # window end, seconds (None: the end of the video)
+    size: int | None  # shorter side of the returned frames in pixels (None: the source's display size)
+    offsets: tuple[float, ...] | None  # strategy "random": position in [0, 1) inside each segment
+    folder_fps: float  # frame rate assumed for a folder of frames
+    backend: Backend  # decoder for video containers
+
+
+def run_job(job: DecodeJob, tick: Callable[[], None] = lambda: None) -> VideoClip:
+    """Probe, sample and decode in this process. `tick` reports progress to the watchdog."""
+    info = probe(job.path, job.folder_fps)
+    tick()
+    times = sample_times(info.duration, job.frames, job.strategy, job.fps, job.start, job.end, job.offsets)
+    indices = frames_at(info.timestamps, times)
+    distinct = sorted(set(indices))
+    backend = job.backend if info.kind == "video" else PILLOW
+    try:
+        pictures = backend.decode(info, distinct, output_size(info, job.size), tick)  # (U, H, W, 3)
+    except (BackendError, VideoError):
+        raise
+    except Exception as err:  # a decoder's own exception type: let the next backend try
+        raise BackendError(one_line(f"{type(err).__name__}: {err}")) from err
+    if len(pictures) != len(distinct):
+        raise BackendError(f"returned {len(pictures)} frames for {len(distinct)} requested")
+    row = {i: k for k, i in enumerate(distinct)}
+    return VideoClip(
+        frames=pictures[[row[i] for i in indices]],  # (U, H, W, 3) -> (T, H, W, 3): repeats where N < T
+        timestamps=[info.timestamps[i] for i in indices],
+        indices=indices,
+        fps=info.fps,
+        duration=info.duration,
+        width=info.width,
+        height=info.height,
+        source_frames=info.count,
+        decoder=backend.name,
+        path=job.path,
+    )
+
+
+def load_video(
+    path: str | os.PathLike,
+    frames: int = 16,
+    strategy: str = "uniform",
+    *,
+    fps: float | None = None,
+    start: float | None = None,
+    end: float | None = None,
+    size: int | None = None,
+    backend: str | Sequence[str | Backend] = "auto",
+    generator: np.random.Generator | int | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
+    folder_fps: float = 30.0,
+) -> VideoClip:
+    """Load `frames` frames of a video file, still image, GIF or folder of frames.
+
+    strategy: "uniform" (segment middles), "random" (random in each segment; seed it with
+        `generator`, an int or numpy Generator) or "fps" (every 1/`fps` s, at most `frames`).
+    start, end: only sample the window [start, end) seconds.
+    size: shorter side of the returned frames, resized while decoding (None: the display size).
+    backend: "auto" (decord, falling back to PyAV), "decord", "pyav", or a sequence tried in order.
+    timeout: seconds a decoder may go without progress before it is killed and the next backend
+        tries; None decodes in this process without the watchdog (can hang on bad files).
+    folder_fps: frame rate of a folder of frames (their timestamps are i / folder_fps).
+    Raises VideoError (one line) for unreadable input, StanchatError for an impossible request.
+    """
+    check_request(frames, strategy, fps, start, end)
+    _check_options(size, timeout, folder_fps)
+    source = check_source(path)
+    chain = resolve_backends(backend)
+    offsets = draw_offsets(strategy, frames, generator)
+    failures = []
+    for attempt in chain:
+        job = DecodeJob(source, frames, strategy, fps, start, end, size, offsets, folder_fps, attempt)
+        try:
+            return _run(job, timeout)
+        except BackendError as err:
+            failures.append(f"{attempt.name}: {one_line(str(err))}")
+            if attempt is not chain[-1]:
+                logger.warning("%s could not decode %s (%s); trying the next decoder", attempt.name, source, failures[-1])
+    raise VideoError(f"could not decode {source}: {'; '.join(failures)}")
+
+
+def _run(job: DecodeJob, timeout: float | None) -> VideoClip:
+    if timeout is None:
+        return run_job(job)
+    if os.name != "posix":  # the worker's pipes need POSIX file descriptors
+        logger.debug("no decode watchdog on %s: decoding in this process", os.name)
+        return run_job(job)
+    from stanchat.video.watchdog import run_guarded
+
+    return run_guarded(job, timeout)
+
+
+def _check_options(size: int | None, timeout: float | None, folder_fps: float) -> None:
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise StanchatError(f"size must be a whole number of pixels >= 1 or None, got {size!r}")
+    if timeout is not None and not timeout > 0:
+        raise StanchatError(f"timeout must be > 0 seconds or None, got {timeout!r}")
+    if not folder_fps > 0:
+        raise StanchatError(f"folder_fps must be > 0, got {folder_fps!r}")
+
+
+def check_source(path: str | os.PathLike) -> str:
+    """The local path to read, or VideoError naming what is wrong with `path` (URL, missing, empty)."""
+    text = os.fspath(path)
+    scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", text)
+    if scheme and scheme.group(1).lower() == "file":
+        text = urllib.parse.unquote(urllib.parse.urlparse(text).path)
+    elif scheme:
+        raise VideoError(f"{text}: URLs are not supported; download the video first (e.g. with yt-dlp or curl) and pass the file")
+    if not os.path.exists(text):
+        raise VideoError(f"no such file or folder: {text}")
+    if os.path.isdir(text):
+        return text
+    if not os.path.isfile(text):
+        raise VideoError(f"{text} is not a regular file")
+    if os.path.getsize(text) == 0:
+        raise VideoError(f"{text} is empty (0 bytes); re-download or re-export it")
+    if not os.access(text, os.R_OK):
+        raise VideoError(f"cannot read {text}: permission denied")
+    return text
+
+
+def resolve_backends(backend: str | Sequence[str | Backend]) -> tuple[Backend, ...]:
+    """The decoders to try, in order. "auto" skips decord when it is not installed."""
+    if backend == "auto":
+        names = [n for n in AUTO if n != "decord" or importlib.util.find_spec("decord") is not None]
+        return tuple(BACKENDS[n] for n in names)
+    items = [backend] if isinstance(backend, str) else list(backend)
+    if not items:
+        raise StanchatError("backend must name at least one decoder")
+    chain = []
+    for item in items:
+        if isinstance(item, str) and item not in BACKENDS:
+            raise StanchatError(f"unknown video backend {item!r}; choose one of: auto, {', '.join(BACKENDS)}")
+        chain.append(BACKENDS[item] if isinstance(item, str) else item)
+    return tuple(chain)
+
+
+def one_line(message: str, limit: int = 300) -> str:
+    """The first non-empty line of a (possibly multi-line, stack-traced) message, shortened."""
+    line = next((part.strip() for part in message.splitlines() if part.strip()), "")
+    return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -1,0 +1,168 @@
+"""The watchdog: decode in a worker process that is killed when it stops making progress.
+
+Why a process and not a thread. decord hangs inside native code: `get_batch` spinning at 100% CPU
+for hours on ordinary H.264 files (dmlc/decord#375, #269, #284), looping on frames a header
+over-counts (#373), deadlocking while a reader is freed (#154). That code holds the GIL and ignores
+SIGTERM. A watchdog thread cannot stop it: Python cannot interrupt C code, and a GIL-holding loop
+starves the watchdog thread itself, so even a timeout check would never run. Only another process
+can stop it (SIGKILL), and only another process survives a decoder that segfaults.
+
+Design:
+- Each job (probe + sample + decode, see `stanchat.video.load.run_job`) runs in a worker started as
+  `python -m stanchat.video.worker`: a fresh interpreter, not a fork. Forking a process that already
+  runs threads (torch's OpenMP pool, a Gradio server) can deadlock the child; multiprocessing's
+  spawn/forkserver would re-import the caller's `__main__` (a training script importing torch) in
+  every child.
+- Workers are reused (a pool, one per concurrent caller), so the interpreter start is paid once per
+  process, not per video. A job is two pipe messages; the frames come back pickled (T frames at model
+  size, a few MB).
+- Progress, not total time, is watched: the worker sends a tick after the probe and after each decoded
+  frame or keyframe group (at most every TICK_INTERVAL s). `timeout` is the longest the parent waits
+  between messages, so a slow but working decode of an 8K or two-hour video is not killed and a stuck
+  one is killed `timeout` seconds after it stopped.
+- A stalled or crashed worker is killed and dropped; the caller then tries the next backend.
+- The worker dies with its parent: it exits when its request pipe closes and, when started from the
+  main thread on Linux, gets SIGKILL if the parent dies (PR_SET_PDEATHSIG) even while stuck in C code.
+- Forked children of the caller (DataLoader workers) start their own workers instead of sharing.
+Measured cost: see `benchmarks/decode.py` ("watchdog overhead").
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from multiprocessing.connection import Connection
+
+from stanchat.errors import StanchatError, VideoError
+from stanchat.video.backends import BackendError
+
+logger = logging.getLogger(__name__)
+
+TICK = "tick"  # the worker's progress message
+TICK_INTERVAL = 0.2  # seconds between progress messages at most (more often would only cost pipe writes)
+
+# Reply status -> exception raised in the caller.
+_ERRORS = {"video": VideoError, "user": StanchatError, "backend": BackendError}
+
+
+class _Worker:
+    """One worker process and the two pipes to it."""
+
+    def __init__(self) -> None:
+        to_worker, from_parent = os.pipe()[::-1]  # (write end kept here, read end for the worker)
+        from_worker, to_parent = os.pipe()
+        argv = [sys.executable, "-m", "stanchat.video.worker", str(from_parent), str(to_parent)]
+        if sys.platform == "linux" and threading.current_thread() is threading.main_thread():
+            argv += ["--die-with", str(os.getpid())]  # PDEATHSIG follows the spawning thread: main only
+        quiet = not logging.getLogger("stanchat").isEnabledFor(logging.DEBUG)
+        self.process = subprocess.Popen(
+            argv,
+            pass_fds=(from_parent, to_parent),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,  # nothing a decoder prints may reach the caller's stdout (--json)
+            stderr=subprocess.DEVNULL if quiet else None,  # FFmpeg/decord chatter only with --debug
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(p or os.getcwd() for p in sys.path)},
+        )
+        os.close(from_parent)
+        os.close(to_parent)
+        self.requests = Connection(to_worker, readable=False)
+        self.replies = Connection(from_worker, writable=False)
+
+    def close(self) -> None:
+        """Close the pipes: an idle worker sees end-of-file and exits."""
+        self.requests.close()
+        self.replies.close()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self.close()
+
+
+class _Pool:
+    """Idle workers of this process; a caller takes one (or starts one) per job."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.idle: list[_Worker] = []  # started and waiting for a job
+        self.busy: set[_Worker] = set()  # running a job for some caller
+
+    def acquire(self) -> _Worker:
+        with self.lock:
+            worker = self.idle.pop() if self.idle else None
+        if worker is None or worker.process.poll() is not None:
+            worker = _Worker()
+        with self.lock:
+            self.busy.add(worker)
+        return worker
+
+    def release(self, worker: _Worker, healthy: bool) -> None:
+        with self.lock:
+            self.busy.discard(worker)
+            if healthy:
+                self.idle.append(worker)
+        if not healthy:
+            worker.kill()
+
+    def forget(self) -> None:
+        """In a forked child: the workers belong to the parent; drop our copies of their pipes."""
+        for worker in [*self.idle, *self.busy]:
+            worker.close()
+        self.lock = threading.Lock()  # another thread may have held the old one at the fork
+        self.idle, self.busy = [], set()
+
+    def shutdown(self) -> None:
+        for worker in self.idle:
+            worker.close()
+        for worker in list(self.busy):  # still decoding at exit: nobody will read the answer
+            worker.kill()
+
+
+_POOL = _Pool()
+if hasattr(os, "register_at_fork"):  # POSIX; elsewhere load_video decodes in-process
+    os.register_at_fork(after_in_child=_POOL.forget)
+atexit.register(_POOL.shutdown)
+
+
+def run_guarded(job, timeout: float):
+    """Run `stanchat.video.load.run_job(job)` in a worker; BackendError if it stalls for `timeout` s or crashes."""
+    worker = _POOL.acquire()
+    healthy = False
+    try:
+        reply = _exchange(worker, job, timeout)
+        healthy = True  # it answered, so it is idle again and can take the next job
+    finally:
+        _POOL.release(worker, healthy)
+    status, payload = reply
+    if status == "ok":
+        return payload
+    raise _ERRORS[status](payload)
+
+
+def _exchange(worker: _Worker, job, timeout: float) -> tuple[str, object]:
+    name = job.backend.name
+    try:
+        worker.requests.send(job)
+        while True:
+            if not worker.replies.poll(timeout):
+                raise BackendError(f"{name} made no progress for {timeout:g} s and was killed")
+            message = worker.replies.recv()
+            if message != TICK:
+                return message
+    except (EOFError, OSError):
+        raise BackendError(f"{name} crashed the decode worker ({_exit_reason(worker.process)})") from None
+
+
+def _exit_reason(process: subprocess.Popen) -> str:
+    try:
+        code = process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        return "pipe closed"
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}; run with --debug to see its output"

@@ -1,0 +1,147 @@
+"""`stanchat.load`, sessions, streaming, quantisation and `stanchat ask` on a tiny LLaVA + STAN."""
+
+import json
+import re
+
+import pytest
+import torch
+
+import stanchat
+from stanchat.chat import load
+from stanchat.cli import main
+from tests.tiny_llava import IMAGE_SIZE, PATCH_SIZE, error_line, tiny_models  # noqa: F401  (fixture)
+
+L = (IMAGE_SIZE // PATCH_SIZE) ** 2  # 4 patches per frame
+KEYS = {"answer", "video", "frames", "timestamps", "video_tokens", "temporal", "model", "timings"}
+
+
+@pytest.fixture(scope="module")
+def chat(tiny_models):
+    return load(llava=tiny_models["default"], stan=tiny_models["stan"], device="cpu")
+
+
+def ask_json(capsys, tiny_models, *extra, llava="default"):
+    argv = ["ask", tiny_models["video"], "What happens?", "--llava", tiny_models[llava], "--stan", tiny_models["stan"],
+            "--max-new-tokens", "6", "--json", *extra]
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("strategy, per_image", [("default", L), ("full", L + 1)])
+@pytest.mark.parametrize("frames", [1, 5, 64])
+def test_ask_json_counts_video_tokens(capsys, tiny_models, strategy, per_image, frames):
+    for temporal, expected in (("stan", per_image), ("mean", per_image), ("concat", frames * per_image)):
+        out = ask_json(capsys, tiny_models, "--frames", str(frames), "--temporal", temporal, llava=strategy)
+        assert set(out) == KEYS
+        assert (out["video_tokens"], out["frames"], out["temporal"]) == (expected, frames, temporal)
+        assert len(out["timestamps"]) == frames and out["timestamps"] == sorted(out["timestamps"])
+        assert set(out["timings"]) == {"decode", "vision", "prefill", "generate", "total"}
+
+
+def test_ask_streams_the_same_answer_it_prints_as_json(capsys, tiny_models):
+    answer = ask_json(capsys, tiny_models)["answer"]
+    assert main(["ask", tiny_models["video"], "What happens?", "--llava", tiny_models["default"], "--stan", tiny_models["stan"],
+                 "--max-new-tokens", "6"]) == 0
+    assert capsys.readouterr().out == answer + "\n"
+
+
+def test_mean_one_frame_equals_stock_llava_image_features(chat, tiny_models):
+    session = chat.session(tiny_models["video"], frames=1, temporal="mean")
+    pixels = chat.preprocess(session.video)  # (1, 1, 3, H, W)
+    stock = chat.llava.model.get_image_features(pixel_values=pixels[:, 0]).pooler_output[0]
+    assert torch.equal(session.features[0], stock)
+
+
+def test_streaming_matches_greedy_generation(chat, tiny_models):
+    answer = chat.ask(tiny_models["video"], "Describe the video.", frames=4, max_new_tokens=24)
+    stream = chat.stream(tiny_models["video"], "Describe the video.", frames=4, max_new_tokens=24)
+    pieces = list(stream)
+    assert len(pieces) > 1 and answer.text  # really streamed, and said something
+    assert "".join(pieces) == answer.text == stream.answer.text
+    assert stream.answer.video_tokens == answer.video_tokens == L
+
+
+def test_history_reaches_the_prompt_and_video_is_encoded_once(chat, tiny_models, monkeypatch):
+    session = chat.session(tiny_models["video"], frames=3)
+    first = session.ask("What moves?", max_new_tokens=8)
+    seen = []
+    generate = chat.llava.generate
+
+    def spy(**kwargs):
+        seen.append(kwargs["input_ids"][0])
+        return generate(**kwargs)
+
+    monkeypatch.setattr(chat.llava, "generate", spy)
+    second = session.ask("Where does it go?", max_new_tokens=8)
+    prompt = chat.processor.tokenizer.decode(seen[0], skip_special_tokens=True)
+    assert prompt.index("What moves?") < prompt.index(first.text) < prompt.index("Where does it go?")
+    assert int((seen[0] == chat.image_token_id).sum()) == first.video_tokens  # the video once, in turn 1
+    assert first.timings["vision"] > 0 and second.timings["vision"] == second.timings["decode"] == 0.0
+    assert session.history == [("What moves?", first.text), ("Where does it go?", second.text)]
+    session.reset()
+    assert session.history == [] and session.prompt("Again?").count(chat.processor.image_token) == 1
+
+
+def test_stream_rejects_bad_questions_before_generating(chat, tiny_models):
+    session = chat.session(tiny_models["video"], frames=2)
+    with pytest.raises(stanchat.errors.StanchatError, match="empty"):
+        session.stream("   ")
+    with pytest.raises(stanchat.errors.StanchatError, match="placeholders"):
+        session.ask("what is <image>?")
+
+
+def test_load_is_exported_lazily():
+    assert stanchat.load is load
+
+
+@pytest.mark.parametrize("flag, layer", [("load_in_4bit", "Linear4bit"), ("load_in_8bit", "Linear8bitLt")])
+def test_quantised_loading_answers(tiny_models, flag, layer):
+    chat = load(llava=tiny_models["default"], stan=tiny_models["stan"], device="cpu", **{flag: True})
+    llm_linears = {type(m).__name__ for n, m in chat.llava.named_modules() if "language_model.layers" in n}
+    assert layer in llm_linears
+    assert type(chat.llava.model.vision_tower.encoder.layers[0].mlp.fc1) is torch.nn.Linear  # the tower stays float
+    answer = chat.ask(tiny_models["video"], "What happens?", frames=4, max_new_tokens=5)
+    assert answer.video_tokens == L and answer.frames == 4
+
+
+def test_cli_loads_4bit(capsys, tiny_models):
+    assert ask_json(capsys, tiny_models, "--load-4bit", "--frames", "2")["video_tokens"] == L
+
+
+def test_concat_past_the_context_is_refused(capsys, tiny_models):
+    argv = ["ask", tiny_models["video"], "What happens?", "--llava", tiny_models["short"], "--stan", tiny_models["stan"],
+            "--temporal", "concat", "--max-new-tokens", "2"]
+    assert main([*argv, "--frames", "64"]) == 2
+    err = error_line(capsys.readouterr().err)
+    assert "128-token context" in err and "--temporal stan" in err
+    fit = int(re.search(r"--frames (\d+) or fewer", err).group(1))  # the suggestion is exact
+    assert main([*argv, "--frames", str(fit), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["video_tokens"] == fit * L
+    assert main([*argv, "--frames", str(fit + 1)]) == 2
+
+
+def test_stream_close_keeps_the_answer_so_far(chat, tiny_models):
+    full = chat.ask(tiny_models["video"], "Describe the video.", frames=2, max_new_tokens=40)
+    stream = chat.stream(tiny_models["video"], "Describe the video.", frames=2, max_new_tokens=40)
+    stream.close()  # e.g. a Stop button pressed at once: generation ends after its first token
+    pieces = list(stream)
+    assert stream.answer.text == "".join(pieces) and len(stream.answer.text) <= 1
+    assert full.text.startswith(stream.answer.text) and len(full.text) > 1
+    assert stream.session.history == [("Describe the video.", stream.answer.text)]
+
+
+def test_leaving_a_stream_early_records_nothing(chat, tiny_models):
+    session = chat.session(tiny_models["video"], frames=2)
+    stream = session.stream("Describe the video.", max_new_tokens=40)
+    for _ in stream:
+        break
+    assert stream.answer is None and session.history == []
+    assert session.ask("Describe the video.", max_new_tokens=4).text is not None  # the session still works
+
+
+def test_sampling_and_device_map(tiny_models):
+    chat = load(llava=tiny_models["default"], stan=tiny_models["stan"], device_map={"": "cpu"})
+    torch.manual_seed(0)
+    answers = {chat.ask(tiny_models["video"], "What?", frames=2, temperature=1.5, max_new_tokens=12).text
+               for _ in range(3)}
+    assert len(answers) > 1  # sampling at a high temperature varies

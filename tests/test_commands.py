@@ -1,0 +1,119 @@
+"""`stanchat ask` / `stanchat chat` from the user's side: bad input, presets, the interactive loop."""
+
+import io
+
+import pytest
+
+from stanchat.chat import VideoChat
+from stanchat.cli import main
+from stanchat.errors import StanchatError, WeightsError
+from stanchat.pretrained import DEFAULT_PRESET, get_preset, preset_names, resolve
+from tests.tiny_llava import error_line, tiny_models  # noqa: F401  (fixture)
+
+
+def ask(tiny_models, *extra, video=None, question="What happens?"):
+    return ["ask", video or tiny_models["video"], question, "--llava", tiny_models["default"], "--stan", tiny_models["stan"],
+            "--max-new-tokens", "4", *extra]
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"question": "   "}, "question is empty"),
+    ({"extra": ["--frames", "0"]}, "--frames must be at least 1"),
+    ({"extra": ["--frames", "65"]}, "--frames 64 or fewer"),
+    ({"extra": ["--dtype", "float8"]}, "unknown dtype 'float8'"),
+    ({"extra": ["--device", "tpu"]}, "unknown device 'tpu'"),
+    ({"video": "missing.mp4"}, "no such file or folder: missing.mp4"),
+])
+def test_bad_input_is_one_line_and_exit_2(capsys, tiny_models, change, expected):
+    argv = ask(tiny_models, *change.get("extra", []), video=change.get("video"), question=change.get("question", "What?"))
+    assert main(argv) == 2
+    assert expected in error_line(capsys.readouterr().err)
+
+
+def test_corrupt_video_is_one_line_and_exit_2(capsys, tiny_models, tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"this is not a video" * 50)
+    assert main(ask(tiny_models, video=str(bad))) == 2
+    assert str(bad) in error_line(capsys.readouterr().err)
+
+
+def test_unknown_preset_lists_the_valid_ones(capsys, tiny_models):
+    assert main(["ask", tiny_models["video"], "What?", "--model", "llava-9b"]) == 2
+    err = error_line(capsys.readouterr().err)
+    assert "llava-9b" in err and all(name in err for name in preset_names())
+
+
+def test_missing_stan_names_the_convert_command(capsys, tiny_models, tmp_path, monkeypatch):
+    monkeypatch.setenv("STANCHAT_HOME", str(tmp_path))
+    assert main(["ask", tiny_models["video"], "What?"]) == 2
+    err = error_line(capsys.readouterr().err)
+    assert f"stanchat convert official Mug-StanL14.bin --clip openai/clip-vit-large-patch14 --out {tmp_path}/mug-stan-l14" in err
+
+
+def test_missing_llava_offline_is_one_line(capsys, tiny_models, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache; HF_HUB_OFFLINE=1 from conftest
+    assert main(["ask", tiny_models["video"], "What?", "--llava", "nobody/no-such-llava", "--stan", tiny_models["stan"]]) == 2
+    assert "nobody/no-such-llava" in error_line(capsys.readouterr().err)
+
+
+def test_not_a_llava_directory(capsys, tiny_models):
+    assert main(["ask", tiny_models["video"], "What?", "--llava", tiny_models["stan"], "--stan", tiny_models["stan"]]) == 2
+    assert "not a LLaVA" in error_line(capsys.readouterr().err)
+
+
+def test_both_quantisations_are_refused(capsys, tiny_models):
+    with pytest.raises(SystemExit) as exc:
+        main(ask(tiny_models, "--load-4bit", "--load-8bit"))
+    assert exc.value.code == 2
+
+
+def test_debug_shows_the_traceback(tiny_models):
+    with pytest.raises(StanchatError, match="question is empty"):
+        main([*ask(tiny_models, question=" "), "--debug"])
+
+
+def test_presets_resolve_and_overrides_win(tmp_path, monkeypatch):
+    monkeypatch.setenv("STANCHAT_HOME", str(tmp_path))
+    stan = tmp_path / get_preset(DEFAULT_PRESET).stan
+    stan.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (stan / name).write_text("{}")
+    spec = resolve()
+    assert (spec.name, spec.llava, spec.stan) == (DEFAULT_PRESET, "llava-hf/llava-1.5-7b-hf", stan)
+    assert resolve("llava-1.5-13b").llava == "llava-hf/llava-1.5-13b-hf"
+    mine = resolve(llava="my/llava", stan=str(stan))
+    assert mine.llava == "my/llava" and "my/llava" in mine.name
+    with pytest.raises(WeightsError, match="does not exist"):
+        resolve(stan=str(tmp_path / "nowhere"))
+
+
+def test_chat_reads_questions_and_commands_from_a_pipe(capsys, tiny_models, monkeypatch):
+    sessions = []
+    make_session = VideoChat.session
+
+    def spy(self, video, frames=16, temporal="stan", history=None):
+        sessions.append((str(video), frames, temporal, list(history or [])))
+        return make_session(self, video, frames, temporal, history)
+
+    monkeypatch.setattr(VideoChat, "session", spy)
+    script = "What happens?\n\n/frames 4\nAnd then?\n/temporal mean\n/reset\n/video {other}\nWhy?\n/exit\nIgnored?\n"
+    monkeypatch.setattr("sys.stdin", io.StringIO(script.format(other=tiny_models["other"])))
+    argv = ["chat", tiny_models["video"], "--llava", tiny_models["default"], "--stan", tiny_models["stan"], "--max-new-tokens", "4",
+            "--frames", "3"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert len(out.splitlines()) == 3  # one line per answered question, nothing else on stdout
+    assert [s[:3] for s in sessions] == [(tiny_models["video"], 3, "stan"), (tiny_models["video"], 4, "stan"),
+                                         (tiny_models["video"], 4, "mean"), (tiny_models["other"], 4, "mean")]
+    assert len(sessions[1][3]) == 1 and sessions[3][3] == []  # /frames keeps the conversation, /video starts anew
+
+
+def test_chat_reports_bad_commands_and_reads_on(capsys, tiny_models, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO("/frames many\n/video nowhere.mp4\n/dance\nStill there?\n"))
+    argv = ["chat", tiny_models["video"], "--llava", tiny_models["default"], "--stan", tiny_models["stan"], "--max-new-tokens", "3"]
+    assert main(argv) == 2  # from a pipe, a failed line makes the exit status say so
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("stanchat: error: ")]
+    assert len(errors) == 3 and "Traceback" not in captured.err
+    assert "whole number" in errors[0] and "nowhere.mp4" in errors[1] and "unknown command" in errors[2]
+    assert len(captured.out.splitlines()) == 1
