@@ -4,7 +4,7 @@ HF `CLIPModel` cannot hold a CoCa (see `stanchat.convert.openclip.COCA_REASON`),
 runs open_clip's own CoCa modules: the image tower (ViT, attentional pooler, ln_post, proj) and
 the text tower (causal transformer with an appended CLS token). CoCa's text decoder (the
 captioning head, cross-attending image tokens) is dropped when the model is built: video-text
-contrastive scoring and Mug never run it, and it would be about 40% of the weights.
+contrastive scoring and Mug never run it, and it is 40% of coca_ViT-B-32's weights (101M of 254M).
 
 Vision. The ViT runs through `stanchat.stan.run_video_tower` via `OpenCLIPVisionTower`, which
 exposes open_clip's blocks in HF layer semantics (the output of block i is HF's

@@ -272,6 +272,8 @@ def test_from_open_clip_dispatches_by_config(registered):
     assert type(video_model_from_open_clip("stanchat-tiny", stan=STANConfig(depth=2))) is VideoCLIP
     with pytest.raises(WeightsError, match="is not a CoCa; load it with VideoCLIP.from_open_clip"):
         CoCaVideoCLIP.from_open_clip("stanchat-tiny")
+    with pytest.raises(WeightsError, match="unknown pretrained tag 'nope' for open_clip coca_ViT-B-32; .*laion2b_s13b"):
+        video_model_from_open_clip("coca_ViT-B-32", pretrained="nope")  # refused before any download
 
 
 BUNDLED_COCAS = [name for name in open_clip.list_models() if is_coca_config(open_clip.get_model_config(name))]
