@@ -97,6 +97,9 @@ class VideoCLIP(VideoTextModel):
         `with_stan=False` skips the branch: CLIP's own image feature of each frame (the baseline)."""
         vision = self.clip.vision_model
         last, branch = run_video_tower(vision, self.stan if with_stan else None, pixel_values, self.end)
+        # a graft-ready STAN ends before the last layer; CLIP's own CLS still comes from its last one
+        for layer in vision.encoder.layers[self.end + 1 :]:
+            last = layer(last, None)
         b, t = pixel_values.shape[:2]
         cls = last[:, 0].reshape(b, t, -1)  # (B*T, D) -> (B, T, D)
         if branch is not None:
