@@ -23,6 +23,9 @@ _LAZY = {
     "load_video_model": "stanchat.videomodel",
     "video_model_from_open_clip": "stanchat.videomodel",
     "load": "stanchat.chat",
+    "load_video": "stanchat.video",
+    "VideoClip": "stanchat.video",
+    "Preprocessor": "stanchat.video",
 }
 
 __all__ = ["__version__", *_LAZY]
