@@ -16,8 +16,9 @@ Design:
 - Workers are reused (a pool, one per concurrent caller), so the interpreter start is paid once per
   process, not per video. A job is two pipe messages; the frames come back pickled (T frames at model
   size, a few MB).
-- Progress, not total time, is watched: the worker sends a tick after the probe and after each decoded
-  frame or keyframe group (at most every TICK_INTERVAL s). `timeout` is the longest the parent waits
+- Progress, not total time, is watched: the worker sends a tick while the probe demuxes and after each
+  decoded frame or keyframe group (at most every TICK_INTERVAL s). Starting a worker (Python, PyAV)
+  has its own allowance, STARTUP_TIMEOUT, so a busy machine does not turn a slow start into a "hang". `timeout` is the longest the parent waits
   between messages, so a slow but working decode of an 8K or two-hour video is not killed and a stuck
   one is killed `timeout` seconds after it stopped.
 - A stalled or crashed worker is killed and dropped; the caller then tries the next backend.
@@ -45,8 +46,10 @@ from stanchat.video.backends import BackendError
 logger = logging.getLogger(__name__)
 
 TICK = "tick"  # the worker's progress message
+READY = "ready"  # the worker's first message: started, libraries imported
 TICK_INTERVAL = 0.2  # seconds between progress messages at most (more often would only cost pipe writes)
 EXIT_WAIT = 1.0  # seconds an idle worker gets to exit when the caller does
+STARTUP_TIMEOUT = 60.0  # seconds a new worker may take to start and import PyAV (not counted in `timeout`)
 
 # Reply status -> exception raised in the caller.
 _ERRORS = {"video": VideoError, "user": StanchatError, "backend": BackendError}
@@ -74,6 +77,7 @@ class _Worker:
         os.close(to_parent)
         self.requests = Connection(to_worker, readable=False)
         self.replies = Connection(from_worker, writable=False)
+        self.ready = False  # READY received: startup is over and `timeout` applies from now on
 
     def close(self) -> None:
         """Close the pipes: an idle worker sees end-of-file and exits."""
@@ -157,6 +161,10 @@ def run_guarded(job, timeout: float):
 def _exchange(worker: _Worker, job, timeout: float) -> tuple[str, object]:
     name = job.backend.name
     try:
+        if not worker.ready:  # a loaded machine can take seconds to start Python and import PyAV
+            if not worker.replies.poll(STARTUP_TIMEOUT) or worker.replies.recv() != READY:
+                raise BackendError(f"the decode worker did not start within {STARTUP_TIMEOUT:g} s")
+            worker.ready = True
         worker.requests.send(job)
         while True:
             if not worker.replies.poll(timeout):
