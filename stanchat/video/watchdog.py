@@ -17,16 +17,17 @@ Design:
   process, not per video. A job is two pipe messages; the frames come back pickled (T frames at model
   size, a few MB).
 - Progress, not total time, is watched: the worker sends a tick while the probe demuxes and after each
-  decoded frame or keyframe group (at most every TICK_INTERVAL s). Starting a worker (Python, PyAV)
-  has its own allowance, STARTUP_TIMEOUT, so a busy machine does not turn a slow start into a "hang". `timeout` is the longest the parent waits
-  between messages, so a slow but working decode of an 8K or two-hour video is not killed and a stuck
-  one is killed `timeout` seconds after it stopped.
+  decoded frame or keyframe group (at most every TICK_INTERVAL s). `timeout` is the longest the parent
+  waits between messages, so a slow but working decode of an 8K or two-hour video is not killed and a
+  stuck one is killed `timeout` seconds after it stopped. Starting a worker (Python, PyAV) has its own
+  allowance, STARTUP_TIMEOUT, so a busy machine does not turn a slow start into a "hang".
 - A stalled or crashed worker is killed and dropped; the caller then tries the next backend.
 - The worker dies with its parent: it exits when its request pipe closes and, when started from the
   main thread on Linux, gets SIGKILL if the parent dies (PR_SET_PDEATHSIG) even while stuck in C code.
 - Forked children of the caller (DataLoader workers) start their own workers instead of sharing.
-Measured cost (benchmarks/decode.py, 2 shared CPU cores): the first call in a process takes about
-0.5 s more (the worker starts and imports PyAV), later calls about 6 ms more than decoding in process.
+Measured cost (benchmarks/decode.py, 2 shared CPU cores): the first call in a process takes
+0.5-0.8 s more (the worker starts and imports PyAV), later calls 5-10 ms more than decoding in
+process (two pipe messages and the pickled frames).
 """
 
 from __future__ import annotations
