@@ -18,7 +18,14 @@ _LAZY = {
     "mean_similarity": "stanchat.mug",
     "VideoCLIP": "stanchat.videoclip",
     "VideoCLIPConfig": "stanchat.videoclip",
+    "CoCaVideoCLIP": "stanchat.cocaclip",
+    "CoCaVideoCLIPConfig": "stanchat.cocaclip",
+    "load_video_model": "stanchat.videomodel",
+    "video_model_from_open_clip": "stanchat.videomodel",
     "load": "stanchat.chat",
+    "load_video": "stanchat.video",
+    "VideoClip": "stanchat.video",
+    "Preprocessor": "stanchat.video",
 }
 
 __all__ = ["__version__", *_LAZY]

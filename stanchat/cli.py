@@ -21,6 +21,7 @@ COMMANDS = {
     "ask": "ask one question about a video (the answer streams as it is generated)",
     "chat": "chat about a video: several turns, /video, /frames, /reset, /exit",
     "convert": "convert released Mug-STAN weights into a stanchat model directory",
+    "eval": "evaluate: zero-shot retrieval, recognition, video QA, time-reversal probe",
     "frames": "show the frames (and timestamps) the model will see",
     "serve": "serve the chat app in a browser (Gradio): upload, frames strip, streamed chat, compare",
 }

@@ -1,11 +1,9 @@
 """Show the frames (and timestamps) the model will see: decode, sample, and optionally save them.
 
-    stanchat frames yoga.mp4 --frames 8                 # a table of frame numbers and times
-    stanchat frames yoga.mp4 --frames 8 --json          # one JSON object
-    stanchat frames yoga.mp4 --frames 8 --out shots/    # PNGs named with their timestamps
-
-The PNGs are the pictures the vision tower receives before normalisation: the shorter side resized
-to --size and, with --crop (the default), the centre square.
+Prints a table of frame numbers and times, or one JSON object with --json; --out DIR writes the
+frames as PNG files named with their timestamps (frame03_0004.367s.png). The PNGs are what the
+vision tower receives before normalisation: the shorter side resized to --size and, with --crop
+(the default), the centre square.
 """
 
 from __future__ import annotations
@@ -18,20 +16,22 @@ DEFAULT_SIZE = 336  # LLaVA-1.5's CLIP ViT-L/14-336 input
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from stanchat.video import AUTO, BACKENDS, DEFAULT_TIMEOUT, STRATEGIES
+    from stanchat.video import AUTO, BACKENDS, DEFAULT_FOLDER_FPS, DEFAULT_TIMEOUT, STRATEGIES
 
     parser.add_argument("video", help="video file, still image, GIF or folder of frames (local; URLs are not read)")
-    parser.add_argument("--frames", type=int, default=16, metavar="N", help="number of frames T (default: 16)")
-    parser.add_argument("--strategy", choices=list(STRATEGIES), default="uniform", help="how frames are picked (default: uniform)")
-    parser.add_argument("--fps", type=float, default=None, help="frames per second for --strategy fps")
+    parser.add_argument("--frames", type=int, default=16, metavar="N", help="number of frames T (default: %(default)s)")
+    parser.add_argument("--strategy", choices=list(STRATEGIES), default="uniform", help="how frames are picked (default: %(default)s)")
+    parser.add_argument("--fps", type=float, default=None, help="rate for --strategy fps (still at most --frames frames)")
     parser.add_argument("--start", type=float, default=None, metavar="SEC", help="sample from this time on")
     parser.add_argument("--end", type=float, default=None, metavar="SEC", help="sample before this time")
     parser.add_argument("--seed", type=int, default=None, help="seed for --strategy random")
-    parser.add_argument("--size", type=int, default=DEFAULT_SIZE, metavar="PX", help=f"shorter side in pixels (default: {DEFAULT_SIZE})")
-    parser.add_argument("--crop", action=argparse.BooleanOptionalAction, default=True, help="centre-crop to a square, as the model does")
-    parser.add_argument("--backend", choices=["auto", *BACKENDS], default="auto", help=f"decoder (auto: {' then '.join(AUTO)})")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SEC", help="kill a decoder stuck this long")
-    parser.add_argument("--folder-fps", type=float, default=30.0, help="frame rate of a folder of frames (default: 30)")
+    parser.add_argument("--size", type=int, default=DEFAULT_SIZE, metavar="PX", help="shorter side in pixels (default: %(default)s)")
+    parser.add_argument(
+        "--crop", action=argparse.BooleanOptionalAction, default=True, help="centre-crop to a square, as the model does"
+    )
+    parser.add_argument("--backend", choices=["auto", *BACKENDS], default="auto", help=f"auto: {' then '.join(AUTO)}")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SEC", help="kill a decoder stuck this long (default: %(default)s)")
+    parser.add_argument("--folder-fps", type=float, default=DEFAULT_FOLDER_FPS, help="frame rate of a folder of frames")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR", help="write the frames as PNGs into DIR")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 

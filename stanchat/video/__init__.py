@@ -8,13 +8,14 @@ worker (see `watchdog`), numpy when frames are sampled, torch when preprocessing
 """
 
 from stanchat.video.backends import AUTO, BACKENDS, Backend, BackendError
-from stanchat.video.load import DEFAULT_TIMEOUT, VideoClip, check_source, load_video
+from stanchat.video.load import DEFAULT_FOLDER_FPS, DEFAULT_TIMEOUT, VideoClip, check_source, load_video
 from stanchat.video.preprocess import CLIP_MEAN, CLIP_STD, Preprocessor, preprocess
 from stanchat.video.sample import STRATEGIES
 
 __all__ = [
     "AUTO",
     "BACKENDS",
+    "DEFAULT_FOLDER_FPS",
     "DEFAULT_TIMEOUT",
     "STRATEGIES",
     "Backend",

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 30.0  # seconds a decoder may go without progress before it is killed
+DEFAULT_FOLDER_FPS = 30.0  # frame rate assumed for a folder of frames
 
 
 @dataclass
@@ -68,19 +69,25 @@ class DecodeJob:
 
 
 def run_job(job: DecodeJob, tick: Callable[[], None] = lambda: None) -> VideoClip:
-    """Probe, sample and decode in this process. `tick` reports progress to the watchdog."""
-    info = probe(job.path, job.folder_fps)
-    tick()
+    """Probe, sample and decode in this process. `tick` reports progress to the watchdog.
+
+    Raises VideoError / StanchatError for bad input or requests, BackendError for anything else
+    (a decoder's own exception types), so the caller can try the next backend."""
+    try:
+        return _decode_clip(job, tick)
+    except (StanchatError, BackendError):
+        raise
+    except Exception as err:
+        raise BackendError(one_line(f"{type(err).__name__}: {err}")) from err
+
+
+def _decode_clip(job: DecodeJob, tick: Callable[[], None]) -> VideoClip:
+    info = probe(job.path, job.folder_fps, tick)
     times = sample_times(info.duration, job.frames, job.strategy, job.fps, job.start, job.end, job.offsets)
     indices = frames_at(info.timestamps, times)
     distinct = sorted(set(indices))
     backend = job.backend if info.kind == "video" else PILLOW
-    try:
-        pictures = backend.decode(info, distinct, output_size(info, job.size), tick)  # (U, H, W, 3)
-    except (BackendError, VideoError):
-        raise
-    except Exception as err:  # a decoder's own exception type: let the next backend try
-        raise BackendError(one_line(f"{type(err).__name__}: {err}")) from err
+    pictures = backend.decode(info, distinct, output_size(info, job.size), tick)  # (U, H, W, 3)
     if len(pictures) != len(distinct):
         raise BackendError(f"returned {len(pictures)} frames for {len(distinct)} requested")
     row = {i: k for k, i in enumerate(distinct)}
@@ -110,7 +117,7 @@ def load_video(
     backend: str | Sequence[str | Backend] = "auto",
     generator: np.random.Generator | int | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
-    folder_fps: float = 30.0,
+    folder_fps: float = DEFAULT_FOLDER_FPS,
 ) -> VideoClip:
     """Load `frames` frames of a video file, still image, GIF or folder of frames.
 
@@ -137,7 +144,7 @@ def load_video(
         except BackendError as err:
             failures.append(f"{attempt.name}: {one_line(str(err))}")
             if attempt is not chain[-1]:
-                logger.warning("%s could not decode %s (%s); trying the next decoder", attempt.name, source, failures[-1])
+                logger.warning("%s could not decode %s (%s); trying the next decoder", attempt.name, source, err)
     raise VideoError(f"could not decode {source}: {'; '.join(failures)}")
 
 
@@ -168,7 +175,9 @@ def check_source(path: str | os.PathLike) -> str:
     if scheme and scheme.group(1).lower() == "file":
         text = urllib.parse.unquote(urllib.parse.urlparse(text).path)
     elif scheme:
-        raise VideoError(f"{text}: URLs are not supported; download the video first (e.g. with yt-dlp or curl) and pass the file")
+        raise VideoError(
+            f"{text}: URLs are not supported; download the video first (e.g. with yt-dlp or curl) and pass the file"
+        )
     if not os.path.exists(text):
         raise VideoError(f"no such file or folder: {text}")
     if os.path.isdir(text):

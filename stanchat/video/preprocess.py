@@ -15,7 +15,7 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -53,9 +53,12 @@ class Preprocessor:
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise StanchatError(f"mean and std need 3 values (RGB) and std > 0, got {self.mean} and {self.std}")
         if self.interpolation not in INTERPOLATIONS.values():
-            raise StanchatError(f"unknown interpolation {self.interpolation!r}; choose one of: {', '.join(INTERPOLATIONS.values())}")
+            names = ", ".join(INTERPOLATIONS.values())
+            raise StanchatError(f"unknown interpolation {self.interpolation!r}; choose one of: {names}")
         if not (0 < self.scale[0] <= self.scale[1] <= 1 and 0 < self.ratio[0] <= self.ratio[1]):
-            raise StanchatError(f"scale must be 0 < lo <= hi <= 1 and ratio 0 < lo <= hi, got {self.scale} and {self.ratio}")
+            raise StanchatError(
+                f"scale must be 0 < lo <= hi <= 1 and ratio 0 < lo <= hi, got {self.scale} and {self.ratio}"
+            )
 
     @classmethod
     def from_processor_config(cls, config: Mapping | str | os.PathLike, **overrides) -> Preprocessor:
@@ -82,7 +85,9 @@ class Preprocessor:
         batch = [clips] if _is_single(clips) else list(clips)
         lengths = {_frames(c).shape[0] for c in batch}
         if len(lengths) != 1:
-            raise StanchatError(f"clips in a batch need the same number of frames, got {sorted(lengths)}; load them with the same frames=")
+            raise StanchatError(
+                f"clips in a batch need the same number of frames, got {sorted(lengths)}; load them with the same frames="
+            )
         mean = torch.tensor(self.mean).view(1, 3, 1, 1)  # (1, 3, 1, 1): broadcast over T, H, W
         std = torch.tensor(self.std).view(1, 3, 1, 1)
         out = [((self._crop(_frames(c), generator) / 255.0) - mean) / std for c in batch]  # B x (T, 3, crop, crop)
@@ -123,7 +128,9 @@ def _from_config(config: Mapping) -> dict:
     """Preprocessor fields from a transformers image-processor config, refusing what we cannot mimic."""
     size, crop = config.get("size", {"shortest_edge": 224}), config.get("crop_size", 224)
     if isinstance(size, Mapping) and "shortest_edge" not in size:
-        raise StanchatError(f"image-processor size {dict(size)} is not supported: stanchat resizes the shorter side ({{'shortest_edge': N}})")
+        raise StanchatError(
+            f"image-processor size {dict(size)} is not supported: stanchat resizes the shorter side ({{'shortest_edge': N}})"
+        )
     if isinstance(crop, Mapping) and crop.get("height") != crop.get("width"):
         raise StanchatError(f"image-processor crop_size {dict(crop)} is not square; stanchat crops squares")
     if not config.get("do_center_crop", True) or not config.get("do_resize", True):
@@ -132,7 +139,7 @@ def _from_config(config: Mapping) -> dict:
         raise StanchatError("only image processors that rescale pixels by 1/255 are supported")
     resample = int(config.get("resample", 3))
     if resample not in INTERPOLATIONS:
-        raise StanchatError(f"resample {resample} is not supported; use one of {sorted(INTERPOLATIONS)} (bilinear, bicubic)")
+        raise StanchatError(f"resample {resample} is not supported; use {sorted(INTERPOLATIONS)} (bilinear, bicubic)")
     normalize = config.get("do_normalize", True)
     return {
         "size": int(size["shortest_edge"] if isinstance(size, Mapping) else size),

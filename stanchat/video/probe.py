@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from stanchat.errors import VideoError
@@ -29,7 +30,8 @@ SQUARE_PIXEL_TOLERANCE = 0.01
 
 # First bytes -> what the file is, for files that are certainly not videos.
 _NOT_VIDEO_MAGIC = {b"%PDF-": "a PDF document", b"PK\x03\x04": "a ZIP archive"}
-_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"II*\x00", b"MM\x00*")
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_IMAGE_MAGIC = (b"\xff\xd8\xff", _PNG_MAGIC, b"BM", b"II*\x00", b"MM\x00*")  # JPEG, PNG, BMP, TIFF
 
 
 @dataclass
@@ -74,8 +76,10 @@ class VideoInfo:
         return (h, w) if self.rotation in (90, 270) else (w, h)
 
 
-def probe(path: str, folder_fps: float) -> VideoInfo:
-    """Inspect a video file, a still image or a folder of frames (timestamps i / folder_fps)."""
+def probe(path: str, folder_fps: float, tick: Callable[[], None] = lambda: None) -> VideoInfo:
+    """Inspect a video file, a still image or a folder of frames (timestamps i / folder_fps).
+
+    `tick` is called while a long container is demuxed, so the watchdog sees progress."""
     if os.path.isdir(path):
         return _probe_folder(path, folder_fps)
     with open(path, "rb") as f:
@@ -85,11 +89,12 @@ def probe(path: str, folder_fps: float) -> VideoInfo:
     what = _not_a_video(head)
     if what:
         raise VideoError(f"{path} is {what}, not a video")
-    if head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+    animated_png = head.startswith(_PNG_MAGIC) and b"acTL" in head.split(b"IDAT")[0]  # APNG: a video
+    if (head.startswith(_IMAGE_MAGIC) and not animated_png) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
         return _probe_image(path)
     from stanchat.video.container import probe_container  # PyAV only when a container is read
 
-    return probe_container(path)
+    return probe_container(path, tick)
 
 
 def _not_a_video(head: bytes) -> str | None:
@@ -153,8 +158,13 @@ def _natural_key(name: str) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
-def check_truncation(path: str, count: int, fps: float, declared_frames: int, readable_end: float, declared_end: float) -> None:
-    """Raise VideoError when the readable frames stop well before the end the header declares."""
+def check_truncation(
+    path: str, count: int, fps: float, declared_frames: int, readable_end: float, declared_end: float
+) -> None:
+    """Raise VideoError when the readable frames stop well before the end the header declares.
+
+    count and readable_end: frames demuxed and the latest time they reach (seconds); declared_frames
+    (0: unknown) and declared_end (seconds, 0: unknown): what the container header claims."""
     missing_frames = declared_frames - count if declared_frames > 0 else 0
     missing_seconds = declared_end - readable_end if declared_end > 0 else 0.0
     frame_time = 1.0 / fps if fps > 0 else 0.0
@@ -164,7 +174,7 @@ def check_truncation(path: str, count: int, fps: float, declared_frames: int, re
         claim = f"{declared_frames} frames" if short_by_count else f"{declared_end:.2f} s"
         raise VideoError(
             f"{path} is truncated: its header declares {claim} but only {count} frame{'s' * (count != 1)} "
-            f"({readable_end:.2f} s) can be read; re-download or re-encode it"
+            f"(up to {readable_end:.2f} s) can be read; re-download or re-encode it"
         )
 
 

@@ -36,6 +36,7 @@ GENERATED = {
     "ffv1.mkv": ("ffv1", {}, True),
     "av1.mp4": ("libsvtav1", {"g": "12"}, False),  # decord's FFmpeg has no AV1
     "anim.gif": ("gif", {}, False),  # decord cannot open GIFs
+    "anim.apng": ("apng", {}, False),  # an animated PNG is a video, not a still image
 }
 GENERATED_FRAMES = 40
 

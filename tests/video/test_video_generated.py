@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import GENERATED, GENERATED_FRAMES
 from PIL import Image
-from videogen import frame_image, make_clip, read_index
+from videogen import drop_first_packets, frame_image, make_clip, read_index
 
 from stanchat.errors import StanchatError
 from stanchat.video import load_video
@@ -115,6 +115,14 @@ def test_size_resizes_while_decoding(generated, backend):
     assert (clip.width, clip.height) == (64, 48)  # the source's size is still reported
     big = load_video(generated["h264.mkv"], 4, size=96, backend=backend)
     assert big.frames.shape == (4, 96, 128, 3)
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".ts"])
+def test_a_stream_cut_mid_gop_starts_at_its_first_decodable_frame(tmp_path, generated, suffix):
+    cut = drop_first_packets(generated["h264.mkv"], tmp_path / f"cut{suffix}", count=5)  # keyframe 12 survives
+    clip = load_video(cut, T)  # decord counts the undecodable frames too: auto falls back to PyAV
+    assert clip.decoder == "pyav" and clip.source_frames == GENERATED_FRAMES - 12 and clip.timestamps[0] >= 0
+    assert [read_index(f) for f in clip.frames] == [12 + i for i in clip.indices]
 
 
 def test_audio_track_does_not_disturb_frames(tmp_path):

@@ -97,6 +97,18 @@ def test_workers_are_reused_and_survive_a_fork():
     assert load_video(CLIP, 3).frames.shape[0] == 3 and _POOL.idle == workers
 
 
+def test_concurrent_callers_get_their_own_workers(generated):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from videogen import read_index
+
+    names = ["h264.mp4", "vp9.webm", "mjpeg.avi", "h264.mkv"] * 2
+    with ThreadPoolExecutor(4) as pool:
+        clips = list(pool.map(lambda n: load_video(generated[n], 5), names))
+    assert all([read_index(f) for f in c.frames] == c.indices == [4, 12, 20, 28, 36] for c in clips)
+    assert {c.path for c in clips} == {str(generated[n]) for n in names}
+
+
 CALLER = """
 import sys, threading, time
 sys.path[:0] = {paths!r}
@@ -116,9 +128,9 @@ load_video({clip!r}, 2, backend=[HoldsTheGIL()], timeout=600)
 def test_a_stuck_worker_dies_with_its_parent():
     code = CALLER.format(paths=[str(REPO), str(REPO / "tests" / "video")], clip=str(CLIP))
     caller = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    worker = int(caller.stdout.readline())
-    caller.send_signal(signal.SIGKILL)  # no cleanup runs in the caller
-    caller.wait()
+    with caller:
+        worker = int(caller.stdout.readline())
+        caller.send_signal(signal.SIGKILL)  # no cleanup runs in the caller
     deadline = time.monotonic() + 30
     while _alive(worker) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -54,7 +54,7 @@ def make_clip(
     frame rate. `rotation` sets the display matrix (degrees counterclockwise).
     """
     pts = list(range(frames)) if pts is None else pts
-    pix_fmt = {"gif": "rgb8", "mjpeg": "yuvj420p"}.get(codec, "yuv420p")
+    pix_fmt = {"gif": "rgb8", "mjpeg": "yuvj420p", "apng": "rgb24"}.get(codec, "yuv420p")
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=fps, options=options or {})
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
@@ -98,4 +98,16 @@ def make_empty_video(path: Path, codec: str = "libx264") -> Path:
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
         container.start_encoding()
         container.mux(stream.encode())
+    return path
+
+
+def drop_first_packets(source: Path, path: Path, count: int) -> Path:
+    """Remux `source` without its first `count` packets: a stream cut in the middle of a GOP."""
+    with av.open(str(source)) as src, av.open(str(path), "w") as out:
+        stream = src.streams.video[0]
+        copy = out.add_stream_from_template(stream)
+        for n, packet in enumerate(src.demux(stream)):
+            if n >= count and packet.size:
+                packet.stream = copy
+                out.mux(packet)
     return path

@@ -1,0 +1,183 @@
+"""Training throughput: clips/s and peak memory of one training step of a small Mug-STAN, with and
+without gradient checkpointing, and with CLIP trained versus frozen (STAN only), in one run.
+
+    python benchmarks/train_throughput.py [--steps 6] [--frames 8] [--batch 8] [--device cpu]
+
+Each variant runs in its own child process so that its peak memory is its own: the growth of peak
+memory over what the built model holds (optimizer state, gradients, activations); on a GPU from
+`torch.cuda.max_memory_allocated`, on CPU from the process's peak resident memory. The variants step
+in turn (round-robin) and clips/s comes from the median step time, so a machine shared with other
+work slows all variants alike. Inputs are random
+tensors already in memory, so decoding is not measured; the step is the training task's own
+loss (`training.tasks.ContrastiveTask`) with AdamW over the training param groups.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
+VARIANTS = (  # (name, gradient checkpointing, freeze CLIP)
+    ("full", False, False),
+    ("full + ckpt", True, False),
+    ("stan only", False, True),
+    ("stan only + ckpt", True, True),
+)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per variant (after 2 warm-up steps)")
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--width", type=int, default=256, help="CLIP width (heads = width / 64)")
+    parser.add_argument("--layers", type=int, default=6, help="CLIP vision and text layers")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    return parser.parse_args(argv)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def small_model(args: argparse.Namespace):
+    """A random CLIP of the requested size with a 4-layer STAN (ViT-B/16 shapes, scaled down)."""
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    from stanchat.stan import STANConfig
+    from stanchat.videoclip import VideoCLIP
+
+    torch.manual_seed(0)
+    common = dict(hidden_size=args.width, intermediate_size=4 * args.width, num_hidden_layers=args.layers,
+                  num_attention_heads=max(1, args.width // 64), projection_dim=args.width)
+    text = dict(common, vocab_size=1000, max_position_embeddings=32, bos_token_id=0, pad_token_id=1, eos_token_id=999)
+    config = CLIPConfig(text_config=text,
+                        vision_config=dict(common, image_size=args.image_size, patch_size=16),
+                        projection_dim=args.width)
+    return VideoCLIP.from_clip(CLIPModel(config), STANConfig(depth=min(4, args.layers)))
+
+
+def setup(args: argparse.Namespace, checkpointing: bool, freeze: bool):
+    """Build one variant and return its `step()` closure, trainable parameter count and device."""
+    import torch
+
+    from training.config import OptimConfig
+    from training.model import set_trainable
+    from training.optim import build_optimizer
+    from training.tasks import ContrastiveTask, VideoTextForward
+
+    device = torch.device(args.device)
+    model = small_model(args)
+    set_trainable(model, freeze_clip=freeze, freeze_text=False)
+    model.set_gradient_checkpointing(checkpointing)
+    model.to(device).train()
+    forward, task = VideoTextForward(model), ContrastiveTask(model, "mean")
+    optimizer = build_optimizer(model, OptimConfig())
+    gen = torch.Generator().manual_seed(0)
+    size = args.image_size
+    batch = {"pixel_values": torch.randn(args.batch, args.frames, 3, size, size, generator=gen).to(device),
+             "input_ids": torch.randint(4, 998, (args.batch, 32), generator=gen).to(device),
+             "attention_mask": torch.ones(args.batch, 32, dtype=torch.long, device=device)}
+    batch["input_ids"][:, -1] = 999  # EOS ends each caption: HF CLIP pools there
+
+    def step() -> float:
+        start = time.perf_counter()
+        task.loss(forward, batch).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        _sync(device)
+        return time.perf_counter() - start
+
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return step, trainable, device
+
+
+def _child(args, checkpointing: bool, freeze: bool, pipe) -> None:
+    """One variant in its own process: warm up, then one timed step per "step" message; "done"
+    returns the peak memory."""
+    step, trainable, device = setup(args, checkpointing, freeze)
+    base = _memory_mark(device)
+    for _ in range(2):  # warm-up: allocator, optimizer state
+        step()
+    pipe.send(trainable)
+    while pipe.recv() == "step":
+        pipe.send(step())
+    pipe.send(_peak_bytes(device) - base)
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _memory_mark(device) -> int:
+    """Memory in use now (the model and its inputs), and the start of peak tracking."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return torch.cuda.memory_allocated(device)
+    return _peak_bytes(device)
+
+
+def _peak_bytes(device) -> int:
+    """GPU: peak allocated since the mark. CPU: the process's peak RSS (ru_maxrss is in KiB)."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    context = multiprocessing.get_context("spawn")  # a fresh process per variant: its own peak memory
+    pipes, children = {}, []
+    for name, checkpointing, freeze in VARIANTS:
+        parent, child_end = context.Pipe()
+        child = context.Process(target=_child, args=(args, checkpointing, freeze, child_end))
+        child.start()
+        pipes[name], children = parent, children + [child]
+    trainable = {name: pipe.recv() for name, pipe in pipes.items()}
+    times = {name: [] for name in pipes}
+    for _ in range(args.steps):  # round-robin, so load from other processes hits every variant alike
+        for name, pipe in pipes.items():
+            pipe.send("step")
+            times[name].append(pipe.recv())
+    peaks = {}
+    for name, pipe in pipes.items():
+        pipe.send("done")
+        peaks[name] = pipe.recv() / 2**20
+    for child in children:
+        child.join()
+    report(args, trainable, times, peaks)
+    return 0
+
+
+def report(args, trainable: dict, times: dict, peaks: dict) -> None:
+    """Print clips/s (from the median step time) and peak memory, with ratios to "full"."""
+    rate = {name: args.batch / statistics.median(t) for name, t in times.items()}
+    memory = "peak MB over setup" + ("" if args.device.startswith("cuda") else " (RSS)")
+    print(f"train throughput on {args.device}: width {args.width}, {args.layers} layers, {args.image_size} px, "
+          f"{args.frames} frames, batch {args.batch}, median of {args.steps} steps per variant, interleaved")
+    print(f"{'variant':<18} {'trainable M':>11} {'clips/s':>8} {'x full':>7} {memory:>25} {'x full':>7}")
+    for name in times:
+        print(f"{name:<18} {trainable[name] / 1e6:>11.2f} {rate[name]:>8.2f} {rate[name] / rate['full']:>7.2f} "
+              f"{peaks[name]:>25.1f} {peaks[name] / peaks['full']:>7.2f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Build the model and tokenizer a run trains: a fresh STAN on a CLIP, a VideoCLIP to finetune, or
+a checkpoint to resume; then decide which weights train.
+
+Weights that never train, whatever the config:
+- CLIP's `logit_scale`: Mug-STAN keeps tau fixed at 100 (`VideoCLIPConfig.logit_scale`);
+- CLIP vision layers after STAN's end layer: `encode_video` never runs them (the graft setting
+  ends at LLaVA's feature layer), and DDP refuses parameters that get no gradient.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from stanchat.errors import StanchatError
+from stanchat.videoclip import VideoCLIP
+from training.config import TrainConfig
+from training.tiny import TINY, write_tiny_backbone
+
+logger = logging.getLogger(__name__)
+
+
+def build_model(config: TrainConfig, resume_dir: Path | None) -> tuple[VideoCLIP, object]:
+    """The VideoCLIP to train and its tokenizer, with frozen parts and checkpointing applied."""
+    model_config = config.model
+    if resume_dir is not None:  # the checkpoint is a complete model directory
+        model, tokenizer_dir = VideoCLIP.from_pretrained(resume_dir), resume_dir
+    elif model_config.pretrained:
+        model = VideoCLIP.from_pretrained(model_config.pretrained)
+        tokenizer_dir = Path(model_config.pretrained)
+        if not has_tokenizer(tokenizer_dir):
+            tokenizer_dir = backbone_dir(model_config.clip, config.run.output_dir)
+    else:
+        clip_dir = backbone_dir(model_config.clip, config.run.output_dir)
+        model, tokenizer_dir = VideoCLIP.from_clip_pretrained(str(clip_dir), model_config.stan), clip_dir
+    tokenizer = load_tokenizer(tokenizer_dir)
+    set_trainable(model, freeze_clip=model_config.freeze_clip,
+                  freeze_text=model_config.freeze_text or config.task == "recognition")
+    model.set_gradient_checkpointing(model_config.gradient_checkpointing)
+    return model, tokenizer
+
+
+def backbone_dir(clip: str, output_dir: str) -> Path:
+    """A local directory for `model.clip`: the built-in tiny backbone (written once into
+    output_dir), a directory, or a hub id from the cache."""
+    from stanchat.hub import resolve_model_dir
+
+    if clip == TINY:
+        directory = Path(output_dir) / "tiny-clip"
+        if not has_tokenizer(directory):
+            write_tiny_backbone(directory)
+        return directory
+    return resolve_model_dir(clip, "CLIP model")
+
+
+def has_tokenizer(directory: Path) -> bool:
+    return (directory / "tokenizer.json").is_file() or (directory / "vocab.json").is_file()
+
+
+def load_tokenizer(directory: Path):
+    """The HF tokenizer saved with the weights (CLIPTokenizer for real CLIPs)."""
+    from transformers import AutoTokenizer
+
+    if not has_tokenizer(Path(directory)):
+        raise StanchatError(f"{directory} has no tokenizer (tokenizer.json or vocab.json); save the CLIP's tokenizer there")
+    return AutoTokenizer.from_pretrained(str(directory))
+
+
+def set_trainable(model: VideoCLIP, freeze_clip: bool, freeze_text: bool) -> None:
+    """requires_grad for every weight: STAN always trains; see the module docstring for the rest."""
+    model.requires_grad_(True)
+    if freeze_clip:
+        model.freeze_clip()
+    if freeze_text:
+        model.clip.text_model.requires_grad_(False)
+        model.clip.text_projection.requires_grad_(False)
+    model.clip.logit_scale.requires_grad_(False)
+    unused = model.clip.vision_model.encoder.layers[model.end + 1:]
+    unused.requires_grad_(False)
+    if len(unused):
+        logger.info("CLIP vision layers %d..%d come after STAN's end layer and stay frozen",
+                    model.end + 1, model.end + len(unused))
+
+
+def count_parameters(model: VideoCLIP) -> dict[str, int]:
+    """Trainable and total parameter counts, for the start-of-run log line."""
+    params = list(model.parameters())
+    return {"trainable": sum(p.numel() for p in params if p.requires_grad), "total": sum(p.numel() for p in params)}

@@ -1,0 +1,143 @@
+"""Build a training session: accelerator, data, model, task, optimizer, schedule, resumed state.
+
+The order matters. Annotations are read and checked first, so a wrong path or column fails in
+one line before any weights load. The global RNG is seeded identically on every process before
+the model is built (identical initial weights), then per process for training (drop-path); a
+resumed run restores each process's saved RNG state last of all.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stanchat.errors import StanchatError
+from training import checkpoint
+from training.config import TrainConfig, dump_config
+from training.data import build_loaders, read_inputs, tokenize_classes
+from training.model import build_model, count_parameters
+from training.optim import build_optimizer, build_scheduler
+from training.tasks import ContrastiveTask, RecognitionTask, VideoTextForward
+from training.train import MetricsLog, Session
+
+logger = logging.getLogger("training")
+
+
+def build_session(config: TrainConfig) -> Session:
+    """Everything `training.train.fit` needs, with a resumed state when `run.resume` says so."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # weight loading bars would drown the training bar
+    acc = make_accelerator(config)
+    if not acc.is_main_process:  # one copy of each log line
+        logger.setLevel(logging.WARNING)
+    resume_dir = checkpoint.resolve_resume(config.run.resume, config.run.output_dir)
+    inputs = read_inputs(config)  # user errors in the data surface here, before the model loads
+    seed_everything(config.run.seed)  # the same initial weights on every process
+    with acc.main_process_first():  # one process writes the tiny backbone / fills the hub cache
+        model, tokenizer = build_model(config, resume_dir)
+    image_size = config.data.image_size or model.clip.config.vision_config.image_size
+    loaders = build_loaders(config, inputs, tokenizer, image_size, acc.process_index, acc.num_processes)
+    task = make_task(config, model, tokenizer, inputs.classes)
+    total = total_steps(config, loaders, acc.num_processes)
+    optimizer = build_optimizer(model, config.optim)
+    scheduler = build_scheduler(optimizer, config.schedule, total)
+    if isinstance(task, RecognitionTask):  # before sharding: FSDP would leave the text tower in pieces
+        task.embed_classes()
+    forward, optimizer = acc.prepare(VideoTextForward(model), optimizer)
+    task.to(acc.device)
+    state = checkpoint.TrainerState()
+    seed_everything(config.run.seed + acc.process_index)  # per-process randomness: drop-path
+    if resume_dir is not None:
+        state = resume(resume_dir, acc, forward, optimizer, scheduler)
+    metrics = start_output(config, acc, resume_dir)
+    counts = count_parameters(model)
+    logger.info("%s: %d training clips (%d missing), %d steps, %d/%d parameters trainable, %d process(es) on %s",
+                config.task, loaders.train_size, loaders.missing, total, counts["trainable"], counts["total"],
+                acc.num_processes, f"{acc.device} ({acc.distributed_type.value})")
+    return Session(config=config, accelerator=acc, model=model, forward=forward, tokenizer=tokenizer, task=task,
+                   optimizer=optimizer, scheduler=scheduler, loaders=loaders, total_steps=total, state=state,
+                   metrics=metrics)
+
+
+def make_accelerator(config: TrainConfig):
+    """accelerate's Accelerator for this run: device, processes, mixed precision, DDP or FSDP."""
+    from accelerate import Accelerator
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    run = config.run
+    fsdp = None
+    if run.strategy == "fsdp":  # shard per transformer layer; use_orig_params keeps our param groups
+        fsdp = FullyShardedDataParallelPlugin(
+            use_orig_params=True, state_dict_type="FULL_STATE_DICT", auto_wrap_policy="transformer_based_wrap",
+            transformer_cls_names_to_wrap=["CLIPEncoderLayer", "TemporalBlock", "SpatialBlock"],
+        )
+    try:
+        acc = Accelerator(cpu=run.cpu, mixed_precision=run.mixed_precision, fsdp_plugin=fsdp)
+    except ValueError as err:  # e.g. fp16 on a machine without a GPU
+        raise StanchatError(f"run.mixed_precision={run.mixed_precision} is not available here ({err}); "
+                            "use bf16 or no on CPU") from err
+    if run.strategy == "fsdp" and acc.distributed_type.value != "FSDP":
+        logger.warning("run.strategy=fsdp needs several GPU processes; running as %s", acc.distributed_type.value)
+    return acc
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_task(config: TrainConfig, model, tokenizer, classes: list[str] | None):
+    """The task object for `config.task`."""
+    if config.task == "recognition":
+        class_text = tokenize_classes(tokenizer, classes, config.data.prompt, config.data.max_tokens)
+        return RecognitionTask(model, config.model.scoring, class_text)
+    return ContrastiveTask(model, config.model.scoring)
+
+
+def total_steps(config: TrainConfig, loaders, processes: int) -> int:
+    """Optimizer steps of the whole schedule: `schedule.steps`, or epochs x full steps per epoch."""
+    if config.schedule.steps:
+        return config.schedule.steps
+    per_epoch = loaders.sampler.batches_per_epoch // config.optim.accumulation_steps
+    if per_epoch == 0:
+        raise StanchatError(
+            f"{loaders.train_size} training clips make no full step of {config.data.batch_size} clips x "
+            f"{config.optim.accumulation_steps} micro-batches x {processes} process(es); lower data.batch_size"
+        )
+    return config.schedule.epochs * per_epoch
+
+
+def resume(directory: Path, acc, forward, optimizer, scheduler) -> checkpoint.TrainerState:
+    """Load optimizer, scheduler, loop position and this process's RNG from a checkpoint."""
+    from accelerate.utils import DistributedType
+
+    saved = checkpoint.read_state(directory)
+    if acc.distributed_type == DistributedType.FSDP:  # the saved state is whole; shard it like the model
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        saved["optimizer"] = FSDP.optim_state_dict_to_load(forward, optimizer.optimizer, saved["optimizer"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    if not checkpoint.restore_rng(directory, acc.process_index):
+        logger.warning("%s has no RNG state for process %d; its randomness starts afresh", directory, acc.process_index)
+    logger.info("resumed from %s at step %d", directory, saved["trainer"].step)
+    return saved["trainer"]
+
+
+def start_output(config: TrainConfig, acc, resume_dir: Path | None) -> MetricsLog:
+    """Create the output directory, write the resolved config, open metrics.jsonl."""
+    out = Path(config.run.output_dir)
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(dump_config(config))
+    metrics = MetricsLog(out / "metrics.jsonl", enabled=acc.is_main_process)
+    if resume_dir is not None:
+        metrics.write({"event": "resume", "from": str(resume_dir)})
+    return metrics

@@ -1,0 +1,143 @@
+"""The three training tasks: what a batch is turned into, the loss, and the validation metric.
+
+- `pretrain` and `retrieval`: video-text contrastive learning, a symmetric InfoNCE over the
+  (B, B) scores of the global batch (gathered across processes), scored by mean pooling or Mug.
+  They differ in data and hyperparameters (configs), not in the loss. Validation: R@1 on a
+  held-out split.
+- `recognition` (paper Eq. 20): class names are put into a prompt, run once through the frozen
+  text tower, and a clip's scores against every class embedding are the logits of a
+  cross-entropy. Validation: top-1 accuracy.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stanchat.mug import contrastive_loss, gather_features
+from stanchat.videoclip import VideoCLIP
+
+
+class VideoTextForward(nn.Module):
+    """One `forward` for DDP / FSDP to wrap: clips and captions -> features.
+
+    pixel_values (B, T, 3, H, W) -> frames (B, T, P); input_ids (B, N) -> tokens (B, N, P),
+    pooled (B, P). Without input_ids only the video tower runs.
+    """
+
+    def __init__(self, model: VideoCLIP):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None):
+        frames = self.model.encode_video(pixel_values)
+        if input_ids is None:
+            return frames, None, None
+        tokens, pooled = self.model.encode_text(input_ids, attention_mask)
+        return frames, tokens, pooled
+
+
+class ContrastiveTask:
+    """Video-text InfoNCE over the global batch (pretrain and retrieval)."""
+
+    needs_text = True
+
+    def __init__(self, model: VideoCLIP, scoring: str):
+        self.model, self.scoring = model, scoring
+
+    def to(self, device: torch.device) -> "ContrastiveTask":
+        """Nothing to move: the task holds no tensors."""
+        return self
+
+    def loss(self, forward: nn.Module, batch: dict) -> torch.Tensor:
+        frames, tokens, pooled = forward(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
+        # every process scores its texts against the videos of all processes and vice versa
+        frames, tokens, pooled, mask = (gather_features(x) for x in (frames, tokens, pooled, batch["attention_mask"]))
+        scores = self.model.similarity((tokens, pooled), mask, frames, mode=self.scoring)  # (B, B) text x video
+        return contrastive_loss(self.model.config.logit_scale * scores)
+
+    @torch.no_grad()
+    def validate(self, forward: nn.Module, batches, device: torch.device) -> dict[str, float]:
+        """R@1/5 text->video and video->text over a held-out split, each caption matched to its clip."""
+        frames, tokens, pooled, masks, keys = [], [], [], [], []
+        for batch in batches:
+            if batch["size"] == 0:  # every clip of this batch failed to decode
+                continue
+            f, t, p = forward(batch["pixel_values"].to(device), batch["input_ids"].to(device),
+                              batch["attention_mask"].to(device))
+            frames.append(f.float()), tokens.append(t.float()), pooled.append(p.float())
+            masks.append(batch["attention_mask"].to(device)), keys.extend(batch["videos"])
+        text = (torch.cat(tokens), torch.cat(pooled))  # captions are padded to max_tokens, so N agrees
+        scores = self.model.similarity(text, torch.cat(masks), torch.cat(frames), mode=self.scoring, chunk_size=64)
+        return retrieval_recall(scores, keys)
+
+
+def retrieval_recall(scores: torch.Tensor, keys: list[str]) -> dict[str, float]:
+    """R@1 and R@5 for a (N, N) caption x clip score matrix where row i's caption belongs to the clip
+    of column i. Several captions of one clip count each clip once: a retrieved column is correct
+    when its clip key equals the caption's."""
+    unique = sorted(set(keys))
+    column = {key: i for i, key in enumerate(unique)}
+    owner = torch.tensor([column[k] for k in keys], device=scores.device)  # (N,) clip of each row/column
+    first_row = {}
+    for row, key in enumerate(keys):
+        first_row.setdefault(key, row)
+    first = torch.tensor([first_row[k] for k in unique], device=scores.device)
+    videos = scores[:, first]  # (N captions, V clips): one column per distinct clip
+    t2v = videos.topk(min(5, len(unique)), dim=1).indices == owner[:, None]
+    v2t = owner[videos.T.topk(min(5, len(keys)), dim=1).indices] == torch.arange(len(unique), device=scores.device)[:, None]
+    return {
+        "r1_t2v": 100.0 * t2v[:, 0].float().mean().item(), "r5_t2v": 100.0 * t2v.any(1).float().mean().item(),
+        "r1_v2t": 100.0 * v2t[:, 0].float().mean().item(), "r5_v2t": 100.0 * v2t.any(1).float().mean().item(),
+    }
+
+
+class RecognitionTask:
+    """Cross-entropy of a clip's scores against frozen class-name embeddings (paper Eq. 20)."""
+
+    needs_text = False
+
+    def __init__(self, model: VideoCLIP, scoring: str, class_text: dict[str, torch.Tensor]):
+        """`class_text`: the tokenised prompts of every class (`input_ids`, `attention_mask`, (C, N))."""
+        self.model, self.scoring = model, scoring
+        self.class_ids, self.class_mask = class_text["input_ids"], class_text["attention_mask"]  # (C, N)
+        self.class_features: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def embed_classes(self) -> None:
+        """Embed the class prompts once with the (frozen) text tower: tokens (C, N, P), pooled (C, P).
+        Called before the model is wrapped for DDP / FSDP, where it still is in one piece."""
+        with torch.no_grad():
+            tokens, pooled = self.model.encode_text(self.class_ids, self.class_mask)
+        self.class_features = (tokens.float(), pooled.float())
+
+    def to(self, device: torch.device) -> "RecognitionTask":
+        """Move the class embeddings and mask to the training device."""
+        self.class_mask = self.class_mask.to(device)
+        self.class_features = tuple(f.to(device) for f in self.class_features)
+        return self
+
+    def logits(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames (B, T, P) -> (B, C) class logits."""
+        scores = self.model.similarity(self.class_features, self.class_mask, frames, mode=self.scoring)  # (C, B)
+        return self.model.config.logit_scale * scores.T
+
+    def loss(self, forward: nn.Module, batch: dict) -> torch.Tensor:
+        frames, _, _ = forward(batch["pixel_values"])
+        return F.cross_entropy(self.logits(frames), batch["labels"])
+
+    @torch.no_grad()
+    def validate(self, forward: nn.Module, batches, device: torch.device) -> dict[str, float]:
+        """Top-1 and top-5 accuracy (%) over a held-out split."""
+        hits1 = hits5 = total = 0
+        for batch in batches:
+            if batch["size"] == 0:
+                continue
+            frames, _, _ = forward(batch["pixel_values"].to(device))
+            labels = batch["labels"].to(device)
+            top = self.logits(frames.float()).topk(min(5, self.class_mask.shape[0]), dim=1).indices
+            hits1 += (top[:, 0] == labels).sum().item()
+            hits5 += (top == labels[:, None]).any(1).sum().item()
+            total += labels.numel()
+        return {"top1": 100.0 * hits1 / total, "top5": 100.0 * hits5 / total}
