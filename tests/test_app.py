@@ -175,6 +175,16 @@ def test_bad_uploads_are_a_message_in_the_chat(client, app_models, kind, says):
     assert len(strip["value"]) == FRAMES
 
 
+def test_unexpected_errors_are_a_message_too(client, app_models, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("decoder exploded")
+
+    monkeypatch.setattr("stanchat.app.conversation.load_video", broken)
+    strip, messages, _ = open_video(client, app_models["video"])
+    assert messages == [("assistant", f"{WARNING}could not use this video (RuntimeError: decoder exploded)")]
+    assert not strip["value"]
+
+
 def test_uploads_over_the_size_limit_are_refused(client, tmp_path):
     big = tmp_path / "big.mp4"
     big.write_bytes(b"\0" * 200_000)  # CONFIG allows 100 KB
@@ -212,7 +222,8 @@ def test_serve_binds_localhost_without_a_share_link_by_default(monkeypatch, app_
     assert main(["serve", "--llava", app_models["llava"], "--stan", app_models["stan"], "--device", "cpu"]) == 0
     (app, config, kwargs), = calls
     assert isinstance(app, gr.Blocks) and kwargs == {"host": "127.0.0.1", "port": 7860, "share": False}
-    assert (config.concurrency, config.max_file_size, config.max_duration, config.max_sessions) == (1, "200MB", 600.0, 32)
+    limits = (config.concurrency, config.max_file_size, config.max_duration, config.max_sessions)
+    assert limits == (1, "200MB", 600.0, 32)
 
 
 def test_serve_and_demo_script_refuse_bad_settings_before_loading(capsys, app_models, tmp_path):

@@ -86,7 +86,7 @@ class Conversation:
 
     # ---- the video ----
 
-    def open(self, path: str | None, frames: int, temporal: str, name: str | None = None) -> None:
+    def open(self, path: str | None, frames: int, temporal: str) -> None:
         """Start over with the video at `path` (None: no video). A video that cannot be used
         leaves a message in the chat and no session."""
         self.stop()
@@ -94,11 +94,11 @@ class Conversation:
         self._frame_features = None
         if path is None:
             return
-        self.display_name = name or Path(path).name
+        self.display_name = Path(path).name  # gradio keeps the uploaded file's name
         try:
             clip = self._load(path, frames)
             self.session = self.chat.session(clip, frames, temporal)
-        except StanchatError as err:
+        except Exception as err:
             self._warn(err, path)
 
     def configure(self, frames: int, temporal: str) -> None:
@@ -111,7 +111,7 @@ class Conversation:
                 clip = self._load(clip.path, frames)
                 self._frame_features, self.weights = None, None
             self.session = self.chat.session(clip, frames, temporal, history=self.session.history)
-        except StanchatError as err:
+        except Exception as err:
             self._warn(err, self.session.video.path)
 
     def _load(self, path: str, frames: int) -> VideoClip:
@@ -122,8 +122,8 @@ class Conversation:
         return clip
 
     def _warn(self, err: Exception, path: str | None = None) -> None:
-        """Show a user-caused problem in the chat; the server's temporary path becomes the file's name."""
-        text = str(err)
+        """Show a problem in the chat; the server's temporary path becomes the file's name."""
+        text = problem(err, "could not use this video" if path else "could not answer")
         if path:
             text = text.replace(str(path), self.display_name or Path(path).name)
         self.messages.append(message("assistant", WARNING + text))
@@ -145,7 +145,7 @@ class Conversation:
         try:
             self.weights = self._frame_weights(question)
             stream = self.session.stream(question, **generation)
-        except StanchatError as err:
+        except Exception as err:
             self.messages.pop()
             self._warn(err)
             yield
@@ -189,12 +189,8 @@ class Conversation:
             for piece in stream:
                 text += piece
                 yield text, ""
-        except StanchatError as err:
-            yield f"{text}\n\n{WARNING}{err}", ""
-            return
-        except Exception as err:  # the app must outlive a failed generation; the log has the traceback
-            logger.exception("generation failed")
-            yield f"{text}\n\n{WARNING}generation failed: {type(err).__name__}: {err}", ""
+        except Exception as err:
+            yield f"{text}\n\n{WARNING}{problem(err, 'generation failed')}", ""
             return
         finally:
             self._stream = None
@@ -229,14 +225,23 @@ class Conversation:
                 clip = self.session.video if side.frames == self.session.frames else self._load(
                     self.session.video.path, side.frames)
                 stream = self.chat.session(clip, side.frames, side.temporal).stream(question, **generation)
-            except StanchatError as err:
-                texts[k] = WARNING + str(err)
+            except Exception as err:
+                texts[k] = WARNING + problem(err, "could not answer")
                 yield texts
                 continue
             for text, note in self._run(stream):
                 texts[k] = text + note
                 yield texts
             self.compared[k] = stream.answer
+
+
+def problem(err: Exception, doing: str) -> str:
+    """One line for the chat. A user's problem (StanchatError) is its own message; anything else is
+    logged with its traceback and named after what failed, so that the app lives on."""
+    if isinstance(err, StanchatError):
+        return str(err)
+    logger.error("%s", doing, exc_info=err)
+    return f"{doing} ({type(err).__name__}: {err})"
 
 
 def thumbnails(clip: VideoClip, height: int = THUMBNAIL_HEIGHT) -> list[tuple[np.ndarray, str]]:

@@ -30,7 +30,8 @@ MODEL = "model"  # the concurrency group of every event that runs the model
 MAX_FRAMES_SHOWN = 8  # the strip's columns; more frames wrap onto further rows
 STRIP_ROW_HEIGHT = 84  # pixels per row of square thumbnails (stanchat.app.server.CSS sizes them)
 STRIP_MAX_ROWS = 3  # rows shown before the strip scrolls
-TEMPORAL_INFO = "stan: one image's tokens via the STAN branch · mean: frame-mean baseline · concat: every frame's tokens"
+TEMPORAL_INFO = ("stan: one image's tokens via the STAN branch · mean: frame-mean baseline · "
+                 "concat: every frame's tokens")
 PLOT_LABEL = "Which frames the question attends to (Mug text-to-frame weights)"
 PLOT_QUESTION_CHARS = 60  # the question is quoted in the plot's label up to this length
 
@@ -40,26 +41,28 @@ def build_app(chat: "VideoChat", config: AppConfig | None = None) -> gr.Blocks:
     `stanchat.app.server.launch`, which sets the queue and the limits in `config`."""
     config = config or AppConfig()
     events = _Events(chat, config)
-    with gr.Blocks(title="stanchat", analytics_enabled=False, delete_cache=(3600, 3600)) as app:
+    # uploads are deleted once no idle conversation could still need them
+    cache = (int(config.idle_timeout), int(config.idle_timeout))
+    with gr.Blocks(title="stanchat", analytics_enabled=False, delete_cache=cache) as app:
         state = gr.State(None, time_to_live=config.idle_timeout)  # the tab's Conversation
         gr.Markdown(f"## stanchat · video chat\n`{chat.name}` — a video of any length reaches the LLM as "
                     f"one image's worth of tokens through the Mug-STAN branch.", elem_id="header")
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=320):
-                c = _controls(chat, config)
+                controls = _controls(chat, config)
             with gr.Column(scale=3, min_width=420):
                 # square thumbnails cropped like the tower's centre crop: what the model sees of each frame
                 strip = gr.Gallery(label="Sampled frames", columns=MAX_FRAMES_SHOWN, height=_strip_height(1),
                                    object_fit="cover", allow_preview=True, elem_id="frames", interactive=False)
                 with gr.Tabs():
                     with gr.Tab("Chat", id="chat"):
-                        t = _chat_tab()
+                        chat_tab = _chat_tab()
                     with gr.Tab("Compare", id="compare"):
-                        k = _compare_tab(chat, config)
+                        compare_tab = _compare_tab(chat, config)
                 # shown once a question has weights: only when the model has a text tower
                 plot = gr.BarPlot(x="frame", y="weight", label=PLOT_LABEL, visible=False, y_lim=[0, None],
                                   x_label_angle=-45, height=220, elem_id="weights")
-        _wire(events, state, c, t, k, strip, plot)
+        _wire(events, state, controls, chat_tab, compare_tab, strip, plot)
     return app
 
 
@@ -71,7 +74,8 @@ def _controls(chat: "VideoChat", config: AppConfig) -> dict[str, Any]:
     frames = gr.Slider(1, max_frames, value=config.frames, step=1, label="Frames sampled", elem_id="frames-slider")
     temporal = gr.Radio(list(TEMPORAL_MODES), value=config.temporal, label="Temporal mode", info=TEMPORAL_INFO)
     with gr.Accordion("Generation", open=False):
-        max_new_tokens = gr.Slider(1, max(1024, config.max_new_tokens), value=config.max_new_tokens, step=1, label="Max new tokens")
+        max_new_tokens = gr.Slider(1, max(1024, config.max_new_tokens), value=config.max_new_tokens, step=1,
+                                   label="Max new tokens")
         temperature = gr.Slider(0.0, 2.0, value=config.temperature, step=0.05, label="Temperature (0 = greedy)")
     info = gr.Markdown(elem_id="info")
     return dict(video=video, frames=frames, temporal=temporal, max_new_tokens=max_new_tokens,
@@ -93,7 +97,8 @@ def _chat_tab() -> dict[str, Any]:
 
 
 def _compare_tab(chat: "VideoChat", config: AppConfig) -> dict[str, Any]:
-    question = gr.Textbox(label="Question for both", placeholder="Ask once, answered two ways", elem_id="compare-question")
+    question = gr.Textbox(label="Question for both", placeholder="Ask once, answered two ways",
+                          elem_id="compare-question")
     max_frames = chat.graft.max_frames or config.frames
     sides = []
     with gr.Row():
@@ -101,7 +106,8 @@ def _compare_tab(chat: "VideoChat", config: AppConfig) -> dict[str, Any]:
             with gr.Column():
                 mode = gr.Radio(list(TEMPORAL_MODES), value=temporal, label=f"{name}: temporal mode")
                 frames = gr.Slider(1, max_frames, value=config.frames, step=1, label=f"{name}: frames")
-                answer = gr.Textbox(label=f"{name}: answer", lines=6, interactive=False, elem_id=f"answer-{name.lower()}")
+                answer = gr.Textbox(label=f"{name}: answer", lines=6, interactive=False,
+                                    elem_id=f"answer-{name.lower()}")
                 sides.append((mode, frames, answer))
     with gr.Row():
         run = gr.Button("Compare", variant="primary", elem_id="compare")
@@ -110,28 +116,31 @@ def _compare_tab(chat: "VideoChat", config: AppConfig) -> dict[str, Any]:
     return dict(question=question, sides=sides, run=run, stop=stop, info=info)
 
 
-def _wire(events: "_Events", state, c: dict, t: dict, k: dict, strip, plot) -> None:
+def _wire(events: "_Events", state, controls: dict, chat_tab: dict, compare_tab: dict, strip, plot) -> None:
     """Connect the components to `events`; every model call shares the MODEL group."""
     model = dict(concurrency_id=MODEL)
-    generation = [c["max_new_tokens"], c["temperature"]]
-    chat_out = [state, t["chatbot"], t["question"], plot, c["info"]]
-    c["video"].change(events.open, [c["video"], c["frames"], c["temporal"], state],
-                      [state, strip, t["chatbot"], plot, c["info"]], api_name="load_video", **model)
-    for trigger, api in ((c["temporal"].change, _api("settings")), (c["frames"].release, _hidden())):
-        trigger(events.configure, [c["frames"], c["temporal"], state], [state, strip, t["chatbot"], c["info"]],
-                **api, **model)
-    t["question"].submit(events.ask, [t["question"], state, *generation], chat_out, **_api("ask"), **model)
-    t["send"].click(events.ask, [t["question"], state, *generation], chat_out, **_hidden(), **model)
-    t["regenerate"].click(events.regenerate, [state, *generation], chat_out, **_api("regenerate"), **model)
+    video, frames, temporal, info = (controls[name] for name in ("video", "frames", "temporal", "info"))
+    chatbot, question = chat_tab["chatbot"], chat_tab["question"]
+    generation = [controls["max_new_tokens"], controls["temperature"]]
+    chat_out = [state, chatbot, question, plot, info]
+
+    video.change(events.open, [video, frames, temporal, state], [state, strip, chatbot, plot, info],
+                 **_api("load_video"), **model)
+    for trigger, api in ((temporal.change, _api("settings")), (frames.release, _hidden())):
+        trigger(events.configure, [frames, temporal, state], [state, strip, chatbot, info], **api, **model)
+    question.submit(events.ask, [question, state, *generation], chat_out, **_api("ask"), **model)
+    chat_tab["send"].click(events.ask, [question, state, *generation], chat_out, **_hidden(), **model)
+    chat_tab["regenerate"].click(events.regenerate, [state, *generation], chat_out, **_api("regenerate"), **model)
     # Stop runs outside the queue: the generation it ends holds the model group
-    t["stop"].click(events.stop, [state], None, queue=False, **_api("stop"))
-    k["stop"].click(events.stop, [state], None, queue=False, **_hidden())
-    for trigger, api in ((t["clear"].click, _api("clear")), (t["chatbot"].clear, _hidden())):
+    chat_tab["stop"].click(events.stop, [state], None, queue=False, **_api("stop"))
+    compare_tab["stop"].click(events.stop, [state], None, queue=False, **_hidden())
+    for trigger, api in ((chat_tab["clear"].click, _api("clear")), (chatbot.clear, _hidden())):
         trigger(events.stop, [state], None, queue=False, **_hidden()).then(
-            events.clear, [state], [state, t["chatbot"], plot, c["info"]], **api, **model)
-    (a_mode, a_frames, a_answer), (b_mode, b_frames, b_answer) = k["sides"]
-    k["run"].click(events.compare, [k["question"], a_mode, a_frames, b_mode, b_frames, state, *generation],
-                   [state, a_answer, b_answer, k["info"]], api_name="compare", **model)
+            events.clear, [state], [state, chatbot, plot, info], **api, **model)
+    (a_mode, a_frames, a_answer), (b_mode, b_frames, b_answer) = compare_tab["sides"]
+    compare_tab["run"].click(events.compare, [compare_tab["question"], a_mode, a_frames, b_mode, b_frames, state,
+                                              *generation],
+                             [state, a_answer, b_answer, compare_tab["info"]], **_api("compare"), **model)
 
 
 def _api(name: str) -> dict[str, Any]:
@@ -157,7 +166,8 @@ class _Events:
     def open(self, video: str | None, frames: int, temporal: str, conversation: Conversation | None):
         conversation = self._conversation(conversation)
         conversation.open(video, int(frames), temporal)
-        return conversation, _strip(conversation), conversation.messages, _plot(conversation), describe_video(conversation)
+        return (conversation, _strip(conversation), conversation.messages, _plot(conversation),
+                describe_video(conversation))
 
     def configure(self, frames: int, temporal: str, conversation: Conversation | None):
         conversation = self._conversation(conversation)
@@ -207,7 +217,7 @@ def _generation(max_new_tokens: float, temperature: float) -> dict[str, Any]:
 
 
 def _strip(conversation: Conversation):
-    """The frames strip: one thumbnail per sampled frame, captioned '#i · t s'."""
+    """The frames strip: one thumbnail per sampled frame, captioned with its timestamp."""
     clip = conversation.clip
     if clip is None:
         return gr.Gallery(value=None, label="Sampled frames")

@@ -23,8 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     group = parser.add_argument_group("server")
     group.add_argument("--host", default=LOCALHOST,
-                       help=f"address to listen on (default {LOCALHOST}: this machine only; 0.0.0.0 opens it to the network)")
-    group.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
+                       help=f"address to listen on (default {LOCALHOST}: this machine only; 0.0.0.0 opens it "
+                            f"to the network)")
+    group.add_argument("--port", type=int, default=DEFAULT_PORT,
+                       help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
     group.add_argument("--share", action="store_true", help="also make a public gradio.live link (off by default)")
     group.add_argument("--examples", action="append", metavar="PATH",
                        help="an example video, or a folder of them; repeatable")
