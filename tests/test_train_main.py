@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from stanchat.videoclip import VideoCLIP
-from tests.training_world import TINY, tiny_args, tiny_backbone, world  # noqa: F401  (fixtures)
+from tests.training_world import tiny_args, tiny_backbone, world  # noqa: F401  (fixtures)
 from training import checkpoint
 from training.train import main
 
