@@ -19,12 +19,10 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
@@ -135,15 +133,25 @@ def _measure_here(operation: str, path: str, frames: int, size: int, repeat: int
 
     import stanchat.video.backends  # noqa: F401
 
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux reports KiB)
+    before = _peak_rss_mib()
     seconds, cpu = [], []
     for _ in range(repeat):
         started, cpu_started = time.perf_counter(), time.process_time()
         OPERATIONS[operation](path, frames, size)
         seconds.append(time.perf_counter() - started)
         cpu.append(time.process_time() - cpu_started)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"seconds": seconds, "cpu": cpu, "baseline_mib": before, "peak_mib": peak}
+    return {"seconds": seconds, "cpu": cpu, "baseline_mib": before, "peak_mib": _peak_rss_mib()}
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory. Linux: VmHWM, which exec resets; ru_maxrss would start
+    from the parent's peak at fork time (the parent generated the video, 700 MiB for 8K)."""
+    if os.path.exists("/proc/self/status"):
+        with open("/proc/self/status") as status:
+            line = next(line for line in status if line.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024  # kB -> MiB
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # macOS reports bytes, others KiB
 
 
 def measure(operation: str, path: Path, frames: int, size: int, repeat: int) -> dict:

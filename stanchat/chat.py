@@ -26,6 +26,7 @@ from stanchat.graft import Graft
 from stanchat.hub import resolve_model_dir
 from stanchat.options import DEFAULTS, check_frames, check_temporal
 from stanchat.pretrained import resolve
+from stanchat.relevance import FrameRelevance
 from stanchat.session import Answer, Session, Stream
 from stanchat.video import Preprocessor, VideoClip, load_video
 from stanchat.videoclip import VideoCLIP
@@ -49,15 +50,19 @@ class VideoChat:
 
     Attributes: `llava` (transformers `LlavaForConditionalGeneration`), `processor` (its
     `LlavaProcessor`: tokenizer, image processor, chat template), `videoclip` (the `VideoCLIP` whose
-    STAN is grafted; its text tower scores text against frames, e.g. Mug weights), `graft`, `name`.
+    STAN is grafted; its text tower scores text against frames, e.g. Mug weights), `graft`, `name`,
+    `relevance` (a `FrameRelevance` giving the question's Mug weight on each frame, or None when no
+    text tokenizer came with the STAN weights).
     """
 
-    def __init__(self, llava: LlavaForConditionalGeneration, processor: Any, videoclip: VideoCLIP, name: str):
+    def __init__(self, llava: LlavaForConditionalGeneration, processor: Any, videoclip: VideoCLIP, name: str,
+                 relevance: FrameRelevance | None = None):
         self.llava = llava
         self.processor = processor
         self.videoclip = videoclip
         self.graft = Graft(llava, videoclip.stan)
         self.name = name
+        self.relevance = relevance
         # the LLaVA processor's own resize, crop, mean and std, applied to every frame
         self.preprocessor = Preprocessor.from_image_processor(processor.image_processor)
         if processor.image_token_id != llava.config.image_token_id:
@@ -239,4 +244,5 @@ def load(model: str | None = None, *, llava: str | None = None, stan: str | os.P
     videoclip = VideoCLIP.from_pretrained(spec.stan, dtype=resolved_dtype)
     vision_device = llava_model.model.vision_tower.embeddings.patch_embedding.weight.device
     videoclip.to(vision_device).eval()  # the grafted STAN runs beside LLaVA's tower
-    return VideoChat(llava_model, processor, videoclip, spec.name)
+    relevance = FrameRelevance.from_directory(videoclip, spec.stan)  # None without a text tokenizer
+    return VideoChat(llava_model, processor, videoclip, spec.name, relevance)

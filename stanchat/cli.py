@@ -23,6 +23,7 @@ COMMANDS = {
     "convert": "convert released Mug-STAN weights into a stanchat model directory",
     "eval": "evaluate: zero-shot retrieval, recognition, video QA, time-reversal probe",
     "frames": "show the frames (and timestamps) the model will see",
+    "serve": "serve the chat app in a browser (Gradio): upload, frames strip, streamed chat, compare",
 }
 
 

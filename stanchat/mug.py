@@ -19,7 +19,8 @@ c_bar_i.v_i = sum_j s_ij G_ij, c_j.v_bar_j = sum_i s'_ij G_ij and v~.c~ = sum_ij
 Scoring N_text x N_video pairs then costs N_text * N_video * N * T floats per intermediate instead of
 ... * P, and `chunk_size` bounds even that to chunk^2 * N * T.
 
-Also here: `mean_similarity` (the plain mean-pooled scorer), `contrastive_loss` (symmetric InfoNCE)
+Also here: `text_to_frame_weights` (the s~_i of one text over one video's frames, which frames a
+question attends to), `mean_similarity` (the plain mean-pooled scorer), `contrastive_loss` (symmetric InfoNCE)
 and `gather_features` (all_gather across DDP ranks for a global-batch loss).
 """
 
@@ -99,6 +100,38 @@ def mug_similarity(
     return scores
 
 
+def text_to_frame_weights(
+    text_tokens: torch.Tensor,
+    text_mask: torch.Tensor,
+    video_frames: torch.Tensor,
+    tau: float = 100.0,
+) -> torch.Tensor:
+    """Which frames one text attends to: Mug's text-guided frame weights s~_i (Eq. 11-13, Fig. 10).
+
+    Args:
+        text_tokens: (N, P) per-token features of one text, normalised or not (normalised here).
+        text_mask: (N,) bool or 0/1 integers, 1 = real token; at least one real token.
+        video_frames: (T, P) per-frame features of one video, normalised or not.
+        tau: the softmax temperature, CLIP's logit scale (100).
+
+    Returns:
+        (T,) float32 weights, non-negative and summing to 1: the weights that pool the frames into
+        the text-guided video feature v~ of Eq. 14. The same values `mug_similarity` uses inside.
+    """
+    if text_tokens.dim() != 2 or video_frames.dim() != 2 or text_mask.dim() != 1:
+        raise ValueError(f"expected text_tokens (N, P), text_mask (N,) and video_frames (T, P), got "
+                         f"{tuple(text_tokens.shape)}, {tuple(text_mask.shape)} and {tuple(video_frames.shape)}")
+    # one pair is a batch of one: the shape checks and the masking are mug_similarity's
+    text_tokens, text_mask, video_frames = text_tokens[None], text_mask[None], video_frames[None]
+    _check_mug_inputs(text_tokens, text_mask, video_frames, "full", None)
+    mask = text_mask[0].bool()  # (N,)
+    text = F.normalize(torch.where(mask[:, None], text_tokens[0].float(), 0.0), dim=-1)  # (N, P)
+    video = F.normalize(video_frames[0].float(), dim=-1)  # (T, P)
+    dots = text @ video.T  # (N, T): G_ij = c_j . v_i
+    _, weights = _text_guided(dots, ~mask[:, None], tau)  # (T,)
+    return weights
+
+
 def _mug_block(text: torch.Tensor, mask: torch.Tensor, video: torch.Tensor, tau: float, mode: str) -> torch.Tensor:
     """Mug scores of normalised text (a, N, P) with padding zeroed, mask (a, N), video (b, T, P) -> (a, b)."""
     a, n, p = text.shape
@@ -108,10 +141,7 @@ def _mug_block(text: torch.Tensor, mask: torch.Tensor, video: torch.Tensor, tau:
     logits = tau * dots
     padding = ~mask[:, None, :]  # (a, 1, N), broadcasts over videos
 
-    # Eq. 11-13: each frame attends over the text's real tokens; c_bar_i . v_i = sum_j s_ij G_ij
-    s = torch.softmax(logits.masked_fill(padding[..., None], float("-inf")), dim=2)  # (a, b, N, T)
-    frame_scores = (s * dots).sum(dim=2)  # (a, b, T): c_bar_i . v_i
-    s_tilde = torch.softmax(tau * frame_scores, dim=2)  # (a, b, T)
+    frame_scores, s_tilde = _text_guided(dots, padding[..., None], tau)  # (a, b, T) each
 
     # Eq. 15-17: each token attends over frames; c_j . v_bar_j = sum_i s'_ij G_ij
     s_prime = torch.softmax(logits, dim=3)  # (a, b, N, T); padding rows are never used below
@@ -125,6 +155,15 @@ def _mug_block(text: torch.Tensor, mask: torch.Tensor, video: torch.Tensor, tau:
     # Eq. 14, 16, 18: v~ . c~ = sum_j s~'_j (c_j . v~) with c_j . v~ = sum_i s~_i G_ij
     token_dot_v_tilde = (dots * s_tilde[:, :, None, :]).sum(dim=3)  # (a, b, N)
     return (s_tilde_prime * token_dot_v_tilde).sum(dim=2)  # (a, b)
+
+
+def _text_guided(dots: torch.Tensor, padding: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 11-13 on dot products G (..., N, T) with `padding` (..., N, 1) True on padding tokens:
+    each frame attends over the text's real tokens. Returns c_bar_i . v_i (..., T), which equals
+    sum_j s_ij G_ij, and the frame weights s~_i (..., T)."""
+    s = torch.softmax((tau * dots).masked_fill(padding, float("-inf")), dim=-2)  # (..., N, T), Eq. 11
+    frame_scores = (s * dots).sum(dim=-2)  # (..., T): c_bar_i . v_i, Eq. 12 dotted with v_i
+    return frame_scores, torch.softmax(tau * frame_scores, dim=-1)  # Eq. 13
 
 
 def _check_mug_inputs(

@@ -1,4 +1,5 @@
-"""The STAN branch (Mug-STAN, arXiv 2311.15075, Sec. 3.2) beside a HF CLIP vision tower.
+"""The STAN branch (Mug-STAN, arXiv 2311.15075, Sec. 3.2) beside a CLIP vision tower (HF CLIP, or
+open_clip through a `VisionTower` adapter; both run the same `run_video_tower` loop).
 
 STAN reads the outputs of K consecutive CLIP layers ending at layer `end` for every frame, and
 alternates a temporal block (attention across the T frames of each patch position) with a spatial
@@ -15,7 +16,8 @@ Layer indices: `end` is a 0-based index into `tower.encoder.layers`; HF's
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -174,7 +176,8 @@ class STAN(nn.Module):
         super().__init__()
         self.config = config
         width, k = vision_config.hidden_size, config.depth
-        rates = torch.linspace(0, config.drop_path_rate, k).tolist()
+        # python floats; on the CPU so that STAN can also be built under a meta device
+        rates = torch.linspace(0, config.drop_path_rate, k, device="cpu").tolist()
         self.temporal_layers = nn.ModuleList(TemporalBlock(vision_config, r) for r in rates)
         self.spatial_layers = nn.ModuleList(SpatialBlock(vision_config) for _ in range(k))
         self.time_embed = nn.Embedding(config.max_frames, width)
@@ -190,10 +193,16 @@ class STAN(nn.Module):
     def init_from_clip(self, clip_layers: Sequence[nn.Module]) -> None:
         """Copy the K paired CLIP encoder layers into the spatial blocks (paper: spatial attention
         is initialised from CLIP)."""
-        if len(clip_layers) != len(self.spatial_layers):
-            raise ValueError(f"expected {len(self.spatial_layers)} paired CLIP layers, got {len(clip_layers)}")
-        for block, layer in zip(self.spatial_layers, clip_layers):
-            block.load_state_dict(layer.state_dict())
+        self.init_from_layer_states([layer.state_dict() for layer in clip_layers])
+
+    def init_from_layer_states(self, states: Sequence[Mapping[str, torch.Tensor]]) -> None:
+        """Copy K state dicts in HF `CLIPEncoderLayer` layout into the spatial blocks (strict: keys
+        and shapes must match). `stanchat.convert.encoder_layer_state_from_open_clip` makes them
+        from open_clip resblocks."""
+        if len(states) != len(self.spatial_layers):
+            raise ValueError(f"expected {len(self.spatial_layers)} paired CLIP layers, got {len(states)}")
+        for block, state in zip(self.spatial_layers, states):
+            block.load_state_dict(state)
 
     def embed(self, hidden: torch.Tensor, num_frames: int, class_embedding: torch.Tensor,
               position_embedding: torch.Tensor) -> torch.Tensor:
@@ -242,31 +251,88 @@ def tower_position_embedding(vision: CLIPVisionModel, hidden: torch.Tensor, heig
     return emb.interpolate_pos_encoding(hidden[:1], height, width)[0]
 
 
-def run_video_tower(vision: CLIPVisionModel, stan: STAN | None, pixel_values: torch.Tensor,
+class VisionTower(ABC):
+    """What `run_video_tower` needs from a ViT, in HF layer semantics: `layer(i, x)` runs encoder
+    layer (open_clip: resblock) i, so its output is HF's `hidden_states[i + 1]`, and `embed` gives
+    `hidden_states[0]` (the input of layer 0, after the pre-norm). `HFVisionTower` wraps a HF CLIP
+    tower; `stanchat.cocaclip.OpenCLIPVisionTower` wraps an open_clip one."""
+
+    @property
+    @abstractmethod
+    def class_embedding(self) -> torch.Tensor:
+        """The learned CLS embedding (D,)."""
+
+    @property
+    @abstractmethod
+    def num_layers(self) -> int:
+        """M, the number of encoder layers."""
+
+    @abstractmethod
+    def embed(self, frames: torch.Tensor) -> torch.Tensor:
+        """Images (N, 3, H, W) -> the input of layer 0 (N, 1+L, D)."""
+
+    @abstractmethod
+    def layer(self, index: int, hidden: torch.Tensor) -> torch.Tensor:
+        """Run encoder layer `index` on (N, 1+L, D)."""
+
+    @abstractmethod
+    def position_embedding(self, hidden: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """The position embedding (1+L, D) the tower used for a height x width input."""
+
+
+class HFVisionTower(VisionTower):
+    """A HF `CLIPVisionModel` seen as a `VisionTower`; calls the tower's own modules."""
+
+    def __init__(self, vision: CLIPVisionModel):
+        self.vision = vision
+
+    @property
+    def class_embedding(self) -> torch.Tensor:
+        return self.vision.embeddings.class_embedding
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.vision.encoder.layers)
+
+    def embed(self, frames: torch.Tensor) -> torch.Tensor:
+        native = tuple(frames.shape[-2:]) == (self.vision.embeddings.image_size,) * 2
+        return self.vision.pre_layrnorm(self.vision.embeddings(frames, interpolate_pos_encoding=not native))
+
+    def layer(self, index: int, hidden: torch.Tensor) -> torch.Tensor:
+        return self.vision.encoder.layers[index](hidden, None)
+
+    def position_embedding(self, hidden: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        return tower_position_embedding(self.vision, hidden, height, width)
+
+
+def run_video_tower(vision: CLIPVisionModel | VisionTower, stan: STAN | None, pixel_values: torch.Tensor,
                     end: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run the CLIP tower on every frame up to layer `end` and the STAN branch beside it.
 
+    `vision` is a HF CLIP vision tower or any `VisionTower` (e.g. an open_clip one).
     pixel_values (B, T, 3, H, W) -> (CLIP output of layer `end`, (B*T, 1+L, D);
     STAN output, (B, 1+L*T, D), or None when `stan` is None). Layers after `end` are not run.
     The loop calls the tower's own layers, so the CLIP path is bit-identical to the tower's
     `hidden_states[end + 1]`.
     """
+    tower = vision if isinstance(vision, VisionTower) else HFVisionTower(vision)
     if pixel_values.dim() != 5 or pixel_values.shape[2] != 3:
         raise ValueError(f"expected pixel_values of shape (B, T, 3, H, W), got {tuple(pixel_values.shape)}")
+    if not 0 <= end < tower.num_layers:
+        raise ValueError(f"end layer {end} is outside a tower of {tower.num_layers} layers")
     num_frames = pixel_values.shape[1]
     if stan is not None:
         stan.check_frames(num_frames)
     frames = pixel_values.flatten(0, 1)  # (B, T, 3, H, W) -> (B*T, 3, H, W)
     height, width = frames.shape[-2:]
-    native = (height, width) == (vision.embeddings.image_size,) * 2
-    hidden = vision.pre_layrnorm(vision.embeddings(frames, interpolate_pos_encoding=not native))
+    hidden = tower.embed(frames)  # (B*T, 1+L, D)
     first = end - stan.config.depth + 1 if stan is not None else end + 1
     paired = []
-    for i, layer in enumerate(vision.encoder.layers[: end + 1]):
-        hidden = layer(hidden, None)  # (B*T, 1+L, D)
+    for i in range(end + 1):
+        hidden = tower.layer(i, hidden)  # (B*T, 1+L, D)
         if i >= first:
             paired.append(hidden)
     if stan is None:
         return hidden, None
-    position = tower_position_embedding(vision, hidden, height, width)
-    return hidden, stan(paired, num_frames, vision.embeddings.class_embedding, position)
+    position = tower.position_embedding(hidden, height, width)
+    return hidden, stan(paired, num_frames, tower.class_embedding, position)

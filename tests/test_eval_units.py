@@ -88,11 +88,11 @@ def test_clip_keys():
 
 def test_view_loader_clips_crops_and_reversal(monkeypatch):
     """Frame k of the sampled T*C frames has red = 20 k and green = 10 x, so every view's frames and
-    crops can be read back from its pixels (no rescale/normalise, no resize: short side = crop)."""
-    from transformers import CLIPImageProcessor
-
+    crops can be read back from its pixels (mean 0, std 1/255: no normalisation; 8 px tall frames
+    need no resize)."""
     import stanchat.video
     from stanchat.eval.views import ViewLoader
+    from stanchat.video import Preprocessor
 
     frames, clips = 3, 2
     video = np.zeros((frames * clips, 8, 16, 3), np.uint8)
@@ -105,18 +105,17 @@ def test_view_loader_clips_crops_and_reversal(monkeypatch):
         return type("VideoClip", (), {"frames": video})()
 
     monkeypatch.setattr(stanchat.video, "load_video", fake_load)
-    processor = CLIPImageProcessor(size={"shortest_edge": 8}, crop_size={"height": 8, "width": 8},
-                                   do_rescale=False, do_normalize=False)
-    views = ViewLoader(processor, frames, clips, crops=3)(Clip("v.mp4", 2.0, 5.0))
+    pre = Preprocessor(size=8, crop_size=8, mean=(0.0, 0.0, 0.0), std=(1 / 255,) * 3)
+    views = ViewLoader(pre, frames, clips, crops=3)(Clip("v.mp4", 2.0, 5.0)).round()  # (x / 255) / (1 / 255)
     assert requested == {"frames": 6, "start": 2.0, "end": 5.0}
     assert views.shape == (clips * 3, frames, 3, 8, 8)
     red = views[:, :, 0, 0, 0] / 20  # (views, T) frame numbers
-    assert red[0].tolist() == [0, 2, 4] and red[3].tolist() == [1, 3, 5]  # clip 0 / clip 1 (crops 0)
+    assert red[0].tolist() == [0, 2, 4] and red[3].tolist() == [1, 3, 5]  # clip 0 / clip 1 (first crop)
     left_edge = views[:3, 0, 1, 0, 0] / 10  # the three crops of clip 0: x of their first column
     assert left_edge.tolist() == [0, 4, 8]  # start, centre, end of the long side
-    backwards = ViewLoader(processor, frames, clips, crops=1, reverse=True)(Clip("v.mp4"))
+    backwards = ViewLoader(pre, frames, clips, crops=1, reverse=True)(Clip("v.mp4")).round()
     assert (backwards[:, :, 0, 0, 0] / 20).tolist() == [[4, 2, 0], [5, 3, 1]]
-    assert (backwards[0, 0, 1, 0, 0] / 10).item() == 4  # crops=1 is the processor's centre crop
+    assert (backwards[0, 0, 1, 0, 0] / 10).item() == 4  # crops=1 is the Preprocessor's centre crop
 
 
 def test_direction_cosines_blind_and_sensitive():

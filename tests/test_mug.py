@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stanchat.mug import contrastive_loss, gather_features, mean_similarity, mug_similarity
+from stanchat.mug import contrastive_loss, gather_features, mean_similarity, mug_similarity, text_to_frame_weights
 
 MODES = ["full", "simple"]
 
@@ -298,3 +298,46 @@ def test_gather_features_two_process_gloo(tmp_path):
 def test_gather_features_is_identity_without_distributed():
     tensor = torch.randn(3, 2)
     assert gather_features(tensor) is tensor
+
+
+# ---- text_to_frame_weights: s~_i of Eq. 13 for one text and one video ----
+
+
+def _reference_frame_weights(tokens, frames, tau):
+    """Eq. 11-13 as written: c_bar_i per frame, then a softmax over frames of tau c_bar_i . v_i."""
+    s = [_softmax([tau * _dot(c, v) for c in tokens]) for v in frames]  # s[i][j], Eq. 11
+    c_bar = [_weighted_sum(s[i], tokens) for i in range(len(frames))]  # Eq. 12
+    return _softmax([tau * _dot(c_bar[i], v) for i, v in enumerate(frames)])  # Eq. 13
+
+
+@pytest.mark.parametrize("tau", [100.0, 3.0])
+def test_frame_weights_match_the_equations(tau):
+    text, mask, video = _inputs(n_text=3, n_video=2, n_tokens=6, n_frames=7)
+    for a in range(3):
+        for b in range(2):
+            weights = text_to_frame_weights(text[a], mask[a], video[b], tau=tau)
+            tokens = [_unit(text[a, j].tolist()) for j in range(6) if mask[a, j]]
+            frames = [_unit(video[b, i].tolist()) for i in range(7)]
+            expected = torch.tensor(_reference_frame_weights(tokens, frames, tau), dtype=torch.float64)
+            assert weights.shape == (7,) and weights.dtype == torch.float32
+            torch.testing.assert_close(weights.double(), expected, atol=1e-5, rtol=1e-4)
+            assert weights.sum().item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_frame_weights_pick_the_frame_the_text_matches():
+    gen = torch.Generator().manual_seed(3)
+    video = torch.randn(6, 16, generator=gen)
+    text = torch.stack([video[4] + 0.01 * torch.randn(16, generator=gen), torch.full((16,), float("nan"))])
+    weights = text_to_frame_weights(text, torch.tensor([True, False]), video)  # NaN padding never leaks
+    assert int(weights.argmax()) == 4 and torch.isfinite(weights).all()
+
+
+@pytest.mark.parametrize("shapes, message", [
+    (((6, 16), (6,), (5, 8)), "feature width"),
+    (((2, 6, 16), (6,), (5, 16)), "text_tokens \\(N, P\\)"),
+    (((6, 16), (5,), (5, 16)), "text_mask must be"),
+])
+def test_frame_weights_bad_shapes_raise(shapes, message):
+    text, mask, video = shapes
+    with pytest.raises(ValueError, match=message):
+        text_to_frame_weights(torch.randn(text), torch.ones(mask, dtype=torch.bool), torch.randn(video))

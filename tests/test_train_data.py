@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from stanchat.errors import StanchatError, VideoError
-from tests.training_world import tiny_backbone, world  # noqa: F401  (fixtures)
+from tests.training_world import world  # noqa: F401  (a fixture)
 from training.config import load_config
 from training.data import ClipDataset, Collator, ResumableSampler, build_loaders, read_inputs
 from training.decode import ClipDecoder

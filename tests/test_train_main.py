@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from stanchat.videoclip import VideoCLIP
-from tests.training_world import TINY, tiny_args, tiny_backbone, world  # noqa: F401  (fixtures)
+from tests.training_world import tiny_args, tiny_backbone, world  # noqa: F401  (fixtures)
 from training import checkpoint
 from training.train import main
 
@@ -36,6 +36,7 @@ def test_retrieval_two_steps_with_validation(world, tiny_backbone, tmp_path):
     lines = metrics(tmp_path)
     train = [m for m in lines if "loss" in m]
     assert [m["step"] for m in train] == [1, 2] and all(m["loss"] > 0 and m["clips_per_s"] > 0 for m in train)
+    assert all(m["grad_norm"] > 0 and m["skipped"] == m["skipped_total"] == 0 for m in train)
     assert train[0]["lr_stan"] == pytest.approx(10 * train[0]["lr_clip"])
     val = [m for m in lines if "val_r1_t2v" in m]
     assert [m["step"] for m in val] == [2] and 0 <= val[0]["val_r1_t2v"] <= 100

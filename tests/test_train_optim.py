@@ -69,13 +69,14 @@ def test_frozen_clip_leaves_only_stan_groups():
     assert all(not p.requires_grad for p in model.clip.parameters())
 
 
-def test_graft_end_layer_freezes_the_layers_after_it():
-    model = tiny_videoclip(end_layer=-2)  # 4-layer tower: STAN pairs layers 1-2, layer 3 is never run
+def test_early_end_layer_keeps_the_whole_tower_trainable():
+    # STAN pairs layers 1-2 of the 4-layer tower; layer 3 still feeds CLIP's own CLS, so it trains
+    model = tiny_videoclip(end_layer=-2)
     set_trainable(model, freeze_clip=False, freeze_text=True)
     layers = model.clip.vision_model.encoder.layers
-    assert all(p.requires_grad for p in layers[2].parameters())
-    assert not any(p.requires_grad for p in layers[3].parameters())
+    assert all(p.requires_grad for layer in layers for p in layer.parameters())
     assert not any(p.requires_grad for p in model.clip.text_model.parameters())
+    assert not model.clip.text_projection.weight.requires_grad
 
 
 def test_warmup_then_cosine():

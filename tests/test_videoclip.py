@@ -76,3 +76,15 @@ def test_similarity_scores_every_text_video_pair(model, mode):
 def test_unknown_scoring_mode_lists_valid_modes(model):
     with pytest.raises(ValueError, match="mean, mug, mug-simple"):
         model.similarity((torch.zeros(1, 2, 24), torch.zeros(1, 24)), torch.ones(1, 2), torch.zeros(1, 2, 24), mode="max")
+
+
+@pytest.mark.parametrize("end_layer", [-1, -2])
+def test_frame_features_fuse_with_clips_last_layer_cls(end_layer):
+    clip = tiny_clip()
+    model = randomise(VideoCLIP.from_clip(clip, STANConfig(depth=2, end_layer=end_layer))).eval()
+    video = torch.randn(2, 3, 3, 16, 16)
+    with torch.no_grad():
+        baseline = model.encode_video(video, with_stan=False)
+        reference = model.clip.get_image_features(pixel_values=video.flatten(0, 1)).pooler_output
+        torch.testing.assert_close(baseline, reference.reshape(2, 3, -1))
+        assert not torch.allclose(model.encode_video(video), baseline)

@@ -33,3 +33,20 @@ def randomise(module: torch.nn.Module, seed: int = 0, std: float = 0.2) -> torch
         for p in module.parameters():
             p.add_(torch.randn(p.shape, generator=gen) * std)
     return module
+
+
+# tiny_clip()'s architecture in open_clip terms: width 32, 4 heads, MLP 64, proj 24, vocab 99, 16 tokens
+TINY_OPEN_CLIP_CFG = dict(
+    embed_dim=24,
+    vision_cfg=dict(image_size=16, patch_size=8, width=32, layers=4, head_width=8, mlp_ratio=2.0),
+    text_cfg=dict(context_length=16, vocab_size=99, width=32, heads=4, layers=2, mlp_ratio=2.0),
+)
+# a tiny CoCa in open_clip's JSON form (`custom_text` is the factory's key; CoCa(**cfg) takes the rest):
+# attentional pooler with 4 queries, text of 15 tokens + the appended CLS, a 1-layer decoder
+TINY_COCA_CFG = dict(
+    embed_dim=24, custom_text=True,
+    vision_cfg=dict(TINY_OPEN_CLIP_CFG["vision_cfg"], attentional_pool=True, attn_pooler_heads=4,
+                    attn_pooler_queries=4, output_tokens=True),
+    text_cfg=dict(TINY_OPEN_CLIP_CFG["text_cfg"], context_length=15, embed_cls=True, output_tokens=True),
+    multimodal_cfg=dict(context_length=15, vocab_size=99, width=32, heads=4, layers=1, attn_pooler_heads=4),
+)

@@ -1,23 +1,18 @@
 """Build the model and tokenizer a run trains: a fresh STAN on a CLIP, a VideoCLIP to finetune, or
 a checkpoint to resume; then decide which weights train.
 
-Weights that never train, whatever the config:
-- CLIP's `logit_scale`: Mug-STAN keeps tau fixed at 100 (`VideoCLIPConfig.logit_scale`);
-- CLIP vision layers after STAN's end layer: `encode_video` never runs them (the graft setting
-  ends at LLaVA's feature layer), and DDP refuses parameters that get no gradient.
+CLIP's `logit_scale` never trains, whatever the config: Mug-STAN keeps tau fixed at 100
+(`VideoCLIPConfig.logit_scale`), and DDP refuses parameters that get no gradient.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from stanchat.errors import StanchatError
 from stanchat.videoclip import VideoCLIP
 from training.config import TrainConfig
 from training.tiny import TINY, write_tiny_backbone
-
-logger = logging.getLogger(__name__)
 
 
 def build_model(config: TrainConfig, resume_dir: Path | None) -> tuple[VideoCLIP, object]:
@@ -75,11 +70,6 @@ def set_trainable(model: VideoCLIP, freeze_clip: bool, freeze_text: bool) -> Non
         model.clip.text_model.requires_grad_(False)
         model.clip.text_projection.requires_grad_(False)
     model.clip.logit_scale.requires_grad_(False)
-    unused = model.clip.vision_model.encoder.layers[model.end + 1:]
-    unused.requires_grad_(False)
-    if len(unused):
-        logger.info("CLIP vision layers %d..%d come after STAN's end layer and stay frozen",
-                    model.end + 1, model.end + len(unused))
 
 
 def count_parameters(model: VideoCLIP) -> dict[str, int]:

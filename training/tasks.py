@@ -70,28 +70,34 @@ class ContrastiveTask:
             frames.append(f.float()), tokens.append(t.float()), pooled.append(p.float())
             masks.append(batch["attention_mask"].to(device)), keys.extend(batch["videos"])
         text = (torch.cat(tokens), torch.cat(pooled))  # captions are padded to max_tokens, so N agrees
-        scores = self.model.similarity(text, torch.cat(masks), torch.cat(frames), mode=self.scoring, chunk_size=64)
+        scores = self.model.similarity(text, torch.cat(masks), torch.cat(frames), mode=self.scoring, chunk_size=128)
         return retrieval_recall(scores, keys)
 
 
 def retrieval_recall(scores: torch.Tensor, keys: list[str]) -> dict[str, float]:
-    """R@1 and R@5 for a (N, N) caption x clip score matrix where row i's caption belongs to the clip
-    of column i. Several captions of one clip count each clip once: a retrieved column is correct
-    when its clip key equals the caption's."""
-    unique = sorted(set(keys))
-    column = {key: i for i, key in enumerate(unique)}
-    owner = torch.tensor([column[k] for k in keys], device=scores.device)  # (N,) clip of each row/column
-    first_row = {}
+    """R@1, R@5 and median rank both ways for a (N, N) caption x clip score matrix whose row i's
+    caption belongs to the clip of column i. Several captions of one clip count the clip once: a
+    caption's positives are the columns of its clip key, a clip's are all of its captions. Ranks and
+    ties follow `stanchat.eval.metrics` (ties count against the model)."""
+    import numpy as np
+
+    from stanchat.eval.metrics import ranks_of_positives, recall_metrics
+
+    unique = list(dict.fromkeys(keys))  # distinct clips, in first-seen order
+    videos = scores[:, _first_rows(keys, unique)].cpu().numpy()  # (N captions, V clips)
+    positives = np.array(keys)[:, None] == np.array(unique)[None, :]  # (N, V)
+    t2v = recall_metrics(ranks_of_positives(videos, positives), ks=(1, 5))
+    v2t = recall_metrics(ranks_of_positives(videos.T, positives.T), ks=(1, 5))
+    return {"r1_t2v": t2v["R@1"], "r5_t2v": t2v["R@5"], "mdr_t2v": t2v["MdR"],
+            "r1_v2t": v2t["R@1"], "r5_v2t": v2t["R@5"], "mdr_v2t": v2t["MdR"]}
+
+
+def _first_rows(keys: list[str], unique: list[str]) -> list[int]:
+    """Row of the first caption of every clip key, in one pass."""
+    first: dict[str, int] = {}
     for row, key in enumerate(keys):
-        first_row.setdefault(key, row)
-    first = torch.tensor([first_row[k] for k in unique], device=scores.device)
-    videos = scores[:, first]  # (N captions, V clips): one column per distinct clip
-    t2v = videos.topk(min(5, len(unique)), dim=1).indices == owner[:, None]
-    v2t = owner[videos.T.topk(min(5, len(keys)), dim=1).indices] == torch.arange(len(unique), device=scores.device)[:, None]
-    return {
-        "r1_t2v": 100.0 * t2v[:, 0].float().mean().item(), "r5_t2v": 100.0 * t2v.any(1).float().mean().item(),
-        "r1_v2t": 100.0 * v2t[:, 0].float().mean().item(), "r5_v2t": 100.0 * v2t.any(1).float().mean().item(),
-    }
+        first.setdefault(key, row)
+    return [first[k] for k in unique]
 
 
 class RecognitionTask:
@@ -129,15 +135,16 @@ class RecognitionTask:
 
     @torch.no_grad()
     def validate(self, forward: nn.Module, batches, device: torch.device) -> dict[str, float]:
-        """Top-1 and top-5 accuracy (%) over a held-out split."""
-        hits1 = hits5 = total = 0
+        """Top-1, top-5 and mean class accuracy (%) over a held-out split (`stanchat.eval.metrics`)."""
+        from stanchat.eval.metrics import classification_metrics, classification_ranks
+
+        logits, labels = [], []
         for batch in batches:
             if batch["size"] == 0:
                 continue
             frames, _, _ = forward(batch["pixel_values"].to(device))
-            labels = batch["labels"].to(device)
-            top = self.logits(frames.float()).topk(min(5, self.class_mask.shape[0]), dim=1).indices
-            hits1 += (top[:, 0] == labels).sum().item()
-            hits5 += (top == labels[:, None]).any(1).sum().item()
-            total += labels.numel()
-        return {"top1": 100.0 * hits1 / total, "top5": 100.0 * hits5 / total}
+            logits.append(self.logits(frames.float()).cpu())
+            labels.append(batch["labels"])
+        logits, labels = torch.cat(logits).numpy(), torch.cat(labels).numpy()
+        metrics = classification_metrics(classification_ranks(logits, labels), labels, logits.shape[1])
+        return {key: metrics[key] for key in ("top1", "top5", "mean_class_accuracy")}

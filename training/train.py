@@ -96,11 +96,11 @@ def fit(session: Session) -> dict:
     last: dict = {}
     while state.step < stop:
         lr = lrs(session)  # the rates this step uses (the scheduler moves on inside train_step)
-        loss, clips, skipped = train_step(session, batches)
+        loss, clips, skipped, grad_norm = train_step(session, batches)
         state.step += 1
         state.clips += clips
         state.skipped += skipped
-        window.add(loss, clips, skipped)
+        window.add(loss, clips, skipped, grad_norm)
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr['lr_stan']:.2e}", clips_s=f"{window.rate():.1f}")
         final = state.step == stop
@@ -129,9 +129,9 @@ def micro_batches(session: Session):
         state.epoch, state.batch = state.epoch + 1, 0
 
 
-def train_step(session: Session, batches) -> tuple[float, int, int]:
-    """One optimizer step over `accumulation_steps` micro-batches -> (mean loss, clips, skipped),
-    each summed over processes."""
+def train_step(session: Session, batches) -> tuple[float, int, int, float]:
+    """One optimizer step over `accumulation_steps` micro-batches -> (mean loss, clips, skipped,
+    gradient norm before clipping); clips and skipped are summed over processes."""
     import torch
 
     acc, optim = session.accelerator, session.config.optim
@@ -141,7 +141,7 @@ def train_step(session: Session, batches) -> tuple[float, int, int]:
         batch = next(batches)
         if batch["size"] == 0:
             raise StanchatError(f"every clip of a training batch failed to decode ({batch['skipped']} tries); "
-                                "check the videos under data.video_root")
+                                "check the videos under data.root")
         batch = {k: v.to(acc.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         last = micro == optim.accumulation_steps - 1
         # only the last micro-batch all-reduces gradients across processes
@@ -150,13 +150,13 @@ def train_step(session: Session, batches) -> tuple[float, int, int]:
                 loss = session.task.loss(session.forward, batch)
             acc.backward(loss / optim.accumulation_steps)
         total += torch.tensor([loss.item(), batch["size"], batch["skipped"]], device=acc.device)
-    if optim.grad_clip > 0:
-        acc.clip_grad_norm_(session.forward.parameters(), optim.grad_clip)
+    # clip_grad_norm_ with an infinite bound only measures (and unscales fp16 gradients)
+    grad_norm = acc.clip_grad_norm_(session.forward.parameters(), optim.grad_clip or float("inf"))
     session.optimizer.step()
     session.scheduler.step()
     session.optimizer.zero_grad(set_to_none=True)
     loss_sum, clips, skipped = acc.reduce(total, reduction="sum").tolist()
-    return loss_sum / (optim.accumulation_steps * acc.num_processes), int(clips), int(skipped)
+    return loss_sum / (optim.accumulation_steps * acc.num_processes), int(clips), int(skipped), float(grad_norm)
 
 
 def lrs(session: Session) -> dict[str, float]:
@@ -219,16 +219,19 @@ class Window:
     """Running sums between two log lines."""
 
     def __init__(self):
-        self.start, self.steps, self.loss, self.clips, self.skipped = time.perf_counter(), 0, 0.0, 0, 0
+        self.start, self.steps, self.loss, self.clips, self.skipped, self.grad_norm = time.perf_counter(), 0, 0.0, 0, 0, 0.0
 
-    def add(self, loss: float, clips: int, skipped: int) -> None:
-        self.steps, self.loss, self.clips, self.skipped = self.steps + 1, self.loss + loss, self.clips + clips, self.skipped + skipped
+    def add(self, loss: float, clips: int, skipped: int, grad_norm: float) -> None:
+        self.steps, self.loss, self.grad_norm = self.steps + 1, self.loss + loss, self.grad_norm + grad_norm
+        self.clips, self.skipped = self.clips + clips, self.skipped + skipped
 
     def rate(self) -> float:
         return self.clips / max(time.perf_counter() - self.start, 1e-9)
 
     def summary(self) -> dict:
-        return {"loss": round(self.loss / max(self.steps, 1), 6), "clips_per_s": round(self.rate(), 2), "skipped": self.skipped}
+        steps = max(self.steps, 1)
+        return {"loss": round(self.loss / steps, 6), "grad_norm": round(self.grad_norm / steps, 6),
+                "clips_per_s": round(self.rate(), 2), "skipped": self.skipped}
 
 
 class MetricsLog:

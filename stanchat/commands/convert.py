@@ -1,9 +1,12 @@
-"""Convert weights into a stanchat VideoCLIP directory (config.json + model.safetensors).
+"""Convert weights into a stanchat model directory (config.json + model.safetensors).
 
 `official`: the authors' released Mug-STAN checkpoint (e.g. Mug-StanL14.bin); every weight, CLIP
 towers included, comes from the checkpoint, and --clip supplies only the architecture config (its
-tokenizer and processor files are copied alongside). `open-clip`: an open_clip CLIP model (LAION or
-OpenAI weights by tag) with a fresh STAN branch, ready for post-pretraining.
+tokenizer and processor files are copied alongside). `open-clip`: an open_clip model (LAION or
+OpenAI weights by tag) with a fresh STAN branch, ready for post-pretraining: CLIP models become a
+VideoCLIP (weights translated into HF CLIP), CoCa models (e.g. coca_ViT-L-14) a CoCaVideoCLIP
+(open_clip's own towers; the captioning decoder is left out). Read either back with
+`stanchat.videomodel.load_video_model`.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     official.add_argument("--clip", required=True, help="HF CLIP hub id or local dir: supplies only the architecture config")
     official.add_argument("--out", required=True, help="output directory (safetensors + config)")
     official.add_argument("--depth", type=int, default=None, help="STAN depth K (default: read from the checkpoint)")
-    oc = sub.add_parser("open-clip", help="an open_clip CLIP model with a fresh STAN branch")
-    oc.add_argument("model", help="open_clip model name, e.g. ViT-L-14")
+    oc = sub.add_parser("open-clip", help="an open_clip CLIP or CoCa model with a fresh STAN branch")
+    oc.add_argument("model", help="open_clip model name, e.g. ViT-L-14 or coca_ViT-L-14")
     oc.add_argument("--pretrained", default=None, help="open_clip pretrained tag or checkpoint file (default: random weights)")
     oc.add_argument("--out", required=True, help="output directory (safetensors + config)")
     oc.add_argument("--depth", type=int, default=4, help="STAN depth K")
@@ -33,13 +36,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         from stanchat.errors import StanchatError
         from stanchat.stan import STANConfig
-        from stanchat.videoclip import VideoCLIP
+        from stanchat.videomodel import video_model_from_open_clip
 
         try:
             stan = STANConfig(depth=args.depth)
         except ValueError as err:
             raise StanchatError(f"--depth: {err}") from err
-        model = VideoCLIP.from_open_clip(args.model, args.pretrained, stan)
+        model = video_model_from_open_clip(args.model, args.pretrained, stan)
         out = model.save_pretrained(args.out)
     print(f"wrote {out}")
     return 0

@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("video", help="video file, still image, GIF or folder of frames (local; URLs are not read)")
     parser.add_argument("--frames", type=int, default=16, metavar="N", help="number of frames T (default: %(default)s)")
     parser.add_argument("--strategy", choices=list(STRATEGIES), default="uniform", help="how frames are picked (default: %(default)s)")
-    parser.add_argument("--fps", type=float, default=None, help="frames per second for --strategy fps")
+    parser.add_argument("--fps", type=float, default=None, help="rate for --strategy fps (still at most --frames frames)")
     parser.add_argument("--start", type=float, default=None, metavar="SEC", help="sample from this time on")
     parser.add_argument("--end", type=float, default=None, metavar="SEC", help="sample before this time")
     parser.add_argument("--seed", type=int, default=None, help="seed for --strategy random")

@@ -15,8 +15,11 @@ open_clip and HF CLIP run the same ViT; they differ in names and packing:
 - activation: OpenAI-pretrained weights use QuickGELU, LAION ones exact GELU; the converted config
   takes it from the built model's modules, so it is whatever open_clip itself runs.
 
-`_key_pairs` is the only table of names; the weights go both ways through it.
-CoCa is refused: see `COCA_REASON`.
+`_key_pairs` (built from `_block_pairs`, one transformer block) is the only table of names; the
+weights go both ways through it, and STAN's spatial blocks on an open_clip tower are initialised
+through it (`encoder_layer_state_from_open_clip`).
+CoCa cannot become a HF CLIPModel (see `COCA_REASON`); `stanchat.cocaclip.CoCaVideoCLIP` runs it
+natively, and `coca_unsupported` says which CoCa variants it can run.
 """
 
 from __future__ import annotations
@@ -25,15 +28,16 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import CLIPConfig, CLIPModel
+from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig
 
 from stanchat.errors import WeightsError
 
 COCA_REASON = (
-    "is a CoCa model, which stanchat cannot run yet: its image feature is an attentional pooler's first "
-    "query (learned queries cross-attending all last-layer tokens, then ln_post and proj), not the CLS token, "
-    "and its text feature is an appended CLS token under a padding mask; HF CLIPModel represents neither, and "
-    "VideoCLIP has no CoCa head that STAN's CLS could feed; use a CLIP model such as ViT-L-14 (laion2b_s32b_b82k)"
+    "is a CoCa model, which HF CLIPModel (and so VideoCLIP) cannot hold: its image feature is an attentional "
+    "pooler's first query (learned queries cross-attending all last-layer tokens, then ln_post and proj), not "
+    "the CLS token, and its text feature is an appended CLS token under a padding mask; build it with "
+    "CoCaVideoCLIP.from_open_clip or stanchat.videomodel.video_model_from_open_clip (as `stanchat convert "
+    "open-clip` does)"
 )
 ARGMAX_EOS_ID = 2  # transformers' CLIPTextModel pools at argmax(input_ids) exactly when eos_token_id == 2
 
@@ -44,6 +48,16 @@ def open_clip_block_to_hidden_state(block: int, num_layers: int) -> int:
     if not -num_layers <= block < num_layers:
         raise ValueError(f"block {block} is outside a {num_layers}-block tower")
     return block % num_layers + 1
+
+
+def _block_pairs(hf: str, oc: str) -> list[tuple[str, str, str]]:
+    """(HF CLIPEncoderLayer key, open_clip ResidualAttentionBlock key, how) for one block whose keys
+    start with the prefixes `hf` and `oc` (each "" or ending in ".")."""
+    same = [("self_attn.out_proj", "attn.out_proj"), ("layer_norm1", "ln_1"), ("mlp.fc1", "mlp.c_fc"),
+            ("mlp.fc2", "mlp.c_proj"), ("layer_norm2", "ln_2")]
+    pairs = [(f"{hf}{a}.{p}", f"{oc}{b}.{p}", "copy") for a, b in same for p in ("weight", "bias")]
+    qkv = [(f"{hf}self_attn.{q}_proj.{p}", f"{oc}attn.in_proj_{p}", q) for q in "qkv" for p in ("weight", "bias")]
+    return pairs + qkv
 
 
 def _key_pairs(vision_layers: int, text_layers: int) -> list[tuple[str, str, str]]:
@@ -65,15 +79,26 @@ def _key_pairs(vision_layers: int, text_layers: int) -> list[tuple[str, str, str
             ("text_model.final_layer_norm", "ln_final")]
     towers = [("vision_model.encoder.layers", "visual.transformer.resblocks", vision_layers),
               ("text_model.encoder.layers", "transformer.resblocks", text_layers)]
+    pairs += [(f"{hf}.{p}", f"{oc}.{p}", "copy") for hf, oc in same for p in ("weight", "bias")]
     for hf, oc, n in towers:
         for i in range(n):
-            same += [(f"{hf}.{i}.{a}", f"{oc}.{i}.{b}") for a, b in (
-                ("self_attn.out_proj", "attn.out_proj"), ("layer_norm1", "ln_1"), ("mlp.fc1", "mlp.c_fc"),
-                ("mlp.fc2", "mlp.c_proj"), ("layer_norm2", "ln_2"))]
-            pairs += [(f"{hf}.{i}.self_attn.{q}_proj.{p}", f"{oc}.{i}.attn.in_proj_{p}", q)
-                      for q in "qkv" for p in ("weight", "bias")]
-    pairs += [(f"{hf}.{p}", f"{oc}.{p}", "copy") for hf, oc in same for p in ("weight", "bias")]
+            pairs += _block_pairs(f"{hf}.{i}.", f"{oc}.{i}.")
     return pairs
+
+
+def encoder_layer_state_from_open_clip(block: nn.Module) -> dict[str, torch.Tensor]:
+    """One open_clip resblock's weights in HF `CLIPEncoderLayer` layout (q, k, v split from the
+    packed in_proj), e.g. to initialise a STAN spatial block from its paired open_clip block.
+    Every block weight must be used exactly once."""
+    reason = _unsupported_blocks([block])
+    if reason is not None:
+        raise WeightsError(f"this open_clip block {reason}")
+    theirs = block.state_dict()
+    pairs = _block_pairs("", "")
+    leftover = sorted(set(theirs) - {oc for _, oc, _ in pairs})
+    if leftover:
+        raise WeightsError(f"open_clip block weights with no HF CLIP place: {', '.join(leftover)}")
+    return {hf: _from_open_clip(theirs[oc], how).contiguous() for hf, oc, how in pairs}
 
 
 def _from_open_clip(value: torch.Tensor, how: str) -> torch.Tensor:
@@ -97,10 +122,24 @@ def _activation(module: nn.Module) -> str | None:
     return None
 
 
+def _unsupported_blocks(blocks: list[nn.Module]) -> str | None:
+    """Why these open_clip blocks do not compute what HF `CLIPEncoderLayer`s (and STAN's spatial
+    blocks) compute, or None when they do."""
+    from open_clip.transformer import ResidualAttentionBlock
+
+    if any(type(b) is not ResidualAttentionBlock or not isinstance(b.ls_1, nn.Identity) or hasattr(b, "ln_1_kv")
+           for b in blocks):
+        return "has custom or layer-scaled transformer blocks"
+    activations = {_activation(b.mlp.gelu) for b in blocks}  # open_clip names the module "gelu" whatever it is
+    if len(activations) != 1 or None in activations:
+        return f"uses activation {blocks[0].mlp.gelu!r} (or mixes them)"
+    return None
+
+
 def _unsupported(model: nn.Module) -> str | None:
     """Why `model` cannot become a HF CLIPModel, or None when it can."""
     import open_clip
-    from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
+    from open_clip.transformer import VisionTransformer
 
     if isinstance(model, open_clip.CoCa):
         return COCA_REASON
@@ -110,7 +149,6 @@ def _unsupported(model: nn.Module) -> str | None:
     if not isinstance(visual, VisionTransformer):
         return f"has a {type(visual).__name__} image tower; only ViT towers convert to HF CLIP"
     blocks = list(visual.transformer.resblocks) + list(model.transformer.resblocks)
-    activations = {_activation(b.mlp.gelu) for b in blocks}  # open_clip names the module "gelu" whatever it is
     eps = {m.eps for m in model.modules() if isinstance(m, nn.LayerNorm)}
     checks = (
         (visual.attn_pool is not None, "pools images with an attentional pooler"),
@@ -125,12 +163,52 @@ def _unsupported(model: nn.Module) -> str | None:
         (model.text_pool_type not in ("argmax", "eos"), f"pools text by {model.text_pool_type!r}"),
         (model.text_pool_type == "eos" and model.text_eos_id == ARGMAX_EOS_ID, "pools text at eos id 2"),
         (model.logit_bias is not None, "has a logit bias (sigmoid-loss model)"),
-        (any(type(b) is not ResidualAttentionBlock or not isinstance(b.ls_1, nn.Identity) or hasattr(b, "ln_1_kv")
-             for b in blocks), "has custom or layer-scaled transformer blocks"),
-        (len(activations) != 1 or None in activations, f"uses activation {blocks[0].mlp.gelu!r} (or mixes them)"),
         (len(eps) != 1, f"mixes LayerNorm eps values {sorted(eps)}"),
     )
-    return next((reason for failed, reason in checks if failed), None)
+    return next((reason for failed, reason in checks if failed), None) or _unsupported_blocks(blocks)
+
+
+def coca_unsupported(model: nn.Module) -> str | None:
+    """Why `model` is not a CoCa that `CoCaVideoCLIP` can run, or None when it is: an open_clip ViT
+    image tower with plain blocks (STAN pairs with them), all patches kept, and one pooled image
+    feature; open_clip's own text transformer."""
+    import open_clip
+    from open_clip.transformer import TextTransformer, VisionTransformer
+
+    if not isinstance(model, open_clip.CoCa):
+        return f"is an open_clip {type(model).__name__}, not a CoCa model"
+    visual = model.visual
+    if not isinstance(visual, VisionTransformer) or not isinstance(model.text, TextTransformer):
+        return "does not have open_clip's own ViT image tower and text transformer"
+    if visual.attn_pool is not None and visual.attn_pool_type != "":  # the type exists only with a pooler
+        return f"uses open_clip's experimental {visual.attn_pool_type!r} attentional pooling"
+    blocks = list(visual.transformer.resblocks)
+    checks = (
+        (visual.pool_type == "none", "pools images by 'none' (no single image feature)"),
+        (visual.proj is None or model.text.text_projection is None, "has no image or text projection"),
+        (not isinstance(visual.patch_dropout, nn.Identity), "uses patch dropout (STAN needs every patch)"),
+        (not visual.transformer.batch_first, "runs its image transformer sequence-first"),
+        (len({m.eps for b in blocks for m in b.modules() if isinstance(m, nn.LayerNorm)}) != 1,
+         "mixes LayerNorm eps values in its image blocks"),
+    )
+    return next((reason for failed, reason in checks if failed), None) or _unsupported_blocks(blocks)
+
+
+def _tower_fields(transformer: nn.Module) -> dict:
+    """HF CLIP tower config fields of an open_clip transformer whose blocks passed `_unsupported_blocks`."""
+    block = transformer.resblocks[0]
+    return dict(hidden_size=transformer.width, intermediate_size=block.mlp.c_fc.out_features,
+                num_hidden_layers=len(transformer.resblocks), num_attention_heads=block.attn.num_heads,
+                hidden_act=_activation(block.mlp.gelu), layer_norm_eps=block.ln_1.eps)
+
+
+def vision_config_from_open_clip(visual: nn.Module) -> CLIPVisionConfig:
+    """The HF CLIPVisionConfig of an open_clip ViT image tower's blocks (what STAN's blocks copy)."""
+    reason = _unsupported_blocks(list(visual.transformer.resblocks))
+    if reason is not None:
+        raise WeightsError(f"this open_clip image tower {reason}")
+    return CLIPVisionConfig(**_tower_fields(visual.transformer), image_size=visual.image_size[0],
+                            patch_size=visual.patch_size[0], projection_dim=visual.output_dim)
 
 
 def clip_config_from_open_clip(model: nn.Module) -> CLIPConfig:
@@ -139,21 +217,13 @@ def clip_config_from_open_clip(model: nn.Module) -> CLIPConfig:
     if reason is not None:
         raise WeightsError(f"this open_clip model {reason}")
     visual = model.visual
-    act = _activation(visual.transformer.resblocks[0].mlp.gelu)
     projection_dim = visual.proj.shape[1]
-
-    def tower(transformer: nn.Module, norm: nn.LayerNorm) -> dict:
-        block = transformer.resblocks[0]
-        return dict(hidden_size=transformer.width, intermediate_size=block.mlp.c_fc.out_features,
-                    num_hidden_layers=len(transformer.resblocks), num_attention_heads=block.attn.num_heads,
-                    hidden_act=act, layer_norm_eps=norm.eps, projection_dim=projection_dim)
-
-    vision = tower(visual.transformer, visual.ln_pre) | dict(image_size=visual.image_size[0],
-                                                             patch_size=visual.patch_size[0])
+    vision = _tower_fields(visual.transformer) | dict(image_size=visual.image_size[0], patch_size=visual.patch_size[0],
+                                                      projection_dim=projection_dim)
     eos = ARGMAX_EOS_ID if model.text_pool_type == "argmax" else model.text_eos_id
-    text_config = tower(model.transformer, model.ln_final) | dict(
-        vocab_size=model.token_embedding.num_embeddings, max_position_embeddings=model.positional_embedding.shape[0],
-        eos_token_id=eos)
+    text_config = _tower_fields(model.transformer) | dict(
+        projection_dim=projection_dim, vocab_size=model.token_embedding.num_embeddings,
+        max_position_embeddings=model.positional_embedding.shape[0], eos_token_id=eos)
     return CLIPConfig(text_config=text_config, vision_config=vision, projection_dim=projection_dim,
                       logit_scale_init_value=float(model.logit_scale.detach().reshape(())))
 
@@ -194,18 +264,30 @@ def open_clip_state_dict(clip: CLIPModel) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_open_clip(model_name: str, pretrained: str | None = None) -> nn.Module:
-    """Build an open_clip model by name, with weights by tag or file (`pretrained`), in eval mode.
-
-    Unknown names list the valid ones; CoCa is refused before any download. A tag trained with
-    QuickGELU gets QuickGELU even under a plain model name (open_clip itself only warns)."""
+def open_clip_model_config(model_name: str) -> dict:
+    """open_clip's architecture config for a model name (a copy); unknown names list the valid ones."""
     import open_clip
 
     cfg = open_clip.get_model_config(model_name)
     if cfg is None:
         raise WeightsError(f"unknown open_clip model {model_name!r}; choose one of {', '.join(open_clip.list_models())}")
-    if "multimodal_cfg" in cfg:
-        raise WeightsError(f"open_clip model {model_name} {COCA_REASON}")
+    return cfg
+
+
+def is_coca_config(cfg: dict) -> bool:
+    """Whether an open_clip config builds a CoCa: open_clip's own rule (a `multimodal_cfg`, the text
+    decoder's config, is present)."""
+    return "multimodal_cfg" in cfg
+
+
+def load_open_clip(model_name: str, pretrained: str | None = None) -> nn.Module:
+    """Build an open_clip model by name, with weights by tag or file (`pretrained`), in eval mode.
+
+    Unknown names and tags list the valid ones before any download. A tag trained with QuickGELU
+    gets QuickGELU even under a plain model name (open_clip itself only warns)."""
+    import open_clip
+
+    open_clip_model_config(model_name)
     tag = open_clip.get_pretrained_cfg(model_name, pretrained) if pretrained else {}
     if pretrained and not tag and not Path(pretrained).is_file():
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(model_name)) or "none"

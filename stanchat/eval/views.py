@@ -6,10 +6,11 @@ shifted by (c + 0.5) / clips of a segment (TSN-style multi-clip testing; clips =
 segment-middle sampling). Reversal (`reverse=True`) flips the frame order of every view; since
 segment middles are symmetric in time, that is exactly the reversed video sampled the same way.
 
-Pixels: the model's image processor (saved beside the model as preprocessor_config.json, else
-CLIP's: bicubic resize of the shorter side to the tower's image size, CLIP mean/std) resizes and
-normalises every frame; `crops` spatial views are then cut along the longer side: the centre
-(crops = 1, identical to the processor's own centre crop) or both ends and the centre (crops = 3).
+Pixels: `stanchat.video.Preprocessor`, the one training and chat use (resize of the shorter side,
+centre crop, CLIP normalisation), configured from the preprocessor_config.json saved beside the
+model, else CLIP's at the tower's image size. crops = 1 is exactly that. crops = 3 first cuts three
+squares of the shorter side's length at the start, centre and end of the longer side (the usual
+three-crop test), then preprocesses each.
 """
 
 from __future__ import annotations
@@ -25,63 +26,57 @@ logger = logging.getLogger(__name__)
 CROPS = (1, 3)
 
 
-def image_processor(evm):
-    """The image processor saved beside the model, else CLIP's defaults at the tower's image size."""
-    from transformers import CLIPImageProcessor
+def preprocessor(evm):
+    """The model's Preprocessor: from its preprocessor_config.json, else CLIP's at the tower's size."""
+    from stanchat.video import Preprocessor
 
     if (evm.directory / "preprocessor_config.json").is_file():
-        return CLIPImageProcessor.from_pretrained(evm.directory)
+        return Preprocessor.from_processor_config(evm.directory)
     size = evm.model.clip.config.vision_config.image_size
-    return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    return Preprocessor(size=size, crop_size=size)
+
+
+def square_crops(frames: "np.ndarray", crops: int) -> list:
+    """(T, H, W, 3) -> `crops` views: the frames themselves (1), or three squares of side min(H, W)
+    at the start, centre and end of the longer side (3)."""
+    if crops == 1:
+        return [frames]
+    height, width = frames.shape[1:3]
+    side = min(height, width)
+    starts = (0, (max(height, width) - side) // 2, max(height, width) - side)
+    if width >= height:
+        return [frames[:, :, s:s + side] for s in starts]
+    return [frames[:, s:s + side] for s in starts]
 
 
 @dataclass(frozen=True)
 class ViewLoader:
-    """Clip -> pixel values (clips * crops, T, 3, S, S): decode, sample, resize, normalise, crop."""
+    """Clip -> pixel values (clips * crops, T, 3, S, S): decode, sample, crop, preprocess."""
 
-    processor: object  # a transformers image processor (CLIPImageProcessor)
+    preprocess: object  # a stanchat.video.Preprocessor
     frames: int  # T per view
     clips: int = 1  # temporal views
     crops: int = 1  # spatial views per temporal view, 1 or 3
     reverse: bool = False  # play every view backwards
 
     def __call__(self, clip: Clip) -> "torch.Tensor":
-        import torch
+        import numpy as np
 
         from stanchat.video import load_video
 
         video = load_video(clip.path, frames=self.frames * self.clips, start=clip.start, end=clip.end)
-        pixels = self.processor(images=list(video.frames), do_center_crop=False,
-                                return_tensors="pt")["pixel_values"]  # (T*C, 3, h, w), short side resized
-        # frame k*C + c belongs to view c: (T*C, ...) -> (T, C, ...) -> (C, T, ...)
-        pixels = pixels.reshape(self.frames, self.clips, *pixels.shape[1:]).transpose(0, 1)
-        if self.reverse:
-            pixels = pixels.flip(1)
-        crop = self.processor.crop_size
-        views = [self._crop(pixels, crop["height"], crop["width"], k) for k in range(self.crops)]
-        return torch.stack(views, dim=1).flatten(0, 1)  # (C, K, T, 3, S, S) -> (C*K, T, 3, S, S)
-
-    def _crop(self, pixels: "torch.Tensor", height: int, width: int, k: int) -> "torch.Tensor":
-        """Crop k of self.crops from (C, T, 3, h, w): centre on the short side; along the long side
-        the centre (crops 1) or start, centre, end (crops 3)."""
-        h, w = pixels.shape[-2:]
-        if height > h or width > w:
-            raise StanchatError(f"frames resized to {h}x{w} are smaller than the {height}x{width} crop; "
-                                f"check the model's preprocessor_config.json")
-        top, left = (h - height) // 2, (w - width) // 2
-        if self.crops == 3:
-            ends = (0, None, -1)[k]  # start, centre, end of the long side
-            if ends is not None and w - width >= h - height:
-                left = 0 if ends == 0 else w - width
-            elif ends is not None:
-                top = 0 if ends == 0 else h - height
-        return pixels[..., top:top + height, left:left + width]
+        frames = video.frames  # (T*C, H, W, 3) uint8; frame k*C + c belongs to temporal view c
+        views = []
+        for c in range(self.clips):
+            sampled = frames[c::self.clips][::-1] if self.reverse else frames[c::self.clips]  # (T, H, W, 3)
+            views += [np.ascontiguousarray(v) for v in square_crops(sampled, self.crops)]
+        return self.preprocess(views)  # (C*K, T, 3, S, S), clip-major
 
     def describe(self) -> dict:
-        p = self.processor
+        p = self.preprocess
         return {"frames": self.frames, "clips": self.clips, "crops": self.crops, "reverse": self.reverse,
-                "sampling": "uniform segment middles", "size": dict(p.size), "crop_size": dict(p.crop_size),
-                "image_mean": list(p.image_mean), "image_std": list(p.image_std), "resample": int(p.resample)}
+                "sampling": "uniform segment middles", "size": p.size, "crop_size": p.crop_size,
+                "mean": list(p.mean), "std": list(p.std), "interpolation": p.interpolation}
 
 
 def video_features(evm, cfg, annotation, frames: int, clips: int = 1, crops: int = 1,
@@ -94,7 +89,7 @@ def video_features(evm, cfg, annotation, frames: int, clips: int = 1, crops: int
     max_frames = evm.model.config.stan.max_frames
     if frames > max_frames:
         raise StanchatError(f"--frames {frames} is more than the {max_frames} frames STAN covers; use fewer")
-    loader = ViewLoader(image_processor(evm), frames, clips, crops, reverse)
+    loader = ViewLoader(preprocessor(evm), frames, clips, crops, reverse)
     key = {"model": evm.fingerprint, "model_dir": str(evm.directory), "views": loader.describe(),
            "annotation_sha256": _sha256(annotation.ann_file)}
     return cached_video_features(lambda pixels: encode_views(evm, pixels), loader, annotation.clips,

@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 
 # Packets in a row that may fail to decode before PyAV gives up on a file.
 MAX_BAD_PACKETS = 32
+# Above this many stored pixels (4K UHD) PyAV decodes with slice threads only: frame threads keep one
+# picture per thread in flight, ~50 MB each at 8K (measured: 455 MiB peak vs 203 MiB, same speed).
+LARGE_PICTURE = 3840 * 2160
 
 
 class BackendError(Exception):
@@ -118,7 +121,8 @@ def _open(info: VideoInfo):
 
     container = av.open(info.path, metadata_errors="ignore")
     stream = container.streams[info.stream_index]
-    stream.thread_type = "AUTO"  # frame and slice threads
+    large = info.coded_width * info.coded_height > LARGE_PICTURE
+    stream.thread_type = "SLICE" if large else "AUTO"  # AUTO: frame and slice threads
     return container, stream
 
 

@@ -16,16 +16,18 @@ Design:
 - Workers are reused (a pool, one per concurrent caller), so the interpreter start is paid once per
   process, not per video. A job is two pipe messages; the frames come back pickled (T frames at model
   size, a few MB).
-- Progress, not total time, is watched: the worker sends a tick after the probe and after each decoded
-  frame or keyframe group (at most every TICK_INTERVAL s). `timeout` is the longest the parent waits
-  between messages, so a slow but working decode of an 8K or two-hour video is not killed and a stuck
-  one is killed `timeout` seconds after it stopped.
+- Progress, not total time, is watched: the worker sends a tick while the probe demuxes and after each
+  decoded frame or keyframe group (at most every TICK_INTERVAL s). `timeout` is the longest the parent
+  waits between messages, so a slow but working decode of an 8K or two-hour video is not killed and a
+  stuck one is killed `timeout` seconds after it stopped. Starting a worker (Python, PyAV) has its own
+  allowance, STARTUP_TIMEOUT, so a busy machine does not turn a slow start into a "hang".
 - A stalled or crashed worker is killed and dropped; the caller then tries the next backend.
 - The worker dies with its parent: it exits when its request pipe closes and, when started from the
   main thread on Linux, gets SIGKILL if the parent dies (PR_SET_PDEATHSIG) even while stuck in C code.
 - Forked children of the caller (DataLoader workers) start their own workers instead of sharing.
-Measured cost (benchmarks/decode.py, 2 shared CPU cores): the first call in a process takes about
-0.5 s more (the worker starts and imports PyAV), later calls about 6 ms more than decoding in process.
+Measured cost (benchmarks/decode.py, 2 shared CPU cores): the first call in a process takes
+0.5-0.8 s more (the worker starts and imports PyAV), later calls 5-10 ms more than decoding in
+process (two pipe messages and the pickled frames).
 """
 
 from __future__ import annotations
@@ -45,8 +47,10 @@ from stanchat.video.backends import BackendError
 logger = logging.getLogger(__name__)
 
 TICK = "tick"  # the worker's progress message
+READY = "ready"  # the worker's first message: started, libraries imported
 TICK_INTERVAL = 0.2  # seconds between progress messages at most (more often would only cost pipe writes)
 EXIT_WAIT = 1.0  # seconds an idle worker gets to exit when the caller does
+STARTUP_TIMEOUT = 60.0  # seconds a new worker may take to start and import PyAV (not counted in `timeout`)
 
 # Reply status -> exception raised in the caller.
 _ERRORS = {"video": VideoError, "user": StanchatError, "backend": BackendError}
@@ -74,6 +78,7 @@ class _Worker:
         os.close(to_parent)
         self.requests = Connection(to_worker, readable=False)
         self.replies = Connection(from_worker, writable=False)
+        self.ready = False  # READY received: startup is over and `timeout` applies from now on
 
     def close(self) -> None:
         """Close the pipes: an idle worker sees end-of-file and exits."""
@@ -157,6 +162,10 @@ def run_guarded(job, timeout: float):
 def _exchange(worker: _Worker, job, timeout: float) -> tuple[str, object]:
     name = job.backend.name
     try:
+        if not worker.ready:  # a loaded machine can take seconds to start Python and import PyAV
+            if not worker.replies.poll(STARTUP_TIMEOUT) or worker.replies.recv() != READY:
+                raise BackendError(f"the decode worker did not start within {STARTUP_TIMEOUT:g} s")
+            worker.ready = True
         worker.requests.send(job)
         while True:
             if not worker.replies.poll(timeout):

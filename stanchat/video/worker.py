@@ -18,7 +18,7 @@ from multiprocessing.connection import Connection
 from stanchat.errors import StanchatError, VideoError
 from stanchat.video.backends import BackendError
 from stanchat.video.load import one_line, run_job
-from stanchat.video.watchdog import TICK, TICK_INTERVAL
+from stanchat.video.watchdog import READY, TICK, TICK_INTERVAL
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which kills us if needed
     requests = Connection(args.requests_fd, writable=False)
     replies = Connection(args.replies_fd, readable=False)
+    _preload()
+    replies.send(READY)
     while True:
         try:
             job = requests.recv()
@@ -69,6 +71,13 @@ def _ticker(replies: Connection):
             last = now
 
     return tick
+
+
+def _preload() -> None:
+    """Import the libraries every job needs before saying READY (decord stays lazy: it may be broken)."""
+    import av  # noqa: F401
+    import numpy  # noqa: F401
+    import PIL.Image  # noqa: F401
 
 
 def _die_with(parent: int) -> None:

@@ -1,0 +1,10 @@
+"""The browser chat app behind `stanchat serve` (Gradio; `pip install 'stanchat[demo]'`).
+
+    config        AppConfig: the UI's initial values and the server's limits (light, no gradio)
+    conversation  one browser tab's chat about one video, and what each button does (no gradio)
+    ui            build_app(chat, config) -> gr.Blocks: layout and event wiring
+    server        launch(app, config, host, port, share): queue, limits and safe defaults
+
+The app lives in the package, not in the checkout's demo/, so that a pip-installed stanchat can
+serve it; demo/app.py is the checkout's entry point. Nothing here is imported by `import stanchat`.
+"""

@@ -1,0 +1,59 @@
+"""What the chat app starts with and what it allows: one dataclass, no heavy imports."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from stanchat.errors import StanchatError
+from stanchat.options import DEFAULTS, check_frames, check_temporal
+
+LOCALHOST = "127.0.0.1"  # the default address: only this machine can connect
+DEFAULT_PORT = 7860  # gradio's usual port; 0 picks a free one
+
+# files offered as examples when a folder is given (what the decoders read; see stanchat.video)
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v", ".gif")
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    frames: int = DEFAULTS.frames  # the frame-count slider's initial value
+    temporal: str = DEFAULTS.temporal  # the temporal mode selected at start
+    max_new_tokens: int = DEFAULTS.max_new_tokens  # answer length limit, initial value
+    temperature: float = DEFAULTS.temperature  # sampling temperature, initial value (0 = greedy)
+    max_duration: float = 600.0  # seconds; longer videos are refused with a message in the chat
+    max_file_size: str = "200MB"  # largest upload the server accepts (gradio's max_file_size)
+    concurrency: int = 1  # model calls running at once across all users (decode, answer, compare)
+    queue_size: int = 16  # requests that may wait for a slot; more are refused with "queue is full"
+    max_sessions: int = 32  # conversations (browser tabs) kept in memory, each with its decoded video; oldest dropped
+    idle_timeout: float = 3600.0  # seconds a conversation is kept after its last event
+    examples: tuple[str, ...] = ()  # example video files offered under the upload box
+
+    def __post_init__(self) -> None:
+        check_frames(self.frames)
+        check_temporal(self.temporal)
+        if not self.max_duration > 0:
+            raise StanchatError(f"--max-duration must be > 0 seconds, got {self.max_duration}")
+        if self.concurrency < 1:
+            raise StanchatError(f"--concurrency must be at least 1, got {self.concurrency}")
+        if self.queue_size < 1:
+            raise StanchatError(f"--queue-size must be at least 1, got {self.queue_size}")
+        if self.max_sessions < 1:
+            raise StanchatError(f"--max-sessions must be at least 1, got {self.max_sessions}")
+        if not self.idle_timeout > 0:
+            raise StanchatError(f"idle_timeout must be > 0 seconds, got {self.idle_timeout}")
+
+
+def find_examples(paths: list[str | os.PathLike] | None) -> tuple[str, ...]:
+    """Example videos: each path is a video file or a folder whose video files (sorted) are used."""
+    found: list[str] = []
+    for path in paths or []:
+        path = Path(path).expanduser()
+        if path.is_dir():
+            found += sorted(str(p.resolve()) for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+        elif path.is_file():
+            found.append(str(path.resolve()))
+        else:
+            raise StanchatError(f"--examples {path}: no such file or folder")
+    return tuple(found)

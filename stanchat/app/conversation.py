@@ -1,0 +1,288 @@
+"""One browser tab's chat about one video, and what each button of the app does to it.
+
+A `Conversation` holds the tab's `stanchat.Session` (the video decoded and, after the first
+question, encoded once), the messages the chat shows, and the answer being generated, so that
+Stop can end it. It knows nothing of Gradio: `stanchat.app.ui` turns its state into components.
+Problems a user can cause (a bad upload, a too-long video, a prompt over the context) become a
+message in the chat, never an exception out of the app.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from stanchat.app.config import AppConfig
+from stanchat.errors import StanchatError, VideoError
+from stanchat.video import VideoClip, load_video
+
+if TYPE_CHECKING:
+    from stanchat.chat import VideoChat
+    from stanchat.session import Answer, Session, Stream
+
+logger = logging.getLogger(__name__)
+
+THUMBNAIL_HEIGHT = 112  # pixels: frames in the strip are shown this tall
+NO_VIDEO = "Upload a video or pick an example first, then ask about it."
+STOPPED = " ⏹ (stopped)"  # after an answer that Stop ended
+EMPTY = "(empty answer)"
+WARNING = "⚠️ "
+
+
+def message(role: str, text: str, note: str = "") -> dict[str, str]:
+    """A chat message in Gradio's messages format, shown as plain text: the chat (render_markdown
+    off) still reads HTML, so `<`, `>` and `&` are escaped. `note` (e.g. STOPPED) follows the text."""
+    return {"role": role, "content": html.escape(text + note, quote=False)}
+
+
+def message_text(chat_message: dict[str, str]) -> str:
+    """The text a `message` was made from."""
+    return html.unescape(chat_message["content"])
+
+
+@dataclass
+class FrameWeights:
+    """Which frames a question attends to."""
+
+    question: str  # the question, as asked
+    weights: list[float]  # Mug weight of each sampled frame, in frame order, summing to 1
+
+
+@dataclass
+class Side:
+    """One side of a comparison: how the video reaches the LLM."""
+
+    temporal: str  # stan | mean | concat
+    frames: int  # frames sampled
+
+
+class Conversation:
+    """The state of one tab: `messages` (what the chat shows), `session` (None until a video
+    decodes), `weights` (the last question's `FrameWeights`; None before one, or without a text tower),
+    `answer` (the last finished `Answer`), `compared` (each side's `Answer` of the last comparison)."""
+
+    def __init__(self, chat: "VideoChat", config: AppConfig):
+        self.chat = chat
+        self.config = config
+        self.messages: list[dict[str, str]] = []
+        self.session: Session | None = None
+        self.weights: FrameWeights | None = None
+        self.answer: Answer | None = None
+        self.compared: list[Answer | None] = []
+        self.display_name = ""  # the video's name as the user knows it
+        self._stream: Stream | None = None  # the answer in progress, for stop()
+        self._stopped = False
+        self._frame_features: Any = None  # (T, P) text-tower features of the current clip
+
+    @property
+    def clip(self) -> VideoClip | None:
+        return self.session.video if self.session is not None else None
+
+    # ---- the video ----
+
+    def open(self, path: str | None, frames: int, temporal: str) -> None:
+        """Start over with the video at `path` (None: no video). A video that cannot be used
+        leaves a message in the chat and no session."""
+        self.stop()
+        self.messages, self.session, self.weights, self.answer = [], None, None, None
+        self._frame_features = None
+        if path is None:
+            return
+        self.display_name = Path(path).name  # gradio keeps the uploaded file's name
+        try:
+            clip = self._load(path, frames)
+            self.session = self.chat.session(clip, frames, temporal)
+        except Exception as err:
+            self._warn(err, path)
+
+    def configure(self, frames: int, temporal: str) -> None:
+        """Re-sample the video or switch the temporal mode, keeping the conversation."""
+        if self.session is None or (frames, temporal) == (self.session.frames, self.session.temporal):
+            return
+        try:
+            clip = self.session.video
+            if frames != self.session.frames:
+                clip = self._load(clip.path, frames)
+                self._frame_features, self.weights = None, None
+            self.session = self.chat.session(clip, frames, temporal, history=self.session.history)
+        except Exception as err:
+            self._warn(err, self.session.video.path)
+
+    def _load(self, path: str, frames: int) -> VideoClip:
+        clip = load_video(path, frames=frames)
+        if clip.duration > self.config.max_duration:
+            raise VideoError(f"the video is {clip.duration:.0f} s long; this server takes videos up to "
+                             f"{self.config.max_duration:.0f} s (trim it first)")
+        return clip
+
+    def _warn(self, err: Exception, path: str | None = None) -> None:
+        """Show a problem in the chat; the server's temporary path becomes the file's name."""
+        text = problem(err, "could not use this video" if path else "could not answer")
+        if path:
+            text = text.replace(str(path), self.display_name or Path(path).name)
+        self.messages.append(message("assistant", WARNING + text))
+
+    # ---- chatting ----
+
+    def ask(self, question: str, **generation: Any) -> Iterator[None]:
+        """Answer `question`, yielding after every streamed piece (`messages[-1]` grows)."""
+        question = question.strip()
+        if not question:
+            return
+        self.messages.append(message("user", question))
+        if self.session is None:
+            self.messages.append(message("assistant", NO_VIDEO))
+            yield
+            return
+        self.messages.append(message("assistant", ""))
+        yield  # the question shows at once
+        try:
+            self.weights = self._frame_weights(question)
+            stream = self.session.stream(question, **generation)
+        except Exception as err:
+            self.messages.pop()
+            self._warn(err)
+            yield
+            return
+        for text, note in self._run(stream):
+            self.messages[-1] = message("assistant", text, note)
+            yield
+        if stream.answer is not None:
+            self.answer = stream.answer
+
+    def regenerate(self, **generation: Any) -> Iterator[None]:
+        """Drop the last answer (and its turn in the history) and answer its question again."""
+        asked = [i for i, m in enumerate(self.messages) if m["role"] == "user"]
+        if not asked:
+            return
+        question = message_text(self.messages[asked[-1]])
+        del self.messages[asked[-1]:]
+        if self.session is not None and self.session.history and self.session.history[-1][0] == question:
+            self.session.history.pop()
+        yield from self.ask(question, **generation)
+
+    def clear(self) -> None:
+        """Forget the conversation; keep the video (and its encoding)."""
+        self.stop()
+        self.messages, self.weights, self.answer = [], None, None
+        if self.session is not None:
+            self.session.reset()
+
+    def stop(self) -> None:
+        """End the answer being generated (from any thread); what was said so far stays."""
+        stream = self._stream
+        if stream is not None:
+            self._stopped = True
+            stream.close()
+
+    def _run(self, stream: "Stream") -> Iterator[tuple[str, str]]:
+        """(the answer's text so far, a note) after each piece; errors, stops and empty answers end
+        it with a note."""
+        self._stream, self._stopped, text = stream, False, ""
+        try:
+            for piece in stream:
+                text += piece
+                yield text, ""
+        except Exception as err:
+            yield f"{text}\n\n{WARNING}{problem(err, 'generation failed')}", ""
+            return
+        finally:
+            self._stream = None
+        if self._stopped:
+            yield text, STOPPED
+        elif not text:
+            yield text, EMPTY
+
+    def _frame_weights(self, question: str) -> FrameWeights | None:
+        """The question's Mug weight on each frame (the text-to-frame plot), or None without a text tower."""
+        relevance = self.chat.relevance
+        if relevance is None or self.session is None:
+            return None
+        if self._frame_features is None:
+            self._frame_features = relevance.frame_features(self.session.video)  # (T, P), once per clip
+        return FrameWeights(question, relevance.weights(question, self._frame_features).tolist())
+
+    # ---- side by side ----
+
+    def compare(self, question: str, sides: list[Side], **generation: Any) -> Iterator[list[str]]:
+        """Answer `question` once per side (fresh single-turn sessions), streaming every side's text."""
+        texts = [""] * len(sides)
+        self.compared = [None] * len(sides)
+        if self.session is None:
+            yield [NO_VIDEO] * len(sides)
+            return
+        if not question.strip():
+            yield ["Type a question to compare the answers."] * len(sides)
+            return
+        for k, side in enumerate(sides):
+            try:
+                clip = self.session.video if side.frames == self.session.frames else self._load(
+                    self.session.video.path, side.frames)
+                stream = self.chat.session(clip, side.frames, side.temporal).stream(question, **generation)
+            except Exception as err:
+                texts[k] = WARNING + problem(err, "could not answer")
+                yield texts
+                continue
+            for text, note in self._run(stream):
+                texts[k] = text + note
+                yield texts
+            self.compared[k] = stream.answer
+
+
+def problem(err: Exception, doing: str) -> str:
+    """One line for the chat. A user's problem (StanchatError) is its own message; anything else is
+    logged with its traceback and named after what failed, so that the app lives on."""
+    if isinstance(err, StanchatError):
+        return str(err)
+    logger.error("%s", doing, exc_info=err)
+    return f"{doing} ({type(err).__name__}: {err})"
+
+
+def thumbnails(clip: VideoClip, height: int = THUMBNAIL_HEIGHT) -> list[tuple[np.ndarray, str]]:
+    """The sampled frames, shrunk to `height` pixels, each captioned with its timestamp."""
+    from PIL import Image
+
+    strip = []
+    for frame, label in zip(clip.frames, frame_labels(clip.timestamps)):  # frame (H, W, 3) uint8
+        h, w = frame.shape[:2]
+        image = Image.fromarray(frame)
+        if h > height:
+            image = image.resize((max(1, round(w * height / h)), height), Image.Resampling.BILINEAR)
+        strip.append((np.asarray(image), label))
+    return strip
+
+
+def frame_labels(timestamps: list[float]) -> list[str]:
+    """'1.25 s' per frame; a timestamp a short video repeats gets its count: '1.25 s (2)'."""
+    labels, seen = [], {}
+    for seconds in timestamps:
+        text = f"{seconds:.2f} s"
+        seen[text] = seen.get(text, 0) + 1
+        labels.append(text if seen[text] == 1 else f"{text} ({seen[text]})")
+    return labels
+
+
+def describe_video(conversation: Conversation) -> str:
+    """A Markdown line about the video and how the LLM sees it."""
+    session = conversation.session
+    if session is None:
+        return ""
+    clip = session.video
+    return (f"**{conversation.display_name}** · {clip.duration:.1f} s · {clip.fps:.0f} fps · "
+            f"{clip.width}×{clip.height} · {session.frames} frames → {session.video_tokens} video tokens · "
+            f"`{session.temporal}`")
+
+
+def describe_answer(answer: "Answer | None") -> str:
+    """A Markdown line about what the last answer cost."""
+    if answer is None:
+        return ""
+    t = answer.timings
+    return (f"last answer: `{answer.temporal}`, {answer.frames} frames, {answer.video_tokens} video tokens · "
+            f"vision {t['vision']:.2f} s · prefill {t['prefill']:.2f} s · generate {t['generate']:.2f} s")

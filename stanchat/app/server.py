@@ -1,0 +1,62 @@
+"""`launch(app, config, ...)`: serve a `build_app` result with the queue, limits and safe defaults.
+
+Defaults that matter for a model server: bind 127.0.0.1 (only this machine can connect) unless a
+host is given, no public share link unless asked, an upload size limit, one model call at a time
+with a bounded queue, no analytics, SSR or MCP server, and a theme on system fonts, so that the
+page itself makes no request beyond this server.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import gradio as gr
+
+from stanchat.app.config import DEFAULT_PORT, LOCALHOST, AppConfig
+from stanchat.errors import StanchatError
+
+logger = logging.getLogger(__name__)
+
+SYSTEM_FONTS = ("ui-sans-serif", "system-ui", "sans-serif")
+MONO_FONTS = ("ui-monospace", "monospace")
+# the strip: thumbnails smaller than gradio's 100 px minimum, so that eight fit in a row
+CSS = """
+#frames .grid-container { grid-template-columns: repeat(var(--grid-cols), minmax(56px, 1fr)) !important;
+                          grid-template-rows: none !important; grid-auto-rows: auto !important; }
+#header h2 { margin-bottom: 0; }
+"""
+
+
+def theme() -> gr.themes.Base:
+    """Gradio's default look on the system's fonts (no font download from the internet)."""
+    return gr.themes.Default(font=list(SYSTEM_FONTS), font_mono=list(MONO_FONTS))
+
+
+def launch(app: gr.Blocks, config: AppConfig, host: str = LOCALHOST, port: int = DEFAULT_PORT,
+           share: bool = False, block: bool = True, quiet: bool = False) -> str:
+    """Queue and serve `app`; returns the local URL. `block=False` returns at once (tests; close
+    with `app.close()`), `block=True` serves until interrupted."""
+    if host not in (LOCALHOST, "localhost", "::1"):
+        logger.warning("serving on %s: anyone who can reach this machine can use the model", host)
+    app.queue(max_size=config.queue_size, default_concurrency_limit=config.concurrency, api_open=False)
+    example_dirs = sorted({str(Path(path).parent) for path in config.examples})
+    try:
+        _, url, _ = app.launch(
+            server_name=host, server_port=port or _free_port(host), share=share, prevent_thread_lock=not block,
+            max_file_size=config.max_file_size, state_session_capacity=config.max_sessions,
+            allowed_paths=example_dirs, show_error=False, quiet=quiet,
+            ssr_mode=False, mcp_server=False, enable_monitoring=False, theme=theme(), css=CSS,
+        )
+    except OSError as err:
+        raise StanchatError(f"cannot serve on {host}:{port} ({err}); pass another --port or --host") from err
+    return url
+
+
+def _free_port(host: str) -> int:
+    """A port nobody listens on now (the OS picks it)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]

@@ -1,0 +1,87 @@
+"""Which frames a question attends to: Mug's text-to-frame weights from the VideoCLIP's text tower.
+
+The VideoCLIP whose STAN branch is grafted onto LLaVA also has CLIP's text tower. Scoring the
+question's tokens against the video's per-frame features with Mug's text-guided attention
+(paper Eq. 11-13, `stanchat.mug.text_to_frame_weights`) gives one weight per frame: the frames
+the question is about (paper Fig. 10). The video side is the VideoCLIP's own retrieval path
+(`VideoCLIP.encode_video`, its tower at its own image size), not the graft's LLaVA tower.
+
+Needs the text tower's tokenizer saved beside the STAN weights (`stanchat convert` copies it from
+the CLIP directory); without one, `FrameRelevance.from_directory` returns None and callers hide
+the feature.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stanchat.mug import text_to_frame_weights
+from stanchat.options import check_frames, check_question
+from stanchat.video import Preprocessor, VideoClip
+from stanchat.videoclip import VideoCLIP
+
+logger = logging.getLogger(__name__)
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")  # either marks a saved tokenizer
+PROCESSOR_FILE = "preprocessor_config.json"  # the CLIP image processor, when saved beside the weights
+
+
+class FrameRelevance:
+    """Mug text-to-frame weights for a VideoCLIP and its text tokenizer.
+
+    `frame_features(clip)` encodes a video's frames once ((T, P)); `weights(question, features)`
+    scores a question against them ((T,), summing to 1). `preprocessor` prepares frames at the
+    tower's own image size.
+    """
+
+    def __init__(self, videoclip: VideoCLIP, tokenizer: Any, preprocessor: Preprocessor | None = None):
+        self.videoclip = videoclip
+        self.tokenizer = tokenizer
+        size = videoclip.clip.config.vision_config.image_size
+        self.preprocessor = preprocessor or Preprocessor(size=size, crop_size=size)
+
+    @classmethod
+    def from_directory(cls, videoclip: VideoCLIP, directory: str | os.PathLike) -> "FrameRelevance | None":
+        """With the tokenizer (and image-processor config, if any) saved in `directory`, else None."""
+        directory = Path(directory)
+        if not any((directory / name).is_file() for name in TOKENIZER_FILES):
+            logger.info("no text tokenizer in %s: text-to-frame weights are off", directory)
+            return None
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+        size = videoclip.clip.config.vision_config.image_size
+        processor_file = directory / PROCESSOR_FILE
+        preprocessor = (Preprocessor.from_processor_config(processor_file, size=size, crop_size=size)
+                        if processor_file.is_file() else None)
+        return cls(videoclip, tokenizer, preprocessor)
+
+    @property
+    def device(self) -> torch.device:
+        return self.videoclip.clip.visual_projection.weight.device
+
+    @torch.no_grad()
+    def frame_features(self, clip: VideoClip) -> torch.Tensor:
+        """Per-frame features of a decoded video: (T, H, W, 3) uint8 -> (T, P) on the model's device."""
+        check_frames(clip.frames.shape[0], self.videoclip.config.stan.max_frames)
+        dtype = self.videoclip.clip.visual_projection.weight.dtype
+        pixels = self.preprocessor(clip).to(self.device, dtype)  # (1, T, 3, S, S)
+        return self.videoclip.encode_video(pixels)[0]  # (1, T, P) -> (T, P)
+
+    @torch.no_grad()
+    def weights(self, question: str, frame_features: torch.Tensor) -> torch.Tensor:
+        """The question's weight on each frame, (T,) float32 on the CPU, summing to 1 (Eq. 13)."""
+        positions = self.videoclip.clip.config.text_config.max_position_embeddings
+        batch = self.tokenizer(check_question(question), truncation=True, max_length=positions, return_tensors="pt")
+        ids, mask = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)  # (1, N)
+        tokens, _ = self.videoclip.encode_text(ids, mask)  # (1, N, P)
+        return text_to_frame_weights(tokens[0], mask[0], frame_features, tau=self.videoclip.config.logit_scale).cpu()
+
+    def __call__(self, clip: VideoClip, question: str) -> list[float]:
+        """One question against one decoded video: a weight per frame, in frame order."""
+        return self.weights(question, self.frame_features(clip)).tolist()

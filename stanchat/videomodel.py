@@ -1,0 +1,158 @@
+"""What stanchat's video-text models share, and the registry that tells them apart.
+
+Two models carry a STAN branch: `VideoCLIP` (HF CLIP towers; OpenAI/LAION CLIP weights, open_clip
+CLIP weights translated into HF layout) and `CoCaVideoCLIP` (open_clip CoCa towers run natively).
+Both save a directory with `config.json` (an `architecture` tag, the backbone config, the
+`STANConfig`) and `model.safetensors`, encode video as (B, T, P) frame features and text as
+(tokens (B, N, P), pooled (B, P)), and score them the same way (`VideoTextModel.similarity`).
+
+`load_video_model` reads `architecture` and dispatches through `ARCHITECTURES`;
+`video_model_from_open_clip` picks the class by open_clip's own rule for building a CoCa.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from stanchat.errors import WeightsError
+from stanchat.hub import resolve_model_dir
+from stanchat.stan import STANConfig
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+SCORING_MODES = ("mean", "mug", "mug-simple")
+
+# saved `architecture` -> "module:Class" (imported on first use, so neither model module imports the other)
+ARCHITECTURES = {
+    "stanchat.VideoCLIP": "stanchat.videoclip:VideoCLIP",
+    "stanchat.CoCaVideoCLIP": "stanchat.cocaclip:CoCaVideoCLIP",
+}
+
+
+class SavedConfig:
+    """Base of the model config dataclasses: JSON with an `architecture` tag and a nested STANConfig."""
+
+    architecture: ClassVar[str]  # the tag written to config.json; a key of ARCHITECTURES
+
+    def to_dict(self) -> dict:
+        return {"architecture": self.architecture, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        data = dict(data)
+        name = cls.architecture.split(".")[-1]
+        if data.pop("architecture", None) != cls.architecture:
+            raise WeightsError(f"config is not a stanchat {name} config (expected architecture {cls.architecture!r})")
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise WeightsError(f"unknown {name} config keys {sorted(unknown)}; is this file from a newer stanchat?")
+        return cls(**{**data, "stan": STANConfig(**data.get("stan", {}))})
+
+
+def read_config(directory: Path) -> dict:
+    """The parsed config.json of a saved model directory; missing files or bad JSON are one line."""
+    config_file, weights_file = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+    if not config_file.is_file() or not weights_file.is_file():
+        raise WeightsError(f"{directory} has no {CONFIG_NAME} + {WEIGHTS_NAME}; write one with save_pretrained "
+                           f"or `stanchat convert`")
+    try:
+        data = json.loads(config_file.read_text())
+    except json.JSONDecodeError as err:
+        raise WeightsError(f"{config_file} is not valid JSON ({err}); re-save the model") from err
+    if not isinstance(data, dict):
+        raise WeightsError(f"{config_file} holds a JSON {type(data).__name__}, not a model config; re-save the model")
+    return data
+
+
+class VideoTextModel(nn.Module):
+    """Base of the STAN video-text models: saving, loading and scoring. Subclasses set
+    `config_class` and implement `encode_video` and `encode_text`; `self.config` is a SavedConfig
+    with a `logit_scale`."""
+
+    config_class: ClassVar[type[SavedConfig]]
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, dtype: torch.dtype | None = None):
+        """Load a directory written by `save_pretrained` (or a hub id holding one)."""
+        directory = resolve_model_dir(name_or_path, f"{cls.__name__} model")
+        model = cls(cls.config_class.from_dict(read_config(directory)))
+        weights_file = directory / WEIGHTS_NAME
+        load_state_dict_strict(model, load_file(weights_file), str(weights_file))
+        return model.to(dtype) if dtype is not None else model
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write `config.json` and `model.safetensors` (contiguous copies, no shared storage)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, directory / WEIGHTS_NAME, metadata={"format": "pt", "architecture": self.config.architecture})
+        (directory / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        return directory
+
+    def similarity(self, text: tuple[torch.Tensor, torch.Tensor], text_mask: torch.Tensor,
+                   video_frames: torch.Tensor, mode: str = "mean", chunk_size: int | None = None) -> torch.Tensor:
+        """Cosine-scale similarity (Nt, Nv) between `encode_text` output and `encode_video` output.
+        `mode`: "mean" (mean over frames), "mug" (paper Eq. 11-18) or "mug-simple"."""
+        from stanchat.mug import mean_similarity, mug_similarity
+
+        if mode not in SCORING_MODES:
+            raise ValueError(f"unknown scoring mode {mode!r}; choose one of {', '.join(SCORING_MODES)}")
+        tokens, pooled = text
+        if mode == "mean":
+            return mean_similarity(pooled, video_frames)
+        mug_mode = "simple" if mode == "mug-simple" else "full"
+        return mug_similarity(tokens, text_mask, video_frames, tau=self.config.logit_scale, mode=mug_mode,
+                              chunk_size=chunk_size)
+
+
+def video_model_class(architecture: str, origin: str = "") -> type[VideoTextModel]:
+    """The model class registered for a saved `architecture` tag; unknown tags list the known ones
+    (`origin`, e.g. the config file, is named in that error)."""
+    if architecture not in ARCHITECTURES:
+        where = f" in {origin}" if origin else ""
+        raise WeightsError(f"unknown model architecture {architecture!r}{where}; known: {', '.join(ARCHITECTURES)}")
+    module, name = ARCHITECTURES[architecture].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def load_video_model(name_or_path: str | os.PathLike, dtype: torch.dtype | None = None) -> VideoTextModel:
+    """Load any saved stanchat video-text model (VideoCLIP or CoCaVideoCLIP), by the `architecture`
+    its config.json records."""
+    directory = resolve_model_dir(name_or_path, "stanchat video model")
+    architecture = read_config(directory).get("architecture")
+    return video_model_class(architecture, str(directory / CONFIG_NAME)).from_pretrained(directory, dtype)
+
+
+def video_model_from_open_clip(model_name: str, pretrained: str | None = None,
+                               stan: STANConfig | None = None) -> VideoTextModel:
+    """A fresh STAN branch on an open_clip model: CoCa configs build a CoCaVideoCLIP, CLIP configs a
+    VideoCLIP (weights translated into HF CLIP). Unknown names list the valid ones."""
+    from stanchat.convert.openclip import is_coca_config, open_clip_model_config
+
+    coca = is_coca_config(open_clip_model_config(model_name))
+    model_class = video_model_class("stanchat.CoCaVideoCLIP" if coca else "stanchat.VideoCLIP")
+    return model_class.from_open_clip(model_name, pretrained, stan)
+
+
+def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:
+    """Load weights, failing with the names of missing/unexpected keys and mismatched shapes."""
+    own = model.state_dict()
+    bad = [f"{k} {tuple(v.shape)} != {tuple(own[k].shape)}" for k, v in state.items() if k in own and v.shape != own[k].shape]
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if bad or missing or unexpected:
+        raise WeightsError(
+            f"weights in {origin} do not fit the model: "
+            + "; ".join(f"{name}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
+                        for name, keys in (("missing", missing), ("unexpected", unexpected), ("shape", bad)) if keys)
+        )
+    model.load_state_dict(state, strict=True)

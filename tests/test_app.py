@@ -1,0 +1,238 @@
+"""The chat app, driven over HTTP with gradio_client: upload, frames strip, streamed multi-turn chat,
+stop, regenerate, clear, compare, the Mug frame-weight plot, bad uploads and the server's limits.
+The app runs in this process on 127.0.0.1 on a free port, with a tiny model built in code (its
+answers are gibberish: the tests check the mechanics, not the words)."""
+
+import html
+import importlib.util
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+gr = pytest.importorskip("gradio")
+gradio_client = pytest.importorskip("gradio_client")
+
+from gradio_client import Client, handle_file  # noqa: E402
+
+from stanchat.app.config import AppConfig  # noqa: E402
+from stanchat.app.conversation import NO_VIDEO, STOPPED, WARNING  # noqa: E402
+from stanchat.app.server import launch  # noqa: E402
+from stanchat.app.ui import MODEL, build_app  # noqa: E402
+from stanchat.chat import load  # noqa: E402
+from stanchat.cli import main  # noqa: E402
+from stanchat.video import load_video  # noqa: E402
+from tests.tiny_app import app_models  # noqa: E402,F401  (fixture)
+
+# gradio's queue calls pandas options that pandas 3 deprecates; not ours to fix
+pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")
+
+FRAMES = 5
+L = 4  # tiny tower: 16 px frames, 8 px patches
+CONFIG = AppConfig(frames=FRAMES, max_new_tokens=10, max_duration=5.0, max_file_size="100KB", queue_size=4)
+
+
+@pytest.fixture(scope="module")
+def chat(app_models):
+    return load(llava=app_models["llava"], stan=app_models["stan"], device="cpu")
+
+
+@pytest.fixture(scope="module")
+def url(chat):
+    app = build_app(chat, CONFIG)
+    address = launch(app, CONFIG, port=0, block=False, quiet=True)
+    yield address
+    app.close()
+
+
+@pytest.fixture
+def client(url):
+    """A fresh browser tab: its own session, so its own conversation."""
+    return Client(url, verbose=False)
+
+
+def texts(messages):
+    """(role, text) of each chat message (the chat shows escaped plain text)."""
+    return [(m["role"], html.unescape("".join(part["text"] for part in m["content"]))) for m in messages]
+
+
+def open_video(client, path, frames=FRAMES, temporal="stan"):
+    strip, messages, _plot, info = client.predict(handle_file(path), frames, temporal, api_name="/load_video")
+    return strip, texts(messages), info
+
+
+def ask(client, question, max_new_tokens=10):
+    """Every streamed update of the chat, and the final outputs (chat, textbox, plot, info)."""
+    job = client.submit(question, max_new_tokens, 0.0, api_name="/ask")
+    updates = [texts(out[0]) for out in job]
+    return updates, job.result()
+
+
+def test_upload_shows_the_sampled_frames_with_timestamps(client, app_models):
+    strip, messages, info = open_video(client, app_models["video"])
+    assert messages == []
+    captions = [item["caption"] for item in strip["value"]]
+    assert len(captions) == FRAMES and all(Path(item["image"]).is_file() for item in strip["value"])
+    assert captions == [f"{t:.2f} s" for t in load_video(app_models["video"], frames=FRAMES).timestamps]
+    assert captions[0] == "0.25 s" and captions[-1] == "2.62 s"  # 3 s at 8 fps: segment middles
+    assert f"{FRAMES} frames → {L} video tokens" in info and "clip.mp4" in info
+
+
+def test_answers_stream_over_several_turns(client, app_models):
+    open_video(client, app_models["video"])
+    updates, (messages, textbox, _plot, info) = ask(client, "What moves?")
+    answers = [u[-1][1] for u in updates if u and u[-1][0] == "assistant"]
+    assert len(set(answers)) > 2  # the answer arrived in pieces, each a prefix of the next
+    assert all(b.startswith(a) for a, b in zip(answers, answers[1:]))
+    final = texts(messages)
+    assert final[0] == ("user", "What moves?") and final[1][0] == "assistant" and final[1][1]
+    assert textbox == "" and "last answer: `stan`" in info
+    _, (messages, *_) = ask(client, "And then?")
+    assert [role for role, _ in texts(messages)] == ["user", "assistant"] * 2
+    assert texts(messages)[:2] == final  # the first turn is kept as it was
+
+
+def test_plot_shows_the_question_weight_on_each_frame(client, app_models):
+    strip, _, _ = open_video(client, app_models["video"])
+    _, (_, _, plot, _) = ask(client, "Where is the square?")
+    rows = plot["value"]["data"]
+    assert [label for label, _ in rows] == [item["caption"] for item in strip["value"]] == plot["sort"]
+    assert sum(weight for _, weight in rows) == pytest.approx(1.0, abs=1e-6)
+    assert plot["visible"] is True and "“Where is the square?”" in plot["label"]
+
+
+def test_regenerate_answers_the_last_question_again(client, app_models):
+    open_video(client, app_models["video"])
+    ask(client, "First?")
+    _, (before, *_) = ask(client, "Second?")
+    messages, *_ = client.predict(10, 0.0, api_name="/regenerate")
+    assert texts(messages) == texts(before)  # greedy, and the replaced turn left the history
+
+
+def test_clear_forgets_the_conversation_and_keeps_the_video(client, app_models):
+    open_video(client, app_models["video"])
+    ask(client, "First?")
+    messages, _plot, info = client.predict(api_name="/clear")
+    assert messages == [] and f"{FRAMES} frames" in info
+    _, (messages, *_) = ask(client, "Again?")
+    assert len(messages) == 2
+
+
+class _Slow(StoppingCriteria):
+    """Never stops generation, but makes each step take 20 ms, so that 500 tokens take seconds."""
+
+    def __call__(self, input_ids, scores, **kwargs):
+        time.sleep(0.02)
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool)
+
+
+def test_stop_ends_generation_and_keeps_the_partial_answer(client, chat, app_models, monkeypatch):
+    generate = chat.llava.generate
+    monkeypatch.setattr(chat.llava, "generate", lambda **kw: generate(
+        **{**kw, "stopping_criteria": StoppingCriteriaList([*kw["stopping_criteria"], _Slow()])}))
+    open_video(client, app_models["video"])
+    job = client.submit("Tell me everything.", 500, 0.0, api_name="/ask")
+    for out in job:  # stop once the answer has started
+        if texts(out[0])[-1][1]:
+            client.predict(api_name="/stop")
+            break
+    messages = texts(job.result()[0])
+    assert messages[-1][1].endswith(STOPPED)
+    assert 0 < len(messages[-1][1].removesuffix(STOPPED)) < 500  # one character per token: far from the limit
+    assert not [t for t in threading.enumerate() if t.name == "stanchat-generate"]  # the thread ended
+
+
+def test_settings_resample_and_keep_the_conversation(client, app_models):
+    open_video(client, app_models["video"])
+    ask(client, "What moves?")
+    strip, messages, info = client.predict(3, "concat", api_name="/settings")
+    assert len(strip["value"]) == 3 and len(messages) == 2
+    assert f"3 frames → {3 * L} video tokens · `concat`" in info
+
+
+def test_compare_answers_two_ways_side_by_side(client, app_models):
+    open_video(client, app_models["video"])
+    a, b, info = client.predict("What moves?", "stan", FRAMES, "concat", 2, 10, 0.0, api_name="/compare")
+    assert a and b and not a.startswith(WARNING) and not b.startswith(WARNING)
+    assert f"**A** · last answer: `stan`, {FRAMES} frames, {L} video tokens" in info
+    assert f"**B** · last answer: `concat`, 2 frames, {2 * L} video tokens" in info
+
+
+@pytest.mark.parametrize("kind, says", [
+    ("text", "notes.txt"), ("truncated", "truncated.mp4"), ("noise", "noise.mp4"), ("long", "up to 5 s"),
+])
+def test_bad_uploads_are_a_message_in_the_chat(client, app_models, kind, says):
+    strip, messages, info = open_video(client, app_models[kind])
+    assert len(messages) == 1 and messages[0][0] == "assistant" and messages[0][1].startswith(WARNING)
+    assert says in messages[0][1] and "/tmp/gradio" not in messages[0][1]  # the file's name, not the server's path
+    assert not strip["value"] and info == ""
+    _, (messages, *_) = ask(client, "What happens?")  # the app lives on
+    assert texts(messages)[-1] == ("assistant", NO_VIDEO)
+    strip, _, _ = open_video(client, app_models["video"])
+    assert len(strip["value"]) == FRAMES
+
+
+def test_unexpected_errors_are_a_message_too(client, app_models, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("decoder exploded")
+
+    monkeypatch.setattr("stanchat.app.conversation.load_video", broken)
+    strip, messages, _ = open_video(client, app_models["video"])
+    assert messages == [("assistant", f"{WARNING}could not use this video (RuntimeError: decoder exploded)")]
+    assert not strip["value"]
+
+
+def test_uploads_over_the_size_limit_are_refused(client, tmp_path):
+    big = tmp_path / "big.mp4"
+    big.write_bytes(b"\0" * 200_000)  # CONFIG allows 100 KB
+    with pytest.raises(Exception, match="(?i)size|large|413"):
+        client.predict(handle_file(str(big)), FRAMES, "stan", api_name="/load_video")
+
+
+def test_model_events_share_one_queue_slot(chat):
+    app = build_app(chat, CONFIG)
+    queued = [fn for fn in app.fns.values() if fn.queue and fn.fn is not None]
+    assert {fn.name for fn in queued} >= {"open", "configure", "ask", "regenerate", "clear", "compare"}
+    assert all(fn.concurrency_id == MODEL for fn in queued)
+    stops = [fn for fn in app.fns.values() if fn.name == "stop"]
+    assert stops and not any(fn.queue for fn in stops)  # Stop must not wait behind what it stops
+
+
+def test_plot_stays_hidden_without_a_text_tower(chat, app_models):
+    no_text = load(llava=app_models["llava"], stan=app_models["stan_no_text"], device="cpu")
+    assert chat.relevance is not None and no_text.relevance is None
+    app = build_app(no_text, CONFIG)
+    (plot,) = [c for c in app.get_config_file()["components"] if c["props"].get("elem_id") == "weights"]
+    assert plot["props"]["visible"] is False
+    client = Client(launch(app, CONFIG, port=0, block=False, quiet=True), verbose=False)
+    try:
+        open_video(client, app_models["video"])
+        _, (messages, _, plot, _) = ask(client, "Where is the square?")
+    finally:
+        app.close()
+    assert texts(messages)[-1][1] and plot["visible"] is False
+
+
+def test_serve_binds_localhost_without_a_share_link_by_default(monkeypatch, app_models):
+    calls = []
+    monkeypatch.setattr("stanchat.app.server.launch", lambda app, config, **kw: calls.append((app, config, kw)))
+    assert main(["serve", "--llava", app_models["llava"], "--stan", app_models["stan"], "--device", "cpu"]) == 0
+    (app, config, kwargs), = calls
+    assert isinstance(app, gr.Blocks) and kwargs == {"host": "127.0.0.1", "port": 7860, "share": False}
+    limits = (config.concurrency, config.max_file_size, config.max_duration, config.max_sessions)
+    assert limits == (1, "200MB", 600.0, 32)
+
+
+def test_serve_and_demo_script_refuse_bad_settings_before_loading(capsys, app_models, tmp_path):
+    spec = importlib.util.spec_from_file_location("demo_app", Path(__file__).parents[1] / "demo" / "app.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    assert demo.build_app is build_app
+    for argv, says in ((["--frames", "0"], "--frames must be at least 1"),
+                       (["--concurrency", "0"], "--concurrency must be at least 1"),
+                       (["--examples", str(tmp_path / "missing")], "no such file or folder")):
+        assert demo.main([*argv, "--llava", "/nonexistent", "--stan", app_models["stan"]]) == 2
+        assert says in capsys.readouterr().err

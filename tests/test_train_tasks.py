@@ -1,0 +1,68 @@
+"""The task losses and validation metrics against direct computations on a tiny model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from stanchat.stan import STANConfig
+from stanchat.videoclip import VideoCLIP
+from tests.tiny import randomise, tiny_clip
+from training.tasks import ContrastiveTask, RecognitionTask, VideoTextForward, retrieval_recall
+
+
+@pytest.fixture(scope="module")
+def model() -> VideoCLIP:
+    model = VideoCLIP.from_clip(tiny_clip(), STANConfig(depth=2, drop_path_rate=0.0))
+    randomise(model.stan, seed=1)  # a non-identity branch
+    return model.eval()
+
+
+def batch(b: int = 3, n: int = 6) -> dict:
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, 90, (b, n), generator=gen)
+    ids[:, -1] = 98  # tests/tiny.py's CLIP (eos_token_id 2, HF's legacy rule) pools at the highest id
+    return {"pixel_values": torch.randn(b, 4, 3, 16, 16, generator=gen), "input_ids": ids,
+            "attention_mask": torch.ones(b, n, dtype=torch.long)}
+
+
+def test_contrastive_loss_is_symmetric_infonce_of_mean_cosines(model):
+    data = batch()
+    loss = ContrastiveTask(model, "mean").loss(VideoTextForward(model), data)
+    video = F.normalize(model.encode_video(data["pixel_values"]).mean(1), dim=-1)  # (B, P)
+    text = F.normalize(model.encode_text(data["input_ids"])[1], dim=-1)
+    logits = 100.0 * text @ video.T
+    labels = torch.arange(3)
+    expected = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    mug = ContrastiveTask(model, "mug").loss(VideoTextForward(model), data)
+    assert torch.isfinite(mug) and mug.item() != pytest.approx(loss.item())
+
+
+def test_recognition_loss_is_cross_entropy_over_class_embeddings(model):
+    data = batch(b=2)
+    class_text = {"input_ids": batch(b=4)["input_ids"], "attention_mask": torch.ones(4, 6, dtype=torch.long)}
+    task = RecognitionTask(model, "mean", class_text)
+    task.embed_classes()
+    labels = torch.tensor([3, 1])
+    loss = task.loss(VideoTextForward(model), {**data, "labels": labels})
+    video = F.normalize(model.encode_video(data["pixel_values"]).mean(1), dim=-1)
+    classes = F.normalize(model.encode_text(class_text["input_ids"])[1], dim=-1)
+    assert loss.item() == pytest.approx(F.cross_entropy(100.0 * video @ classes.T, labels).item(), rel=1e-5)
+
+
+def test_retrieval_recall_counts_each_clip_once():
+    keys = ["a", "a", "b", "c"]  # two captions of clip a
+    scores = torch.tensor([
+        [0.9, 0.9, 0.1, 0.2],  # caption of a: a first -> rank 1
+        [0.1, 0.1, 0.8, 0.3],  # caption of a: b first, a third -> rank 3
+        [0.2, 0.2, 0.1, 0.7],  # caption of b: c first, then a, then b -> rank 3
+        [0.3, 0.3, 0.2, 0.6],  # caption of c: rank 1
+    ])
+    metrics = retrieval_recall(scores, keys)
+    assert metrics["r1_t2v"] == pytest.approx(50.0) and metrics["r5_t2v"] == pytest.approx(100.0)
+    # video -> text: a's best caption is row 0 (0.9, rank 1); b's is row 2 (0.1, below rows 1, 0, 3: rank 4);
+    # c's is row 3 (0.6) below row 2 (0.7): rank 2
+    assert metrics["r1_v2t"] == pytest.approx(100 / 3)
+    assert (metrics["mdr_t2v"], metrics["mdr_v2t"]) == (2.0, 2.0)
