@@ -89,7 +89,13 @@ def write_card(recipe, out: Path, summary: dict) -> None:
     """README.md of the preset: provenance, sizes, measured answers and scores."""
     import dataclasses
 
-    lines = [
+    recipe_json = ["## Recipe", "", "```json", json.dumps(dataclasses.asdict(recipe), indent=1), "```", ""]
+    (out / "README.md").write_text("\n".join([*_provenance(recipe, summary), *_scores(summary), *recipe_json]))
+
+
+def _provenance(recipe, summary: dict) -> list[str]:
+    """The card's first part: how the preset was made, its time and size."""
+    return [
         "# stanchat `tiny` preset",
         "",
         "A genuine, tiny stanchat trained end to end on CPU by stanchat's own stack on the synthetic world",
@@ -109,7 +115,7 @@ def write_card(recipe, out: Path, summary: dict) -> None:
         f"   taught on {recipe.llava.stills} still images (motion drawn as a fading trail) and questions about them,"
         f" {recipe.llava.steps} steps. Never on video.",
         "4. The graft: stage 2's STAN beside stage 3's tower. Zero-shot video chat, no video instruction tuning.",
-        f"Half of the stills and videos show only 2 colours x 2 shapes (`focus_share`), so that contrastive learning",
+        "Half of the stills and videos show only 2 colours x 2 shapes (`focus_share`), so that contrastive learning",
         "needs the motion to tell captions apart.",
         "",
         f"{recipe.holdout} (colour, shape, motion) triples are held out of every stage; the scores below are on",
@@ -117,6 +123,12 @@ def write_card(recipe, out: Path, summary: dict) -> None:
             f"{k} {v:.0f}" for k, v in summary["times"].items()) + f" (stages total {sum(summary['times'].values()):.0f}).",
         f"Size: {summary['size_bytes'] / 2**20:.1f} MiB.",
         "",
+    ]
+
+
+def _scores(summary: dict) -> list[str]:
+    """The card's second part: the example answers and the held-out video QA."""
+    return [
         "## Answers to the bundled examples (\"What happens in this video?\")",
         "",
         *(f"- `{Path(a['video']).name}` (truth: {a['caption']}): stan -> \"{a['stan']}\", mean -> \"{a['mean']}\""
@@ -134,11 +146,4 @@ def write_card(recipe, out: Path, summary: dict) -> None:
         f"Direction questions: the STAN graft {summary['videoqa']['stan']['direction']:.1f}%, frame-mean"
         f" {summary['videoqa']['mean']['direction']:.1f}% (goal: graft >= 80%; see docs/RESULTS.md for why).",
         "",
-        "## Recipe",
-        "",
-        "```json",
-        json.dumps(dataclasses.asdict(recipe), indent=1),
-        "```",
-        "",
     ]
-    (out / "README.md").write_text("\n".join(lines))
