@@ -44,9 +44,14 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def load_chat(args: argparse.Namespace):
-    """`stanchat.load` from the parsed model arguments."""
+    """`stanchat.load` from the parsed model arguments. The terminal shows the answer, not
+    transformers' weight-loading progress bars (they stay on with --debug)."""
+    from transformers.utils import logging as hf_logging
+
     from stanchat.chat import load
 
+    if not args.debug:
+        hf_logging.disable_progress_bar()
     return load(args.model, llava=args.llava, stan=args.stan, device=args.device, dtype=args.dtype,
                 load_in_4bit=args.load_4bit, load_in_8bit=args.load_8bit)
 
