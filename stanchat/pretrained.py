@@ -17,6 +17,16 @@ from pathlib import Path
 
 from stanchat.errors import StanchatError, WeightsError
 
+# LLaVA-1.5's template (llava-hf): "USER: <image>\n{question} ASSISTANT: {answer} USER: ..."
+LLAVA_15_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] != 'system' %}{{ message['role'].upper() + ': ' }}{% endif %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' ' }}{% endfor %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+
 HOME_ENV = "STANCHAT_HOME"
 DEFAULT_HOME = "~/.cache/stanchat"
 STAN_FILES = ("config.json", "model.safetensors")  # what VideoCLIP.save_pretrained writes

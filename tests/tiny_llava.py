@@ -16,19 +16,11 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import (CLIPImageProcessor, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration,
                           LlavaProcessor, PreTrainedTokenizerFast)
 
+from stanchat.pretrained import LLAVA_15_CHAT_TEMPLATE
 from stanchat.stan import STANConfig
 from stanchat.videoclip import VideoCLIP
 from tests.tiny import randomise, tiny_clip, tiny_vision_config
 
-# LLaVA-1.5's template (llava-hf): "USER: <image>\n{question} ASSISTANT: {answer} USER: ..."
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if message['role'] != 'system' %}{{ message['role'].upper() + ': ' }}{% endif %}"
-    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}"
-    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' ' }}{% endfor %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
-)
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>"]
 IMAGE_SIZE, PATCH_SIZE = 16, 8  # L = 4 patches per frame
 VISION_LAYERS = 4  # feature layer -2 -> tower layer 2
@@ -57,7 +49,7 @@ def tiny_processor() -> LlavaProcessor:
     image_processor = CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},
                                          crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
     return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=PATCH_SIZE,
-                          vision_feature_select_strategy="default", chat_template=CHAT_TEMPLATE)
+                          vision_feature_select_strategy="default", chat_template=LLAVA_15_CHAT_TEMPLATE)
 
 
 def tiny_llava(strategy: str = "default", seed: int = 0, context: int = 512) -> LlavaForConditionalGeneration:

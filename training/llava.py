@@ -22,17 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from stanchat.pretrained import LLAVA_15_CHAT_TEMPLATE
+
 logger = logging.getLogger(__name__)
 
-# LLaVA-1.5's template (llava-hf): "USER: <image>\n{question} ASSISTANT: {answer} USER: ..."
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if message['role'] != 'system' %}{{ message['role'].upper() + ': ' }}{% endif %}"
-    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}"
-    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' ' }}{% endfor %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
-)
 SPECIALS = ("<unk>", "<s>", "</s>", "<pad>", "<image>")  # ids 0..4
 DESCRIBE = ("What happens in this image?", "What happens in this video?", "Describe what happens.")
 CHAT_WORDS = ("user", "assistant", ":", "system")  # what the template adds around the turns
@@ -101,7 +94,7 @@ def build_processor(tokenizer, image_size: int, patch_size: int, strategy: str =
     image_processor = CLIPImageProcessor(size={"shortest_edge": image_size},
                                          crop_size={"height": image_size, "width": image_size})
     return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
-                          vision_feature_select_strategy=strategy, chat_template=CHAT_TEMPLATE)
+                          vision_feature_select_strategy=strategy, chat_template=LLAVA_15_CHAT_TEMPLATE)
 
 
 def build_llava(clip_dir: str | Path, tokenizer, config: LlavaTrainConfig, feature_layer: int = -2,
