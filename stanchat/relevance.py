@@ -24,10 +24,10 @@ from stanchat.mug import text_to_frame_weights
 from stanchat.options import check_frames, check_question
 from stanchat.video import Preprocessor, VideoClip
 from stanchat.videoclip import VideoCLIP
+from stanchat.videomodel import has_text_tokenizer, load_text_tokenizer
 
 logger = logging.getLogger(__name__)
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")  # either marks a saved tokenizer
 PROCESSOR_FILE = "preprocessor_config.json"  # the CLIP image processor, when saved beside the weights
 
 
@@ -49,12 +49,10 @@ class FrameRelevance:
     def from_directory(cls, videoclip: VideoCLIP, directory: str | os.PathLike) -> "FrameRelevance | None":
         """With the tokenizer (and image-processor config, if any) saved in `directory`, else None."""
         directory = Path(directory)
-        if not any((directory / name).is_file() for name in TOKENIZER_FILES):
+        if not has_text_tokenizer(directory):
             logger.info("no text tokenizer in %s: text-to-frame weights are off", directory)
             return None
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(directory)
+        tokenizer = load_text_tokenizer(directory)
         size = videoclip.clip.config.vision_config.image_size
         processor_file = directory / PROCESSOR_FILE
         preprocessor = (Preprocessor.from_processor_config(processor_file, size=size, crop_size=size)

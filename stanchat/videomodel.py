@@ -156,3 +156,25 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], ori
                         for name, keys in (("missing", missing), ("unexpected", unexpected), ("shape", bad)) if keys)
         )
     model.load_state_dict(state, strict=True)
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")  # any one marks a saved tokenizer
+
+
+def has_text_tokenizer(directory: str | os.PathLike) -> bool:
+    """Whether a text tokenizer is saved in `directory`."""
+    return any((Path(directory) / name).is_file() for name in TOKENIZER_FILES)
+
+
+def load_text_tokenizer(directory: str | os.PathLike, source: str = ""):
+    """The text tokenizer saved beside a video-text model, else that of the CLIP it was built
+    from (`config.source`, a directory or hub id). One-line WeightsError naming the fix otherwise."""
+    from transformers import AutoTokenizer
+
+    directory = Path(directory)
+    if has_text_tokenizer(directory):
+        return AutoTokenizer.from_pretrained(directory)
+    if source:
+        return AutoTokenizer.from_pretrained(resolve_model_dir(source, "CLIP tokenizer"))
+    raise WeightsError(f"{directory} has no text tokenizer ({' or '.join(TOKENIZER_FILES)}); save the CLIP's "
+                       f"tokenizer there (tokenizer.save_pretrained('{directory}'))")

@@ -71,10 +71,10 @@ def test_the_bundled_stan_tells_which_way_time_runs(example):
 
     from stanchat.video import Preprocessor, load_video
     from stanchat.videoclip import VideoCLIP
-    from training.model import load_tokenizer
+    from stanchat.videomodel import load_text_tokenizer
     from training.recipes.tiny_results import frame_features
 
-    model, tokenizer = VideoCLIP.from_pretrained(PRESET / "stan").eval(), load_tokenizer(PRESET / "stan")
+    model, tokenizer = VideoCLIP.from_pretrained(PRESET / "stan").eval(), load_text_tokenizer(PRESET / "stan")
     *subject, motion = example["truth"].rsplit(" ", 1)
     words = {"left": "right", "right": "left", "up": "down", "down": "up", "grows": "shrinks", "shrinks": "grows"}
     captions = [example["truth"], " ".join([*subject, words[motion]])]

@@ -88,3 +88,14 @@ def test_frame_features_fuse_with_clips_last_layer_cls(end_layer):
         reference = model.clip.get_image_features(pixel_values=video.flatten(0, 1)).pooler_output
         torch.testing.assert_close(baseline, reference.reshape(2, 3, -1))
         assert not torch.allclose(model.encode_video(video), baseline)
+
+
+def test_text_tokenizer_is_found_beside_the_model_or_at_its_source(tmp_path):
+    from stanchat.videomodel import load_text_tokenizer
+    from training.tiny import write_tiny_backbone
+
+    with pytest.raises(WeightsError, match="has no text tokenizer"):
+        load_text_tokenizer(tmp_path)
+    write_tiny_backbone(tmp_path / "clip")
+    assert load_text_tokenizer(tmp_path / "clip").vocab_size > 0
+    assert load_text_tokenizer(tmp_path, source=str(tmp_path / "clip")).vocab_size > 0

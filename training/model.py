@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stanchat.errors import StanchatError
 from stanchat.videoclip import VideoCLIP
+from stanchat.videomodel import has_text_tokenizer, load_text_tokenizer
 from training.config import TrainConfig
 from training.tiny import TINY, write_tiny_backbone
 
@@ -23,12 +23,12 @@ def build_model(config: TrainConfig, resume_dir: Path | None) -> tuple[VideoCLIP
     elif model_config.pretrained:
         model = VideoCLIP.from_pretrained(model_config.pretrained)
         tokenizer_dir = Path(model_config.pretrained)
-        if not has_tokenizer(tokenizer_dir):
+        if not has_text_tokenizer(tokenizer_dir):
             tokenizer_dir = backbone_dir(model_config.clip, config.run.output_dir)
     else:
         clip_dir = backbone_dir(model_config.clip, config.run.output_dir)
         model, tokenizer_dir = VideoCLIP.from_clip_pretrained(str(clip_dir), model_config.stan), clip_dir
-    tokenizer = load_tokenizer(tokenizer_dir)
+    tokenizer = load_text_tokenizer(tokenizer_dir)
     set_trainable(model, freeze_clip=model_config.freeze_clip,
                   freeze_text=model_config.freeze_text or config.task == "recognition")
     model.set_gradient_checkpointing(model_config.gradient_checkpointing)
@@ -42,23 +42,10 @@ def backbone_dir(clip: str, output_dir: str) -> Path:
 
     if clip == TINY:
         directory = Path(output_dir) / "tiny-clip"
-        if not has_tokenizer(directory):
+        if not has_text_tokenizer(directory):
             write_tiny_backbone(directory)
         return directory
     return resolve_model_dir(clip, "CLIP model")
-
-
-def has_tokenizer(directory: Path) -> bool:
-    return (directory / "tokenizer.json").is_file() or (directory / "vocab.json").is_file()
-
-
-def load_tokenizer(directory: Path):
-    """The HF tokenizer saved with the weights (CLIPTokenizer for real CLIPs)."""
-    from transformers import AutoTokenizer
-
-    if not has_tokenizer(Path(directory)):
-        raise StanchatError(f"{directory} has no tokenizer (tokenizer.json or vocab.json); save the CLIP's tokenizer there")
-    return AutoTokenizer.from_pretrained(str(directory))
 
 
 def set_trainable(model: VideoCLIP, freeze_clip: bool, freeze_text: bool) -> None:

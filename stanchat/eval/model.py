@@ -64,11 +64,12 @@ def load_eval_model(name: str, device: "torch.device | str | None" = None) -> Ev
     import torch
 
     from stanchat.videoclip import VideoCLIP
+    from stanchat.videomodel import load_text_tokenizer
 
     directory, shown = resolve_model(name)
     device = torch.device(device) if device is not None else _default_device()
     model = VideoCLIP.from_pretrained(directory).eval().to(device)
-    return EvalModel(model=model, tokenizer=load_tokenizer(directory, model), directory=directory, name=shown,
+    return EvalModel(model=model, tokenizer=load_text_tokenizer(directory, model.config.source), directory=directory, name=shown,
                      fingerprint=fingerprint(directory), device=device)
 
 
@@ -76,22 +77,6 @@ def _default_device() -> "torch.device":
     from stanchat.eval.features import process_state
 
     return process_state().device
-
-
-def load_tokenizer(directory: Path, model) -> "transformers.PreTrainedTokenizerBase":
-    """The tokenizer saved beside the model, else that of the CLIP it was built from (config.source)."""
-    from transformers import AutoTokenizer
-
-    if (directory / "tokenizer_config.json").is_file() or (directory / "tokenizer.json").is_file():
-        return AutoTokenizer.from_pretrained(directory)
-    source = model.config.source
-    if source:
-        from stanchat.hub import resolve_model_dir
-
-        logger.info("no tokenizer in %s; using the one of its CLIP source %s", directory, source)
-        return AutoTokenizer.from_pretrained(resolve_model_dir(source, "CLIP tokenizer"))
-    raise WeightsError(f"{directory} has no tokenizer; save the CLIP tokenizer beside the model "
-                       f"(tokenizer.save_pretrained('{directory}'))")
 
 
 def check_tokens(model, tokens: int) -> int:

@@ -212,7 +212,7 @@ def stage1_clip(recipe: TinyRecipe, data: Path, out: Path) -> Path:
     """Image-text contrastive training of the CLIP on stills (one frame per sample). The run's
     video model has a one-layer STAN riding on the last layer; only its CLIP is kept."""
     from stanchat.videoclip import VideoCLIP
-    from training.model import load_tokenizer
+    from stanchat.videomodel import load_text_tokenizer
 
     backbone = write_backbone(recipe, out / "backbone")
     ckpt = run_training([
@@ -225,7 +225,7 @@ def stage1_clip(recipe: TinyRecipe, data: Path, out: Path) -> Path:
     ])
     clip_dir = out / "clip"
     VideoCLIP.from_pretrained(ckpt).clip.save_pretrained(clip_dir)
-    load_tokenizer(ckpt).save_pretrained(clip_dir)
+    load_text_tokenizer(ckpt).save_pretrained(clip_dir)
     return clip_dir
 
 
@@ -239,14 +239,14 @@ def stage2_init(recipe: TinyRecipe, clip_dir: Path, out: Path) -> Path:
 
     from stanchat.stan import STANConfig
     from stanchat.videoclip import VideoCLIP
-    from training.model import load_tokenizer
+    from stanchat.videomodel import load_text_tokenizer
 
     stan = STANConfig(depth=recipe.stan_depth, end_layer=recipe.feature_layer)
     torch.manual_seed(recipe.seed)
     model = VideoCLIP.from_clip(CLIPModel.from_pretrained(str(clip_dir)), stan, source=str(clip_dir))
     torch.nn.init.normal_(model.stan.time_embed.weight, std=recipe.time_embed_std)
     model.save_pretrained(out)
-    load_tokenizer(clip_dir).save_pretrained(out)
+    load_text_tokenizer(clip_dir).save_pretrained(out)
     return out
 
 

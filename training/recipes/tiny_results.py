@@ -99,9 +99,9 @@ def contrast(model_dir: Path, probe: Path, scoring: str, frame_mean: bool, frame
     import torch.nn.functional as F
 
     from stanchat.videoclip import VideoCLIP
-    from training.model import load_tokenizer
+    from stanchat.videomodel import load_text_tokenizer
 
-    model, tokenizer = VideoCLIP.from_pretrained(model_dir).eval(), load_tokenizer(model_dir)
+    model, tokenizer = VideoCLIP.from_pretrained(model_dir).eval(), load_text_tokenizer(model_dir)
     items = [json.loads(line) for line in probe.read_text().splitlines() if line.strip()]
     paths = [str(probe.parent / item["video"]) for item in items]
     fwd, bwd = encode_clips(model, paths, frames, frame_mean)
