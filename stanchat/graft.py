@@ -25,7 +25,7 @@ from transformers import LlavaForConditionalGeneration
 
 from stanchat.errors import WeightsError
 from stanchat.options import check_temporal
-from stanchat.stan import STAN, STANConfig, end_layer_for_feature_layer, run_video_tower, split_tokens
+from stanchat.stan import STAN, STANConfig, end_layer_for_feature_layer, fuse_frames, run_video_tower
 
 STRATEGIES = ("default", "full")  # LLaVA's vision_feature_select_strategy values
 
@@ -114,11 +114,9 @@ class Graft:
             if self.strategy == "default":
                 frames = frames[:, :, 1:]  # drop each frame's CLS, as LLaVA does per image
             return frames.flatten(1, 2)  # (B, T, S, D) -> (B, T*S, D), frames in time order
-        tokens = frames.mean(dim=1)  # (B, 1+L, D); exact identity at T = 1
         if branch is not None:
-            cls, patches = split_tokens(branch, t)  # (B, D), (B, T, L, D)
-            stan_tokens = torch.cat([cls[:, None], patches.mean(dim=1)], dim=1)  # (B, 1+L, D)
-            tokens = (tokens + stan_tokens.to(tokens.dtype)) / 2
+            frames = fuse_frames(hidden, branch, t)  # (B, T, 1+L, D)
+        tokens = frames.mean(dim=1)  # (B, 1+L, D); exact identity at T = 1 without STAN
         return tokens[:, 1:] if self.strategy == "default" else tokens
 
     @torch.no_grad()

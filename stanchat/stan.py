@@ -164,6 +164,18 @@ def split_tokens(x: torch.Tensor, num_frames: int) -> tuple[torch.Tensor, torch.
     return x[:, 0], patches
 
 
+
+def fuse_frames(hidden: torch.Tensor, branch: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """The graft's fusion, frame by frame: frame t's CLIP tokens of the end layer averaged with the
+    STAN's tokens of frame t (its CLS with the video CLS). Their mean over frames is the graft's
+    video tokens (DESIGN.md): `CLS = (mean_t CLIP CLS + STAN CLS) / 2`, `patch_l = (mean_t CLIP
+    patch_l + mean_t STAN patch_l) / 2`. hidden (B*T, 1+L, D), branch (B, 1+L*T, D) -> (B, T, 1+L, D)."""
+    cls, patches = split_tokens(branch, num_frames)  # (B, D), (B, T, L, D)
+    b = cls.shape[0]
+    stan = torch.cat([cls[:, None, None].expand(b, num_frames, 1, -1), patches], dim=2)  # (B, T, 1+L, D)
+    frames = hidden.reshape(b, num_frames, *hidden.shape[1:])  # (B*T, 1+L, D) -> (B, T, 1+L, D)
+    return (frames + stan.to(frames.dtype)) / 2
+
 class STAN(nn.Module):
     """The STAN branch: K (temporal, spatial) layer pairs plus a learned temporal embedding.
 

@@ -1,7 +1,7 @@
 """The video-text model: a HF CLIP text tower + vision tower with the STAN branch beside it.
 
 Per-frame video features follow DESIGN.md: `post_layernorm(CLIP last CLS + STAN CLS)` then the
-visual projection, (B, T, P). They are scored against text by mean pooling or by Mug.
+visual projection, (B, T, P) (a graft-ready STAN ending before the last layer: see `encode_video`). They are scored against text by mean pooling or by Mug.
 A saved model is a directory with `config.json` (this model's config, the CLIP config inside it)
 and `model.safetensors`; saving, loading and scoring live in `stanchat.videomodel`, shared with
 `stanchat.cocaclip.CoCaVideoCLIP` (open_clip CoCa towers).
@@ -19,7 +19,7 @@ from transformers import CLIPConfig, CLIPModel
 
 from stanchat.errors import WeightsError
 from stanchat.hub import resolve_model_dir
-from stanchat.stan import STAN, STANConfig, run_video_tower
+from stanchat.stan import STAN, STANConfig, fuse_frames, run_video_tower
 from stanchat.videomodel import (  # noqa: F401  (re-exported: older callers import these from here)
     CONFIG_NAME,
     SCORING_MODES,
@@ -94,17 +94,38 @@ class VideoCLIP(VideoTextModel):
 
     def encode_video(self, pixel_values: torch.Tensor, with_stan: bool = True) -> torch.Tensor:
         """Per-frame video features. pixel_values (B, T, 3, H, W) -> (B, T, P), unnormalised.
-        `with_stan=False` skips the branch: CLIP's own image feature of each frame (the baseline)."""
+        `with_stan=False` skips the branch: CLIP's own image feature of each frame (the baseline).
+
+        A STAN ending at CLIP's last layer joins at its CLS: `post_layernorm(CLIP CLS + STAN CLS)`
+        (DESIGN.md, the released weights). A graft-ready STAN ends earlier, at the layer LLaVA reads;
+        it is read the way the graft reads it: each frame's fused tokens (`fuse_frames`, whose mean
+        over frames is exactly what the graft hands the LLM) run through CLIP's remaining layers, so
+        contrastive training shapes the very tokens the LLM will see, and in CLIP's own terms."""
         vision = self.clip.vision_model
-        last, branch = run_video_tower(vision, self.stan if with_stan else None, pixel_values, self.end)
-        # a graft-ready STAN ends before the last layer; CLIP's own CLS still comes from its last one
-        for layer in vision.encoder.layers[self.end + 1 :]:
-            last = layer(last, None)
         b, t = pixel_values.shape[:2]
-        cls = last[:, 0].reshape(b, t, -1)  # (B*T, D) -> (B, T, D)
+        hidden, branch = run_video_tower(vision, self.stan if with_stan else None, pixel_values, self.end)
+        if branch is not None and self.end < len(vision.encoder.layers) - 1:
+            hidden, branch = fuse_frames(hidden, branch, t).flatten(0, 1), None  # (B*T, 1+L, D)
+        for layer in vision.encoder.layers[self.end + 1 :]:
+            hidden = layer(hidden, None)
+        cls = hidden[:, 0].reshape(b, t, -1)  # (B*T, D) -> (B, T, D)
         if branch is not None:
             cls = cls + branch[:, None, 0]  # + STAN CLS (B, 1, D)
         return self.clip.visual_projection(vision.post_layernorm(cls))
+
+    def still_gap(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """How far the graft's tokens of a clip that does not move are from the tower's tokens of its
+        one image: each clip's first frame is held for all T frames and the per-frame fused tokens
+        are compared with CLIP's end-layer tokens of that frame (mean squared error over the mean
+        squared token, so the scale of the tower does not matter). Trained towards 0 (`still_weight`
+        in training), it keeps a graft's tokens in the image distribution the LLM's projector was
+        taught on, so a video differs from an image only by what moves. pixel_values (B, T, 3, H, W) -> ()."""
+        t = pixel_values.shape[1]
+        still = pixel_values[:, :1].expand_as(pixel_values)  # (B, T, 3, H, W), frame 0 held
+        hidden, branch = run_video_tower(self.clip.vision_model, self.stan, still, self.end)
+        target = hidden.reshape(-1, t, *hidden.shape[1:])[:, :1].detach()  # (B, 1, 1+L, D): one frame
+        fused = fuse_frames(hidden, branch, t)  # (B, T, 1+L, D)
+        return (fused - target).square().mean() / target.square().mean()
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor]:

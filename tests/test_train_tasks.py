@@ -66,3 +66,16 @@ def test_retrieval_recall_counts_each_clip_once():
     # c's is row 3 (0.6) below row 2 (0.7): rank 2
     assert metrics["r1_v2t"] == pytest.approx(100 / 3)
     assert (metrics["mdr_t2v"], metrics["mdr_v2t"]) == (2.0, 2.0)
+
+
+def test_still_weight_adds_the_graft_still_gap_to_the_contrastive_loss():
+    graft_ready = VideoCLIP.from_clip(tiny_clip(), STANConfig(depth=2, end_layer=-2, drop_path_rate=0.0))
+    randomise(graft_ready.stan, seed=1)
+    graft_ready.eval()
+    forward, data = VideoTextForward(graft_ready), batch()
+    with torch.no_grad():
+        plain = ContrastiveTask(graft_ready, "mug").loss(forward, data)
+        weighted = ContrastiveTask(graft_ready, "mug", still_weight=0.5).loss(forward, data)
+        gap = graft_ready.still_gap(data["pixel_values"])
+    assert gap > 0
+    torch.testing.assert_close(weighted, plain + 0.5 * gap)

@@ -32,6 +32,7 @@ class ModelConfig:
     freeze_text: bool = False  # keep the text tower fixed (recognition always does: class embeddings are computed once)
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% more compute
     scoring: str = "mean"  # video-text score in the loss and in validation: mean | mug | mug-simple
+    still_weight: float = 0.0  # graft-ready STAN: weight of the still-video loss (`VideoCLIP.still_gap`) added to the contrastive one; 0 = off
 
 
 @dataclass

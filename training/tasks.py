@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,11 +21,22 @@ from stanchat.mug import contrastive_loss, gather_features
 from stanchat.videoclip import VideoCLIP
 
 
+class Encoded(NamedTuple):
+    """What `VideoTextForward` returns: frames (B, T, P); tokens (B, N, P) and pooled (B, P), None
+    without text; still_gap () (`VideoCLIP.still_gap`), None unless asked for."""
+
+    frames: torch.Tensor
+    tokens: torch.Tensor | None = None
+    pooled: torch.Tensor | None = None
+    still_gap: torch.Tensor | None = None
+
+
 class VideoTextForward(nn.Module):
-    """One `forward` for DDP / FSDP to wrap: clips and captions -> features.
+    """One `forward` for DDP / FSDP to wrap: clips and captions -> `Encoded` features.
 
     pixel_values (B, T, 3, H, W) -> frames (B, T, P); input_ids (B, N) -> tokens (B, N, P),
-    pooled (B, P). Without input_ids only the video tower runs.
+    pooled (B, P). Without input_ids only the video tower runs; `still=True` also measures the
+    graft's still-video gap, in the same forward so that DDP sees one graph per step.
     """
 
     def __init__(self, model: VideoCLIP):
@@ -31,12 +44,13 @@ class VideoTextForward(nn.Module):
         self.model = model
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None):
+                attention_mask: torch.Tensor | None = None, still: bool = False) -> Encoded:
         frames = self.model.encode_video(pixel_values)
+        gap = self.model.still_gap(pixel_values) if still else None
         if input_ids is None:
-            return frames, None, None
+            return Encoded(frames, still_gap=gap)
         tokens, pooled = self.model.encode_text(input_ids, attention_mask)
-        return frames, tokens, pooled
+        return Encoded(frames, tokens, pooled, gap)
 
 
 class ContrastiveTask:
@@ -44,19 +58,22 @@ class ContrastiveTask:
 
     needs_text = True
 
-    def __init__(self, model: VideoCLIP, scoring: str):
-        self.model, self.scoring = model, scoring
+    def __init__(self, model: VideoCLIP, scoring: str, still_weight: float = 0.0):
+        self.model, self.scoring, self.still_weight = model, scoring, still_weight
 
     def to(self, device: torch.device) -> "ContrastiveTask":
         """Nothing to move: the task holds no tensors."""
         return self
 
     def loss(self, forward: nn.Module, batch: dict) -> torch.Tensor:
-        frames, tokens, pooled = forward(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
+        """InfoNCE, plus `still_weight` x the still-video gap of the batch's clips when it is set."""
+        out = forward(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], still=self.still_weight > 0)
         # every process scores its texts against the videos of all processes and vice versa
-        frames, tokens, pooled, mask = (gather_features(x) for x in (frames, tokens, pooled, batch["attention_mask"]))
+        frames, tokens, pooled, mask = (gather_features(x) for x in (out.frames, out.tokens, out.pooled,
+                                                                      batch["attention_mask"]))
         scores = self.model.similarity((tokens, pooled), mask, frames, mode=self.scoring)  # (B, B) text x video
-        return contrastive_loss(self.model.config.logit_scale * scores)
+        loss = contrastive_loss(self.model.config.logit_scale * scores)
+        return loss if out.still_gap is None else loss + self.still_weight * out.still_gap
 
     @torch.no_grad()
     def validate(self, forward: nn.Module, batches, device: torch.device) -> dict[str, float]:
@@ -65,8 +82,8 @@ class ContrastiveTask:
         for batch in batches:
             if batch["size"] == 0:  # every clip of this batch failed to decode
                 continue
-            f, t, p = forward(batch["pixel_values"].to(device), batch["input_ids"].to(device),
-                              batch["attention_mask"].to(device))
+            f, t, p, _ = forward(batch["pixel_values"].to(device), batch["input_ids"].to(device),
+                                 batch["attention_mask"].to(device))
             frames.append(f.float()), tokens.append(t.float()), pooled.append(p.float())
             masks.append(batch["attention_mask"].to(device)), keys.extend(batch["videos"])
         text = (torch.cat(tokens), torch.cat(pooled))  # captions are padded to max_tokens, so N agrees
@@ -130,7 +147,7 @@ class RecognitionTask:
         return self.model.config.logit_scale * scores.T
 
     def loss(self, forward: nn.Module, batch: dict) -> torch.Tensor:
-        frames, _, _ = forward(batch["pixel_values"])
+        frames = forward(batch["pixel_values"]).frames
         return F.cross_entropy(self.logits(frames), batch["labels"])
 
     @torch.no_grad()
@@ -142,7 +159,7 @@ class RecognitionTask:
         for batch in batches:
             if batch["size"] == 0:
                 continue
-            frames, _, _ = forward(batch["pixel_values"].to(device))
+            frames = forward(batch["pixel_values"].to(device)).frames
             logits.append(self.logits(frames.float()).cpu())
             labels.append(batch["labels"])
         logits, labels = torch.cat(logits).numpy(), torch.cat(labels).numpy()
