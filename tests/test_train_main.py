@@ -69,7 +69,8 @@ def test_recognition_trains_video_tower_only(world, tiny_backbone, tmp_path):
 
 def test_graft_setting_trains_stan_only(world, tiny_backbone, tmp_path):
     args = tiny_args(world, tiny_backbone, tmp_path, "model.freeze_clip=true", "model.stan.end_layer=-2",
-                     "model.gradient_checkpointing=true", "data.val_split=", "optim.accumulation_steps=2")
+                     "model.gradient_checkpointing=true", "data.val_split=", "optim.accumulation_steps=2",
+                     "model.still_weight=3.0")
     assert main(args) == 0
     start = VideoCLIP.from_clip_pretrained(str(tiny_backbone), VideoCLIP.from_pretrained(
         checkpoint.checkpoint_dir(tmp_path, 2)).config.stan).state_dict()

@@ -2,10 +2,11 @@
 
     python -m training.recipes.tiny --out runs/tiny-recipe [--seed 0] [--set key=value ...]
 
-1. a tiny CLIP (HF CLIP classes, 64 px, patch 8) trained image-text contrastively on still images
+1. a tiny CLIP (HF CLIP classes, 64 px, patch 16) trained image-text contrastively on still images
    (`training.train`, task `pretrain`, one frame per sample);
 2. Mug-STAN post-pretraining on synthetic videos in the graft-ready setting: the CLIP frozen, the
    STAN ending at LLaVA's feature layer (`model.stan.end_layer=-2`), Mug scoring (`training.train`);
+   the loss reads the graft's own tokens, and a still-video loss keeps them image-like (`still_weight`);
 3. a tiny LLaVA (that CLIP tower frozen, a projector, a small Llama from scratch) taught on still
    images and conversations about them, never on video (`training.llava`);
 4. the graft: stage 2's STAN beside stage 3's tower, zero-shot video chat. The preset directory
@@ -59,11 +60,11 @@ class TinyRecipe:
     stills_through_graft: bool = False  # stage 3 encodes stills with the grafted encoder (STAN at T = 1), not the bare tower
     stan_depth: int = 2  # stage 2: STAN layers, ending at LLaVA's feature layer
     time_embed_std: float = 1.0  # stage 2: init std of STAN's temporal embedding (see stage2_init)
-    stan_steps: int = 300  # stage 2: optimizer steps
+    stan_steps: int = 500  # stage 2: optimizer steps
     stan_batch: int = 16  # stage 2: clips per step
     stan_lr: float = 5e-3  # stage 2: STAN peak lr (CLIP frozen)
     scoring: str = "mug"  # stage 2: mug | mean | mug-simple
-    still_weight: float = 1.0  # stage 2: weight of the still-video loss keeping the graft's tokens image-like (VideoCLIP.still_gap)
+    still_weight: float = 3.0  # stage 2: weight of the still-video loss keeping the graft's tokens image-like (VideoCLIP.still_gap)
     distractor_prob: float = 0.0  # stage 2: chance of an uncaptioned extra segment
     noise_prob: float = 0.0  # stage 2: chance of noise words in a caption
     focus_share: float = 0.5  # share of stills whose actors come from 2 colours x 2 shapes (see focus_world)

@@ -110,6 +110,9 @@ def _provenance(recipe, summary: dict) -> list[str]:
         f" CLIP frozen, scoring `{recipe.scoring}`,",
         f"   temporal embedding drawn at std {recipe.time_embed_std}) on {recipe.videos} synthetic videos,"
         f" {recipe.frames} frames, {recipe.stan_steps} steps.",
+        "   The loss reads the tokens the graft will hand the LLM (each frame's CLIP and STAN tokens averaged, then",
+        f"   CLIP's remaining layer), plus {recipe.still_weight} x the still-video loss: a clip that does not move must give",
+        "   the image's own tokens (`VideoCLIP.still_gap`).",
         f"3. LLaVA (transformers classes: that CLIP tower frozen, projector, {recipe.llava.layers}-layer Llama of width"
         f" {recipe.llava.width} from scratch)",
         f"   taught on {recipe.llava.stills} still images (motion drawn as a fading trail) and questions about them,"
