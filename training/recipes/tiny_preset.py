@@ -147,6 +147,13 @@ def _scores(summary: dict) -> list[str]:
           for t, q in summary["videoqa"].items()),
         "",
         f"Direction questions: the STAN graft {summary['videoqa']['stan']['direction']:.1f}%, frame-mean"
-        f" {summary['videoqa']['mean']['direction']:.1f}% (goal: graft >= 80%; see docs/RESULTS.md for why).",
+        f" {summary['videoqa']['mean']['direction']:.1f}% (goal: graft >= 80%; see docs/RESULTS.md).",
+        "",
+        "Free description of the same clips (\"What happens in this video?\" against the caption or its reversed twin):",
+        "",
+        "| temporal | whole sentence | colour | shape | motion |",
+        "|---|---|---|---|---|",
+        *(f"| {t} | {q['describe_exact']:.1f}% | {q['describe_colour']:.1f}% | {q['describe_shape']:.1f}% |"
+          f" {q['describe_motion']:.1f}% |" for t, q in summary["videoqa"].items()),
         "",
     ]

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 DIRECTION_Q, SIZE_Q = "Which way does", "grow or shrink?"
+DESCRIBE = "What happens in this video?"
 
 
 def load_preset(preset: Path):
@@ -46,7 +47,9 @@ def video_qa(preset: Path, probe: Path, temporal: str, frames: int, limit: int =
     """Exact-match accuracy (%) of the chat model's one-word answers to the probe's direction and
     size questions ("Which way does the red circle move?"), asked about every clip played forwards
     (truth: `answer`) and backwards (truth: `reversed_answer`), so that a model blind to time gets at
-    most 50% whatever its biases. `limit` > 0 caps the number of clips."""
+    most 50% whatever its biases; and its free description of the same clips ("What happens in this
+    video?" against the caption, or its reversed twin): whole sentence, colour, shape and motion
+    words (`describe_*`). `limit` > 0 caps the number of clips."""
     from dataclasses import replace
 
     from stanchat.video import load_video
@@ -55,17 +58,31 @@ def video_qa(preset: Path, probe: Path, temporal: str, frames: int, limit: int =
     items = [json.loads(line) for line in probe.read_text().splitlines() if line.strip()]
     items = [i for i in items if "question" in i][: limit or None]
     hits = {"direction": [], "size": []}
+    described = {"exact": [], "colour": [], "shape": [], "motion": []}
     for item in items:
         clip = load_video(str(probe.parent / item["video"]), frames=frames)
         backwards = replace(clip, frames=clip.frames[::-1].copy())
         kind = "direction" if item["question"].startswith(DIRECTION_Q) else "size"
-        for video, truth in ((clip, item["answer"]), (backwards, item["reversed_answer"])):
+        for video, truth, caption in ((clip, item["answer"], item["caption"]),
+                                      (backwards, item["reversed_answer"], item["reversed_caption"])):
             answer = chat.ask(video, item["question"], frames=frames, temporal=temporal, max_new_tokens=4).text
             hits[kind].append(answer.strip().lower() == truth)
+            description = chat.ask(video, DESCRIBE, frames=frames, temporal=temporal, max_new_tokens=12).text
+            for part, ok in compare_description(description, caption).items():
+                described[part].append(ok)
     total = hits["direction"] + hits["size"]
     return {"clips": len(items), "questions": len(total), "accuracy": 100.0 * sum(total) / max(len(total), 1),
             **{k: 100.0 * sum(v) / max(len(v), 1) for k, v in hits.items()},
+            **{f"describe_{k}": 100.0 * sum(v) / max(len(v), 1) for k, v in described.items()},
             "counts": {k: len(v) for k, v in hits.items()}}
+
+
+def compare_description(description: str, caption: str) -> dict[str, bool]:
+    """Which parts of a one-event caption ("a red circle moves left": article, colour, shape,
+    motion words) a description gets right, and whether it is the caption exactly."""
+    said, truth = description.strip().lower().split(), caption.split()
+    return {"exact": said == truth, "colour": said[1:2] == truth[1:2], "shape": said[2:3] == truth[2:3],
+            "motion": said[3:] == truth[3:]}
 
 
 def encode_clips(model, paths: list[str], frames: int, frame_mean: bool, batch: int = 16):
