@@ -27,7 +27,8 @@ def _verdict(figure: Figure) -> str:
     return "" if figure.met is None else ("met" if figure.met else "**missed**")
 
 
-def _load(value: float | None) -> str:
+def load_text(value: float | None) -> str:
+    """A load average for the page ("?" where the OS gave none)."""
     return "?" if value is None else f"{value:.2f}"
 
 
@@ -35,11 +36,11 @@ def area(run: Run) -> list[str]:
     """The section of one benchmark: heading, how it ran, its table, its notes."""
     result = run.result
     lines = [f"## {result.title}", ""]
-    if result.status != "ok":
-        lines += [f"Not measured ({result.status}): {result.reason}. Command: `{run.command}`", ""]
-        return lines
-    lines += [f"{result.setup}. Took {run.seconds:.0f} s; load average {_load(run.load[0])} before, "
-              f"{_load(run.load[1])} after.", ""]
+    if result.status != "ok":  # its notes name the targets it would have judged
+        judged = f" Targets not judged: {'; '.join(result.notes)}." if result.notes else ""
+        return lines + [f"Not measured ({result.status}): {result.reason}.{judged} Command: `{run.command}`", ""]
+    lines += [f"{result.setup}. Took {run.seconds:.0f} s; load average {load_text(run.load[0])} before, "
+              f"{load_text(run.load[1])} after.", ""]
     devices = any(figure.device for figure in result.figures)
     header = ["figure", "measured", "details", "target", "", *(["device"] if devices else []), "re-measure"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -62,9 +63,9 @@ def targets(runs: list[Run]) -> list[str]:
     for result, figure in rows:
         cells = [result.title, figure.label, figure.text(), figure.target.text(figure.unit), _verdict(figure)]
         lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
-    not_run = [run.result for run in runs if run.result.status != "ok"]
-    for result in not_run:
-        lines.append(f"| {_cell(result.title)} | not measured: {_cell(result.reason)} | | | |")
+    for result in (run.result for run in runs if run.result.status != "ok"):  # notes: the targets it judges
+        for target in result.notes or ["(its figures)"]:
+            lines.append(f"| {_cell(result.title)} | {_cell(target)} | not measured: {_cell(result.reason)} | | |")
     return lines + [""]
 
 

@@ -21,17 +21,11 @@ from pathlib import Path
 from benchmarks import BENCHMARKS, Benchmark, get_benchmark
 from benchmarks.common import load_average
 from benchmarks.machine import describe, gpu_name
-from benchmarks.page import Run, render
+from benchmarks.page import Run, load_text, render
 from benchmarks.results import Result
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_GPU = "no GPU on this machine"
-TITLES = {  # headings of benchmarks that did not run far enough to name themselves
-    "stan_overhead": "STAN overhead (CLIP + STAN vs CLIP, one video)", "prefill": "LLM prefill of a video (stan vs concat)",
-    "decode": "Video decoding (sampling 16 frames)", "eval_memory": "Mug scoring memory",
-    "train_throughput": "Training throughput (one Mug-STAN training step)", "ask": "End-to-end `stanchat ask`",
-    "startup": "Start-up (`stanchat --help`)", "gpu": "GPU: LLaVA-1.5-7B + CLIP-L/14-336 shapes, random weights",
-}
 
 
 def command(benchmark: Benchmark, quick: bool) -> list[str]:
@@ -44,7 +38,7 @@ def run_one(benchmark: Benchmark, quick: bool, has_gpu: bool, timeout: float) ->
     argv = command(benchmark, quick)
     shown = shlex.join(argv)
     if benchmark.gpu and not has_gpu:
-        result = Result(benchmark.name, TITLES[benchmark.name], status="skipped", reason=NO_GPU)
+        result = Result(benchmark.name, benchmark.title, notes=list(benchmark.targets), status="skipped", reason=NO_GPU)
         return Run(result, shown, 0.0, (load_average(), load_average()))
     print(f"\n=== {shown}", flush=True)
     before, started = load_average(), time.perf_counter()
@@ -55,7 +49,8 @@ def run_one(benchmark: Benchmark, quick: bool, has_gpu: bool, timeout: float) ->
             result = Result.load(out)
         else:
             reason = f"exit status {rc}: {tail[-1] if tail else 'no output'}" if rc is not None else f"over {timeout:.0f} s"
-            result = Result(benchmark.name, TITLES[benchmark.name], status="failed", reason=reason)
+            result = Result(benchmark.name, benchmark.title, notes=list(benchmark.targets), status="failed",
+                            reason=reason)
     return Run(result, shown, time.perf_counter() - started, (before, load_average()))
 
 
@@ -94,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before, gpu = load_average(), gpu_name()
     machine = describe(ROOT, gpu)
     runs = [run_one(benchmark, args.quick, bool(gpu), args.timeout) for benchmark in selected]
-    machine["load average (1 min)"] = f"{load_before} before the run, {load_average()} after"
+    machine["load average (1 min)"] = f"{load_text(load_before)} before the run, {load_text(load_average())} after"
     suite = shlex.join(["python", "-m", "benchmarks", *(sys.argv[1:] if argv is None else argv)])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
