@@ -3,7 +3,8 @@
     python benchmarks/ask.py [--repeats 3] [--frames 16] [--video examples/blue-triangle-left.mp4]
 
 Measured in one run: the whole command (`stanchat ask VIDEO QUESTION --model tiny --json`) in fresh
-processes, so interpreter start, imports and model loading count; the model load
+processes, so interpreter start, imports and model loading count; `import stanchat.chat` (torch,
+transformers and the rest of what answering needs) in fresh processes; the model load
 (`stanchat.load("tiny")`) on its own; and one answer's decode / vision / prefill / generate / total
 from `Answer.timings`, with `--temporal stan` and `--temporal mean` taking turns (after one warm-up
 round) so that their vision and prefill times compare on equal terms. Medians of the repeats.
@@ -59,6 +60,17 @@ def command_seconds(args: argparse.Namespace) -> tuple[list[float], dict]:
     return seconds, answer
 
 
+def import_seconds(repeats: int) -> list[float]:
+    """Wall seconds of `python -c "import stanchat.chat"` in fresh processes: what every answering
+    process imports before it can load a model."""
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import stanchat.chat"], cwd=ROOT, check=True)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
 def load_seconds(args: argparse.Namespace):
     """Seconds of each of `repeats` loads of the model in this process, and the last model."""
     import stanchat
@@ -92,17 +104,22 @@ def measure(args: argparse.Namespace) -> Result:
     import torch
 
     command, cli_answer = command_seconds(args)
+    imports = import_seconds(args.repeats)
     loads, chat = load_seconds(args)
     runs = answer_timings(chat, args)
     device = chat.vision_device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(torch.get_num_threads())
     result = Result("ask", f"End-to-end `stanchat ask` ({args.model} preset)",
-                    data={"command": command, "cli_answer": cli_answer, "loads": loads, "runs": runs},
+                    data={"command": command, "cli_answer": cli_answer, "imports": imports, "loads": loads,
+                          "runs": runs},
                     setup=f"{Path(args.video).name}, {args.frames} frames, \"{args.question}\", greedy, on {name}; "
                           f"median of {args.repeats}")
     result.figures.append(Figure("whole command, fresh process (`stanchat ask ... --json`)",
                                  statistics.median(command), "s", detail="interpreter, imports, load and answer"))
-    result.figures.append(Figure(f"model load (`stanchat.load(\"{args.model}\")`)", statistics.median(loads), "s"))
+    result.figures.append(Figure("imports, fresh process (`python -c \"import stanchat.chat\"`)",
+                                 statistics.median(imports), "s", detail="interpreter, torch, transformers, stanchat"))
+    result.figures.append(Figure(f"model load (`stanchat.load(\"{args.model}\")`)", statistics.median(loads), "s",
+                                 detail=f"the first in this process took {loads[0]:.2f} s"))
     first = args.modes[0]
     median = {mode: {key: statistics.median(r[key] for r in rows) for key in rows[0]} for mode, rows in runs.items()}
     for part in PARTS:

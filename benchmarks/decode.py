@@ -283,7 +283,7 @@ def _result(data: dict) -> Result:
     decoded = min(count, args["frames"] * args["gop"] // 2)  # a sample lies gop/2 frames after its keyframe on average
     for key, what in BASELINES.items():
         wall, cpu = _best(results[key]), min(results[key]["cpu"])
-        bound = f"; seeking decodes ~{decoded} of {count} frames, so at most ~{count / decoded:.1f}x" if key == "scan" else ""
+        bound = f"; seeking decodes ~{decoded} of {count} frames ({count / decoded:.1f}x fewer)" if key == "scan" else ""
         result.figures.append(Figure(f"seeking vs {what} (speed-up, PyAV)", wall / seek, "x",
                                      SPEEDUP_TARGET if key == "read-all" else None,
                                      detail=f"{wall:.2f} s vs {seek:.2f} s wall; {cpu / seek_cpu:.1f}x in CPU time{bound}"))
