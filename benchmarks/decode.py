@@ -18,19 +18,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: its stanchat and benchmarks
 
+from benchmarks.common import MIB, load_average, parser, peak_rss_bytes, run  # noqa: E402
+from benchmarks.results import Figure, Result, Target  # noqa: E402
 from stanchat.video import DEFAULT_TIMEOUT  # noqa: E402  (light: no numpy, PyAV or torch)
 
 WIDTH, HEIGHT, FPS = 1280, 720, 30
-SPEEDUP_TARGET = 10.0  # issue 3: seeking at least 10x faster than decoding every frame
+SPEEDUP_TARGET = Target(">=", 10.0)  # issue 3: seeking at least 10x faster than decoding every frame
 
 
 def generate(path: Path, seconds: int, gop: int, width: int = WIDTH, height: int = HEIGHT) -> float:
@@ -133,29 +134,19 @@ def _measure_here(operation: str, path: str, frames: int, size: int, repeat: int
 
     import stanchat.video.backends  # noqa: F401
 
-    before = _peak_rss_mib()
+    before = peak_rss_bytes() / MIB
     seconds, cpu = [], []
     for _ in range(repeat):
         started, cpu_started = time.perf_counter(), time.process_time()
         OPERATIONS[operation](path, frames, size)
         seconds.append(time.perf_counter() - started)
         cpu.append(time.process_time() - cpu_started)
-    return {"seconds": seconds, "cpu": cpu, "baseline_mib": before, "peak_mib": _peak_rss_mib()}
+    return {"seconds": seconds, "cpu": cpu, "baseline_mib": before, "peak_mib": peak_rss_bytes() / MIB}
 
 
-def _peak_rss_mib() -> float:
-    """This process's peak resident memory. Linux: VmHWM, which exec resets; ru_maxrss would start
-    from the parent's peak at fork time (the parent generated the video, 700 MiB for 8K)."""
-    if os.path.exists("/proc/self/status"):
-        with open("/proc/self/status") as status:
-            line = next(line for line in status if line.startswith("VmHWM:"))
-        return int(line.split()[1]) / 1024  # kB -> MiB
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # macOS reports bytes, others KiB
-
-
-def measure(operation: str, path: Path, frames: int, size: int, repeat: int) -> dict:
-    """`_measure_here` in a fresh interpreter."""
+def measure_operation(operation: str, path: Path, frames: int, size: int, repeat: int) -> dict:
+    """`_measure_here` in a fresh interpreter (its peak RSS is the operation's own: exec resets VmHWM,
+    and the parent, which generated the video, may have peaked higher)."""
     argv = [sys.executable, __file__, "--measure", operation, "--video", str(path), "--frames", str(frames),
             "--size", str(size), "--repeat", str(repeat)]
     out = subprocess.run(argv, capture_output=True, text=True, check=True)
@@ -190,98 +181,139 @@ def _best(result: dict) -> float:
     return min(result["seconds"])
 
 
-def report(args, video: Path, generation: float, results: dict, errors: list, load: tuple[str, str]) -> None:
+def report(result: Result) -> None:
     """Print every figure with its ratio and the target."""
-    import av
-
-    with av.open(str(video)) as container:
-        count = container.streams.video[0].frames
-    print(f"video: {args.seconds} s of {WIDTH}x{HEIGHT} H.264 at {FPS} fps, {count} frames, keyframe every {args.gop} "
-          f"frames (no B-frames), {video.stat().st_size / 2**20:.1f} MiB, generated in {generation:.1f} s")
-    print(f"task: sample {args.frames} frames (uniform segment middles), returned at {args.size} px shorter side")
+    data, results = result.data, result.data["results"]
+    video, args = data["video"], data["args"]
+    print(f"video: {video['seconds']} s of {WIDTH}x{HEIGHT} H.264 at {FPS} fps, {video['frames']} frames, keyframe every "
+          f"{video['gop']} frames (no B-frames), {video['mib']:.1f} MiB, generated in {video['generation_s']:.1f} s")
+    print(f"task: sample {args['frames']} frames (uniform segment middles), returned at {args['size']} px shorter side")
+    load = [f"{x:.2f}" if x is not None else "?" for x in data["load"]]
     print(f"machine: {os.cpu_count()} CPU cores, load average {load[0]} before and {load[1]} after; "
           "times are the fastest of the repeats (CPU: user + system time of all threads)\n")
     seek, seek_cpu = _best(results["seek-pyav"]), min(results["seek-pyav"]["cpu"])
     print(f"{'method':<54}{'wall':>8}{'CPU':>8}{'seeking is (wall, CPU)':>25}{'peak RSS':>10}")
-    rows = [("decode every frame, convert every frame (read-all)", "read-all"),
-            ("decode every frame, convert only the sampled (scan)", "scan"),
-            ("stanchat seek, PyAV", "seek-pyav"),
-            ("stanchat seek, decord", "seek-decord")]
-    for label, key in rows:
+    for key, label in METHODS.items():
         wall, cpu = _best(results[key]), min(results[key]["cpu"])
-        ratio = f"{wall / seek:.1f}x, {cpu / seek_cpu:.1f}x faster" if key in ("read-all", "scan") else ""
+        ratio = f"{wall / seek:.1f}x, {cpu / seek_cpu:.1f}x faster" if key in BASELINES else ""
         print(f"{label:<54}{wall:>7.2f}s{cpu:>7.2f}s{ratio:>25}{results[key]['peak_mib']:>6.0f} MiB")
-    baselines = (("read-all", "decoding (and converting) every frame"), ("scan", "a scan converting only the samples"))
-    for key, what in baselines:
-        wall, cpu = _best(results[key]) / seek, min(results[key]["cpu"]) / seek_cpu
-        verdict = "met" if wall >= SPEEDUP_TARGET else "NOT met"
-        print(f"seeking vs {what}: {wall:.1f}x faster in wall time ({cpu:.1f}x in CPU time); "
-              f"target >= {SPEEDUP_TARGET:.0f}x: {verdict}")
-    decoded = min(count, args.frames * args.gop // 2)
-    print(f"  bound: a sample lies on average {args.gop // 2} frames after its keyframe, so seeking decodes about "
+    result.print_figures()
+    count, decoded = video["frames"], min(video["frames"], args["frames"] * video["gop"] // 2)
+    print(f"  bound: a sample lies on average {video['gop'] // 2} frames after its keyframe, so seeking decodes about "
           f"{decoded} of {count} frames: at most ~{count / decoded:.1f}x less decoding than a scan")
-    decord, decord_cpu = _best(results["seek-decord"]), min(results["seek-decord"]["cpu"])
-    print(f"decord vs PyAV (seeking): decord {decord:.2f} s wall / {decord_cpu:.2f} s CPU, PyAV {seek:.2f} s / "
-          f"{seek_cpu:.2f} s: PyAV takes {seek / decord:.2f}x decord's wall time, {seek_cpu / decord_cpu:.2f}x its CPU time")
     guarded, direct = results["tiny-watchdog"]["seconds"], _best(results["tiny-in-process"])
     print(f"watchdog (16 frames of a 2 s 320x240 clip): in process {direct * 1e3:.0f} ms; under the watchdog the first "
           f"call takes {guarded[0] * 1e3:.0f} ms (starts the worker), later calls {min(guarded[1:]) * 1e3:.0f} ms: "
           f"{(min(guarded[1:]) - direct) * 1e3:+.0f} ms per call")
     warm = min(results["watchdog-pyav"]["seconds"][1:])  # the first run started the worker
-    print(f"  the {args.seconds} s video under the watchdog: {warm:.2f} s vs {seek:.2f} s in process")
-    held = args.frames * args.size * int(args.size * WIDTH / HEIGHT) * 3 / 2**20
-    everything = count * WIDTH * HEIGHT * 3 / 2**30
-    print(f"memory: seeking peaks at {results['seek-pyav']['peak_mib']:.0f} MiB RSS with PyAV, "
-          f"{results['seek-decord']['peak_mib']:.0f} MiB with decord ({results['seek-pyav']['baseline_mib']:.0f} MiB "
-          f"of that is the interpreter and libraries); the returned clip is {held:.1f} MiB. "
-          f"Keeping every frame, as read-all loaders do, would need {everything:.1f} GiB (computed, not run).")
+    print(f"  the {video['seconds']} s video under the watchdog: {warm:.2f} s vs {seek:.2f} s in process")
+    print("memory: " + result.notes[-1])
     print("\nbad input: time to the one-line error (watchdog on):")
-    for name, seconds, message in errors:
+    for name, seconds, message in data["errors"]:
         print(f"  {name:<24}{seconds:>6.2f} s  {message}")
+    if data["eight_k"]:
+        print("\n" + data["eight_k"])
 
 
-def eight_k(folder: Path, frames: int, size: int) -> None:
+METHODS = {"read-all": "decode every frame, convert every frame (read-all)",
+           "scan": "decode every frame, convert only the sampled (scan)",
+           "seek-pyav": "stanchat seek, PyAV", "seek-decord": "stanchat seek, decord"}
+BASELINES = {"read-all": "decoding (and converting) every frame", "scan": "a scan converting only the sampled"}
+
+
+def eight_k(folder: Path, frames: int, size: int) -> str:
     """Memory for an 8K source: sampled at model size vs at full size (opt-in: generating takes ~30 s)."""
     video = folder / "eight-k.mp4"
     took = generate(video, seconds=4, gop=FPS, width=7680, height=4320)
-    small = measure("seek-pyav", video, frames, size, 1)
-    full = measure("full-size-pyav", video, frames, size, 1)
+    small = measure_operation("seek-pyav", video, frames, size, 1)
+    full = measure_operation("full-size-pyav", video, frames, size, 1)
     clip = frames * size * int(size * 16 / 9) * 3 / 2**20
-    print(f"\n8K (7680x4320, 4 s, generated in {took:.0f} s), {frames} frames with PyAV: at {size} px the peak RSS is "
-          f"{small['peak_mib']:.0f} MiB (clip {clip:.1f} MiB; the rest is the interpreter and the decoder's 8K "
-          f"reference pictures), at full size {full['peak_mib']:.0f} MiB (clip {frames * 7680 * 4320 * 3 / 2**20:.0f} MiB)")
+    return (f"8K (7680x4320, 4 s, generated in {took:.0f} s), {frames} frames with PyAV: at {size} px the peak RSS is "
+            f"{small['peak_mib']:.0f} MiB (clip {clip:.1f} MiB; the rest is the interpreter and the decoder's 8K "
+            f"reference pictures), at full size {full['peak_mib']:.0f} MiB (clip {frames * 7680 * 4320 * 3 / 2**20:.0f} MiB)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = parser(__doc__)
+    p.add_argument("--seconds", type=int, default=300, help="video length (default: 300)")
+    p.add_argument("--gop", type=int, default=250, help="frames between keyframes (default: 250, x264's default)")
+    p.add_argument("--frames", type=int, default=16, help="frames to sample (default: 16)")
+    p.add_argument("--size", type=int, default=224, help="shorter side of the sampled frames (default: 224)")
+    p.add_argument("--repeat", type=int, default=3, help="runs of each seeking measurement (default: 3)")
+    p.add_argument("--watchdog-repeat", type=int, default=20, help="loads (at least 2) of a tiny clip, in process and under the "
+                   "watchdog, for its cost per call (default: 20)")
+    p.add_argument("--eight-k", action="store_true", help="also measure memory on a generated 8K video (~1 min)")
+    p.add_argument("--measure", choices=list(OPERATIONS), help=argparse.SUPPRESS)
+    p.add_argument("--video", help=argparse.SUPPRESS)
+    return p
+
+
+def measure(args: argparse.Namespace) -> Result:
+    """Generate the video, run every operation in its own process, and time the bad inputs."""
+    import av
+
+    load_before = load_average()
+    with tempfile.TemporaryDirectory() as tmp:
+        video, tiny = Path(tmp) / "long-720p.mp4", Path(tmp) / "tiny.mp4"
+        generation = generate(video, args.seconds, args.gop)
+        _encode(tiny, frames=2 * FPS, gop=FPS, width=320, height=240)
+        with av.open(str(video)) as container:
+            count = container.streams.video[0].frames
+        plan = {"seek-pyav": (video, args.repeat), "seek-decord": (video, args.repeat), "scan": (video, 2),
+                "read-all": (video, 2), "watchdog-pyav": (video, args.repeat + 1),
+                "tiny-in-process": (tiny, args.watchdog_repeat), "tiny-watchdog": (tiny, args.watchdog_repeat)}
+        results = {op: measure_operation(op, path, args.frames, args.size, repeat) for op, (path, repeat) in plan.items()}
+        errors = bad_inputs(Path(tmp), video)
+        data = {"args": vars(args), "results": results, "errors": errors, "load": [load_before, load_average()],
+                "video": {"seconds": args.seconds, "gop": args.gop, "frames": count,
+                          "mib": video.stat().st_size / MIB, "generation_s": generation}}
+        video.unlink()
+        data["eight_k"] = eight_k(Path(tmp), args.frames, args.size) if args.eight_k else ""
+    return _result(data)
+
+
+def _result(data: dict) -> Result:
+    """The figures: seeking against decoding every frame, decord against PyAV, memory."""
+    results, args, count = data["results"], data["args"], data["video"]["frames"]
+    minutes = f"{data['video']['seconds'] / 60:g}-minute 720p clip"
+    result = Result("decode", "Video decoding (sampling 16 frames)", data=data,
+                    setup=f"{args['frames']} frames sampled from a generated {minutes} ({count} frames, keyframe every "
+                          f"{args['gop']}), {args['size']} px; fastest of the repeats, each method in a fresh process")
+    seek, seek_cpu = _best(results["seek-pyav"]), min(results["seek-pyav"]["cpu"])
+    decoded = min(count, args["frames"] * args["gop"] // 2)  # a sample lies gop/2 frames after its keyframe on average
+    for key, what in BASELINES.items():
+        wall, cpu = _best(results[key]), min(results[key]["cpu"])
+        bound = f"; seeking decodes ~{decoded} of {count} frames ({count / decoded:.1f}x fewer)" if key == "scan" else ""
+        result.figures.append(Figure(f"seeking vs {what} (speed-up, PyAV)", wall / seek, "x",
+                                     SPEEDUP_TARGET if key == "read-all" else None,
+                                     detail=f"{wall:.2f} s vs {seek:.2f} s wall; {cpu / seek_cpu:.1f}x in CPU time{bound}"))
+    decord, decord_cpu = _best(results["seek-decord"]), min(results["seek-decord"]["cpu"])
+    result.figures.append(Figure("PyAV / decord seek time", seek / decord, "x",
+                                 detail=f"{seek:.2f} s vs {decord:.2f} s wall; {seek_cpu / decord_cpu:.2f}x in CPU time"))
+    for key, label in (("seek-pyav", "PyAV"), ("seek-decord", "decord"), ("read-all", "read-all")):
+        result.figures.append(Figure(f"peak RSS, {label}", results[key]["peak_mib"], "MiB",
+                                     detail=f"{results[key]['baseline_mib']:.0f} MiB of it is the interpreter and libraries"))
+    direct, guarded = _best(results["tiny-in-process"]), min(results["tiny-watchdog"]["seconds"][1:])
+    result.figures.append(Figure("watchdog cost per call (2 s 320x240 clip)", guarded - direct, "s",
+                                 detail=f"{guarded * 1e3:.0f} ms vs {direct * 1e3:.0f} ms in process"))
+    result.notes.append("The target compares seeking with a full decode as read-all loaders do it (torchvision's "
+                        "read_video, decord's vr[:], an OpenCV loop: every frame decoded and converted to RGB). A scan "
+                        "that converts only the sampled frames still decodes every frame; against it seeking can win at "
+                        "most the ratio of frames decoded, bounded by the keyframe interval.")
+    held = args["frames"] * args["size"] * int(args["size"] * WIDTH / HEIGHT) * 3 / MIB
+    result.notes.append(f"seeking peaks at {results['seek-pyav']['peak_mib']:.0f} MiB RSS with PyAV, "
+                        f"{results['seek-decord']['peak_mib']:.0f} MiB with decord; the returned clip is {held:.1f} MiB. "
+                        f"Keeping every frame, as read-all loaders do, would need {count * WIDTH * HEIGHT * 3 / 2**30:.1f} "
+                        f"GiB (computed, not run).")
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=300, help="video length (default: 300)")
-    parser.add_argument("--gop", type=int, default=250, help="frames between keyframes (default: 250, x264's default)")
-    parser.add_argument("--frames", type=int, default=16, help="frames to sample (default: 16)")
-    parser.add_argument("--size", type=int, default=224, help="shorter side of the sampled frames (default: 224)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each seeking measurement (default: 3)")
-    parser.add_argument("--eight-k", action="store_true", help="also measure memory on a generated 8K video (~1 min)")
-    parser.add_argument("--measure", choices=list(OPERATIONS), help=argparse.SUPPRESS)
-    parser.add_argument("--video", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.measure:  # child process: one measurement, printed as JSON
         print(json.dumps(_measure_here(args.measure, args.video, args.frames, args.size, args.repeat)))
         return 0
-    load_before = open("/proc/loadavg").read().split()[0] if os.path.exists("/proc/loadavg") else "?"
-    with tempfile.TemporaryDirectory() as tmp:
-        video, tiny = Path(tmp) / "five-minutes-720p.mp4", Path(tmp) / "tiny.mp4"
-        generation = generate(video, args.seconds, args.gop)
-        _encode(tiny, frames=2 * FPS, gop=FPS, width=320, height=240)
-        plan = {"seek-pyav": (video, args.repeat), "seek-decord": (video, args.repeat), "scan": (video, 2),
-                "read-all": (video, 2), "watchdog-pyav": (video, args.repeat + 1),
-                "tiny-in-process": (tiny, 20), "tiny-watchdog": (tiny, 20)}
-        results = {op: measure(op, path, args.frames, args.size, repeat) for op, (path, repeat) in plan.items()}
-        errors = bad_inputs(Path(tmp), video)
-        load_after = open("/proc/loadavg").read().split()[0] if os.path.exists("/proc/loadavg") else "?"
-        report(args, video, generation, results, errors, (load_before, load_after))
-        video.unlink()
-        if args.eight_k:
-            eight_k(Path(tmp), args.frames, args.size)
-    return 0
+    return run(build_parser(), measure, report, argv)
 
 
 if __name__ == "__main__":

@@ -7,24 +7,28 @@ features, `logits_to_keep=1`, as `generate` runs it) for `stan` and `concat` at 
 all in this one run. Prints the ratios, the target (stan at most 0.2 of concat at T = 8), and the
 visual-token counts of the peers in DESIGN.md.
 
-    PYTHONPATH=. python benchmarks/prefill.py [--layers 4] [--width 1024] [--frames 8 16] [--repeats 5]
+    python benchmarks/prefill.py [--layers 4] [--width 1024] [--frames 8 16] [--repeats 5]
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import sys
+from pathlib import Path
 
-import torch
-from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
-from transformers.modeling_outputs import BaseModelOutputWithPooling
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: its stanchat and benchmarks
 
-from stanchat.chat import resolve_dtype
-from stanchat.graft import Graft
-from stanchat.stan import STAN, STANConfig
+import torch  # noqa: E402
+from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration  # noqa: E402
+from transformers.modeling_outputs import BaseModelOutputWithPooling  # noqa: E402
 
-TARGET_T, TARGET_RATIO = 8, 0.2  # the issue's target: stan prefill <= 0.2 x concat prefill at T = 8
+from benchmarks.common import cpu_name, interleaved, medians, parser, run  # noqa: E402
+from benchmarks.results import Figure, Result, Target  # noqa: E402
+from stanchat.chat import resolve_dtype  # noqa: E402
+from stanchat.graft import Graft  # noqa: E402
+from stanchat.stan import STAN, STANConfig  # noqa: E402
+
+TARGET_T, TARGET = 8, Target("<=", 0.2)  # the issue's target: stan prefill <= 0.2 x concat prefill at T = 8
 TEXT_TOKENS = 40  # a typical "USER: <video>\n{question} ASSISTANT:" prompt around the video
 IMAGE_TOKEN = 32000  # LLaVA-1.5's <image> id
 
@@ -55,84 +59,95 @@ def build_model(layers: int, width: int, max_frames: int) -> LlavaForConditional
     return LlavaForConditionalGeneration(config).eval()
 
 
-def prompt_ids(video_tokens: int, device: torch.device) -> torch.Tensor:
-    """(1, S): text before and after `video_tokens` placeholders, S = video_tokens + TEXT_TOKENS."""
-    text = torch.randint(100, 32000, (TEXT_TOKENS,), generator=torch.Generator().manual_seed(0))
-    video = torch.full((video_tokens,), IMAGE_TOKEN)
+def prompt_ids(video_tokens: int, device: torch.device, image_token: int = IMAGE_TOKEN) -> torch.Tensor:
+    """(1, S): random text ids (below the image token's id, as in LLaVA-1.5's vocabulary) before and
+    after `video_tokens` placeholders, S = video_tokens + TEXT_TOKENS."""
+    text = torch.randint(min(100, image_token // 2), image_token, (TEXT_TOKENS,),
+                         generator=torch.Generator().manual_seed(0))
+    video = torch.full((video_tokens,), image_token)
     return torch.cat([text[:6], video, text[6:]])[None].to(device)
 
 
-def prefill_inputs(features: torch.Tensor) -> dict:
+def prefill_inputs(features: torch.Tensor, image_token: int = IMAGE_TOKEN) -> dict:
     """LLaVA forward inputs for one prefill over a prompt holding `features` (1, N, E)."""
-    input_ids = prompt_ids(features.shape[1], features.device)
+    input_ids = prompt_ids(features.shape[1], features.device, image_token)
     return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "logits_to_keep": 1,
             "use_cache": True, "mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=[features[0]])}}
 
 
-def time_once(llava: LlavaForConditionalGeneration, inputs: dict) -> float:
-    """Seconds of one prefill (the GPU waited for on both ends)."""
-    if inputs["input_ids"].is_cuda:
-        torch.cuda.synchronize()
-    start = time.perf_counter()
+def time_modes(llava: LlavaForConditionalGeneration, inputs: dict[str, dict], repeats: int) -> dict[str, list[float]]:
+    """Prefill seconds per mode, `repeats` each: the modes take turns in every round, so a machine
+    whose load drifts during the run (shared CPUs) slows them alike; one warm-up round is not counted."""
+    device = inputs[next(iter(inputs))]["input_ids"].device
     with torch.inference_mode():
-        llava(**inputs)
-    if inputs["input_ids"].is_cuda:
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
+        return interleaved({mode: (lambda i=i: llava(**i)) for mode, i in inputs.items()}, repeats, device)
 
 
-def time_modes(llava: LlavaForConditionalGeneration, inputs: dict[str, dict], repeats: int) -> dict[str, float]:
-    """Median prefill seconds per mode. The modes take turns in every round, so a machine whose load
-    drifts during the run (shared CPUs) slows them alike; one warm-up round is not counted."""
-    seconds: dict[str, list[float]] = {mode: [] for mode in inputs}
-    for round_ in range(repeats + 1):
-        for mode, mode_inputs in inputs.items():
-            elapsed = time_once(llava, mode_inputs)
-            if round_ > 0:
-                seconds[mode].append(elapsed)
-    return {mode: statistics.median(values) for mode, values in seconds.items()}
+def build_parser() -> argparse.ArgumentParser:
+    p = parser(__doc__)
+    p.add_argument("--layers", type=int, default=4, help="LLM layers (LLaVA-1.5 7B has 32)")
+    p.add_argument("--width", type=int, default=1024, help="LLM width (LLaVA-1.5 7B has 4096)")
+    p.add_argument("--frames", type=int, nargs="+", default=[8, 16], help="frame counts to compare")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per setting (median reported)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default=None, help="float32 | float16 | bfloat16 (default fp16 on GPU, fp32 on CPU)")
+    return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--layers", type=int, default=4, help="LLM layers (LLaVA-1.5 7B has 32)")
-    parser.add_argument("--width", type=int, default=1024, help="LLM width (LLaVA-1.5 7B has 4096)")
-    parser.add_argument("--frames", type=int, nargs="+", default=[8, 16], help="frame counts to compare")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per setting (median reported)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default=None, help="float32 | float16 | bfloat16 (default fp16 on GPU, fp32 on CPU)")
-    args = parser.parse_args(argv)
+def measure(args: argparse.Namespace) -> Result:
+    """Median prefill seconds of stan and concat at each frame count, and their ratio."""
     device = torch.device(args.device)
     dtype = resolve_dtype(args.dtype, device)
-
     llava = build_model(args.layers, args.width, max(args.frames)).to(device, dtype)
     stan = STAN(STANConfig(depth=2), llava.config.vision_config).to(device, dtype).eval()
     graft = Graft(llava, stan)
     text = llava.config.text_config
-    print(f"LLM: {text.num_hidden_layers} layers x {text.hidden_size} wide, {device.type} {str(dtype)[6:]}; "
-          f"tower 336 px / patch 14 -> L = 576; {TEXT_TOKENS} text tokens; median of {args.repeats}")
-    print(f"{'T':>3} {'mode':>7} {'video tok':>10} {'prompt':>7} {'prefill ms':>11} {'stan/concat':>12}")
-    ratios = {}
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(torch.get_num_threads())
+    result = Result("prefill", "LLM prefill of a video (stan vs concat)",
+                    setup=f"LLM {text.num_hidden_layers} layers x {text.hidden_size} wide, {str(dtype)[6:]} on {name}; "
+                          f"tower 336 px / patch 14 -> L = 576; {TEXT_TOKENS} text tokens; median of {args.repeats} "
+                          f"interleaved runs")
     for t in args.frames:
         pixels = torch.randn(1, t, 3, 336, 336, generator=torch.Generator().manual_seed(t)).to(device, dtype)
         features = {mode: graft.features(pixels, mode) for mode in ("stan", "concat")}
         inputs = {mode: prefill_inputs(f) for mode, f in features.items()}
-        medians = time_modes(llava, inputs, args.repeats)
-        ratios[t] = medians["stan"] / medians["concat"]
-        for mode in ("stan", "concat"):
-            ratio = f"{ratios[t]:.3f}" if mode == "stan" else ""
-            print(f"{t:>3} {mode:>7} {features[mode].shape[1]:>10} {inputs[mode]['input_ids'].shape[1]:>7} "
-                  f"{medians[mode] * 1e3:>11.1f} {ratio:>12}")
-    if TARGET_T in ratios:
-        verdict = "met" if ratios[TARGET_T] <= TARGET_RATIO else "NOT met"
-        print(f"target: stan prefill <= {TARGET_RATIO} x concat at T = {TARGET_T}: {ratios[TARGET_T]:.3f} ({verdict})")
-
+        seconds = time_modes(llava, inputs, args.repeats)
+        median = medians(seconds)
+        result.data[str(t)] = {"seconds": seconds, "prompt": {m: i["input_ids"].shape[1] for m, i in inputs.items()},
+                               "video_tokens": {m: f.shape[1] for m, f in features.items()}}
+        result.figures.append(Figure(
+            f"stan / concat prefill time, T = {t}", median["stan"] / median["concat"], "x",
+            TARGET if t == TARGET_T else None,
+            detail=f"{median['stan'] * 1e3:.0f} ms ({features['stan'].shape[1]} video tokens) vs "
+                   f"{median['concat'] * 1e3:.0f} ms ({features['concat'].shape[1]})"))
     ours = graft.token_count("stan", 1, 336, 336)
+    result.data["peers"] = {"ours": ours, "peers": PEERS}
+    result.notes.append(f"Visual tokens per video reaching the LLM: stanchat {ours} at 336 px whatever T is; "
+                        + ", ".join(f"{name} {tokens}" for name, tokens in PEERS[2:]) + " (DESIGN.md).")
+    return result
+
+
+def report(result: Result) -> None:
+    print(result.setup)
+    print(f"{'T':>3} {'mode':>7} {'video tok':>10} {'prompt':>7} {'prefill ms':>11} {'stan/concat':>12}")
+    for t, data in result.data.items():
+        if t == "peers":
+            continue
+        median = medians(data["seconds"])
+        for mode in ("stan", "concat"):
+            ratio = f"{median['stan'] / median['concat']:.3f}" if mode == "stan" else ""
+            print(f"{t:>3} {mode:>7} {data['video_tokens'][mode]:>10} {data['prompt'][mode]:>7} "
+                  f"{median[mode] * 1e3:>11.1f} {ratio:>12}")
+    result.print_figures()
+    ours = result.data["peers"]["ours"]
     print(f"\nvisual tokens per video reaching the LLM (stanchat here: {ours} with LLaVA-1.5's strategy "
           f"'default', which drops the CLS)")
-    for name, tokens in PEERS:
+    for name, tokens in result.data["peers"]["peers"]:
         print(f"  {name:<36} {tokens:>6}  {tokens / ours:>5.1f}x")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser(), measure, report, argv)
 
 
 if __name__ == "__main__":

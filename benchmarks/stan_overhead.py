@@ -13,28 +13,19 @@ layer is one CLIP layer (spatial) plus a temporal block of five D x D projection
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import sys
+from pathlib import Path
 
-import torch
-from transformers import CLIPVisionConfig, CLIPVisionModel
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: its stanchat and benchmarks
 
-from stanchat.stan import STAN, STANConfig, run_video_tower
+import torch  # noqa: E402
+from transformers import CLIPVisionConfig, CLIPVisionModel  # noqa: E402
 
-TARGET = 1.25
+from benchmarks.common import cpu_name, interleaved, medians, parser, run  # noqa: E402
+from benchmarks.results import Figure, Result, Target  # noqa: E402
+from stanchat.stan import STAN, STANConfig, run_video_tower  # noqa: E402
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _time(fn, device: torch.device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
+TARGET, TARGET_FRAMES = Target("<=", 1.25), 8
 
 
 def flop_ratio(layers: int, depth: int, width: int, patches: int, frames: int) -> float:
@@ -49,34 +40,31 @@ def flop_ratio(layers: int, depth: int, width: int, patches: int, frames: int) -
     return (clip + depth * (frames * encoder_layer(s, s) + temporal)) / clip
 
 
-def measure(vision: CLIPVisionModel, stan: STAN, frames: int, repeats: int, device: torch.device,
-            dtype: torch.dtype) -> tuple[float, float]:
-    """Median seconds of (CLIP alone, CLIP + STAN) for one video of `frames` frames."""
+def time_tower(vision: CLIPVisionModel, stan: STAN, frames: int, repeats: int, device: torch.device,
+               dtype: torch.dtype) -> dict[str, list[float]]:
+    """Seconds of (CLIP alone, CLIP + STAN) for one video of `frames` frames, `repeats` each, in turns."""
     size = vision.config.image_size
     video = torch.randn(1, frames, 3, size, size, device=device, dtype=dtype)
     end = vision.config.num_hidden_layers - 1
-    clip_only = lambda: run_video_tower(vision, None, video, end)  # noqa: E731
-    with_stan = lambda: run_video_tower(vision, stan, video, end)  # noqa: E731
-    clip_only(), with_stan()  # warm-up
-    base, both = [], []
-    for _ in range(repeats):
-        base.append(_time(clip_only, device))
-        both.append(_time(with_stan, device))
-    return statistics.median(base), statistics.median(both)
+    return interleaved({"clip": lambda: run_video_tower(vision, None, video, end),
+                        "clip+stan": lambda: run_video_tower(vision, stan, video, end)}, repeats, device)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, nargs="+", default=[8, 16])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--layers", type=int, default=24)
-    parser.add_argument("--width", type=int, default=1024)
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--depth", type=int, default=4, help="STAN depth K")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-    args = parser.parse_args(argv)
+def build_parser() -> argparse.ArgumentParser:
+    p = parser(__doc__)
+    p.add_argument("--frames", type=int, nargs="+", default=[8, 16])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--layers", type=int, default=24)
+    p.add_argument("--width", type=int, default=1024)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--depth", type=int, default=4, help="STAN depth K")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    return p
 
+
+def measure(args: argparse.Namespace) -> Result:
+    """Median tower seconds with and without STAN at each frame count, their ratio and the FLOP floor."""
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     config = CLIPVisionConfig(
         hidden_size=args.width, intermediate_size=4 * args.width, num_hidden_layers=args.layers,
@@ -86,18 +74,40 @@ def main(argv: list[str] | None = None) -> int:
     vision = CLIPVisionModel(config).to(device, dtype).eval()
     stan = STAN(STANConfig(depth=args.depth), config).to(device, dtype).eval()
     patches = (args.image_size // 14) ** 2
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"STAN overhead: {args.layers} layers, width {args.width}, {args.image_size} px, K={args.depth}, "
-          f"{args.dtype} on {name}")
-    print(f"{'frames':>6}  {'CLIP s':>8}  {'CLIP+STAN s':>11}  {'ratio':>6}  {'FLOP floor':>10}  target <= {TARGET}")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(torch.get_num_threads())
+    result = Result("stan_overhead", "STAN overhead (CLIP + STAN vs CLIP, one video)",
+                    setup=f"{args.layers} layers, width {args.width}, {args.image_size} px, K = {args.depth}, "
+                          f"{args.dtype} on {name}, median of {args.repeats} interleaved runs")
     with torch.inference_mode():
         for frames in args.frames:
-            base, both = measure(vision, stan, frames, args.repeats, device, dtype)
-            ratio = both / base
-            verdict = "ok" if ratio <= TARGET else "MISSED"
+            seconds = time_tower(vision, stan, frames, args.repeats, device, dtype)
+            median = medians(seconds)
+            base, both = median["clip"], median["clip+stan"]
             floor = flop_ratio(args.layers, args.depth, args.width, patches, frames)
-            print(f"{frames:>6}  {base:>8.3f}  {both:>11.3f}  {ratio:>6.3f}  {floor:>10.3f}  {verdict}")
-    return 0
+            result.data[str(frames)] = {"seconds": seconds, "floor": floor}
+            result.figures.append(Figure(
+                f"CLIP+STAN / CLIP time, T = {frames}", both / base, "x",
+                TARGET if frames == TARGET_FRAMES else None,
+                detail=f"{both:.3f} s vs {base:.3f} s; multiply-add floor {floor:.3f}"))
+    result.notes.append("The floor is the ratio of multiply-adds: STAN's K layers each cost one CLIP layer plus a "
+                        "temporal block of five D x D projections per patch token.")
+    return result
+
+
+def report(result: Result) -> None:
+    print(f"STAN overhead: {result.setup}")
+    print(f"{'frames':>6}  {'CLIP s':>8}  {'CLIP+STAN s':>11}  {'ratio':>6}  {'FLOP floor':>10}  target {TARGET.text('')}")
+    for frames, data in result.data.items():
+        median = medians(data["seconds"])
+        base, both = median["clip"], median["clip+stan"]
+        ratio = both / base
+        verdict = "" if int(frames) != TARGET_FRAMES else ("ok" if TARGET.met(ratio) else "MISSED")
+        print(f"{frames:>6}  {base:>8.3f}  {both:>11.3f}  {ratio:>6.3f}  {data['floor']:>10.3f}  {verdict}")
+    result.print_figures()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser(), measure, report, argv)
 
 
 if __name__ == "__main__":

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import resource
 import statistics
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: its stanchat and benchmarks
+
+from benchmarks.common import MIB, PeakMemory, cpu_name, parser, run, sync  # noqa: E402
+from benchmarks.results import Figure, Result  # noqa: E402
 
 VARIANTS = (  # (name, gradient checkpointing, freeze CLIP)
     ("full", False, False),
@@ -32,16 +34,16 @@ VARIANTS = (  # (name, gradient checkpointing, freeze CLIP)
 )
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=6, help="timed steps per variant (after 2 warm-up steps)")
-    parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--width", type=int, default=256, help="CLIP width (heads = width / 64)")
-    parser.add_argument("--layers", type=int, default=6, help="CLIP vision and text layers")
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
-    return parser.parse_args(argv)
+def build_parser() -> argparse.ArgumentParser:
+    p = parser(__doc__)
+    p.add_argument("--steps", type=int, default=6, help="timed steps per variant (after 2 warm-up steps)")
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--width", type=int, default=256, help="CLIP width (heads = width / 64)")
+    p.add_argument("--layers", type=int, default=6, help="CLIP vision and text layers")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    return p
 
 
 def _cuda() -> bool:
@@ -96,7 +98,7 @@ def setup(args: argparse.Namespace, checkpointing: bool, freeze: bool):
         task.loss(forward, batch).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        _sync(device)
+        sync(device)
         return time.perf_counter() - start
 
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -105,45 +107,19 @@ def setup(args: argparse.Namespace, checkpointing: bool, freeze: bool):
 
 def _child(args, checkpointing: bool, freeze: bool, pipe) -> None:
     """One variant in its own process: warm up, then one timed step per "step" message; "done"
-    returns the peak memory."""
+    returns the peak memory growth over what the built model and its inputs hold."""
     step, trainable, device = setup(args, checkpointing, freeze)
-    base = _memory_mark(device)
+    memory = PeakMemory(device)
     for _ in range(2):  # warm-up: allocator, optimizer state
         step()
     pipe.send(trainable)
     while pipe.recv() == "step":
         pipe.send(step())
-    pipe.send(_peak_bytes(device) - base)
+    pipe.send(memory.peak())
 
 
-def _sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _memory_mark(device) -> int:
-    """Memory in use now (the model and its inputs), and the start of peak tracking."""
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return torch.cuda.memory_allocated(device)
-    return _peak_bytes(device)
-
-
-def _peak_bytes(device) -> int:
-    """GPU: peak allocated since the mark. CPU: the process's peak RSS (ru_maxrss is in KiB)."""
-    import torch
-
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def measure(args: argparse.Namespace) -> Result:
+    """Step times and peak memory of every variant, each in its own process, stepping in turns."""
     context = multiprocessing.get_context("spawn")  # a fresh process per variant: its own peak memory
     pipes, children = {}, []
     for name, checkpointing, freeze in VARIANTS:
@@ -160,23 +136,50 @@ def main(argv: list[str] | None = None) -> int:
     peaks = {}
     for name, pipe in pipes.items():
         pipe.send("done")
-        peaks[name] = pipe.recv() / 2**20
+        peaks[name] = pipe.recv() / MIB
     for child in children:
         child.join()
-    report(args, trainable, times, peaks)
-    return 0
+    return _result(args, trainable, times, peaks)
 
 
-def report(args, trainable: dict, times: dict, peaks: dict) -> None:
-    """Print clips/s (from the median step time) and peak memory, with ratios to "full"."""
+def _result(args: argparse.Namespace, trainable: dict, times: dict, peaks: dict) -> Result:
+    """Checkpointing's cost in speed and its saving in memory, for full training and STAN only."""
     rate = {name: args.batch / statistics.median(t) for name, t in times.items()}
-    memory = "peak MB over setup" + ("" if args.device.startswith("cuda") else " (RSS)")
-    print(f"train throughput on {args.device}: width {args.width}, {args.layers} layers, {args.image_size} px, "
-          f"{args.frames} frames, batch {args.batch}, median of {args.steps} steps per variant, interleaved")
+    device = args.device if args.device.startswith("cuda") else cpu_name()
+    result = Result("train_throughput", "Training throughput (one Mug-STAN training step)",
+                    data={"trainable": trainable, "times": times, "peaks": peaks, "args": vars(args)},
+                    setup=f"random CLIP width {args.width}, {args.layers} layers, {args.image_size} px, STAN K = 4, "
+                          f"{args.frames} frames, batch {args.batch}, AdamW, on {device}; median of {args.steps} "
+                          f"steps per variant, variants stepping in turns")
+    for name in ("full", "stan only"):
+        ckpt = f"{name} + ckpt"
+        result.figures.append(Figure(f"{name}: clips/s with / without checkpointing", rate[ckpt] / rate[name], "x",
+                                     detail=f"{rate[ckpt]:.2f} vs {rate[name]:.2f} clips/s"))
+        result.figures.append(Figure(f"{name}: peak memory with / without checkpointing", peaks[ckpt] / peaks[name],
+                                     "x", detail=f"{peaks[ckpt]:.0f} MiB vs {peaks[name]:.0f} MiB over the built model"))
+    result.figures.append(Figure("stan only / full clips/s", rate["stan only"] / rate["full"], "x",
+                                 detail=f"{rate['stan only']:.2f} vs {rate['full']:.2f} clips/s"))
+    result.notes.append("Peak memory is the growth over the built model and its inputs (optimizer state, gradients, "
+                        "activations): CPU resident memory here, torch's allocated memory on a GPU.")
+    return result
+
+
+def report(result: Result) -> None:
+    """Print clips/s (from the median step time) and peak memory, with ratios to "full"."""
+    data, args = result.data, result.data["args"]
+    rate = {name: args["batch"] / statistics.median(t) for name, t in data["times"].items()}
+    peaks = data["peaks"]
+    memory = "peak MB over setup" + ("" if args["device"].startswith("cuda") else " (RSS)")
+    print(f"train throughput: {result.setup}")
     print(f"{'variant':<18} {'trainable M':>11} {'clips/s':>8} {'x full':>7} {memory:>25} {'x full':>7}")
-    for name in times:
-        print(f"{name:<18} {trainable[name] / 1e6:>11.2f} {rate[name]:>8.2f} {rate[name] / rate['full']:>7.2f} "
+    for name in data["times"]:
+        print(f"{name:<18} {data['trainable'][name] / 1e6:>11.2f} {rate[name]:>8.2f} {rate[name] / rate['full']:>7.2f} "
               f"{peaks[name]:>25.1f} {peaks[name] / peaks['full']:>7.2f}")
+    result.print_figures()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser(), measure, report, argv)
 
 
 if __name__ == "__main__":
