@@ -33,10 +33,27 @@ def test_recipe_writes_a_loadable_preset_with_card_and_examples(recipe_run):
     probe = (recipe_run / "data" / "heldout" / "probe.jsonl").read_text().splitlines()
     assert len(probe) == 4 and all("reversed_caption" in line for line in probe)
     assert set(summary["videoqa"]) == {"stan", "mean"}
-    assert {"accuracy", "direction", "size", "questions"} <= set(summary["videoqa"]["stan"])
+    assert {"accuracy", "direction", "size", "questions", "describe_exact", "describe_shape",
+            "describe_motion"} <= set(summary["videoqa"]["stan"])
     manifest = json.loads((recipe_run / "examples" / "examples.json").read_text())
     assert [m["truth"] for m in manifest] == [e["caption"] for e in summary["examples"]]
     assert "training.recipes.tiny" in (preset / "README.md").read_text()
+
+
+def test_trail_probe_scores_frame_mean_at_exactly_half(recipe_run):
+    from training.recipes.tiny_results import trail_closeness
+
+    result = trail_closeness(recipe_run, frames=4)
+    assert result["clips"] > 0 and result["mean"] == 50.0 and 0.0 <= result["stan"] <= 100.0
+
+
+def test_description_is_compared_word_by_word():
+    from training.recipes.tiny_results import compare_description
+
+    assert compare_description("a red circle moves right", "a red circle moves left") == {
+        "exact": False, "colour": True, "shape": True, "motion": False}
+    assert all(compare_description(" A red circle grows", "a red circle grows").values())
+    assert not any(compare_description("up", "a red circle grows").values())
 
 
 def test_stages_share_one_frozen_clip_tower(recipe_run):

@@ -2,6 +2,7 @@
 
     python -m training.recipes.tiny_results videoqa --preset DIR --probe FILE [--temporal stan|mean]
     python -m training.recipes.tiny_results contrast --model DIR --probe FILE [--scoring mug] [--frame-mean]
+    python -m training.recipes.tiny_results trail --run DIR
 
 `videoqa`: zero-shot QA ("Which way does the red circle move?") of the grafted LLaVA, exact match
 on the synthetic world's one-word answers, each clip asked forwards and backwards.
@@ -149,6 +150,35 @@ def contrast(model_dir: Path, probe: Path, scoring: str, frame_mean: bool, frame
             "reversal_flip": 100.0 * ((pref_fwd > 0) != (pref_bwd > 0))[exact].float().mean().item()}
 
 
+def trail_closeness(run: Path, frames: int, limit: int = 0) -> dict:
+    """How trail-like the graft's tokens are: for each held-out moving / resizing clip of a recipe
+    run `run`, is the clip's token set closer (cosine over all tokens the LLM reads) to the tower's
+    tokens of a trail still of its true motion than the tokens of the same clip played backwards?
+    % of clips (ties count half: frame-mean, the same both ways, scores exactly 50)."""
+    import torch
+
+    from stanchat.video import load_video
+    from training.recipes.tiny import TinyRecipe, held_out
+    from training.synthworld import OPPOSITE, render_still, sample_specs
+
+    chat = load_preset(run / "preset")
+    raw = json.loads((run / "recipe.json").read_text())
+    recipe = TinyRecipe(**{k: v for k, v in raw.items() if k != "llava"})
+    specs = [s for s in sample_specs(recipe.test_clips, recipe.seed + 3, recipe.world(), prefix="test",
+                                     only=held_out(recipe)) if s.events[0].motion in OPPOSITE][: limit or None]
+    wins = {"stan": [], "mean": []}
+    for spec in specs:
+        clip = load_video(str(run / "data" / "heldout" / "videos" / f"{spec.clip_id}.mp4"), frames=frames).frames
+        still = chat.preprocessor([render_still(spec, recipe.world())[None]])  # (1, 1, 3, H, W)
+        target = chat.graft.vision_tokens(still, "mean").flatten()  # the image's tokens as LLaVA reads them
+        played = [chat.preprocessor([c]) for c in (clip, clip[::-1].copy())]  # forwards, backwards
+        for temporal, won in wins.items():
+            forwards, backwards = (torch.cosine_similarity(chat.graft.vision_tokens(p, temporal).flatten(), target, 0)
+                                   for p in played)
+            won.append(0.5 if torch.isclose(forwards, backwards, rtol=0, atol=1e-6) else float(forwards > backwards))
+    return {"clips": len(specs), **{k: 100.0 * sum(v) / max(len(v), 1) for k, v in wins.items()}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.recipes.tiny_results", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -164,12 +194,18 @@ def main(argv: list[str] | None = None) -> int:
     con.add_argument("--scoring", default="mean", choices=["mean", "mug", "mug-simple"], help="text-video score")
     con.add_argument("--frame-mean", action="store_true", help="the CLIP tower alone on each frame (STAN off)")
     con.add_argument("--frames", type=int, default=16, help="frames per video")
+    trail = sub.add_parser("trail", help="how often the graft's tokens are nearer a trail still of the true motion")
+    trail.add_argument("--run", type=Path, required=True, help="a recipe output folder (recipe.json, data/, preset/)")
+    trail.add_argument("--frames", type=int, default=16, help="frames per video")
+    trail.add_argument("--limit", type=int, default=0, help="at most this many clips (0: all)")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
     if args.command == "contrast":
         result = contrast(args.model, args.probe, args.scoring, args.frame_mean, args.frames)
+    elif args.command == "trail":
+        result = trail_closeness(args.run, args.frames, args.limit)
     else:
         result = video_qa(args.preset, args.probe, args.temporal, args.frames, args.limit)
     print(json.dumps(result, indent=1))
