@@ -32,6 +32,8 @@ def test_recipe_writes_a_loadable_preset_with_card_and_examples(recipe_run):
     assert set(summary["times"]) == {"data", "stage1_clip", "stage2_stan", "stage3_llava", "total"}
     probe = (recipe_run / "data" / "heldout" / "probe.jsonl").read_text().splitlines()
     assert len(probe) == 4 and all("reversed_caption" in line for line in probe)
+    misaligned = (recipe_run / "data" / "heldout-misaligned" / "probe.jsonl").read_text().splitlines()
+    assert len(misaligned) == 4 and misaligned != probe
     assert set(summary["videoqa"]) == {"stan", "mean"}
     assert {"accuracy", "direction", "size", "questions", "describe_exact", "describe_shape",
             "describe_motion"} <= set(summary["videoqa"]["stan"])

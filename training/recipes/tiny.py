@@ -111,11 +111,12 @@ def write_data(recipe: TinyRecipe, out: Path) -> dict[str, Path]:
     from training.synthworld import write_dataset
 
     held, data = held_out(recipe), out / "data"
-    names = ("stills", "videos", "heldout", "heldout-qa")
+    names = ("stills", "videos", "heldout", "heldout-qa", "heldout-misaligned")
     settings = json.dumps({k: getattr(recipe, k) for k in DATA_FIELDS}, sort_keys=True)
     if (data / "settings.json").is_file() and (data / "settings.json").read_text() == settings:
         logger.info("reusing the data in %s", data)
         write_probe(recipe, held, data / "heldout")
+        write_misaligned(recipe, held, data / "heldout-misaligned")
         return {name: data / name for name in names}
     shutil.rmtree(data, ignore_errors=True)
     noise = dict(distractor_prob=recipe.distractor_prob, noise_prob=recipe.noise_prob)
@@ -141,6 +142,7 @@ def write_data(recipe: TinyRecipe, out: Path) -> dict[str, Path]:
         write_dataset(data / name, "jsonl", n=recipe.test_clips, seed=recipe.seed + 3, split="test",
                       config=recipe.world(), task=task, only=held)
     write_probe(recipe, held, data / "heldout")
+    write_misaligned(recipe, held, data / "heldout-misaligned")
     (data / "settings.json").write_text(settings)
     return {name: data / name for name in names}
 
@@ -159,14 +161,30 @@ def focus_world(recipe: TinyRecipe, world):
                                motions=tuple(m for m in world.motions if m != "appear"))
 
 
-def write_probe(recipe: TinyRecipe, held: frozenset, root: Path) -> Path:
-    """`root/probe.jsonl` for the held-out clips (the specs `write_data` rendered): the caption
-    (template 0, no noise), its time-reversed twin, and a direction / size question with the answer
-    for each playing direction (the format of `stanchat eval reverse`)."""
+def write_misaligned(recipe: TinyRecipe, held: frozenset, root: Path) -> Path:
+    """Held-out test clips that each also hold an uncaptioned distractor segment (first or last, of
+    a trained triple) besides their captioned held-out event, with their probe: the test where a
+    scorer that picks the caption's frames (Mug) should beat frame averaging. Written once."""
+    from training.synthworld import write_dataset
+
+    world, seed = recipe.world(distractor_prob=1.0), recipe.seed + 5
+    if not (root / "probe.jsonl").is_file():
+        write_dataset(root, "jsonl", n=recipe.test_clips, seed=seed, split="test", config=world, task="retrieval",
+                      only=held)
+        write_probe(recipe, held, root, world, seed)
+    return root
+
+
+def write_probe(recipe: TinyRecipe, held: frozenset, root: Path, world=None, seed: int | None = None) -> Path:
+    """`root/probe.jsonl` for the held-out clips (the specs `write_data` rendered from `world` and
+    `seed`, by default the recipe's world and seed + 3): the caption (template 0, no noise), its
+    time-reversed twin, and a direction / size question with the answer for each playing direction
+    (the format of `stanchat eval reverse`)."""
     from training.synthworld import OPPOSITE, caption, contrast_caption, qa_pairs, sample_specs
 
     lines = []
-    for spec in sample_specs(recipe.test_clips, recipe.seed + 3, recipe.world(), prefix="test", only=held):
+    seed = recipe.seed + 3 if seed is None else seed
+    for spec in sample_specs(recipe.test_clips, seed, world or recipe.world(), prefix="test", only=held):
         item = {"video": f"videos/{spec.clip_id}.mp4", "caption": caption(spec, 0, noise=False),
                 "reversed_caption": contrast_caption(spec, 0)}
         asked = [(q, a) for q, a in qa_pairs(spec) if a in OPPOSITE]  # which way / grow or shrink
