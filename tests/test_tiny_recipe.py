@@ -49,6 +49,14 @@ def test_trail_probe_scores_frame_mean_at_exactly_half(recipe_run):
     assert result["clips"] > 0 and result["mean"] == 50.0 and 0.0 <= result["stan"] <= 100.0
 
 
+def test_still_probe_reads_the_stage1_clip(recipe_run):
+    from training.recipes.tiny_results import still_direction
+
+    result = still_direction(recipe_run, count=6)
+    assert set(result) == {"stills", "heldout", "trained"}
+    assert all(0.0 <= result[k] <= 100.0 for k in ("heldout", "trained"))
+
+
 def test_description_is_compared_word_by_word():
     from training.recipes.tiny_results import compare_description
 

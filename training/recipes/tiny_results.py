@@ -3,6 +3,7 @@
     python -m training.recipes.tiny_results videoqa --preset DIR --probe FILE [--temporal stan|mean]
     python -m training.recipes.tiny_results contrast --model DIR --probe FILE [--scoring mug] [--frame-mean]
     python -m training.recipes.tiny_results trail --run DIR
+    python -m training.recipes.tiny_results stills --run DIR
 
 `videoqa`: zero-shot QA ("Which way does the red circle move?") of the grafted LLaVA, exact match
 on the synthetic world's one-word answers, each clip asked forwards and backwards.
@@ -179,6 +180,41 @@ def trail_closeness(run: Path, frames: int, limit: int = 0) -> dict:
     return {"clips": len(specs), **{k: 100.0 * sum(v) / max(len(v), 1) for k, v in wins.items()}}
 
 
+def still_direction(run: Path, count: int = 150) -> dict:
+    """How well a recipe run's stage-1 CLIP reads a trail: % of one-event stills (moving or resizing;
+    drawn by a fixed seed, of held-out and of trained triples) whose image feature is closer to the
+    true caption than to its time-reversed twin ("moves left" vs "moves right"). Chance 50%."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import CLIPModel
+
+    from stanchat.video import Preprocessor
+    from stanchat.videomodel import load_text_tokenizer
+    from training.recipes.tiny import TinyRecipe, held_out
+    from training.synthworld import OPPOSITE, caption, contrast_caption, render_still, sample_specs
+
+    raw = json.loads((run / "recipe.json").read_text())
+    recipe = TinyRecipe(**{k: v for k, v in raw.items() if k != "llava"})
+    clip_dir, world, held = run / "stage1" / "clip", recipe.world(), held_out(recipe)
+    clip, tokenizer = CLIPModel.from_pretrained(clip_dir).eval(), load_text_tokenizer(clip_dir)
+    preprocess = Preprocessor(size=recipe.size, crop_size=recipe.size)
+
+    def text(captions: list[str]) -> torch.Tensor:  # (N, P), unit length
+        ids = tokenizer(captions, padding="max_length", max_length=recipe.max_tokens, truncation=True, return_tensors="pt")
+        return F.normalize(clip.get_text_features(**ids).pooler_output, dim=-1)
+
+    result = {}
+    for name, split in (("heldout", {"only": held}), ("trained", {"exclude": held})):
+        specs = [s for s in sample_specs(2 * count, 99, world, prefix="still", **split)
+                 if len(s.events) == 1 and s.events[0].motion in OPPOSITE][:count]
+        pixels = preprocess([render_still(s, world)[None] for s in specs])[:, 0]  # (N, 3, H, W)
+        with torch.no_grad():
+            image = F.normalize(clip.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
+            true, twin = text([caption(s, 0, noise=False) for s in specs]), text([contrast_caption(s, 0) for s in specs])
+        result[name] = 100.0 * ((image * true).sum(-1) > (image * twin).sum(-1)).float().mean().item()
+    return {"stills": count, **result}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.recipes.tiny_results", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -198,12 +234,16 @@ def main(argv: list[str] | None = None) -> int:
     trail.add_argument("--run", type=Path, required=True, help="a recipe output folder (recipe.json, data/, preset/)")
     trail.add_argument("--frames", type=int, default=16, help="frames per video")
     trail.add_argument("--limit", type=int, default=0, help="at most this many clips (0: all)")
+    stills = sub.add_parser("stills", help="how well a run's stage-1 CLIP tells a still's trail from its reversed caption")
+    stills.add_argument("--run", type=Path, required=True, help="a recipe output folder (recipe.json, stage1/clip)")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
     if args.command == "contrast":
         result = contrast(args.model, args.probe, args.scoring, args.frame_mean, args.frames)
+    elif args.command == "stills":
+        result = still_direction(args.run)
     elif args.command == "trail":
         result = trail_closeness(args.run, args.frames, args.limit)
     else:
