@@ -94,6 +94,12 @@ def override(recipe: TinyRecipe, items: list[str]) -> TinyRecipe:
     return recipe
 
 
+def read_recipe(run: Path) -> TinyRecipe:
+    """The recipe a run folder was made with (its `recipe.json`, written by `run_recipe`)."""
+    raw = json.loads((run / "recipe.json").read_text())
+    return TinyRecipe(**{**raw, "llava": LlavaTrainConfig(**raw["llava"])})
+
+
 def held_out(recipe: TinyRecipe) -> frozenset:
     """The (colour, shape, motion) triples no training stage sees."""
     from training.synthworld import holdout_combinations

@@ -159,12 +159,10 @@ def trail_closeness(run: Path, frames: int, limit: int = 0) -> dict:
     import torch
 
     from stanchat.video import load_video
-    from training.recipes.tiny import TinyRecipe, held_out
+    from training.recipes.tiny import held_out, read_recipe
     from training.synthworld import OPPOSITE, render_still, sample_specs
 
-    chat = load_preset(run / "preset")
-    raw = json.loads((run / "recipe.json").read_text())
-    recipe = TinyRecipe(**{k: v for k, v in raw.items() if k != "llava"})
+    chat, recipe = load_preset(run / "preset"), read_recipe(run)
     specs = [s for s in sample_specs(recipe.test_clips, recipe.seed + 3, recipe.world(), prefix="test",
                                      only=held_out(recipe)) if s.events[0].motion in OPPOSITE][: limit or None]
     wins = {"stan": [], "mean": []}
@@ -190,11 +188,10 @@ def still_direction(run: Path, count: int = 150) -> dict:
 
     from stanchat.video import Preprocessor
     from stanchat.videomodel import load_text_tokenizer
-    from training.recipes.tiny import TinyRecipe, held_out
+    from training.recipes.tiny import held_out, read_recipe
     from training.synthworld import OPPOSITE, caption, contrast_caption, render_still, sample_specs
 
-    raw = json.loads((run / "recipe.json").read_text())
-    recipe = TinyRecipe(**{k: v for k, v in raw.items() if k != "llava"})
+    recipe = read_recipe(run)
     clip_dir, world, held = run / "stage1" / "clip", recipe.world(), held_out(recipe)
     clip, tokenizer = CLIPModel.from_pretrained(clip_dir).eval(), load_text_tokenizer(clip_dir)
     preprocess = Preprocessor(size=recipe.size, crop_size=recipe.size)
