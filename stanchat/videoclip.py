@@ -1,7 +1,8 @@
 """The video-text model: a HF CLIP text tower + vision tower with the STAN branch beside it.
 
 Per-frame video features follow DESIGN.md: `post_layernorm(CLIP last CLS + STAN CLS)` then the
-visual projection, (B, T, P) (a graft-ready STAN ending before the last layer: see `encode_video`). They are scored against text by mean pooling or by Mug.
+visual projection, (B, T, P); a graft-ready STAN, ending before the last layer, is read as
+`encode_video` says. They are scored against text by mean pooling or by Mug.
 A saved model is a directory with `config.json` (this model's config, the CLIP config inside it)
 and `model.safetensors`; saving, loading and scoring live in `stanchat.videomodel`, shared with
 `stanchat.cocaclip.CoCaVideoCLIP` (open_clip CoCa towers).
