@@ -318,21 +318,22 @@ class HFVisionTower(VisionTower):
 
 
 def run_video_tower(vision: CLIPVisionModel | VisionTower, stan: STAN | None, pixel_values: torch.Tensor,
-                    end: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+                    end: int, hold: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run the CLIP tower on every frame up to layer `end` and the STAN branch beside it.
 
     `vision` is a HF CLIP vision tower or any `VisionTower` (e.g. an open_clip one).
-    pixel_values (B, T, 3, H, W) -> (CLIP output of layer `end`, (B*T, 1+L, D);
-    STAN output, (B, 1+L*T, D), or None when `stan` is None). Layers after `end` are not run.
-    The loop calls the tower's own layers, so the CLIP path is bit-identical to the tower's
-    `hidden_states[end + 1]`.
+    pixel_values (B, T, 3, H, W) -> (CLIP output of layer `end`, (B*T*hold, 1+L, D);
+    STAN output, (B, 1+L*T*hold, D), or None when `stan` is None). Layers after `end` are not run.
+    `hold` > 1 shows each frame `hold` times in a row (a video of T*hold frames) while the
+    tower runs once per distinct frame. The loop calls the tower's own layers, so the CLIP path
+    is bit-identical to the tower's `hidden_states[end + 1]`.
     """
     tower = vision if isinstance(vision, VisionTower) else HFVisionTower(vision)
     if pixel_values.dim() != 5 or pixel_values.shape[2] != 3:
         raise ValueError(f"expected pixel_values of shape (B, T, 3, H, W), got {tuple(pixel_values.shape)}")
     if not 0 <= end < tower.num_layers:
         raise ValueError(f"end layer {end} is outside a tower of {tower.num_layers} layers")
-    num_frames = pixel_values.shape[1]
+    num_frames = pixel_values.shape[1] * hold
     if stan is not None:
         stan.check_frames(num_frames)
     frames = pixel_values.flatten(0, 1)  # (B, T, 3, H, W) -> (B*T, 3, H, W)
@@ -343,7 +344,8 @@ def run_video_tower(vision: CLIPVisionModel | VisionTower, stan: STAN | None, pi
     for i in range(end + 1):
         hidden = tower.layer(i, hidden)  # (B*T, 1+L, D)
         if i >= first:
-            paired.append(hidden)
+            paired.append(hidden.repeat_interleave(hold, dim=0) if hold > 1 else hidden)  # (B*T*hold, 1+L, D)
+    hidden = hidden.repeat_interleave(hold, dim=0) if hold > 1 else hidden
     if stan is None:
         return hidden, None
     position = tower.position_embedding(hidden, height, width)

@@ -122,8 +122,8 @@ class VideoCLIP(VideoTextModel):
         in training), it keeps a graft's tokens in the image distribution the LLM's projector was
         taught on, so a video differs from an image only by what moves. pixel_values (B, T, 3, H, W) -> ()."""
         t = pixel_values.shape[1]
-        still = pixel_values[:, :1].expand_as(pixel_values)  # (B, T, 3, H, W), frame 0 held
-        hidden, branch = run_video_tower(self.clip.vision_model, self.stan, still, self.end)
+        first = pixel_values[:, :1]  # (B, 1, 3, H, W), held for T frames; the tower runs on it once
+        hidden, branch = run_video_tower(self.clip.vision_model, self.stan, first, self.end, hold=t)
         target = hidden.reshape(-1, t, *hidden.shape[1:])[:, :1].detach()  # (B, 1, 1+L, D): one frame
         fused = fuse_frames(hidden, branch, t)  # (B, T, 1+L, D)
         return (fused - target).square().mean() / target.square().mean()

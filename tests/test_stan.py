@@ -72,6 +72,16 @@ def test_other_image_sizes_use_interpolated_tower_positions():
     assert branch.shape == (1, 1 + 12 * 3, 32)
 
 
+def test_held_frames_equal_the_frames_repeated():
+    model = randomise(VideoCLIP.from_clip(tiny_clip(), STANConfig(depth=2))).eval()
+    frames = torch.randn(2, 2, 3, 16, 16)
+    with torch.no_grad():
+        held = run_video_tower(model.clip.vision_model, model.stan, frames, model.end, hold=3)
+        repeated = run_video_tower(model.clip.vision_model, model.stan, frames.repeat_interleave(3, dim=1), model.end)
+    for ours, reference in zip(held, repeated):  # (B*T*hold, 1+L, D), (B, 1+L*T*hold, D)
+        torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+
+
 def test_batch_items_are_independent():
     model = randomise(VideoCLIP.from_clip(tiny_clip(), STANConfig(depth=2))).eval()
     video = torch.randn(3, 4, 3, 16, 16)

@@ -67,7 +67,9 @@ class TinyRecipe:
     still_weight: float = 3.0  # stage 2: weight of the still-video loss keeping the graft's tokens image-like (VideoCLIP.still_gap)
     distractor_prob: float = 0.0  # stage 2: chance of an uncaptioned extra segment
     noise_prob: float = 0.0  # stage 2: chance of noise words in a caption
-    focus_share: float = 0.5  # share of stills whose actors come from 2 colours x 2 shapes (see focus_world)
+    focus_share: float = 0.5  # share of stills whose actors come from a few colours x shapes (see focus_world)
+    focus_colours: int = 2  # colours of the focused share (drawn by the seed)
+    focus_shapes: int = 2  # shapes of the focused share (drawn by the seed)
     video_focus_share: float = 0.5  # the same for stage 2's videos
     test_clips: int = 200  # held-out test clips written for evaluation
     qa_clips: int = 60  # held-out clips the preset's card asks about (forwards and backwards, stan and mean)
@@ -108,7 +110,7 @@ def held_out(recipe: TinyRecipe) -> frozenset:
 
 
 DATA_FIELDS = ("seed", "size", "holdout", "clip_stills", "videos", "video_frames", "distractor_prob", "noise_prob",
-               "focus_share", "video_focus_share", "test_clips")  # what the written data depends on
+               "focus_share", "focus_colours", "focus_shapes", "video_focus_share", "test_clips")  # what the written data depends on
 
 
 def write_data(recipe: TinyRecipe, out: Path) -> dict[str, Path]:
@@ -154,15 +156,15 @@ def write_data(recipe: TinyRecipe, out: Path) -> dict[str, Path]:
 
 
 def focus_world(recipe: TinyRecipe, world):
-    """`world` narrowed to 2 colours x 2 shapes (drawn by the seed) and one-actor motions. Contrastive
+    """`world` narrowed to a few colours x shapes (drawn by the seed) and one-actor motions. Contrastive
     learning is lazy: in a batch of random clips colour and shape already tell the captions apart,
     so nothing asks for direction. Among clips of the same few actors only the motion does, so the
     focused share of the data is where the towers learn to read a trail (stage 1) and time (stage 2)."""
     import numpy as np
 
     rng = np.random.default_rng(recipe.seed)
-    colours = tuple(sorted(str(c) for c in rng.choice(world.colours, size=2, replace=False)))
-    shapes = tuple(sorted(str(s) for s in rng.choice(world.shapes, size=2, replace=False)))
+    colours = tuple(sorted(str(c) for c in rng.choice(world.colours, size=recipe.focus_colours, replace=False)))
+    shapes = tuple(sorted(str(s) for s in rng.choice(world.shapes, size=recipe.focus_shapes, replace=False)))
     return dataclasses.replace(world, colours=colours, shapes=shapes,
                                motions=tuple(m for m in world.motions if m != "appear"))
 

@@ -118,8 +118,9 @@ def _provenance(recipe, summary: dict) -> list[str]:
         f"   taught on {recipe.llava.stills} still images (motion drawn as a fading trail) and questions about them,"
         f" {recipe.llava.steps} steps. Never on video.",
         "4. The graft: stage 2's STAN beside stage 3's tower. Zero-shot video chat, no video instruction tuning.",
-        "Half of the stills and videos show only 2 colours x 2 shapes (`focus_share`), so that contrastive learning",
-        "needs the motion to tell captions apart.",
+        f"A share of the stills ({recipe.focus_share}) and videos ({recipe.video_focus_share}) show only"
+        f" {recipe.focus_colours} colours x {recipe.focus_shapes} shapes",
+        "(`focus_world`), so that contrastive learning needs the shape and the motion to tell captions apart.",
         "",
         f"{recipe.holdout} (colour, shape, motion) triples are held out of every stage; the scores below are on",
         "held-out clips only. Wall time on 2 shared CPU cores (s): " + ", ".join(
