@@ -235,18 +235,21 @@ def mean_similarity(text_pooled: torch.Tensor, video_frames: torch.Tensor) -> to
 
 
 def contrastive_loss(logits_t2v: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE over a (B, B) text-to-video logit matrix whose diagonal holds the matches.
+    """Symmetric InfoNCE over a (B, B + E) text-to-video logit matrix whose first B columns hold the
+    B videos, matched on the diagonal; the E further columns, if any, are extra negative videos
+    (e.g. each clip played backwards) that only the text->video direction ranks.
 
     The logits already include the scale (logit_scale * similarity, e.g. 100 * cosine). Returns the
-    mean of the text->video cross-entropy (over rows) and the video->text one (over columns), each
-    averaged over the batch; uniform logits give ln B. The released code sums the two directions
-    instead of averaging, which only doubles the loss.
+    mean of the text->video cross-entropy (over rows) and the video->text one (over the first B
+    columns), each averaged over the batch; uniform logits give (ln(B + E) + ln B) / 2. The released
+    code sums the two directions instead of averaging, which only doubles the loss.
     """
-    if logits_t2v.dim() != 2 or logits_t2v.shape[0] != logits_t2v.shape[1] or logits_t2v.shape[0] == 0:
-        raise ValueError(f"logits_t2v must be a non-empty square (B, B) matrix, got shape {tuple(logits_t2v.shape)}")
+    if logits_t2v.dim() != 2 or logits_t2v.shape[0] > logits_t2v.shape[1] or logits_t2v.shape[0] == 0:
+        raise ValueError(f"logits_t2v must be a non-empty (B, B + E) matrix, got shape {tuple(logits_t2v.shape)}")
     logits = logits_t2v.float()
-    labels = torch.arange(logits.shape[0], device=logits.device)
-    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+    b = logits.shape[0]
+    labels = torch.arange(b, device=logits.device)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits[:, :b].T, labels)) / 2
 
 
 def gather_features(tensor: torch.Tensor) -> torch.Tensor:

@@ -224,8 +224,16 @@ def test_loss_is_mean_of_both_directions():
     cols = -torch.log_softmax(logits, dim=0).diagonal().mean()
     assert contrastive_loss(logits).item() == pytest.approx(((rows + cols) / 2).item(), abs=1e-6)
     assert contrastive_loss(100 * torch.eye(4)).item() < 1e-6
-    with pytest.raises(ValueError, match=r"square \(B, B\)"):
-        contrastive_loss(torch.zeros(3, 4))
+    with pytest.raises(ValueError, match=r"\(B, B \+ E\)"):
+        contrastive_loss(torch.zeros(4, 3))
+
+
+def test_contrastive_loss_extra_columns_are_negatives_for_texts_only():
+    logits = torch.randn(3, 5, generator=torch.Generator().manual_seed(1)) * 4  # 3 videos + 2 extra negatives
+    rows = -torch.log_softmax(logits, dim=1).diagonal().mean()
+    cols = -torch.log_softmax(logits[:, :3], dim=0).diagonal().mean()
+    assert contrastive_loss(logits).item() == pytest.approx(((rows + cols) / 2).item(), abs=1e-6)
+    assert contrastive_loss(torch.zeros(3, 5)).item() == pytest.approx((math.log(5) + math.log(3)) / 2, abs=1e-6)
 
 
 # ---- gather_features on a real 2-process gloo group ----

@@ -79,3 +79,16 @@ def test_still_weight_adds_the_graft_still_gap_to_the_contrastive_loss():
         gap = graft_ready.still_gap(data["pixel_values"])
     assert gap > 0
     torch.testing.assert_close(weighted, plain + 0.5 * gap)
+
+
+def test_reversed_negatives_add_each_clip_played_backwards_for_the_captions_to_rank(model):
+    data = batch()
+    with torch.no_grad():
+        loss = ContrastiveTask(model, "mean", reversed_negatives=True).loss(VideoTextForward(model), data)
+        clips = torch.cat([data["pixel_values"], data["pixel_values"].flip(1)])  # (2B, T, 3, H, W)
+        video = F.normalize(model.encode_video(clips).mean(1), dim=-1)  # (2B, P)
+        text = F.normalize(model.encode_text(data["input_ids"])[1], dim=-1)
+    logits = 100.0 * text @ video.T  # (B, 2B)
+    labels = torch.arange(3)
+    expected = (F.cross_entropy(logits, labels) + F.cross_entropy(logits[:, :3].T, labels)) / 2
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)

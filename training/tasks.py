@@ -23,12 +23,14 @@ from stanchat.videoclip import VideoCLIP
 
 class Encoded(NamedTuple):
     """What `VideoTextForward` returns: frames (B, T, P); tokens (B, N, P) and pooled (B, P), None
-    without text; still_gap () (`VideoCLIP.still_gap`), None unless asked for."""
+    without text; still_gap () (`VideoCLIP.still_gap`) and backwards (B, T, P), the frames of each
+    clip played backwards, None unless asked for."""
 
     frames: torch.Tensor
     tokens: torch.Tensor | None = None
     pooled: torch.Tensor | None = None
     still_gap: torch.Tensor | None = None
+    backwards: torch.Tensor | None = None
 
 
 class VideoTextForward(nn.Module):
@@ -36,7 +38,8 @@ class VideoTextForward(nn.Module):
 
     pixel_values (B, T, 3, H, W) -> frames (B, T, P); input_ids (B, N) -> tokens (B, N, P),
     pooled (B, P). Without input_ids only the video tower runs; `still=True` also measures the
-    graft's still-video gap, in the same forward so that DDP sees one graph per step.
+    graft's still-video gap and `backwards=True` also encodes every clip played backwards, in the
+    same forward so that DDP sees one graph per step.
     """
 
     def __init__(self, model: VideoCLIP):
@@ -44,13 +47,16 @@ class VideoTextForward(nn.Module):
         self.model = model
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None, still: bool = False) -> Encoded:
-        frames = self.model.encode_video(pixel_values)
+                attention_mask: torch.Tensor | None = None, still: bool = False, backwards: bool = False) -> Encoded:
+        b = pixel_values.shape[0]
+        clips = torch.cat([pixel_values, pixel_values.flip(1)]) if backwards else pixel_values  # (B or 2B, T, 3, H, W)
+        frames = self.model.encode_video(clips)
+        frames, reversed_frames = (frames[:b], frames[b:]) if backwards else (frames, None)
         gap = self.model.still_gap(pixel_values) if still else None
         if input_ids is None:
-            return Encoded(frames, still_gap=gap)
+            return Encoded(frames, still_gap=gap, backwards=reversed_frames)
         tokens, pooled = self.model.encode_text(input_ids, attention_mask)
-        return Encoded(frames, tokens, pooled, gap)
+        return Encoded(frames, tokens, pooled, gap, reversed_frames)
 
 
 class ContrastiveTask:
@@ -58,20 +64,25 @@ class ContrastiveTask:
 
     needs_text = True
 
-    def __init__(self, model: VideoCLIP, scoring: str, still_weight: float = 0.0):
+    def __init__(self, model: VideoCLIP, scoring: str, still_weight: float = 0.0, reversed_negatives: bool = False):
         self.model, self.scoring, self.still_weight = model, scoring, still_weight
+        self.reversed_negatives = reversed_negatives
 
     def to(self, device: torch.device) -> "ContrastiveTask":
         """Nothing to move: the task holds no tensors."""
         return self
 
     def loss(self, forward: nn.Module, batch: dict) -> torch.Tensor:
-        """InfoNCE, plus `still_weight` x the still-video gap of the batch's clips when it is set."""
-        out = forward(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], still=self.still_weight > 0)
+        """InfoNCE, plus `still_weight` x the still-video gap of the batch's clips when it is set; with
+        `reversed_negatives` every caption also ranks the batch's clips played backwards."""
+        out = forward(batch["pixel_values"], batch["input_ids"], batch["attention_mask"],
+                      still=self.still_weight > 0, backwards=self.reversed_negatives)
         # every process scores its texts against the videos of all processes and vice versa
         frames, tokens, pooled, mask = (gather_features(x) for x in (out.frames, out.tokens, out.pooled,
                                                                       batch["attention_mask"]))
-        scores = self.model.similarity((tokens, pooled), mask, frames, mode=self.scoring)  # (B, B) text x video
+        if out.backwards is not None:
+            frames = torch.cat([frames, gather_features(out.backwards)])  # (2B, T, P): the clips, then backwards
+        scores = self.model.similarity((tokens, pooled), mask, frames, mode=self.scoring)  # (B, B or 2B) text x video
         loss = contrastive_loss(self.model.config.logit_scale * scores)
         return loss if out.still_gap is None else loss + self.still_weight * out.still_gap
 
@@ -82,9 +93,9 @@ class ContrastiveTask:
         for batch in batches:
             if batch["size"] == 0:  # every clip of this batch failed to decode
                 continue
-            f, t, p, _ = forward(batch["pixel_values"].to(device), batch["input_ids"].to(device),
-                                 batch["attention_mask"].to(device))
-            frames.append(f.float()), tokens.append(t.float()), pooled.append(p.float())
+            out = forward(batch["pixel_values"].to(device), batch["input_ids"].to(device),
+                          batch["attention_mask"].to(device))
+            frames.append(out.frames.float()), tokens.append(out.tokens.float()), pooled.append(out.pooled.float())
             masks.append(batch["attention_mask"].to(device)), keys.extend(batch["videos"])
         text = (torch.cat(tokens), torch.cat(pooled))  # captions are padded to max_tokens, so N agrees
         scores = self.model.similarity(text, torch.cat(masks), torch.cat(frames), mode=self.scoring, chunk_size=128)

@@ -65,6 +65,7 @@ class TinyRecipe:
     stan_lr: float = 5e-3  # stage 2: STAN peak lr (CLIP frozen)
     scoring: str = "mug"  # stage 2: mug | mean | mug-simple
     still_weight: float = 3.0  # stage 2: weight of the still-video loss keeping the graft's tokens image-like (VideoCLIP.still_gap)
+    reversed_negatives: bool = False  # stage 2: each caption also ranks the batch's clips played backwards
     distractor_prob: float = 0.0  # stage 2: chance of an uncaptioned extra segment
     noise_prob: float = 0.0  # stage 2: chance of noise words in a caption
     focus_share: float = 0.5  # share of stills whose actors come from a few colours x shapes (see focus_world)
@@ -285,6 +286,7 @@ def stage2_stan(recipe: TinyRecipe, clip_dir: Path, data: Path, out: Path, scori
     ckpt = run_training([
         "task=pretrain", f"model.clip={clip_dir}", f"model.pretrained={init}", "model.freeze_clip=true",
         f"model.scoring={scoring or recipe.scoring}", f"model.still_weight={recipe.still_weight}",
+        f"model.reversed_negatives={str(recipe.reversed_negatives).lower()}",
         "data.dataset=jsonl", f"data.root={data}", f"data.frames={recipe.frames}",
         f"data.max_tokens={recipe.max_tokens}", f"data.batch_size={recipe.stan_batch}",
         f"optim.stan_lr={recipe.stan_lr}", "optim.weight_decay=0.05", f"schedule.steps={recipe.stan_steps}",
