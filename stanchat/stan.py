@@ -176,6 +176,15 @@ def fuse_frames(hidden: torch.Tensor, branch: torch.Tensor, num_frames: int) -> 
     frames = hidden.reshape(b, num_frames, *hidden.shape[1:])  # (B*T, 1+L, D) -> (B, T, 1+L, D)
     return (frames + stan.to(frames.dtype)) / 2
 
+def _view(hidden: torch.Tensor, num_clips: int, views: torch.Tensor | None) -> torch.Tensor:
+    """Per-frame tower states rearranged into the clips' views (see `run_video_tower`).
+    (B*T, 1+L, D) -> (V*B*T', 1+L, D)."""
+    if views is None:
+        return hidden
+    frames = hidden.reshape(num_clips, -1, *hidden.shape[1:])  # (B, T, 1+L, D)
+    return frames[:, views].transpose(0, 1).flatten(0, 2)  # (B, V, T', 1+L, D) -> (V, B, T', ...) -> (V*B*T', ...)
+
+
 class STAN(nn.Module):
     """The STAN branch: K (temporal, spatial) layer pairs plus a learned temporal embedding.
 
@@ -318,22 +327,27 @@ class HFVisionTower(VisionTower):
 
 
 def run_video_tower(vision: CLIPVisionModel | VisionTower, stan: STAN | None, pixel_values: torch.Tensor,
-                    end: int, hold: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
+                    end: int, views: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run the CLIP tower on every frame up to layer `end` and the STAN branch beside it.
 
     `vision` is a HF CLIP vision tower or any `VisionTower` (e.g. an open_clip one).
-    pixel_values (B, T, 3, H, W) -> (CLIP output of layer `end`, (B*T*hold, 1+L, D);
-    STAN output, (B, 1+L*T*hold, D), or None when `stan` is None). Layers after `end` are not run.
-    `hold` > 1 shows each frame `hold` times in a row (a video of T*hold frames) while the
-    tower runs once per distinct frame. The loop calls the tower's own layers, so the CLIP path
-    is bit-identical to the tower's `hidden_states[end + 1]`.
+    pixel_values (B, T, 3, H, W) -> (CLIP output of layer `end`, (B*T, 1+L, D);
+    STAN output, (B, 1+L*T, D), or None when `stan` is None). Layers after `end` are not run.
+    The loop calls the tower's own layers, so the CLIP path is bit-identical to the tower's
+    `hidden_states[end + 1]`.
+
+    `views` (V, T') shows each clip as V videos of T' frames, view v being frames `views[v]` (e.g.
+    the clip played backwards, or one frame held): the outputs are those of the V*B clips, view by
+    view ((V*B*T', 1+L, D), (V*B, 1+L*T', D)), while the tower runs once per frame of pixel_values.
     """
     tower = vision if isinstance(vision, VisionTower) else HFVisionTower(vision)
     if pixel_values.dim() != 5 or pixel_values.shape[2] != 3:
         raise ValueError(f"expected pixel_values of shape (B, T, 3, H, W), got {tuple(pixel_values.shape)}")
     if not 0 <= end < tower.num_layers:
         raise ValueError(f"end layer {end} is outside a tower of {tower.num_layers} layers")
-    num_frames = pixel_values.shape[1] * hold
+    num_clips, num_frames = pixel_values.shape[:2]
+    if views is not None:
+        num_frames = views.shape[1]
     if stan is not None:
         stan.check_frames(num_frames)
     frames = pixel_values.flatten(0, 1)  # (B, T, 3, H, W) -> (B*T, 3, H, W)
@@ -344,8 +358,8 @@ def run_video_tower(vision: CLIPVisionModel | VisionTower, stan: STAN | None, pi
     for i in range(end + 1):
         hidden = tower.layer(i, hidden)  # (B*T, 1+L, D)
         if i >= first:
-            paired.append(hidden.repeat_interleave(hold, dim=0) if hold > 1 else hidden)  # (B*T*hold, 1+L, D)
-    hidden = hidden.repeat_interleave(hold, dim=0) if hold > 1 else hidden
+            paired.append(_view(hidden, num_clips, views))
+    hidden = _view(hidden, num_clips, views)
     if stan is None:
         return hidden, None
     position = tower.position_embedding(hidden, height, width)

@@ -93,9 +93,12 @@ class VideoCLIP(VideoTextModel):
         clip = clip_from_open_clip(load_open_clip(model_name, pretrained))
         return cls.from_clip(clip, stan, source=f"open_clip:{model_name}" + (f":{pretrained}" if pretrained else ""))
 
-    def encode_video(self, pixel_values: torch.Tensor, with_stan: bool = True) -> torch.Tensor:
+    def encode_video(self, pixel_values: torch.Tensor, with_stan: bool = True, views: torch.Tensor | None = None
+                     ) -> torch.Tensor:
         """Per-frame video features. pixel_values (B, T, 3, H, W) -> (B, T, P), unnormalised.
         `with_stan=False` skips the branch: CLIP's own image feature of each frame (the baseline).
+        `views` (V, T'): each clip as V videos of frames `views[v]` -> (V*B, T', P), view by view
+        (`run_video_tower`; e.g. forwards and backwards with one tower pass).
 
         A STAN ending at CLIP's last layer joins at its CLS: `post_layernorm(CLIP CLS + STAN CLS)`
         (DESIGN.md, the released weights). A graft-ready STAN ends earlier, at the layer LLaVA reads;
@@ -103,8 +106,8 @@ class VideoCLIP(VideoTextModel):
         over frames is exactly what the graft hands the LLM) run through CLIP's remaining layers, so
         contrastive training shapes the very tokens the LLM will see, and in CLIP's own terms."""
         vision = self.clip.vision_model
-        b, t = pixel_values.shape[:2]
-        hidden, branch = run_video_tower(vision, self.stan if with_stan else None, pixel_values, self.end)
+        b, t = pixel_values.shape[:2] if views is None else (pixel_values.shape[0] * views.shape[0], views.shape[1])
+        hidden, branch = run_video_tower(vision, self.stan if with_stan else None, pixel_values, self.end, views)
         if branch is not None and self.end < len(vision.encoder.layers) - 1:
             hidden, branch = fuse_frames(hidden, branch, t).flatten(0, 1), None  # (B*T, 1+L, D)
         for layer in vision.encoder.layers[self.end + 1 :]:
@@ -123,7 +126,8 @@ class VideoCLIP(VideoTextModel):
         taught on, so a video differs from an image only by what moves. pixel_values (B, T, 3, H, W) -> ()."""
         t = pixel_values.shape[1]
         first = pixel_values[:, :1]  # (B, 1, 3, H, W), held for T frames; the tower runs on it once
-        hidden, branch = run_video_tower(self.clip.vision_model, self.stan, first, self.end, hold=t)
+        held = torch.zeros(1, t, dtype=torch.long, device=first.device)  # one view: frame 0, T times
+        hidden, branch = run_video_tower(self.clip.vision_model, self.stan, first, self.end, held)
         target = hidden.reshape(-1, t, *hidden.shape[1:])[:, :1].detach()  # (B, 1, 1+L, D): one frame
         fused = fuse_frames(hidden, branch, t)  # (B, T, 1+L, D)
         return (fused - target).square().mean() / target.square().mean()

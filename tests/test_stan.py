@@ -72,14 +72,18 @@ def test_other_image_sizes_use_interpolated_tower_positions():
     assert branch.shape == (1, 1 + 12 * 3, 32)
 
 
-def test_held_frames_equal_the_frames_repeated():
+def test_views_equal_running_the_rearranged_clips():
     model = randomise(VideoCLIP.from_clip(tiny_clip(), STANConfig(depth=2))).eval()
-    frames = torch.randn(2, 2, 3, 16, 16)
+    frames = torch.randn(2, 3, 3, 16, 16)
+    views = torch.tensor([[0, 1, 2], [2, 1, 0], [1, 1, 1]])  # forwards, backwards, frame 1 held
     with torch.no_grad():
-        held = run_video_tower(model.clip.vision_model, model.stan, frames, model.end, hold=3)
-        repeated = run_video_tower(model.clip.vision_model, model.stan, frames.repeat_interleave(3, dim=1), model.end)
-    for ours, reference in zip(held, repeated):  # (B*T*hold, 1+L, D), (B, 1+L*T*hold, D)
-        torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+        ours = run_video_tower(model.clip.vision_model, model.stan, frames, model.end, views)
+        clips = torch.cat([frames[:, v] for v in views])  # (V*B, T', 3, H, W), view by view
+        reference = run_video_tower(model.clip.vision_model, model.stan, clips, model.end)
+        features = model.encode_video(frames, views=views[:2])
+    for a, b in zip(ours, reference):  # (V*B*T', 1+L, D), (V*B, 1+L*T', D)
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(features, model.encode_video(clips[:4]), atol=1e-5, rtol=1e-5)
 
 
 def test_batch_items_are_independent():

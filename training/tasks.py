@@ -48,9 +48,10 @@ class VideoTextForward(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, still: bool = False, backwards: bool = False) -> Encoded:
-        b = pixel_values.shape[0]
-        clips = torch.cat([pixel_values, pixel_values.flip(1)]) if backwards else pixel_values  # (B or 2B, T, 3, H, W)
-        frames = self.model.encode_video(clips)
+        b, t = pixel_values.shape[:2]
+        order = torch.arange(t, device=pixel_values.device)
+        views = torch.stack([order, order.flip(0)]) if backwards else None  # (2, T): forwards, backwards
+        frames = self.model.encode_video(pixel_values, views=views)  # (B or 2B, T, P), one tower pass
         frames, reversed_frames = (frames[:b], frames[b:]) if backwards else (frames, None)
         gap = self.model.still_gap(pixel_values) if still else None
         if input_ids is None:
