@@ -117,3 +117,32 @@ def test_conversations_tokenize_without_unknown_words():
     assert processor.tokenizer.decode(answer, skip_special_tokens=True) == "left"
     assert answer[-1] == processor.tokenizer.eos_token_id
     assert ids.count(processor.tokenizer.convert_tokens_to_ids("<image>")) == 3
+
+
+def test_feature_noise_changes_stage3_and_stays_a_function_of_the_seed(recipe_run, tmp_path):
+    from safetensors.torch import load_file
+
+    from training.llava import LlavaTrainConfig, train_llava
+
+    world = WorldConfig(size=16, motions=("left", "right", "grow"))
+    specs = sample_specs(6, seed=0, config=world)
+
+    def weights(name: str, noise: float) -> dict:
+        config = LlavaTrainConfig(stills=6, steps=2, width=32, batch_size=4, feature_noise=noise)
+        out = train_llava(recipe_run / "stage1" / "clip", tmp_path / name, specs, world, config)
+        return load_file(out / "model.safetensors")
+
+    plain, noisy, again = weights("plain", 0.0), weights("noisy", 0.5), weights("again", 0.5)
+    projector = [k for k in plain if "multi_modal_projector" in k]
+    assert projector and all(torch.equal(noisy[k], again[k]) for k in noisy)
+    assert any(not torch.equal(plain[k], noisy[k]) for k in projector)
+
+
+def test_stage2_passes_reversed_negatives_to_training(recipe_run, tmp_path):
+    import yaml
+
+    (tmp_path / "data").symlink_to(recipe_run / "data")
+    args = ["--out", str(tmp_path), "--clip", str(recipe_run / "stage1" / "clip"), "--stop-after", "stage2"]
+    assert main([*args, "--set", *SMALL, "reversed_negatives=true"]) == 0
+    config = yaml.safe_load((tmp_path / "stage2" / "run" / "config.yaml").read_text())
+    assert config["model"]["reversed_negatives"] is True

@@ -45,6 +45,7 @@ class LlavaTrainConfig:
     lr: float = 1e-3  # AdamW peak lr (projector and LLM), linear warmup then cosine to zero
     warmup: float = 0.05  # fraction of the steps with linear warmup
     weight_decay: float = 0.01  # AdamW decay
+    feature_noise: float = 0.0  # std of Gaussian noise added to the stills' tower features in training, relative to their RMS: an LLM taught on few stills then tolerates tokens a little off them (the graft's)
     short_answer_prob: float = 0.5  # chance a short question gets the eval's "single word or phrase" suffix
     seed: int = 0  # specs, question choice and batch order
 
@@ -213,10 +214,14 @@ def train_llava(clip_dir: str | Path, out_dir: str | Path, specs, world, config:
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     schedule = get_cosine_schedule_with_warmup(optimizer, int(config.warmup * config.steps), config.steps)
     order = torch.Generator().manual_seed(config.seed)
+    noise = config.feature_noise * features.square().mean().sqrt()  # absolute std
     model.train()
     for step in range(1, config.steps + 1):
         picks = torch.randint(len(examples), (config.batch_size,), generator=order).tolist()
-        loss = llava_loss(model, collate([examples[i] for i in picks], features, tokenizer.pad_token_id))
+        batch = collate([examples[i] for i in picks], features, tokenizer.pad_token_id)
+        if noise > 0:  # drawn from `order` too, so a run stays a pure function of the seed
+            batch["features"] = batch["features"] + noise * torch.randn(batch["features"].shape, generator=order)
+        loss = llava_loss(model, batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step(), schedule.step(), optimizer.zero_grad(set_to_none=True)
