@@ -146,3 +146,19 @@ def test_stage2_passes_reversed_negatives_to_training(recipe_run, tmp_path):
     assert main([*args, "--set", *SMALL, "reversed_negatives=true"]) == 0
     config = yaml.safe_load((tmp_path / "stage2" / "run" / "config.yaml").read_text())
     assert config["model"]["reversed_negatives"] is True
+
+
+def test_shape_probe_scores_stills_and_frames(recipe_run):
+    from training.recipes.tiny_results import still_shapes
+
+    result = still_shapes(recipe_run, count=6)
+    assert set(result) == {"count", "heldout_still", "heldout_frame", "trained_still", "trained_frame"}
+    assert all(0.0 <= v <= 100.0 for k, v in result.items() if k != "count")
+
+
+def test_describe_probe_asks_the_image_path_the_graft_and_frame_mean(recipe_run):
+    from training.recipes.tiny_results import describe_paths
+
+    result = describe_paths(recipe_run, recipe_run / "preset", count=2, frames=4)
+    assert set(result) == {"count"} | {f"{s}_{p}" for s in ("heldout", "trained") for p in ("still", "stan", "mean")}
+    assert set(result["heldout_stan"]) == {"exact", "colour", "shape", "motion"}

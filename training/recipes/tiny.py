@@ -57,6 +57,7 @@ class TinyRecipe:
     frames: int = 16  # stage 2: frames sampled per clip (also the chat's default)
     feature_layer: int = -2  # LLaVA's vision_feature_layer; stage 2's STAN ends at this layer (graft-ready)
     strategy: str = "default"  # LLaVA's vision_feature_select_strategy: default (drop the CLS) | full
+    llava_holdout: bool = True  # stage 3 also never sees the held-out triples (False: only stages 1-2, CLIP and STAN, hold them out)
     stills_through_graft: bool = False  # stage 3 encodes stills with the grafted encoder (STAN at T = 1), not the bare tower
     stan_depth: int = 2  # stage 2: STAN layers, ending at LLaVA's feature layer
     time_embed_std: float = 1.0  # stage 2: init std of STAN's temporal embedding (see stage2_init)
@@ -304,13 +305,14 @@ def stage2_stan(recipe: TinyRecipe, clip_dir: Path, data: Path, out: Path, scori
 
 
 def stage3_llava(recipe: TinyRecipe, clip_dir: Path, out: Path, stan_dir: Path | None = None) -> Path:
-    """The image-only LLaVA on stills of the non-held-out triples (encoded through the grafted
-    encoder when `recipe.stills_through_graft`)."""
+    """The image-only LLaVA on stills (of the non-held-out triples when `recipe.llava_holdout`; encoded
+    through the grafted encoder when `recipe.stills_through_graft`)."""
     from training.llava import train_llava
     from training.synthworld import sample_specs
 
     world = recipe.world(motions=("left", "right", "up", "down", "grow", "shrink"))
-    specs = sample_specs(recipe.llava.stills, recipe.seed + 4, world, prefix="still", exclude=held_out(recipe))
+    held = held_out(recipe) if recipe.llava_holdout else frozenset()
+    specs = sample_specs(recipe.llava.stills, recipe.seed + 4, world, prefix="still", exclude=held)
     return train_llava(clip_dir, out, specs, world, recipe.llava, recipe.feature_layer, recipe.strategy,
                        stan_dir if recipe.stills_through_graft else None)
 

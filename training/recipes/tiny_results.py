@@ -4,6 +4,8 @@
     python -m training.recipes.tiny_results contrast --model DIR --probe FILE [--scoring mug] [--frame-mean]
     python -m training.recipes.tiny_results trail --run DIR
     python -m training.recipes.tiny_results stills --run DIR
+    python -m training.recipes.tiny_results shapes --run DIR
+    python -m training.recipes.tiny_results describe --run DIR [--preset DIR]
 
 `videoqa`: zero-shot QA ("Which way does the red circle move?") of the grafted LLaVA, exact match
 on the synthetic world's one-word answers, each clip asked forwards and backwards.
@@ -212,6 +214,78 @@ def still_direction(run: Path, count: int = 150) -> dict:
     return {"stills": count, **result}
 
 
+def still_shapes(run: Path, count: int = 150) -> dict:
+    """How well a recipe run's stage-1 CLIP sees shapes: % of one-event stills and of their clips'
+    middle frames (held-out and trained triples, a fixed seed) whose image feature is closest to the
+    true caption among the four that differ only in the shape. Chance 25%."""
+    from dataclasses import replace
+
+    import torch
+    import torch.nn.functional as F
+    from transformers import CLIPModel
+
+    from stanchat.video import Preprocessor
+    from stanchat.videomodel import load_text_tokenizer
+    from training.recipes.tiny import held_out, read_recipe
+    from training.synthworld import SHAPES, Actor, caption, render_clip, render_still, sample_specs
+
+    recipe = read_recipe(run)
+    world, held, clip_dir = _one_event_world(recipe), held_out(recipe), run / "stage1" / "clip"
+    clip, tokenizer = CLIPModel.from_pretrained(clip_dir).eval(), load_text_tokenizer(clip_dir)
+    preprocess = Preprocessor(size=recipe.size, crop_size=recipe.size)
+    result = {}
+    for name, split in (("heldout", {"only": held}), ("trained", {"exclude": held})):
+        specs = sample_specs(count, 99, world, prefix="shape", **split)
+        captions = [caption(replace(s, events=(replace(s.events[0], actors=(Actor(s.events[0].actors[0].colour, shape),)),)),
+                            0, noise=False) for s in specs for shape in SHAPES]  # (N * 4,), true shape at its index
+        ids = tokenizer(captions, padding="max_length", max_length=recipe.max_tokens, truncation=True, return_tensors="pt")
+        truth = torch.tensor([SHAPES.index(s.events[0].actors[0].shape) for s in specs])
+        for kind in ("still", "frame"):
+            images = [render_still(s, world)[None] if kind == "still" else render_clip(s, world)[world.frames // 2][None]
+                      for s in specs]
+            with torch.no_grad():
+                image = F.normalize(clip.get_image_features(pixel_values=preprocess(images)[:, 0]).pooler_output, dim=-1)
+                text = F.normalize(clip.get_text_features(**ids).pooler_output, dim=-1).reshape(count, len(SHAPES), -1)
+            picked = torch.einsum("np,nkp->nk", image, text).argmax(-1)  # (N,)
+            result[f"{name}_{kind}"] = 100.0 * (picked == truth).float().mean().item()
+    return {"count": count, **result}
+
+
+def describe_paths(run: Path, preset: Path, count: int = 60, frames: int = 16) -> dict:
+    """Where free descriptions go wrong: "What happens in this video?" for fresh one-event clips of
+    held-out and of trained triples (a fixed seed), asked of the image path (the clip's trail still,
+    one frame: what the LLaVA was taught on), of the graft (`stan`) and of frame-mean (`mean`) on
+    the clip; % right as a whole sentence and word by word (`compare_description`)."""
+    from stanchat.video.load import VideoClip
+    from training.recipes.tiny import held_out, read_recipe
+    from training.synthworld import caption, render_clip, render_still, sample_specs
+
+    recipe = read_recipe(run)
+    world, held, chat = _one_event_world(recipe), held_out(recipe), load_preset(preset)
+
+    def clip(pictures) -> VideoClip:  # (T, H, W, 3) uint8 as a decoded video at the world's frame rate
+        t = len(pictures)
+        return VideoClip(frames=pictures, timestamps=[i / world.fps for i in range(t)], indices=list(range(t)),
+                         fps=float(world.fps), duration=t / world.fps, width=world.size, height=world.size,
+                         source_frames=t, decoder="synthetic", path="synthetic")
+
+    result = {}
+    for name, split in (("heldout", {"only": held}), ("trained", {"exclude": held})):
+        for spec in sample_specs(count, 777, world, prefix="describe", **split):
+            truth, pictures = caption(spec, 0, noise=False), render_clip(spec, world)
+            for path, video, temporal in (("still", clip(render_still(spec, world)[None]), "mean"),
+                                          ("stan", clip(pictures), "stan"), ("mean", clip(pictures), "mean")):
+                said = chat.ask(video, DESCRIBE, frames=frames, temporal=temporal, max_new_tokens=12).text
+                for part, ok in compare_description(said, truth).items():
+                    result.setdefault(f"{name}_{path}", {}).setdefault(part, []).append(ok)
+    return {"count": count, **{k: {part: 100.0 * sum(v) / len(v) for part, v in parts.items()} for k, parts in result.items()}}
+
+
+def _one_event_world(recipe):
+    """The recipe's world without "appear" (trail stills need one moving or resizing actor)."""
+    return recipe.world(motions=("left", "right", "up", "down", "grow", "shrink"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.recipes.tiny_results", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -233,6 +307,12 @@ def main(argv: list[str] | None = None) -> int:
     trail.add_argument("--limit", type=int, default=0, help="at most this many clips (0: all)")
     stills = sub.add_parser("stills", help="how well a run's stage-1 CLIP tells a still's trail from its reversed caption")
     stills.add_argument("--run", type=Path, required=True, help="a recipe output folder (recipe.json, stage1/clip)")
+    shapes = sub.add_parser("shapes", help="how well a run's stage-1 CLIP tells a still's shape among four captions")
+    shapes.add_argument("--run", type=Path, required=True, help="a recipe output folder (recipe.json, stage1/clip)")
+    desc = sub.add_parser("describe", help="free descriptions of the image path (trail stills), the graft and frame-mean")
+    desc.add_argument("--run", type=Path, required=True, help="a recipe output folder (recipe.json)")
+    desc.add_argument("--preset", type=Path, help="preset folder with llava/ and stan/ (default: RUN/preset)")
+    desc.add_argument("--count", type=int, default=60, help="clips of held-out and of trained triples each")
     args = parser.parse_args(argv)
     import torch
 
@@ -241,6 +321,10 @@ def main(argv: list[str] | None = None) -> int:
         result = contrast(args.model, args.probe, args.scoring, args.frame_mean, args.frames)
     elif args.command == "stills":
         result = still_direction(args.run)
+    elif args.command == "shapes":
+        result = still_shapes(args.run)
+    elif args.command == "describe":
+        result = describe_paths(args.run, args.preset or args.run / "preset", args.count)
     elif args.command == "trail":
         result = trail_closeness(args.run, args.frames, args.limit)
     else:
