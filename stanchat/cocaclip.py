@@ -189,11 +189,13 @@ class CoCaVideoCLIP(VideoTextModel):
         pooled, _ = visual._pool(tokens)  # open_clip's own order of operations
         return pooled @ visual.proj
 
-    def encode_video(self, pixel_values: torch.Tensor, with_stan: bool = True) -> torch.Tensor:
+    def encode_video(self, pixel_values: torch.Tensor, with_stan: bool = True, views: torch.Tensor | None = None
+                     ) -> torch.Tensor:
         """Per-frame video features. pixel_values (B, T, 3, H, W) -> (B, T, P), unnormalised.
-        `with_stan=False` skips the branch: open_clip's own image feature of each frame."""
-        b, t = pixel_values.shape[:2]
-        last, branch = run_video_tower(self.tower, self.stan if with_stan else None, pixel_values, self.end)
+        `with_stan=False` skips the branch: open_clip's own image feature of each frame.
+        `views` (V, T'): each clip as V videos of frames `views[v]` -> (V*B, T', P) (`run_video_tower`)."""
+        b, t = pixel_values.shape[:2] if views is None else (pixel_values.shape[0] * views.shape[0], views.shape[1])
+        last, branch = run_video_tower(self.tower, self.stan if with_stan else None, pixel_values, self.end, views)
         if branch is not None:
             last = fuse_stan_tokens(last, branch, t)  # (B*T, 1+L, D)
         return self.image_head(last).reshape(b, t, -1)  # (B*T, P) -> (B, T, P)

@@ -176,6 +176,7 @@ def fuse_frames(hidden: torch.Tensor, branch: torch.Tensor, num_frames: int) -> 
     frames = hidden.reshape(b, num_frames, *hidden.shape[1:])  # (B*T, 1+L, D) -> (B, T, 1+L, D)
     return (frames + stan.to(frames.dtype)) / 2
 
+
 def _view(hidden: torch.Tensor, num_clips: int, views: torch.Tensor | None) -> torch.Tensor:
     """Per-frame tower states rearranged into the clips' views (see `run_video_tower`).
     (B*T, 1+L, D) -> (V*B*T', 1+L, D)."""

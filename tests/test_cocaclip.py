@@ -315,3 +315,12 @@ def test_cli_converts_a_bundled_coca_config_offline(tmp_path, capsys):
     assert model.config.open_clip["vision_cfg"]["attentional_pool"] is True
     spatial, paired = model.stan.spatial_layers[0], model.coca.visual.transformer.resblocks[11]
     assert all(torch.equal(v, spatial.state_dict()[k]) for k, v in encoder_layer_state_from_open_clip(paired).items())
+
+
+def test_views_equal_encoding_the_rearranged_clips(model):
+    frames = video(2, 3)
+    views = torch.tensor([[0, 1, 2], [2, 1, 0]])  # forwards, backwards
+    with torch.no_grad():
+        ours = model.encode_video(frames, views=views)  # (V*B, T', P)
+        reference = model.encode_video(torch.cat([frames[:, v] for v in views]))
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
