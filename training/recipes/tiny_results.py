@@ -180,37 +180,50 @@ def trail_closeness(run: Path, frames: int, limit: int = 0) -> dict:
     return {"clips": len(specs), **{k: 100.0 * sum(v) / max(len(v), 1) for k, v in wins.items()}}
 
 
-def still_direction(run: Path, count: int = 150) -> dict:
-    """How well a recipe run's stage-1 CLIP reads a trail: % of one-event stills (moving or resizing;
-    drawn by a fixed seed, of held-out and of trained triples) whose image feature is closer to the
-    true caption than to its time-reversed twin ("moves left" vs "moves right"). Chance 50%."""
+def stage1_encoders(run: Path):
+    """A recipe run's recipe and its stage-1 CLIP as two encoders, without gradients: captions ->
+    (N, P) and uint8 images (N, H, W, 3) -> (N, P), unit length (`still_direction`, `still_shapes`)."""
     import torch
     import torch.nn.functional as F
     from transformers import CLIPModel
 
     from stanchat.video import Preprocessor
     from stanchat.videomodel import load_text_tokenizer
-    from training.recipes.tiny import held_out, read_recipe
-    from training.synthworld import OPPOSITE, caption, contrast_caption, render_still, sample_specs
+    from training.recipes.tiny import read_recipe
 
-    recipe = read_recipe(run)
-    clip_dir, world, held = run / "stage1" / "clip", recipe.world(), held_out(recipe)
+    recipe, clip_dir = read_recipe(run), run / "stage1" / "clip"
     clip, tokenizer = CLIPModel.from_pretrained(clip_dir).eval(), load_text_tokenizer(clip_dir)
     preprocess = Preprocessor(size=recipe.size, crop_size=recipe.size)
 
-    def text(captions: list[str]) -> torch.Tensor:  # (N, P), unit length
+    @torch.no_grad()
+    def text(captions: list[str]) -> torch.Tensor:
         ids = tokenizer(captions, padding="max_length", max_length=recipe.max_tokens, truncation=True, return_tensors="pt")
         return F.normalize(clip.get_text_features(**ids).pooler_output, dim=-1)
 
+    @torch.no_grad()
+    def image(pictures) -> torch.Tensor:
+        pixels = preprocess([p[None] for p in pictures])[:, 0]  # each picture as a one-frame clip -> (N, 3, H, W)
+        return F.normalize(clip.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
+
+    return recipe, text, image
+
+
+def still_direction(run: Path, count: int = 150) -> dict:
+    """How well a recipe run's stage-1 CLIP reads a trail: % of one-event stills (moving or resizing;
+    drawn by a fixed seed, of held-out and of trained triples) whose image feature is closer to the
+    true caption than to its time-reversed twin ("moves left" vs "moves right"). Chance 50%."""
+    from training.recipes.tiny import held_out
+    from training.synthworld import OPPOSITE, caption, contrast_caption, render_still, sample_specs
+
+    recipe, text, image = stage1_encoders(run)
+    world, held = recipe.world(), held_out(recipe)
     result = {}
     for name, split in (("heldout", {"only": held}), ("trained", {"exclude": held})):
         specs = [s for s in sample_specs(2 * count, 99, world, prefix="still", **split)
                  if len(s.events) == 1 and s.events[0].motion in OPPOSITE][:count]
-        pixels = preprocess([render_still(s, world)[None] for s in specs])[:, 0]  # (N, 3, H, W)
-        with torch.no_grad():
-            image = F.normalize(clip.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
-            true, twin = text([caption(s, 0, noise=False) for s in specs]), text([contrast_caption(s, 0) for s in specs])
-        result[name] = 100.0 * ((image * true).sum(-1) > (image * twin).sum(-1)).float().mean().item()
+        stills = image([render_still(s, world) for s in specs])
+        true, twin = text([caption(s, 0, noise=False) for s in specs]), text([contrast_caption(s, 0) for s in specs])
+        result[name] = 100.0 * ((stills * true).sum(-1) > (stills * twin).sum(-1)).float().mean().item()
     return {"stills": count, **result}
 
 
@@ -221,32 +234,22 @@ def still_shapes(run: Path, count: int = 150) -> dict:
     from dataclasses import replace
 
     import torch
-    import torch.nn.functional as F
-    from transformers import CLIPModel
 
-    from stanchat.video import Preprocessor
-    from stanchat.videomodel import load_text_tokenizer
-    from training.recipes.tiny import held_out, read_recipe
+    from training.recipes.tiny import held_out
     from training.synthworld import SHAPES, Actor, caption, render_clip, render_still, sample_specs
 
-    recipe = read_recipe(run)
-    world, held, clip_dir = _one_event_world(recipe), held_out(recipe), run / "stage1" / "clip"
-    clip, tokenizer = CLIPModel.from_pretrained(clip_dir).eval(), load_text_tokenizer(clip_dir)
-    preprocess = Preprocessor(size=recipe.size, crop_size=recipe.size)
+    recipe, text, image = stage1_encoders(run)
+    world, held = _one_event_world(recipe), held_out(recipe)
     result = {}
     for name, split in (("heldout", {"only": held}), ("trained", {"exclude": held})):
         specs = sample_specs(count, 99, world, prefix="shape", **split)
         captions = [caption(replace(s, events=(replace(s.events[0], actors=(Actor(s.events[0].actors[0].colour, shape),)),)),
                             0, noise=False) for s in specs for shape in SHAPES]  # (N * 4,), true shape at its index
-        ids = tokenizer(captions, padding="max_length", max_length=recipe.max_tokens, truncation=True, return_tensors="pt")
+        options = text(captions).reshape(count, len(SHAPES), -1)  # (N, 4, P)
         truth = torch.tensor([SHAPES.index(s.events[0].actors[0].shape) for s in specs])
-        for kind in ("still", "frame"):
-            images = [render_still(s, world)[None] if kind == "still" else render_clip(s, world)[world.frames // 2][None]
-                      for s in specs]
-            with torch.no_grad():
-                image = F.normalize(clip.get_image_features(pixel_values=preprocess(images)[:, 0]).pooler_output, dim=-1)
-                text = F.normalize(clip.get_text_features(**ids).pooler_output, dim=-1).reshape(count, len(SHAPES), -1)
-            picked = torch.einsum("np,nkp->nk", image, text).argmax(-1)  # (N,)
+        for kind, pictures in (("still", [render_still(s, world) for s in specs]),
+                               ("frame", [render_clip(s, world)[world.frames // 2] for s in specs])):
+            picked = torch.einsum("np,nkp->nk", image(pictures), options).argmax(-1)  # (N,)
             result[f"{name}_{kind}"] = 100.0 * (picked == truth).float().mean().item()
     return {"count": count, **result}
 
