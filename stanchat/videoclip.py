@@ -105,17 +105,26 @@ class VideoCLIP(VideoTextModel):
         it is read the way the graft reads it: each frame's fused tokens (`fuse_frames`, whose mean
         over frames is exactly what the graft hands the LLM) run through CLIP's remaining layers, so
         contrastive training shapes the very tokens the LLM will see, and in CLIP's own terms."""
+        return self.encode_video_and_tokens(pixel_values, with_stan, views)[0]
+
+    def encode_video_and_tokens(self, pixel_values: torch.Tensor, with_stan: bool = True,
+                                views: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`encode_video`'s features and, from the same tower pass, the graft's video tokens: each
+        clip's fused end-layer tokens (`fuse_frames`; CLIP's alone without the branch) averaged over
+        frames, (B, 1+L, D) ((V*B, 1+L, D) with views): what `Graft.vision_tokens` hands the projector."""
         vision = self.clip.vision_model
         b, t = pixel_values.shape[:2] if views is None else (pixel_values.shape[0] * views.shape[0], views.shape[1])
         hidden, branch = run_video_tower(vision, self.stan if with_stan else None, pixel_values, self.end, views)
+        fused = hidden.reshape(b, t, *hidden.shape[1:]) if branch is None else fuse_frames(hidden, branch, t)
+        tokens = fused.mean(dim=1)  # (B, T, 1+L, D) -> (B, 1+L, D)
         if branch is not None and self.end < len(vision.encoder.layers) - 1:
-            hidden, branch = fuse_frames(hidden, branch, t).flatten(0, 1), None  # (B*T, 1+L, D)
+            hidden, branch = fused.flatten(0, 1), None  # (B*T, 1+L, D)
         for layer in vision.encoder.layers[self.end + 1 :]:
             hidden = layer(hidden, None)
         cls = hidden[:, 0].reshape(b, t, -1)  # (B*T, D) -> (B, T, D)
         if branch is not None:
             cls = cls + branch[:, None, 0]  # + STAN CLS (B, 1, D)
-        return self.clip.visual_projection(vision.post_layernorm(cls))
+        return self.clip.visual_projection(vision.post_layernorm(cls)), tokens
 
     def still_gap(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """How far the graft's tokens of a clip that does not move are from the tower's tokens of its
@@ -131,6 +140,16 @@ class VideoCLIP(VideoTextModel):
         target = hidden.reshape(-1, t, *hidden.shape[1:])[:, :1].detach()  # (B, 1, 1+L, D): one frame
         fused = fuse_frames(hidden, branch, t)  # (B, T, 1+L, D)
         return (fused - target).square().mean() / target.square().mean()
+
+    def motion_still_gap(self, tokens: torch.Tensor, stills: torch.Tensor) -> torch.Tensor:
+        """How far the graft's tokens of clips are from the tower's end-layer tokens of still images
+        that show the same motions (a synthetic clip's trail still), in `still_gap`'s relative units.
+        Trained towards 0 (`motion_still_weight` in training), it teaches the branch to write a
+        motion the way the image model already reads it in a picture. tokens (B, 1+L, D) from
+        `encode_video_and_tokens`, stills (B, 3, H, W) -> ()."""
+        hidden, _ = run_video_tower(self.clip.vision_model, None, stills[:, None], self.end)  # (B, 1+L, D)
+        target = hidden.detach()
+        return (tokens - target).square().mean() / target.square().mean()
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor]:

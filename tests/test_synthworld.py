@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from stanchat.datasets import FORMATS
+from stanchat.errors import StanchatError
 from training.synthworld import (
     COLOURS,
     DIRECTIONS,
@@ -185,3 +186,23 @@ def test_cli_writes_a_dataset(tmp_path, capsys):
     assert "jsonl: 3 files" in capsys.readouterr().out
     assert main(["--out", str(tmp_path), "--format", "csv", "--motions", "left,spin"]) == 2
     assert "unknown motion" in capsys.readouterr().err
+
+
+def test_motion_stills_are_written_beside_one_event_clips_and_read_back(tmp_path):
+    from stanchat.datasets import read_dataset
+    from training.synthworld.render import has_still
+
+    config = WorldConfig(size=16, frames=8, distractor_prob=0.5)
+    out = write_dataset(tmp_path, "jsonl", n=12, seed=0, split="train", config=config, motion_stills=True)
+    records = read_dataset("jsonl", tmp_path, split="train")
+    eligible = [has_still(spec) for spec in out.specs]
+    assert any(eligible) and not all(eligible)  # distractors and "appear" have no single-motion still
+    assert [r.still is not None for r in records] == eligible
+    for record, spec in zip(records, out.specs):
+        assert record.video.suffix == ".mp4"
+        if record.still is not None:
+            assert record.still.is_file() and record.still.name == f"{spec.clip_id}.png"
+    with pytest.raises(StanchatError, match="only beside the videos"):
+        write_dataset(tmp_path / "x", "jsonl", n=2, stills=True, motion_stills=True)
+    with pytest.raises(StanchatError, match="only beside the videos"):
+        write_dataset(tmp_path / "y", "msrvtt", n=2, motion_stills=True)

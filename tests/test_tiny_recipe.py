@@ -138,14 +138,16 @@ def test_feature_noise_changes_stage3_and_stays_a_function_of_the_seed(recipe_ru
     assert any(not torch.equal(plain[k], noisy[k]) for k in projector)
 
 
-def test_stage2_passes_reversed_negatives_to_training(recipe_run, tmp_path):
+def test_stage2_passes_its_loss_options_to_training(recipe_run, tmp_path):
     import yaml
 
     (tmp_path / "data").symlink_to(recipe_run / "data")
     args = ["--out", str(tmp_path), "--clip", str(recipe_run / "stage1" / "clip"), "--stop-after", "stage2"]
-    assert main([*args, "--set", *SMALL, "reversed_negatives=true"]) == 0
+    assert main([*args, "--set", *SMALL, "reversed_negatives=true", "motion_still_weight=2.0"]) == 0
     config = yaml.safe_load((tmp_path / "stage2" / "run" / "config.yaml").read_text())
-    assert config["model"]["reversed_negatives"] is True
+    assert config["model"]["reversed_negatives"] is True and config["model"]["motion_still_weight"] == 2.0
+    stills = [json.loads(line).get("still") for line in (recipe_run / "data" / "videos" / "train.jsonl").open()]
+    assert any(s and s.startswith("focus/") for s in stills)  # the focused share's stills keep their folder
 
 
 def test_shape_probe_scores_stills_and_frames(recipe_run):

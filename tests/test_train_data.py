@@ -48,6 +48,7 @@ class Rec:
     label: str | None = None
     start: float | None = None
     end: float | None = None
+    still: Path | None = None
 
 
 def fake_decode(record, seed):
@@ -94,14 +95,15 @@ def test_decoder_is_deterministic_per_seed(world):
 # format -> (task, val split or "")
 FORMATS = {
     "webvid": ("pretrain", ""), "msrvtt": ("retrieval", "test"), "didemo": ("retrieval", ""),
-    "lsmdc": ("retrieval", ""), "jsonl": ("pretrain", ""), "jsonl-stills": ("pretrain", ""), "csv": ("retrieval", ""),
+    "lsmdc": ("retrieval", ""), "jsonl": ("pretrain", ""), "jsonl-stills": ("pretrain", ""),
+    "jsonl-motion": ("pretrain", ""), "csv": ("retrieval", ""),
     "k400": ("recognition", ""), "ucf101": ("recognition", "test"), "hmdb51": ("recognition", ""),
 }
 
 
 def loaders_for(world: Path, name: str, *extra: str):
     task, val = FORMATS[name]
-    dataset = "jsonl" if name == "jsonl-stills" else name
+    dataset = "jsonl" if name.startswith("jsonl") else name
     config = load_config(None, [f"task={task}", f"data.dataset={dataset}", f"data.root={world / name}",
                                 f"data.val_split={val}", "data.frames=4", "data.batch_size=2", "data.max_tokens=16",
                                 "data.num_workers=0", *extra])
@@ -154,3 +156,29 @@ def test_recognition_labels_must_be_in_the_class_file(world, tmp_path):
     (tmp_path / "classes.txt").write_text("moving left\nmoving right\n")
     with pytest.raises(StanchatError, match="labels are not in the class list"):
         loaders_for(world, "ucf101", f"data.class_names={tmp_path / 'classes.txt'}")
+
+
+def test_motion_stills_are_batched_with_their_clips_when_the_loss_asks_for_them(world):
+    records = read_inputs(load_config(None, ["data.dataset=jsonl", f"data.root={world / 'jsonl-motion'}"])).train
+    with_still = [r.still is not None for r in records]
+    assert any(with_still) and not all(with_still)  # "appear" clips have no still
+    inputs, loaders = loaders_for(world, "jsonl-motion", "model.motion_still_weight=1.0", "data.batch_size=6")
+    batch = next(iter(loaders.train))
+    assert batch["stills"].shape == (6, 3, 16, 16) and batch["has_still"].dtype == torch.bool
+    assert batch["has_still"].sum() == sum(with_still)
+    assert (batch["stills"][~batch["has_still"]] == 0).all() and batch["stills"][batch["has_still"]].std() > 0
+    _, plain = loaders_for(world, "jsonl-motion")  # weight 0: no still is decoded
+    assert "stills" not in next(iter(plain.train))
+
+
+def test_a_motion_still_gets_its_clips_crop(world):
+    image = next((world / "jsonl-stills" / "stills").glob("*.png"))
+    record = Rec(image, "v", still=image)  # the "clip" is the still itself
+    decode = ClipDecoder(frames=1, size=16, train=True)
+    torch.testing.assert_close(decode.still(record, 7), decode(record, 7)[0])
+    assert not torch.equal(decode.still(record, 7), decode.still(record, 8))
+
+
+def test_motion_still_weight_without_stills_is_one_clear_error(world):
+    with pytest.raises(StanchatError, match="no training record names a `still`"):
+        loaders_for(world, "jsonl", "model.motion_still_weight=1.0")

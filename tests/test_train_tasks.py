@@ -92,3 +92,49 @@ def test_reversed_negatives_add_each_clip_played_backwards_for_the_captions_to_r
     labels = torch.arange(3)
     expected = (F.cross_entropy(logits, labels) + F.cross_entropy(logits[:, :3].T, labels)) / 2
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def graft_ready_model() -> VideoCLIP:
+    model = VideoCLIP.from_clip(tiny_clip(), STANConfig(depth=2, end_layer=-2, drop_path_rate=0.0))
+    randomise(model.stan, seed=1)
+    return model.eval()
+
+
+def test_video_tokens_of_the_training_pass_are_what_the_graft_hands_the_projector():
+    from stanchat.graft import Graft
+    from tests.tiny_llava import tiny_llava
+
+    model, pixels = graft_ready_model(), batch()["pixel_values"]
+    llava = tiny_llava(strategy="full")  # keeps the CLS, like the tokens here
+    llava.model.vision_tower.load_state_dict(model.clip.vision_model.state_dict())
+    with torch.no_grad():
+        frames, tokens = model.encode_video_and_tokens(pixels)
+        torch.testing.assert_close(frames, model.encode_video(pixels))
+        torch.testing.assert_close(tokens, Graft(llava, model.stan).vision_tokens(pixels, "stan"))
+
+
+def test_motion_still_weight_pulls_only_clips_with_a_still_towards_the_tower_tokens_of_it():
+    model, data = graft_ready_model(), batch()
+    stills = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    has = torch.tensor([True, False, True])
+    forward = VideoTextForward(model)
+    with torch.no_grad():
+        plain = ContrastiveTask(model, "mug").loss(forward, data)
+        weighted = ContrastiveTask(model, "mug", motion_still_weight=0.5).loss(
+            forward, {**data, "stills": stills, "has_still": has})
+        ignored = ContrastiveTask(model, "mug").loss(forward, {**data, "stills": stills, "has_still": has})
+        tokens = model.encode_video_and_tokens(data["pixel_values"])[1][has]  # (2, 1+L, D)
+        # the tower's own tokens of each still at LLaVA's feature layer, by HF's forward
+        target = model.clip.vision_model(stills[has], output_hidden_states=True).hidden_states[model.end + 1]
+    gap = (tokens - target).square().mean() / target.square().mean()
+    assert gap > 0
+    torch.testing.assert_close(weighted, plain + 0.5 * gap)
+    torch.testing.assert_close(ignored, plain)  # weight 0: stills in the batch change nothing
+
+
+def test_motion_still_gap_is_zero_for_tokens_equal_to_the_stills_own():
+    model = graft_ready_model()
+    stills = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        own = model.clip.vision_model(stills, output_hidden_states=True).hidden_states[model.end + 1]
+        assert model.motion_still_gap(own, stills).item() == pytest.approx(0.0, abs=1e-6)

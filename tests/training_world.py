@@ -28,6 +28,7 @@ def world(tmp_path_factory) -> Path:
         write_dataset(root / name, name, n=n, seed=1, split=split, config=WORLD)
     write_dataset(root / "jsonl", "jsonl", n=4, seed=2, split="train", config=WORLD)
     write_dataset(root / "jsonl-stills", "jsonl", n=4, seed=3, split="train", config=WORLD, stills=True)
+    write_dataset(root / "jsonl-motion", "jsonl", n=6, seed=11, split="train", config=WORLD, motion_stills=True)
     return root
 
 

@@ -67,14 +67,18 @@ class ResumableSampler(Sampler):
 
 
 class ClipDataset(Dataset):
-    """Records -> {"pixel_values" (T, 3, H, W) float, "text", "label", "video", "skipped"}.
+    """Records -> {"pixel_values" (T, 3, H, W) float, "text", "label", "video", "skipped"}, and with
+    `stills` "still": the record's motion still (3, H, W), None for a record without one.
 
     `decode(record, seed)` returns the preprocessed clip or raises `StanchatError` (e.g.
-    `VideoError`). Items are `(index, seed)` pairs from a sampler.
+    `VideoError`); `decode.still(record, seed)` its motion still. Items are `(index, seed)` pairs
+    from a sampler.
     """
 
-    def __init__(self, records: Sequence, decode, labels: dict[str, int] | None = None, attempts: int = DECODE_ATTEMPTS):
+    def __init__(self, records: Sequence, decode, labels: dict[str, int] | None = None, attempts: int = DECODE_ATTEMPTS,
+                 stills: bool = False):
         self.records, self.decode, self.labels, self.attempts = records, decode, labels, attempts
+        self.stills = stills
 
     def __len__(self) -> int:
         return len(self.records)
@@ -85,18 +89,20 @@ class ClipDataset(Dataset):
             record = self.records[(index + attempt) % len(self.records)]
             try:
                 pixels = self.decode(record, seed)
+                still = self.decode.still(record, seed) if self.stills and record.still is not None else None
             except StanchatError as err:
                 logger.warning("skipping %s: %s", record.video, err)
                 continue
             label = self.labels[record.label] if self.labels is not None else None
             return {"pixel_values": pixels, "text": record.text, "label": label,
-                    "video": record.video_id, "skipped": attempt}
+                    "video": record.video_id, "skipped": attempt, "still": still}
         return {"pixel_values": None, "skipped": self.attempts}
 
 
 class Collator:
     """Stack clips, tokenise captions to exactly `max_tokens` (one shape on every process) and
-    sum the skip counts. Samples whose every attempt failed are dropped."""
+    sum the skip counts. Samples whose every attempt failed are dropped. When some sample has a
+    motion still: "stills" (B, 3, H, W), zeros where a clip has none, and "has_still" (B,) bool."""
 
     def __init__(self, tokenizer, max_tokens: int, with_text: bool, with_labels: bool):
         self.tokenizer, self.max_tokens = tokenizer, max_tokens
@@ -109,6 +115,10 @@ class Collator:
             return batch
         batch["pixel_values"] = torch.stack([s["pixel_values"] for s in kept])  # (B, T, 3, H, W)
         batch["videos"] = [s["video"] for s in kept]
+        if any(s.get("still") is not None for s in kept):
+            blank = torch.zeros_like(kept[0]["pixel_values"][0])  # (3, H, W)
+            batch["stills"] = torch.stack([blank if s["still"] is None else s["still"] for s in kept])
+            batch["has_still"] = torch.tensor([s["still"] is not None for s in kept])
         if self.with_text:
             batch.update(self.tokenizer([s["text"] for s in kept], padding="max_length", truncation=True,
                                         max_length=self.max_tokens, return_tensors="pt"))
@@ -167,6 +177,9 @@ def read_inputs(config) -> Inputs:
     train, missing = split_present(records)
     if missing:
         logger.warning("%d of %d training videos are missing and skipped (first: %s)", len(missing), len(records), missing[0].video)
+    if config.model.motion_still_weight > 0 and not any(r.still is not None for r in train):
+        raise StanchatError("model.motion_still_weight is set but no training record names a `still` image; add one to "
+                            "the annotations (jsonl/csv field `still`) or set model.motion_still_weight=0")
     val = []
     if data.val_split:
         records = read_dataset(data.dataset, data.root, data.val_annotations or None, data.val_split, task=kind)
@@ -205,7 +218,8 @@ def build_loaders(config, inputs: Inputs, tokenizer, image_size: int, rank: int,
     data = config.data
     labels = {name: i for i, name in enumerate(inputs.classes)} if inputs.classes is not None else None
     collate = Collator(tokenizer, data.max_tokens, with_text=labels is None, with_labels=labels is not None)
-    train_set = ClipDataset(inputs.train, ClipDecoder(data.frames, image_size, train=True), labels)
+    train_set = ClipDataset(inputs.train, ClipDecoder(data.frames, image_size, train=True), labels,
+                            stills=config.model.motion_still_weight > 0)
     sampler = ResumableSampler(len(train_set), data.batch_size, config.run.seed, rank, world)
     train = make_loader(train_set, sampler, data.batch_size, collate, data.num_workers)
     val = None

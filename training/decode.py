@@ -14,7 +14,8 @@ from stanchat.video import Preprocessor, load_video
 
 
 class ClipDecoder:
-    """`decoder(record, seed)` -> (T, 3, size, size) float32, CLIP-normalised.
+    """`decoder(record, seed)` -> (T, 3, size, size) float32, CLIP-normalised; `decoder.still(record,
+    seed)` -> the record's motion still, (3, size, size).
 
     Raises `VideoError` for a file that cannot be decoded (the dataset then moves on). Picklable,
     so DataLoader workers get their own copy.
@@ -33,3 +34,10 @@ class ClipDecoder:
         )
         crop = torch.Generator().manual_seed(seed) if self.train else None
         return self.preprocess(clip, generator=crop)[0]  # (1, T, 3, S, S) -> (T, 3, S, S)
+
+    def still(self, record, seed: int) -> torch.Tensor:
+        """The record's motion still (`Record.still`), (3, size, size), cropped with the clip's crop
+        box (the same seed draws the same box from frames of the same size)."""
+        image = load_video(record.still, frames=1, size=self.size)
+        crop = torch.Generator().manual_seed(seed) if self.train else None
+        return self.preprocess(image, generator=crop)[0, 0]

@@ -98,7 +98,8 @@ def make_task(config: TrainConfig, model, tokenizer, classes: list[str] | None):
     if config.task == "recognition":
         class_text = tokenize_classes(tokenizer, classes, config.data.prompt, config.data.max_tokens)
         return RecognitionTask(model, config.model.scoring, class_text)
-    return ContrastiveTask(model, config.model.scoring, config.model.still_weight, config.model.reversed_negatives)
+    return ContrastiveTask(model, config.model.scoring, config.model.still_weight, config.model.reversed_negatives,
+                           config.model.motion_still_weight)
 
 
 def total_steps(config: TrainConfig, loaders, processes: int) -> int:

@@ -23,14 +23,16 @@ from stanchat.videoclip import VideoCLIP
 
 class Encoded(NamedTuple):
     """What `VideoTextForward` returns: frames (B, T, P); tokens (B, N, P) and pooled (B, P), None
-    without text; still_gap () (`VideoCLIP.still_gap`) and backwards (B, T, P), the frames of each
-    clip played backwards, None unless asked for."""
+    without text; still_gap () (`VideoCLIP.still_gap`), backwards (B, T, P), the frames of each
+    clip played backwards, and motion_gap () (`VideoCLIP.motion_still_gap` of the clips that have
+    a still), None unless asked for."""
 
     frames: torch.Tensor
     tokens: torch.Tensor | None = None
     pooled: torch.Tensor | None = None
     still_gap: torch.Tensor | None = None
     backwards: torch.Tensor | None = None
+    motion_gap: torch.Tensor | None = None
 
 
 class VideoTextForward(nn.Module):
@@ -38,8 +40,9 @@ class VideoTextForward(nn.Module):
 
     pixel_values (B, T, 3, H, W) -> frames (B, T, P); input_ids (B, N) -> tokens (B, N, P),
     pooled (B, P). Without input_ids only the video tower runs; `still=True` also measures the
-    graft's still-video gap and `backwards=True` also encodes every clip played backwards, in the
-    same forward so that DDP sees one graph per step.
+    graft's still-video gap, `backwards=True` also encodes every clip played backwards, and
+    `stills` (B, 3, H, W) with `has_still` (B,) bool give the motion-still gap of the clips that
+    have one, all in the same forward so that DDP sees one graph per step.
     """
 
     def __init__(self, model: VideoCLIP):
@@ -47,17 +50,23 @@ class VideoTextForward(nn.Module):
         self.model = model
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None, still: bool = False, backwards: bool = False) -> Encoded:
+                attention_mask: torch.Tensor | None = None, still: bool = False, backwards: bool = False,
+                stills: torch.Tensor | None = None, has_still: torch.Tensor | None = None) -> Encoded:
         b, t = pixel_values.shape[:2]
         order = torch.arange(t, device=pixel_values.device)
         views = torch.stack([order, order.flip(0)]) if backwards else None  # (2, T): forwards, backwards
-        frames = self.model.encode_video(pixel_values, views=views)  # (B or 2B, T, P), one tower pass
+        motion = None
+        if stills is not None and has_still.any():  # the graft's tokens come from the same tower pass
+            frames, graft = self.model.encode_video_and_tokens(pixel_values, views=views)
+            motion = self.model.motion_still_gap(graft[:b][has_still], stills[has_still])
+        else:
+            frames = self.model.encode_video(pixel_values, views=views)  # (B or 2B, T, P), one tower pass
         frames, reversed_frames = (frames[:b], frames[b:]) if backwards else (frames, None)
         gap = self.model.still_gap(pixel_values) if still else None
         if input_ids is None:
-            return Encoded(frames, still_gap=gap, backwards=reversed_frames)
+            return Encoded(frames, still_gap=gap, backwards=reversed_frames, motion_gap=motion)
         tokens, pooled = self.model.encode_text(input_ids, attention_mask)
-        return Encoded(frames, tokens, pooled, gap, reversed_frames)
+        return Encoded(frames, tokens, pooled, gap, reversed_frames, motion)
 
 
 class ContrastiveTask:
@@ -65,19 +74,23 @@ class ContrastiveTask:
 
     needs_text = True
 
-    def __init__(self, model: VideoCLIP, scoring: str, still_weight: float = 0.0, reversed_negatives: bool = False):
+    def __init__(self, model: VideoCLIP, scoring: str, still_weight: float = 0.0, reversed_negatives: bool = False,
+                 motion_still_weight: float = 0.0):
         self.model, self.scoring, self.still_weight = model, scoring, still_weight
-        self.reversed_negatives = reversed_negatives
+        self.reversed_negatives, self.motion_still_weight = reversed_negatives, motion_still_weight
 
     def to(self, device: torch.device) -> "ContrastiveTask":
         """Nothing to move: the task holds no tensors."""
         return self
 
     def loss(self, forward: nn.Module, batch: dict) -> torch.Tensor:
-        """InfoNCE, plus `still_weight` x the still-video gap of the batch's clips when it is set; with
+        """InfoNCE, plus `still_weight` x the still-video gap of the batch's clips and
+        `motion_still_weight` x the motion-still gap of those with a still, when they are set; with
         `reversed_negatives` every caption also ranks the batch's clips played backwards."""
+        stills = batch.get("stills") if self.motion_still_weight > 0 else None
         out = forward(batch["pixel_values"], batch["input_ids"], batch["attention_mask"],
-                      still=self.still_weight > 0, backwards=self.reversed_negatives)
+                      still=self.still_weight > 0, backwards=self.reversed_negatives,
+                      stills=stills, has_still=batch.get("has_still"))
         # every process scores its texts against the videos of all processes and vice versa
         frames, tokens, pooled, mask = (gather_features(x) for x in (out.frames, out.tokens, out.pooled,
                                                                       batch["attention_mask"]))
@@ -85,7 +98,11 @@ class ContrastiveTask:
             frames = torch.cat([frames, gather_features(out.backwards)])  # (2B, T, P): the clips, then backwards
         scores = self.model.similarity((tokens, pooled), mask, frames, mode=self.scoring)  # (B, B or 2B) text x video
         loss = contrastive_loss(self.model.config.logit_scale * scores)
-        return loss if out.still_gap is None else loss + self.still_weight * out.still_gap
+        if out.still_gap is not None:
+            loss = loss + self.still_weight * out.still_gap
+        if out.motion_gap is not None:
+            loss = loss + self.motion_still_weight * out.motion_gap
+        return loss
 
     @torch.no_grad()
     def validate(self, forward: nn.Module, batches, device: torch.device) -> dict[str, float]:

@@ -42,6 +42,7 @@ class Record:
     question_id: str | None = None  # the dataset's id of the question, when it has one
     start: float | None = None  # seconds into the file where the sample starts; None: file start
     end: float | None = None  # seconds into the file where the sample ends; None: file end
+    still: Path | None = None  # an image showing the video's whole motion (a synthetic clip's trail still), the target of training's motion-still loss
 
     @property
     def task(self) -> str:

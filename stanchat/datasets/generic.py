@@ -4,8 +4,9 @@ Fields, paths relative to the data root:
 - `video` (or `image`, for still-image samples): the file;
 - then `caption` (retrieval / training; in JSONL also a list of captions, one record each),
   or `label` (recognition; cleaned like every class name), or `question` + `answer` (video QA);
-- optional `video_id` (default: the path as written), `question_id`, and `start` / `end`
-  (seconds, to use a segment of a longer file).
+- optional `video_id` (default: the path as written), `question_id`, `start` / `end`
+  (seconds, to use a segment of a longer file) and `still` (an image showing the video's whole
+  motion, e.g. a synthetic clip's trail still: training's `model.motion_still_weight` target).
 A `.json` annotation holding a list of such objects is read the same way.
 """
 
@@ -81,6 +82,7 @@ def _record(ann: Path, where: str, item: dict, root: Path) -> Record:
         question_id=None if "question_id" not in item else str(item["question_id"]),
         start=start,
         end=end,
+        still=None if "still" not in item else resolve_video(root, str(item["still"])),
     )
 
 

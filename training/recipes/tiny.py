@@ -67,6 +67,7 @@ class TinyRecipe:
     scoring: str = "mug"  # stage 2: mug | mean | mug-simple
     still_weight: float = 3.0  # stage 2: weight of the still-video loss keeping the graft's tokens image-like (VideoCLIP.still_gap)
     reversed_negatives: bool = False  # stage 2: each caption also ranks the batch's clips played backwards
+    motion_still_weight: float = 0.0  # stage 2: weight of the motion-still loss (graft tokens of a one-event clip -> tower tokens of its trail still)
     distractor_prob: float = 0.0  # stage 2: chance of an uncaptioned extra segment
     noise_prob: float = 0.0  # stage 2: chance of noise words in a caption
     focus_share: float = 0.5  # share of stills whose actors come from a few colours x shapes (see focus_world)
@@ -113,6 +114,7 @@ def held_out(recipe: TinyRecipe) -> frozenset:
 
 DATA_FIELDS = ("seed", "size", "holdout", "clip_stills", "videos", "video_frames", "distractor_prob", "noise_prob",
                "focus_share", "focus_colours", "focus_shapes", "video_focus_share", "test_clips")  # what the written data depends on
+DATA_VERSION = 2  # bumped when write_data writes something new for the same settings (2: stage 2's trail stills)
 
 
 def write_data(recipe: TinyRecipe, out: Path) -> dict[str, Path]:
@@ -122,7 +124,7 @@ def write_data(recipe: TinyRecipe, out: Path) -> dict[str, Path]:
 
     held, data = held_out(recipe), out / "data"
     names = ("stills", "videos", "heldout", "heldout-qa", "heldout-misaligned")
-    settings = json.dumps({k: getattr(recipe, k) for k in DATA_FIELDS}, sort_keys=True)
+    settings = json.dumps({"version": DATA_VERSION, **{k: getattr(recipe, k) for k in DATA_FIELDS}}, sort_keys=True)
     if (data / "settings.json").is_file() and (data / "settings.json").read_text() == settings:
         logger.info("reusing the data in %s", data)
         write_probe(recipe, held, data / "heldout")
@@ -133,21 +135,20 @@ def write_data(recipe: TinyRecipe, out: Path) -> dict[str, Path]:
     for name, n, seed, stills, world, share in (
             ("stills", recipe.clip_stills, recipe.seed + 1, True, recipe.world(), recipe.focus_share),
             ("videos", recipe.videos, recipe.seed + 2, False, recipe.world(**noise), recipe.video_focus_share)):
-        focused = round(n * share)
+        focused, kinds = round(n * share), dict(stills=stills, motion_stills=not stills)  # videos: with trail stills
         if n > focused:
-            write_dataset(data / name, "jsonl", n=n - focused, seed=seed, split="train", config=world, stills=stills,
-                          exclude=held)
+            write_dataset(data / name, "jsonl", n=n - focused, seed=seed, split="train", config=world, exclude=held, **kinds)
         else:
             (data / name).mkdir(parents=True, exist_ok=True)
             (data / name / "train.jsonl").write_text("")
         if focused:  # written under <name>/focus/, its entries appended to <name>/train.jsonl
             part = write_dataset(data / name / "focus", "jsonl", n=focused, seed=seed + 10, split="train",
-                                 config=focus_world(recipe, world), stills=stills, exclude=held)
+                                 config=focus_world(recipe, world), exclude=held, **kinds)
             entries = [json.loads(line) for line in part.ann.read_text().splitlines()]
             with (data / name / "train.jsonl").open("a") as f:
                 for entry in entries:
-                    key = "image" if stills else "video"
-                    f.write(json.dumps({**entry, key: f"focus/{entry[key]}"}) + "\n")
+                    paths = {key: f"focus/{entry[key]}" for key in ("image", "video", "still") if key in entry}
+                    f.write(json.dumps({**entry, **paths}) + "\n")
     for name, task in (("heldout", "retrieval"), ("heldout-qa", "qa")):  # the same clips, captioned / asked about
         write_dataset(data / name, "jsonl", n=recipe.test_clips, seed=recipe.seed + 3, split="test",
                       config=recipe.world(), task=task, only=held)
@@ -288,6 +289,7 @@ def stage2_stan(recipe: TinyRecipe, clip_dir: Path, data: Path, out: Path, scori
         "task=pretrain", f"model.clip={clip_dir}", f"model.pretrained={init}", "model.freeze_clip=true",
         f"model.scoring={scoring or recipe.scoring}", f"model.still_weight={recipe.still_weight}",
         f"model.reversed_negatives={str(recipe.reversed_negatives).lower()}",
+        f"model.motion_still_weight={recipe.motion_still_weight}",
         "data.dataset=jsonl", f"data.root={data}", f"data.frames={recipe.frames}",
         f"data.max_tokens={recipe.max_tokens}", f"data.batch_size={recipe.stan_batch}",
         f"optim.stan_lr={recipe.stan_lr}", "optim.weight_decay=0.05", f"schedule.steps={recipe.stan_steps}",

@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", help="split to write (default: the format's evaluation split)")
     p.add_argument("--task", choices=["retrieval", "recognition", "qa"], help="task of jsonl/csv data")
     p.add_argument("--stills", action="store_true", help="jsonl/csv only: PNG stills with a motion trail")
+    p.add_argument("--motion-stills", action="store_true",
+                   help="jsonl/csv retrieval only: videos, and beside each one-event clip its trail still (field `still`)")
     p.add_argument("--missing", type=int, default=0, help="annotate this many clips without writing their files")
     p.add_argument("--size", type=int, default=defaults.size, help="frame size in pixels")
     p.add_argument("--frames", type=int, default=defaults.frames, help="frames per clip")
@@ -54,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             root = args.out / name if args.format == "all" else args.out
             start = time.perf_counter()
             out = write_dataset(root, name, n=args.n, seed=args.seed, split=args.split, config=config, task=args.task,
-                                stills=args.stills, missing=args.missing, exclude=exclude, only=only)
+                                stills=args.stills, missing=args.missing, exclude=exclude, only=only,
+                                motion_stills=args.motion_stills)
             print(f"{name}: {len(out.files)} files + {out.ann.relative_to(root)} in {root} "
                   f"({len(out.missing)} left missing, {time.perf_counter() - start:.1f} s)")
     except StanchatError as err:

@@ -16,7 +16,7 @@ import numpy as np
 
 from stanchat.datasets import annotation_path, get_format, video_dir
 from stanchat.errors import StanchatError
-from training.synthworld.render import render_clip, render_still, write_image, write_video
+from training.synthworld.render import has_still, render_clip, render_still, write_image, write_video
 from training.synthworld.world import (
     MOTION_CLASSES,
     TEMPLATES,
@@ -53,6 +53,7 @@ class _Job:
     task: str
     stills: bool
     skip: set[str]  # clip ids whose files are deliberately not written
+    motion_stills: bool = False  # also a trail still for every clip of one moving event (retrieval jsonl / csv)
 
     def video(self, spec: ClipSpec, path: Path) -> None:
         if spec.clip_id in self.skip:
@@ -75,26 +76,30 @@ class _Job:
 def write_dataset(
     root: str | Path, format: str, n: int = 16, seed: int = 0, split: str | None = None,
     config: WorldConfig = WorldConfig(), task: str | None = None, stills: bool = False, missing: int = 0,
-    exclude: frozenset = frozenset(), only: frozenset | None = None,
+    exclude: frozenset = frozenset(), only: frozenset | None = None, motion_stills: bool = False,
 ) -> SynthDataset:
     """Render `n` clips and write them with annotations as dataset `format` under `root`.
 
     `split` defaults to the format's evaluation split; `task` (generic jsonl/csv only) is
     "retrieval" (default), "recognition" or "qa"; `stills` writes PNG stills with a motion
-    trail instead of videos (jsonl/csv retrieval). The last `missing` clips are annotated but
+    trail instead of videos (jsonl/csv retrieval); `motion_stills` writes videos and, for every clip
+    of one moving event, its trail still too, named in the entry's `still` field (jsonl/csv
+    retrieval: the target of training's motion-still loss). The last `missing` clips are annotated but
     their files are not written. `exclude` / `only` hold out (colour, shape, motion) triples
     (see `sample_specs`). Recognition clips show one motion (no "appear"); DiDeMo clips get at
     least two captioned segments, so the paragraph has several sentences.
     """
     fmt = get_format(format)
     task = _task(fmt.task, task, stills)
+    if motion_stills and (stills or fmt.task != "any" or task != "retrieval"):
+        raise StanchatError("motion stills are written only beside the videos of jsonl or csv retrieval data")
     split = split or fmt.default_split
     root = Path(root)
     out = SynthDataset(format, root, annotation_path(format, root, split=split), split, [])
     world = _world(format, task, stills, config)
     out.specs = sample_specs(n, seed, world, prefix=split, exclude=exclude, only=only)
     skip = {s.clip_id for s in out.specs[max(n - missing, 0):]}
-    job = _Job(out, video_dir(format, root, split), world, task, stills, skip)
+    job = _Job(out, video_dir(format, root, split), world, task, stills, skip, motion_stills)
     out.ann.parent.mkdir(parents=True, exist_ok=True)
     WRITERS[format](job)
     return out
@@ -295,6 +300,9 @@ def _generic_entries(job: _Job) -> list[dict]:
         job.video(spec, job.videos / rel)
         if job.task == "retrieval":
             entries.append({"video": rel, "caption": caption(spec)})
+            if job.motion_stills and has_still(spec):
+                entries[-1]["still"] = f"stills/{spec.clip_id}.png"
+                job.image(spec, job.videos / entries[-1]["still"])
         elif job.task == "recognition":
             entries.append({"video": rel, "label": motion_class(spec)})
         else:

@@ -39,13 +39,18 @@ def render_clip(spec: ClipSpec, config: WorldConfig = WorldConfig()) -> np.ndarr
     return frames
 
 
+def has_still(spec: ClipSpec) -> bool:
+    """Whether `render_still` can draw the clip: one event, a move, grow or shrink."""
+    return len(spec.events) == 1 and spec.events[0].motion != "appear"
+
+
 def render_still(spec: ClipSpec, config: WorldConfig = WorldConfig()) -> np.ndarray:
     """A still image, uint8 (H, W, 3), that shows a motion without time: the shape at the end of
     its motion, with `config.trail_steps - 1` fainter copies at earlier positions behind it.
     Grow/shrink copies are concentric, so every copy is drawn as an outline (a filled present
     shape would hide the smaller ones); the present outline is the thickest and opaque.
     The spec must hold one event that is not "appear"."""
-    if len(spec.events) != 1 or spec.events[0].motion == "appear":
+    if not has_still(spec):
         raise StanchatError("a still needs a clip spec with one moving, growing or shrinking event and no distractor")
     plan = _plan(spec.events[0], np.random.default_rng(spec.seed), config.size)
     canvas = _background(config)
