@@ -68,10 +68,15 @@ def test_retrieval_recall_counts_each_clip_once():
     assert (metrics["mdr_t2v"], metrics["mdr_v2t"]) == (2.0, 2.0)
 
 
+def graft_ready_model() -> VideoCLIP:
+    """A STAN ending at LLaVA's feature layer (-2), as the graft reads it."""
+    model = VideoCLIP.from_clip(tiny_clip(), STANConfig(depth=2, end_layer=-2, drop_path_rate=0.0))
+    randomise(model.stan, seed=1)
+    return model.eval()
+
+
 def test_still_weight_adds_the_graft_still_gap_to_the_contrastive_loss():
-    graft_ready = VideoCLIP.from_clip(tiny_clip(), STANConfig(depth=2, end_layer=-2, drop_path_rate=0.0))
-    randomise(graft_ready.stan, seed=1)
-    graft_ready.eval()
+    graft_ready = graft_ready_model()
     forward, data = VideoTextForward(graft_ready), batch()
     with torch.no_grad():
         plain = ContrastiveTask(graft_ready, "mug").loss(forward, data)
@@ -92,12 +97,6 @@ def test_reversed_negatives_add_each_clip_played_backwards_for_the_captions_to_r
     labels = torch.arange(3)
     expected = (F.cross_entropy(logits, labels) + F.cross_entropy(logits[:, :3].T, labels)) / 2
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
-
-
-def graft_ready_model() -> VideoCLIP:
-    model = VideoCLIP.from_clip(tiny_clip(), STANConfig(depth=2, end_layer=-2, drop_path_rate=0.0))
-    randomise(model.stan, seed=1)
-    return model.eval()
 
 
 def test_video_tokens_of_the_training_pass_are_what_the_graft_hands_the_projector():

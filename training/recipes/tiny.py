@@ -6,7 +6,9 @@
    (`training.train`, task `pretrain`, one frame per sample);
 2. Mug-STAN post-pretraining on synthetic videos in the graft-ready setting: the CLIP frozen, the
    STAN ending at LLaVA's feature layer (`model.stan.end_layer=-2`), Mug scoring (`training.train`);
-   the loss reads the graft's own tokens, and a still-video loss keeps them image-like (`still_weight`);
+   the loss reads the graft's own tokens, a still-video loss keeps them image-like (`still_weight`), and a
+   motion-still loss pulls a one-event clip's tokens towards the tower's tokens of the same event drawn as
+   a trail still (`motion_still_weight`: how stage 3 learns motion words, so the LLM reads the graft);
 3. a tiny LLaVA (that CLIP tower frozen, a projector, a small Llama from scratch) taught on still
    images and conversations about them, never on video (`training.llava`);
 4. the graft: stage 2's STAN beside stage 3's tower, zero-shot video chat. The preset directory
@@ -49,7 +51,7 @@ class TinyRecipe:
     max_tokens: int = 24  # CLIP text tokens per caption
     holdout: int = 12  # (colour, shape, motion) triples kept out of every training stage
     clip_stills: int = 4000  # stage 1: still images with captions
-    clip_steps: int = 600  # stage 1: optimizer steps
+    clip_steps: int = 2000  # stage 1: optimizer steps (600 read trails but not shapes: docs/RESULTS.md section 5)
     clip_batch: int = 48  # stage 1: stills per step
     clip_lr: float = 1e-3  # stage 1: peak lr (CLIP trained from scratch)
     videos: int = 1600  # stage 2: training clips
@@ -67,12 +69,12 @@ class TinyRecipe:
     scoring: str = "mug"  # stage 2: mug | mean | mug-simple
     still_weight: float = 3.0  # stage 2: weight of the still-video loss keeping the graft's tokens image-like (VideoCLIP.still_gap)
     reversed_negatives: bool = False  # stage 2: each caption also ranks the batch's clips played backwards
-    motion_still_weight: float = 0.0  # stage 2: weight of the motion-still loss (graft tokens of a one-event clip -> tower tokens of its trail still)
+    motion_still_weight: float = 3.0  # stage 2: weight of the motion-still loss (graft tokens of a one-event clip -> tower tokens of its trail still; docs/RESULTS.md section 6)
     distractor_prob: float = 0.0  # stage 2: chance of an uncaptioned extra segment
     noise_prob: float = 0.0  # stage 2: chance of noise words in a caption
     focus_share: float = 0.5  # share of stills whose actors come from a few colours x shapes (see focus_world)
     focus_colours: int = 2  # colours of the focused share (drawn by the seed)
-    focus_shapes: int = 2  # shapes of the focused share (drawn by the seed)
+    focus_shapes: int = 4  # shapes of the focused share (drawn by the seed; all 4, so that stage 1 learns to tell them apart)
     video_focus_share: float = 0.5  # the same for stage 2's videos
     test_clips: int = 200  # held-out test clips written for evaluation
     qa_clips: int = 60  # held-out clips the preset's card asks about (forwards and backwards, stan and mean)
