@@ -164,3 +164,28 @@ def test_describe_probe_asks_the_image_path_the_graft_and_frame_mean(recipe_run)
     result = describe_paths(recipe_run, recipe_run / "preset", count=2, frames=4)
     assert set(result) == {"count"} | {f"{s}_{p}" for s in ("heldout", "trained") for p in ("still", "stan", "mean")}
     assert set(result["heldout_stan"]) == {"exact", "colour", "shape", "motion"}
+
+
+def test_contrast_scores_frame_mean_blind_to_time_and_ranks_both_ways(recipe_run):
+    from training.recipes.tiny_results import contrast
+
+    probe = recipe_run / "data" / "heldout" / "probe.jsonl"
+    blind = contrast(recipe_run / "preset" / "stan", probe, "mean", frame_mean=True, frames=4)
+    assert blind["direction_acc"] == 50.0 and blind["reversal_flip"] == 0.0
+    assert blind["reversal_cosine"] == pytest.approx(1.0)
+    stan = contrast(recipe_run / "preset" / "stan", probe, "mug", frame_mean=False, frames=4)
+    assert stan["clips"] == 4 and 1 <= stan["distinct_captions"] <= 4
+    assert all(0.0 <= stan[k] <= 100.0 for k in ("r1_t2v", "r1_v2t", "direction_acc"))
+
+
+def test_paired_comparison_of_a_model_with_itself_splits_nothing(recipe_run, capsys):
+    from training.recipes.tiny_results import main as results
+
+    stan, probe = recipe_run / "preset" / "stan", recipe_run / "data" / "heldout" / "probe.jsonl"
+    assert results(["paired", "--first", f"{stan}:mug", "--second", f"{stan}:mug", "--probe", str(probe),
+                    "--frames", "4"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["only_first"], out["only_second"], out["p_value"]) == (0, 0, 1.0)
+    assert out["r1_v2t_first"] == out["r1_v2t_second"] and out["both"] == round(out["clips"] * out["r1_v2t_first"] / 100)
+    with pytest.raises(SystemExit):  # a scoring that does not exist is a usage error
+        results(["paired", "--first", f"{stan}:best", "--second", f"{stan}:mug", "--probe", str(probe)])

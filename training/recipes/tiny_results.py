@@ -11,7 +11,8 @@
 on the synthetic world's one-word answers, each clip asked forwards and backwards.
 `contrast`: a VideoCLIP (or its CLIP alone, frame features averaged: `--frame-mean`) on the
 held-out probe (`probe.jsonl` written by the recipe): text-to-video R@1 over clips with distinct
-captions; direction accuracy: the true caption must score above its time-reversed twin ("moves
+captions (one clip per caption), video-to-text R@1 of every clip among the distinct captions (more
+queries, so less noisy); direction accuracy: the true caption must score above its time-reversed twin ("moves
 left" vs "moves right", "grows" vs "shrinks"), counted over every moving / resizing clip played
 forwards and backwards (a reversed clip is a true clip of the opposite motion), so that a model
 blind to time scores exactly 50% whatever its biases; and the time-reversal probe (cosine of the
@@ -114,25 +115,43 @@ def frame_features(model, pixels):
     return clip.visual_projection(pooled).unflatten(0, pixels.shape[:2])  # (B*T, P) -> (B, T, P)
 
 
-def contrast(model_dir: Path, probe: Path, scoring: str, frame_mean: bool, frames: int) -> dict:
-    """R@1, direction accuracy and the reversal probe (all %, cosine as a number) on the probe file."""
+def scorer(model_dir: Path, scoring: str):
+    """A VideoCLIP and its `scores(texts, video (N, T, P)) -> (len(texts), N)` under `scoring`."""
     import torch
-    import torch.nn.functional as F
 
     from stanchat.videoclip import VideoCLIP
     from stanchat.videomodel import load_text_tokenizer
 
     model, tokenizer = VideoCLIP.from_pretrained(model_dir).eval(), load_text_tokenizer(model_dir)
-    items = [json.loads(line) for line in probe.read_text().splitlines() if line.strip()]
-    paths = [str(probe.parent / item["video"]) for item in items]
-    fwd, bwd = encode_clips(model, paths, frames, frame_mean)
+    length = model.clip.config.text_config.max_position_embeddings
 
-    def scores(texts: list[str], video: torch.Tensor) -> torch.Tensor:  # (len(texts), N)
-        text = tokenizer(texts, padding="max_length", truncation=True, max_length=model.clip.config.text_config.max_position_embeddings,
-                         return_tensors="pt")
+    def scores(texts: list[str], video: torch.Tensor) -> torch.Tensor:
+        text = tokenizer(texts, padding="max_length", truncation=True, max_length=length, return_tensors="pt")
         with torch.no_grad():
             tokens = model.encode_text(text["input_ids"], text["attention_mask"])
             return model.similarity(tokens, text["attention_mask"], video, mode=scoring)
+
+    return model, scores
+
+
+def caption_hits(scores, captions: list[str], distinct: list[str]):
+    """(U, N) scores of the distinct captions against every clip -> (N,) bool: the clip's own caption
+    (`captions[i]`) scores highest."""
+    import torch
+
+    own = torch.tensor([distinct.index(c) for c in captions])
+    return scores.argmax(dim=0) == own
+
+
+def contrast(model_dir: Path, probe: Path, scoring: str, frame_mean: bool, frames: int) -> dict:
+    """R@1, direction accuracy and the reversal probe (all %, cosine as a number) on the probe file."""
+    import torch
+    import torch.nn.functional as F
+
+    model, scores = scorer(model_dir, scoring)
+    items = [json.loads(line) for line in probe.read_text().splitlines() if line.strip()]
+    paths = [str(probe.parent / item["video"]) for item in items]
+    fwd, bwd = encode_clips(model, paths, frames, frame_mean)
 
     n = torch.arange(len(items))
     true, flip = [i["caption"] for i in items], [i["reversed_caption"] for i in items]
@@ -143,14 +162,40 @@ def contrast(model_dir: Path, probe: Path, scoring: str, frame_mean: bool, frame
     right = torch.cat([pref_fwd[exact] > 0, pref_bwd[exact] < 0]).float()
     first = {c: i for i, c in reversed(list(enumerate(true)))}  # one clip per distinct caption
     keep = sorted(first.values())
-    ranked = scores([true[i] for i in keep], fwd[keep]).argmax(dim=1)  # (U,) best clip per caption
+    distinct = [true[i] for i in keep]
+    against = scores(distinct, fwd)  # (U, N): every distinct caption x every clip
+    ranked = against[:, keep].argmax(dim=1)  # (U,) best clip per caption, among one clip per caption
     cosine = F.cosine_similarity(fwd.mean(1), bwd.mean(1), dim=-1)
     return {"clips": len(items), "distinct_captions": len(keep), "direction_clips": int(exact.sum()),
             "r1_t2v": 100.0 * (ranked == torch.arange(len(keep))).float().mean().item(),
+            "r1_v2t": 100.0 * caption_hits(against, true, distinct).float().mean().item(),
             "direction_acc": 100.0 * right.mean().item(),
             "forward_only_acc": 100.0 * (pref_fwd[exact] > 0).float().mean().item(),
             "reversal_cosine": cosine.mean().item(),
             "reversal_flip": 100.0 * ((pref_fwd > 0) != (pref_bwd > 0))[exact].float().mean().item()}
+
+
+def paired_captions(first: tuple[Path, str], second: tuple[Path, str], probe: Path, frames: int) -> dict:
+    """Video-to-text R@1 (`contrast`'s r1_v2t) of two (VideoCLIP directory, scoring) pairs on the same
+    clips, paired: how many clips only one of them gets right, and the exact two-sided sign-test
+    (McNemar) p-value of that split."""
+    from math import comb
+
+    items = [json.loads(line) for line in probe.read_text().splitlines() if line.strip()]
+    paths = [str(probe.parent / item["video"]) for item in items]
+    captions = [item["caption"] for item in items]
+    distinct = list(dict.fromkeys(captions))
+    hits = []
+    for model_dir, scoring in (first, second):
+        model, scores = scorer(model_dir, scoring)
+        hits.append(caption_hits(scores(distinct, encode_clips(model, paths, frames, False)[0]), captions, distinct))
+    a, b = hits
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    n, k = only_a + only_b, min(only_a, only_b)
+    p = min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
+    return {"clips": len(items), "r1_v2t_first": 100.0 * a.float().mean().item(),
+            "r1_v2t_second": 100.0 * b.float().mean().item(), "both": int((a & b).sum()),
+            "only_first": only_a, "only_second": only_b, "p_value": p}
 
 
 def trail_closeness(run: Path, frames: int, limit: int = 0) -> dict:
@@ -289,6 +334,14 @@ def _one_event_world(recipe):
     return recipe.world(motions=("left", "right", "up", "down", "grow", "shrink"))
 
 
+def _model_scoring(value: str) -> tuple[Path, str]:
+    """"DIR:SCORING" -> (Path(DIR), SCORING) (an argparse type: a bad value is a usage error)."""
+    directory, _, scoring = value.rpartition(":")
+    if not directory or scoring not in ("mean", "mug", "mug-simple"):
+        raise argparse.ArgumentTypeError(f"expected DIR:SCORING with scoring mean, mug or mug-simple, got {value!r}")
+    return Path(directory), scoring
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.recipes.tiny_results", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -304,6 +357,11 @@ def main(argv: list[str] | None = None) -> int:
     con.add_argument("--scoring", default="mean", choices=["mean", "mug", "mug-simple"], help="text-video score")
     con.add_argument("--frame-mean", action="store_true", help="the CLIP tower alone on each frame (STAN off)")
     con.add_argument("--frames", type=int, default=16, help="frames per video")
+    pair = sub.add_parser("paired", help="video-to-text R@1 of two models (or scorings) on the same clips, paired")
+    pair.add_argument("--first", required=True, type=_model_scoring, metavar="DIR:SCORING", help="VideoCLIP directory and scoring, e.g. stan:mug")
+    pair.add_argument("--second", required=True, type=_model_scoring, metavar="DIR:SCORING", help="the model and scoring to compare with")
+    pair.add_argument("--probe", type=Path, required=True, help="probe.jsonl written by the recipe")
+    pair.add_argument("--frames", type=int, default=16, help="frames per video")
     trail = sub.add_parser("trail", help="how often the graft's tokens are nearer a trail still of the true motion")
     trail.add_argument("--run", type=Path, required=True, help="a recipe output folder (recipe.json, data/, preset/)")
     trail.add_argument("--frames", type=int, default=16, help="frames per video")
@@ -328,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         result = still_shapes(args.run)
     elif args.command == "describe":
         result = describe_paths(args.run, args.preset or args.run / "preset", args.count)
+    elif args.command == "paired":
+        result = paired_captions(args.first, args.second, args.probe, args.frames)
     elif args.command == "trail":
         result = trail_closeness(args.run, args.frames, args.limit)
     else:
