@@ -37,6 +37,7 @@ def test_retrieval_two_steps_with_validation(world, tiny_backbone, tmp_path):
     train = [m for m in lines if "loss" in m]
     assert [m["step"] for m in train] == [1, 2] and all(m["loss"] > 0 and m["clips_per_s"] > 0 for m in train)
     assert all(m["grad_norm"] > 0 and m["skipped"] == m["skipped_total"] == 0 for m in train)
+    assert all(m["loss_contrastive"] == pytest.approx(m["loss"]) and "loss_still_gap" not in m for m in train)
     assert train[0]["lr_stan"] == pytest.approx(10 * train[0]["lr_clip"])
     val = [m for m in lines if "val_r1_t2v" in m]
     assert [m["step"] for m in val] == [2] and 0 <= val[0]["val_r1_t2v"] <= 100
@@ -77,6 +78,18 @@ def test_graft_setting_trains_stan_only(world, tiny_backbone, tmp_path):
     after = weights(tmp_path, 2)
     assert all(torch.equal(after[k], start[k]) for k in after if k.startswith("clip."))
     assert any(not torch.equal(after[k], start[k]) for k in after if k.startswith("stan."))
+    last = metrics(tmp_path)[-1]  # the loss is the contrastive term plus 3 x the still gap
+    assert last["loss"] == pytest.approx(last["loss_contrastive"] + 3.0 * last["loss_still_gap"], rel=1e-4)
+
+
+def test_motion_still_loss_trains_from_stills_named_in_the_annotations(world, tiny_backbone, tmp_path):
+    args = tiny_args(world, tiny_backbone, tmp_path, "data.dataset=jsonl", f"data.root={world / 'jsonl-motion'}",
+                     "data.val_split=", "data.batch_size=6", "model.freeze_clip=true", "model.stan.end_layer=-2",
+                     "model.motion_still_weight=2.0", "run.log_every=1")
+    assert main(args) == 0
+    lines = metrics(tmp_path)
+    assert [m["step"] for m in lines] == [1, 2] and all(m["loss_motion_gap"] > 0 for m in lines)
+    assert all(m["loss"] == pytest.approx(m["loss_contrastive"] + 2.0 * m["loss_motion_gap"], rel=1e-4) for m in lines)
 
 
 def test_resume_continues_exactly(world, tiny_backbone, tmp_path):

@@ -87,6 +87,11 @@ class ContrastiveTask:
         """InfoNCE, plus `still_weight` x the still-video gap of the batch's clips and
         `motion_still_weight` x the motion-still gap of those with a still, when they are set; with
         `reversed_negatives` every caption also ranks the batch's clips played backwards."""
+        return self.loss_terms(forward, batch)[0]
+
+    def loss_terms(self, forward: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """`loss` and, for the log, its terms before weighting: "contrastive", and "still_gap" /
+        "motion_gap" when they are part of it."""
         stills = batch.get("stills") if self.motion_still_weight > 0 else None
         out = forward(batch["pixel_values"], batch["input_ids"], batch["attention_mask"],
                       still=self.still_weight > 0, backwards=self.reversed_negatives,
@@ -98,11 +103,12 @@ class ContrastiveTask:
             frames = torch.cat([frames, gather_features(out.backwards)])  # (2B, T, P): the clips, then backwards
         scores = self.model.similarity((tokens, pooled), mask, frames, mode=self.scoring)  # (B, B or 2B) text x video
         loss = contrastive_loss(self.model.config.logit_scale * scores)
-        if out.still_gap is not None:
-            loss = loss + self.still_weight * out.still_gap
-        if out.motion_gap is not None:
-            loss = loss + self.motion_still_weight * out.motion_gap
-        return loss
+        terms = {"contrastive": loss.item()}
+        for name, gap, weight in (("still_gap", out.still_gap, self.still_weight),
+                                  ("motion_gap", out.motion_gap, self.motion_still_weight)):
+            if gap is not None:
+                loss, terms[name] = loss + weight * gap, gap.item()
+        return loss, terms
 
     @torch.no_grad()
     def validate(self, forward: nn.Module, batches, device: torch.device) -> dict[str, float]:
@@ -178,6 +184,10 @@ class RecognitionTask:
     def loss(self, forward: nn.Module, batch: dict) -> torch.Tensor:
         frames = forward(batch["pixel_values"]).frames
         return F.cross_entropy(self.logits(frames), batch["labels"])
+
+    def loss_terms(self, forward: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """`loss`; it has no terms to log apart."""
+        return self.loss(forward, batch), {}
 
     @torch.no_grad()
     def validate(self, forward: nn.Module, batches, device: torch.device) -> dict[str, float]:

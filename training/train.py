@@ -96,11 +96,11 @@ def fit(session: Session) -> dict:
     last: dict = {}
     while state.step < stop:
         lr = lrs(session)  # the rates this step uses (the scheduler moves on inside train_step)
-        loss, clips, skipped, grad_norm = train_step(session, batches)
+        loss, clips, skipped, grad_norm, terms = train_step(session, batches)
         state.step += 1
         state.clips += clips
         state.skipped += skipped
-        window.add(loss, clips, skipped, grad_norm)
+        window.add(loss, clips, skipped, grad_norm, terms)
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr['lr_stan']:.2e}", clips_s=f"{window.rate():.1f}")
         final = state.step == stop
@@ -129,14 +129,16 @@ def micro_batches(session: Session):
         state.epoch, state.batch = state.epoch + 1, 0
 
 
-def train_step(session: Session, batches) -> tuple[float, int, int, float]:
+def train_step(session: Session, batches) -> tuple[float, int, int, float, dict[str, float]]:
     """One optimizer step over `accumulation_steps` micro-batches -> (mean loss, clips, skipped,
-    gradient norm before clipping); clips and skipped are summed over processes."""
+    gradient norm before clipping, the loss's terms: this process's mean over its micro-batches);
+    clips and skipped are summed over processes."""
     import torch
 
     acc, optim = session.accelerator, session.config.optim
     session.forward.train()
     total = torch.zeros(3, device=acc.device)  # loss sum, clips, skipped
+    terms: dict[str, list[float]] = {}
     for micro in range(optim.accumulation_steps):
         batch = next(batches)
         if batch["size"] == 0:
@@ -147,8 +149,10 @@ def train_step(session: Session, batches) -> tuple[float, int, int, float]:
         # only the last micro-batch all-reduces gradients across processes
         with acc.no_sync(session.forward) if not last else nullcontext():
             with acc.autocast():
-                loss = session.task.loss(session.forward, batch)
+                loss, parts = session.task.loss_terms(session.forward, batch)
             acc.backward(loss / optim.accumulation_steps)
+            for name, value in parts.items():
+                terms.setdefault(name, []).append(value)
         total += torch.tensor([loss.item(), batch["size"], batch["skipped"]], device=acc.device)
     # clip_grad_norm_ with an infinite bound only measures (and unscales fp16 gradients)
     grad_norm = acc.clip_grad_norm_(session.forward.parameters(), optim.grad_clip or float("inf"))
@@ -156,7 +160,8 @@ def train_step(session: Session, batches) -> tuple[float, int, int, float]:
     session.scheduler.step()
     session.optimizer.zero_grad(set_to_none=True)
     loss_sum, clips, skipped = acc.reduce(total, reduction="sum").tolist()
-    return loss_sum / (optim.accumulation_steps * acc.num_processes), int(clips), int(skipped), float(grad_norm)
+    means = {name: sum(values) / len(values) for name, values in terms.items()}
+    return loss_sum / (optim.accumulation_steps * acc.num_processes), int(clips), int(skipped), float(grad_norm), means
 
 
 def lrs(session: Session) -> dict[str, float]:
@@ -216,21 +221,26 @@ def optimizer_state_dict(session: Session) -> dict:
 
 
 class Window:
-    """Running sums between two log lines."""
+    """Running sums between two log lines; the loss's terms as `loss_<term>`, each averaged over the
+    steps that had it."""
 
     def __init__(self):
         self.start, self.steps, self.loss, self.clips, self.skipped, self.grad_norm = time.perf_counter(), 0, 0.0, 0, 0, 0.0
+        self.terms: dict[str, list[float]] = {}
 
-    def add(self, loss: float, clips: int, skipped: int, grad_norm: float) -> None:
+    def add(self, loss: float, clips: int, skipped: int, grad_norm: float, terms: dict[str, float]) -> None:
         self.steps, self.loss, self.grad_norm = self.steps + 1, self.loss + loss, self.grad_norm + grad_norm
         self.clips, self.skipped = self.clips + clips, self.skipped + skipped
+        for name, value in terms.items():
+            self.terms.setdefault(name, []).append(value)
 
     def rate(self) -> float:
         return self.clips / max(time.perf_counter() - self.start, 1e-9)
 
     def summary(self) -> dict:
         steps = max(self.steps, 1)
-        return {"loss": round(self.loss / steps, 6), "grad_norm": round(self.grad_norm / steps, 6),
+        terms = {f"loss_{name}": round(sum(values) / len(values), 6) for name, values in self.terms.items()}
+        return {"loss": round(self.loss / steps, 6), **terms, "grad_norm": round(self.grad_norm / steps, 6),
                 "clips_per_s": round(self.rate(), 2), "skipped": self.skipped}
 
 
