@@ -189,3 +189,11 @@ def test_paired_comparison_of_a_model_with_itself_splits_nothing(recipe_run, cap
     assert out["r1_v2t_first"] == out["r1_v2t_second"] and out["both"] == round(out["clips"] * out["r1_v2t_first"] / 100)
     with pytest.raises(SystemExit):  # a scoring that does not exist is a usage error
         results(["paired", "--first", f"{stan}:best", "--second", f"{stan}:mug", "--probe", str(probe)])
+
+
+def test_sign_test_p_values():
+    from training.recipes.tiny_results import sign_test_p
+
+    assert sign_test_p(0, 10) == pytest.approx(2 / 1024)  # all 10 discordant clips one way
+    assert sign_test_p(35, 8) == sign_test_p(8, 35) == pytest.approx(4.1934e-5, rel=1e-4)  # RESULTS section 2
+    assert sign_test_p(5, 5) == 1.0 and sign_test_p(0, 0) == 1.0

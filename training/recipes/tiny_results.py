@@ -60,7 +60,7 @@ def video_qa(preset: Path, probe: Path, temporal: str, frames: int, limit: int =
     from stanchat.video import load_video
 
     chat = load_preset(preset)
-    items = [json.loads(line) for line in probe.read_text().splitlines() if line.strip()]
+    items = read_probe(probe)
     items = [i for i in items if "question" in i][: limit or None]
     hits = {"direction": [], "size": []}
     described = {"exact": [], "colour": [], "shape": [], "motion": []}
@@ -115,6 +115,20 @@ def frame_features(model, pixels):
     return clip.visual_projection(pooled).unflatten(0, pixels.shape[:2])  # (B*T, P) -> (B, T, P)
 
 
+def read_probe(probe: Path) -> list[dict]:
+    """The entries of a recipe's `probe.jsonl` (`video` relative to the file's folder, `caption`, ...)."""
+    return [json.loads(line) for line in probe.read_text().splitlines() if line.strip()]
+
+
+def sign_test_p(only_first: int, only_second: int) -> float:
+    """Exact two-sided sign-test (McNemar) p-value of a paired split: under "no difference" each of the
+    clips that only one side gets right is equally likely to be either side's."""
+    from math import comb
+
+    n, k = only_first + only_second, min(only_first, only_second)
+    return min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
+
+
 def scorer(model_dir: Path, scoring: str):
     """A VideoCLIP and its `scores(texts, video (N, T, P)) -> (len(texts), N)` under `scoring`."""
     import torch
@@ -149,7 +163,7 @@ def contrast(model_dir: Path, probe: Path, scoring: str, frame_mean: bool, frame
     import torch.nn.functional as F
 
     model, scores = scorer(model_dir, scoring)
-    items = [json.loads(line) for line in probe.read_text().splitlines() if line.strip()]
+    items = read_probe(probe)
     paths = [str(probe.parent / item["video"]) for item in items]
     fwd, bwd = encode_clips(model, paths, frames, frame_mean)
 
@@ -160,9 +174,8 @@ def contrast(model_dir: Path, probe: Path, scoring: str, frame_mean: bool, frame
     # moves and size changes played backwards are true clips of the opposite motion; "appear" is not
     exact = torch.tensor(["answer" in i for i in items])
     right = torch.cat([pref_fwd[exact] > 0, pref_bwd[exact] < 0]).float()
-    first = {c: i for i, c in reversed(list(enumerate(true)))}  # one clip per distinct caption
-    keep = sorted(first.values())
-    distinct = [true[i] for i in keep]
+    distinct = list(dict.fromkeys(true))  # in first-seen order
+    keep = [true.index(c) for c in distinct]  # one clip per distinct caption: its first
     against = scores(distinct, fwd)  # (U, N): every distinct caption x every clip
     ranked = against[:, keep].argmax(dim=1)  # (U,) best clip per caption, among one clip per caption
     cosine = F.cosine_similarity(fwd.mean(1), bwd.mean(1), dim=-1)
@@ -179,9 +192,7 @@ def paired_captions(first: tuple[Path, str], second: tuple[Path, str], probe: Pa
     """Video-to-text R@1 (`contrast`'s r1_v2t) of two (VideoCLIP directory, scoring) pairs on the same
     clips, paired: how many clips only one of them gets right, and the exact two-sided sign-test
     (McNemar) p-value of that split."""
-    from math import comb
-
-    items = [json.loads(line) for line in probe.read_text().splitlines() if line.strip()]
+    items = read_probe(probe)
     paths = [str(probe.parent / item["video"]) for item in items]
     captions = [item["caption"] for item in items]
     distinct = list(dict.fromkeys(captions))
@@ -191,11 +202,9 @@ def paired_captions(first: tuple[Path, str], second: tuple[Path, str], probe: Pa
         hits.append(caption_hits(scores(distinct, encode_clips(model, paths, frames, False)[0]), captions, distinct))
     a, b = hits
     only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
-    n, k = only_a + only_b, min(only_a, only_b)
-    p = min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
     return {"clips": len(items), "r1_v2t_first": 100.0 * a.float().mean().item(),
             "r1_v2t_second": 100.0 * b.float().mean().item(), "both": int((a & b).sum()),
-            "only_first": only_a, "only_second": only_b, "p_value": p}
+            "only_first": only_a, "only_second": only_b, "p_value": sign_test_p(only_a, only_b)}
 
 
 def trail_closeness(run: Path, frames: int, limit: int = 0) -> dict:
