@@ -129,9 +129,12 @@ def ensure_llava(preset: Preset) -> Fetched:
         path = Path(preset_llava(preset))
         return Fetched("LLaVA (bundled)", path, disk_size(path), new=False)
     if not preset.llava_source:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = isinstance(try_to_load_from_cache(preset.llava, "config.json"), str)
         fix = f"run `hf download {preset.llava}` on a machine with network, or pass --llava DIR"
         snapshot = hub_snapshot(preset.llava, fix)
-        return Fetched(f"LLaVA {preset.llava}", snapshot, disk_size(snapshot), new=True)
+        return Fetched(f"LLaVA {preset.llava}", snapshot, disk_size(snapshot), new=not cached)
     out = Path(preset_llava(preset))
     if (out / "config.json").is_file():
         return Fetched(f"LLaVA {out.name}", out, disk_size(out), new=False)

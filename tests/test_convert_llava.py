@@ -167,3 +167,28 @@ def test_a_transformers_llava_is_not_an_original_v1(tmp_path):
 
     with pytest.raises(WeightsError, match="not an original-layout LLaVA v1"):
         convert_llava_v1(save_tiny_llava(tmp_path / "hf"), tmp_path / "out")
+
+
+def test_a_sentencepiece_tokenizer_model_converts_and_keeps_the_bos(original, tmp_path):
+    """LLaVA v1 repos ship `tokenizer.model` (sentencepiece) + added_tokens.json; the original's slow
+    LlamaTokenizer prepended <s>, so the converted tokenizer must too."""
+    import io
+
+    import sentencepiece
+
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(["a woman does yoga on a roof", "what happens in the video"] * 40), model_writer=model,
+        vocab_size=40, model_type="bpe", unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2)
+    source = original["dir"]
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (source / name).unlink(missing_ok=True)
+    (source / "tokenizer.model").write_bytes(model.getvalue())
+    (source / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer"}))
+    (source / "added_tokens.json").write_text(json.dumps({"<im_patch>": 40, "<im_start>": 41, "<im_end>": 42}))
+    convert_llava_v1(source, tmp_path / "out")
+    processor = AutoProcessor.from_pretrained(tmp_path / "out")
+    ids = processor.tokenizer("USER: hi\n<im_start><im_patch><im_end> ASSISTANT:")["input_ids"]
+    assert ids[0] == 1 and [40, 41, 42] == sorted(set(ids) & {40, 41, 42})
+    model_config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert processor.image_token_id == model_config["image_token_index"] == 40

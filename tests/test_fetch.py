@@ -123,7 +123,8 @@ def test_pull_fetches_ahead_and_revision_pins_another(hub, parts, capsys):
     assert f"STAN ({FILE} from {REPO}, main): fetched, {hub.home / 'mug-stan-l14'}" in out and "GB)" in out
     assert f"LLaVA {LLAVA_REPO}" in out
     assert main(["pull", "llava-1.5-7b"]) == 0
-    assert "STAN mug-stan-l14: already here" in capsys.readouterr().out
+    again = capsys.readouterr().out
+    assert "STAN mug-stan-l14: already here" in again and f"LLaVA {LLAVA_REPO}: already here" in again
     main_weights = (hub.home / "mug-stan-l14" / "model.safetensors").read_bytes()
     assert main(["pull", "llava-1.5-7b", "--revision", "v2"]) == 0
     assert json.loads((hub.home / "mug-stan-l14" / "origin.json").read_text())["revision"] == "v2"
@@ -175,3 +176,14 @@ def test_every_preset_records_its_hub_file():
         if not preset.bundled:
             assert (preset.stan_repo, preset.stan_checkpoint) == (REPO, FILE)
     assert get_preset("llava-v1-7b-lightening").llava_source == V1_REPO
+
+
+def test_models_and_pull_help_stay_light():
+    """`stanchat models` reads registries and caches only: no torch, no transformers."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from stanchat.cli import main; main(['models']); "
+            "print('heavy:', sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("heavy: []")

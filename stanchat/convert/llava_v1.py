@@ -41,7 +41,8 @@ IMAGE_PATCH, IM_START, IM_END = "<im_patch>", "<im_start>", "<im_end>"
 # (original prefix, transformers prefix), first match wins
 KEY_TABLE: tuple[tuple[str, str], ...] = (
     ("model.mm_projector.", "model.multi_modal_projector.linear_1."),
-    ("model.vision_tower.vision_tower.vision_model.", "model.vision_tower."),
+    ("model.vision_tower.vision_tower.vision_model.", "model.vision_tower."),  # LLaVA's CLIPVisionTower wrapper
+    ("model.vision_tower.vision_model.", "model.vision_tower."),  # early v1: the CLIPVisionModel itself
     ("model.embed_tokens.", "model.language_model.embed_tokens."),
     ("model.layers.", "model.language_model.layers."),
     ("model.norm.", "model.language_model.norm."),
@@ -146,9 +147,21 @@ def llava_config(original: dict, tower_config: dict, tokenizer):
 
 
 def _tokenizer(source: Path, use_start_end: bool):
+    """The original's tokenizer. LLaVA v1 ran the slow LlamaTokenizer, which prepends <s> unless told
+    not to; transformers 5 builds a Llama tokenizer from `tokenizer.model` without <s> unless the
+    config says `add_bos_token`, so the original default is passed when the config is silent."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    try:
+        config = json.loads((source / "tokenizer_config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    kwargs = {} if "add_bos_token" in config else {"add_bos_token": True}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    except (ImportError, ValueError, OSError) as err:  # a sentencepiece tokenizer.model needs sentencepiece + protobuf
+        raise WeightsError(f"cannot read the tokenizer in {source} ({type(err).__name__}: {str(err).splitlines()[0]}); "
+                           f"a tokenizer.model needs `pip install sentencepiece protobuf`") from err
     needed = [IMAGE_PATCH] + ([IM_START, IM_END] if use_start_end else [])
     absent = [t for t in needed if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)]
     if absent:
