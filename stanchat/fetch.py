@@ -129,9 +129,7 @@ def ensure_llava(preset: Preset) -> Fetched:
         path = Path(preset_llava(preset))
         return Fetched("LLaVA (bundled)", path, disk_size(path), new=False)
     if not preset.llava_source:
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = isinstance(try_to_load_from_cache(preset.llava, "config.json"), str)
+        cached = hub_cached(preset.llava)
         fix = f"run `hf download {preset.llava}` on a machine with network, or pass --llava DIR"
         snapshot = hub_snapshot(preset.llava, fix)
         return Fetched(f"LLaVA {preset.llava}", snapshot, disk_size(snapshot), new=not cached)
@@ -161,17 +159,25 @@ def ensure_llava(preset: Preset) -> Fetched:
 def ensure(model: str | None = None, llava: str | None = None, stan: str | os.PathLike | None = None,
            revision: str | None = None) -> list[Fetched]:
     """Fetch and convert what `stanchat.pretrained.resolve(model, llava, stan)` will need from a
-    preset (the parts `llava` / `stan` do not replace). Transformers-native LLaVAs are left to
-    `from_pretrained`; nothing happens when both parts are given."""
+    preset (the parts `llava` / `stan` do not replace); nothing happens when both parts are given.
+    A transformers-native LLaVA not yet cached is downloaded here too, so its progress bars show
+    (the CLI hides transformers' loading bars afterwards); a cached one is left to `from_pretrained`."""
     if model is None and llava is not None and stan is not None:
         return []
     preset = get_preset(model or DEFAULT_PRESET)
     done = []
     if stan is None and not preset.bundled:
         done.append(ensure_stan(preset, revision))
-    if llava is None and preset.llava_source:
+    if llava is None and not preset.bundled and (preset.llava_source or not hub_cached(preset.llava)):
         done.append(ensure_llava(preset))
     return done
+
+
+def hub_cached(repo: str) -> bool:
+    """Whether the hub cache holds `repo`'s config.json (the rest is left to `from_pretrained`)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo, "config.json"), str)
 
 
 def pull(name: str, revision: str | None = None) -> list[Fetched]:

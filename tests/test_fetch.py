@@ -187,3 +187,10 @@ def test_models_and_pull_help_stay_light():
             "print('heavy:', sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("heavy: []")
+
+
+def test_an_uncached_llava_offline_is_one_line_naming_its_download(hub, parts, capsys):
+    put(hub.home.parent / "hub", REPO, {FILE: parts["released"]})
+    put(hub.home.parent / "hub", CLIP_REPO, parts["clip"])
+    assert main(ask(parts)) == 2
+    assert f"`hf download {LLAVA_REPO}`" in error_line(capsys.readouterr().err)

@@ -12,16 +12,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object per preset instead of text")
 
 
-def _hub_cached(repo: str, filename: str = "config.json") -> bool:
-    from huggingface_hub import try_to_load_from_cache
-
-    return isinstance(try_to_load_from_cache(repo, filename), str)
-
-
 def status(name: str) -> dict:
     """One preset's entry: its parts, their pairing, and what is present locally."""
     from pathlib import Path
 
+    from stanchat.fetch import hub_cached
     from stanchat.pretrained import (DEFAULT_PRESET, PAPER_PRESET, get_preset, preset_llava, preset_stan_dir,
                                      stan_is_converted)
 
@@ -31,7 +26,7 @@ def status(name: str) -> dict:
     if preset.bundled or preset.llava_source:
         llava_here = Path(llava, "config.json").is_file()
     else:
-        llava_here = _hub_cached(preset.llava)
+        llava_here = hub_cached(preset.llava)
     missing = (0 if stan_here else preset.stan_bytes) + (0 if llava_here else preset.llava_bytes)
     return {"preset": name, "description": preset.description, "default": name == DEFAULT_PRESET,
             "paper_pairing": name == PAPER_PRESET or preset.pairing == "paper", "pairing": preset.pairing,
