@@ -192,3 +192,8 @@ def test_a_sentencepiece_tokenizer_model_converts_and_keeps_the_bos(original, tm
     assert ids[0] == 1 and [40, 41, 42] == sorted(set(ids) & {40, 41, 42})
     model_config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert processor.image_token_id == model_config["image_token_index"] == 40
+
+
+def test_out_may_not_be_the_source(original, capsys):
+    assert main(["convert", "llava", str(original["dir"]), "--out", str(original["dir"])]) == 2
+    assert "source directory itself" in error_line(capsys.readouterr().err)

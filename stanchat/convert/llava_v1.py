@@ -80,21 +80,33 @@ def original_tower(source: str | os.PathLike) -> str:
     return original_config(source)["mm_vision_tower"]
 
 
+def _load_file(file: Path) -> dict[str, torch.Tensor]:
+    if file.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(file)
+    try:  # memory-mapped: a 7B checkpoint is not read twice into memory
+        return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as err:
+        if "mmap" not in str(err):
+            raise
+        return torch.load(file, map_location="cpu", weights_only=True)  # a pre-zipfile pickle cannot be mapped
+
+
 def read_weights(directory: Path, what: str) -> dict[str, torch.Tensor]:
     """Every tensor of a checkpoint directory: safetensors shards when present, else pytorch pickles
-    (read with weights_only=True, memory-mapped)."""
-    from safetensors.torch import load_file
-
+    (read with weights_only=True, memory-mapped where the format allows)."""
     files = sorted(directory.glob("*.safetensors")) or sorted(directory.glob("pytorch_model*.bin"))
     if not files:
         raise WeightsError(f"{what} {directory} holds no *.safetensors or pytorch_model*.bin weights")
     state: dict[str, torch.Tensor] = {}
     for file in files:
         try:
-            part = load_file(file) if file.suffix == ".safetensors" else torch.load(
-                file, map_location="cpu", weights_only=True, mmap=True)
+            part = _load_file(file)
         except Exception as err:  # truncated, corrupt or not a checkpoint
             raise WeightsError(f"{file} is not a readable checkpoint ({type(err).__name__}); fetch it again") from err
+        if not isinstance(part, dict) or not all(isinstance(v, torch.Tensor) for v in part.values()):
+            raise WeightsError(f"{file} is not a state dict of tensors; expected LLaVA v1 / CLIP weights")
         state.update(part)
     return state
 
@@ -178,7 +190,8 @@ def chat_template(use_start_end: bool) -> str:
 
 
 def convert_llava_v1(source: str | os.PathLike, out: str | os.PathLike, clip: str | os.PathLike | None = None) -> Path:
-    """Convert the original LLaVA v1 in `source` into a transformers LLaVA directory `out`.
+    """Convert the original LLaVA v1 in `source` (directory or hub id) into a transformers LLaVA
+    directory `out`, written only after every key and shape has been checked.
 
     `clip` (hub id or directory) is the CLIP tower; default the original's `mm_vision_tower`. Its
     vision weights are used unless the original carries its own tower weights.
@@ -193,10 +206,13 @@ def convert_llava_v1(source: str | os.PathLike, out: str | os.PathLike, clip: st
     use_start_end = bool(original.get("mm_use_im_start_end", False))
     tokenizer = _tokenizer(source, use_start_end)
     config = llava_config(original, _config(tower_dir, "CLIP tower"), tokenizer)
+    out = Path(out).expanduser()
+    if out.exists() and (not out.is_dir() or out.resolve() in (source.resolve(), tower_dir.resolve())):
+        raise WeightsError(f"--out {out} is a file or the source directory itself; pass a new directory")
     state, unknown = _rename(read_weights(source, "LLaVA v1 directory"), read_weights(tower_dir, "CLIP tower"))
     width = config.text_config.hidden_size
-    dtype = state["model.multi_modal_projector.linear_1.weight"].dtype if "model.multi_modal_projector.linear_1.weight" \
-        in state else torch.float32
+    projector = state.get("model.multi_modal_projector.linear_1.weight")
+    dtype = projector.dtype if projector is not None else torch.float32  # a missing projector is named by _check
     state["model.multi_modal_projector.linear_2.weight"] = torch.eye(width, dtype=dtype)
     state["model.multi_modal_projector.linear_2.bias"] = torch.zeros(width, dtype=dtype)
     with torch.device("meta"):  # no second copy of 7B weights: the model takes the loaded tensors
@@ -205,7 +221,6 @@ def convert_llava_v1(source: str | os.PathLike, out: str | os.PathLike, clip: st
     if state["model.language_model.embed_tokens.weight"].shape[0] < len(tokenizer):
         raise WeightsError(f"{source}: the embedding has fewer rows than the tokenizer's {len(tokenizer)} tokens")
     model.load_state_dict(state, strict=True, assign=True)
-    out = Path(out).expanduser()
     model.save_pretrained(out)
     image_processor = CLIPImageProcessor.from_pretrained(tower_dir)
     processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer,
