@@ -1,8 +1,11 @@
 """Named presets: which LLaVA and which converted STAN branch make up a video chat model.
 
 A preset is data, not code: a LLaVA (hub id or directory of a transformers
-`LlavaForConditionalGeneration` with its processor) and a STAN directory name under
-`$STANCHAT_HOME` (default `~/.cache/stanchat`), written by `stanchat convert official`.
+`LlavaForConditionalGeneration` / `LlavaNextForConditionalGeneration` with its processor, or an
+original-layout LLaVA v1 hub repo converted once into `$STANCHAT_HOME`) and a STAN directory name
+under `$STANCHAT_HOME` (default `~/.cache/stanchat`), converted from the released file the preset
+names (hub repo + file; `stanchat.fetch` fetches and converts both on first use). Each preset
+also says which tower its STAN was trained on and which it runs on (`pairing`).
 A bundled preset (`tiny`) ships inside the package as `stanchat/presets/<name>/{llava,stan}`,
 so it works on a fresh install with no download.
 Unknown names fail with the list of valid names; nothing is chosen by substrings of names.
