@@ -113,7 +113,6 @@ PRESETS: dict[str, Preset] = {
     )
 }
 DEFAULT_PRESET = "llava-1.5-7b"
-PAPER_PRESET = "llava-v1-7b-lightening"  # the paper's pairing: the released STAN on the tower it was trained on
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,7 @@ def status(name: str) -> dict:
     from pathlib import Path
 
     from stanchat.fetch import hub_cached
-    from stanchat.pretrained import (DEFAULT_PRESET, PAPER_PRESET, get_preset, preset_llava, preset_stan_dir,
-                                     stan_is_converted)
+    from stanchat.pretrained import DEFAULT_PRESET, get_preset, preset_llava, preset_stan_dir, stan_is_converted
 
     preset = get_preset(name)
     llava = preset_llava(preset)
@@ -29,7 +28,7 @@ def status(name: str) -> dict:
         llava_here = hub_cached(preset.llava)
     missing = (0 if stan_here else preset.stan_bytes) + (0 if llava_here else preset.llava_bytes)
     return {"preset": name, "description": preset.description, "default": name == DEFAULT_PRESET,
-            "paper_pairing": name == PAPER_PRESET or preset.pairing == "paper", "pairing": preset.pairing,
+            "pairing": preset.pairing,
             "llava": preset.llava_source or llava, "llava_present": llava_here,
             "stan": f"{preset.stan_repo}/{preset.stan_checkpoint}" if preset.stan_repo else str(preset_stan_dir(preset)),
             "stan_present": stan_here, "stan_dir": str(preset_stan_dir(preset)),
