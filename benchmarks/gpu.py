@@ -2,6 +2,13 @@
 
     python benchmarks/gpu.py                                 # a CUDA GPU: 7B and CLIP-L/14-336 shapes
     python benchmarks/gpu.py --toy --device cpu --dtype float32   # toy shapes on the CPU (the smoke test)
+    python benchmarks/gpu.py --preset llava-v1-7b-lightening  # a preset: its real weights when they are on
+                                                              # this machine (`stanchat pull`), else its shapes
+
+`--preset NAME` measures that preset: loaded with `stanchat.load` (real weights, 4-bit through
+`load_in_4bit`) when its weights are on disk and a GPU is there, otherwise a random model at that
+preset's real shapes (`PRESET_SHAPES`: LLaVA-1.5 7B/13B, LLaVA v1 on the 224 px tower with its
+single-linear projector, LLaVA-NeXT with its image_newline). The default is LLaVA-1.5-7B's shapes.
 
 Builds from configs in code a LLaVA-1.5-7B-shaped model (Llama 32 x 4096, CLIP-L/14 at 336 px,
 `vision_feature_layer` -2, strategy `default`) with random weights, since speed and memory do not
@@ -23,14 +30,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: its stanchat and benchmarks
 
 import torch  # noqa: E402
-from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration  # noqa: E402
+from transformers import (CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration,  # noqa: E402
+                          LlavaNextConfig, LlavaNextForConditionalGeneration)
 from transformers.generation.streamers import BaseStreamer  # noqa: E402
 
 from benchmarks.common import GIB, PeakMemory, cpu_name, interleaved, medians, parser, run  # noqa: E402
@@ -63,24 +71,39 @@ class Shape:
     image_size: int  # input side in pixels (LLaVA-1.5: 336)
     patch_size: int  # (14): L = (image_size / patch_size)^2 patches per frame
     stan_depth: int  # K: STAN layers, ending at the feature layer (4)
+    llm_kv_heads: int = 0  # key/value heads; 0: as many as llm_heads (Mistral 7B: 8)
+    family: str = "llava"  # "llava" or "llava-next" (LLaVA-NeXT: image_newline after each image)
+    projector: str = "mlp"  # "mlp" (Linear, GELU, Linear) or "linear" (LLaVA v1 as `stanchat convert llava` writes it)
 
 
 SHAPES = {
     "7b": Shape(32, 4096, 11008, 32, 32064, 32000, 24, 1024, 16, 336, 14, 4),
     "toy": Shape(2, 64, 128, 4, 256, 250, 4, 64, 4, 28, 14, 2),
 }
+# each preset's real geometry, for random weights where its own are not on the machine
+PRESET_SHAPES = {
+    "llava-1.5-7b": SHAPES["7b"],
+    "llava-1.5-13b": Shape(40, 5120, 13824, 40, 32064, 32000, 24, 1024, 16, 336, 14, 4),
+    "llava-v1-7b-lightening": Shape(32, 4096, 11008, 32, 32003, 32000, 24, 1024, 16, 224, 14, 4, projector="linear"),
+    "llava-next-vicuna-7b": Shape(32, 4096, 11008, 32, 32064, 32000, 24, 1024, 16, 336, 14, 4, family="llava-next"),
+    "llava-next-mistral-7b": Shape(32, 4096, 14336, 32, 32064, 32000, 24, 1024, 16, 336, 14, 4, llm_kv_heads=8,
+                                   family="llava-next"),
+}
 
 
-def llava_config(shape: Shape, context: int) -> LlavaConfig:
-    """LLaVA-1.5's config at `shape`, with `context` positions."""
+def llava_config(shape: Shape, context: int) -> LlavaConfig | LlavaNextConfig:
+    """The LLaVA (or LLaVA-NeXT) config at `shape`, with `context` positions."""
     vision = CLIPVisionConfig(hidden_size=shape.vision_width, intermediate_size=4 * shape.vision_width,
                               num_hidden_layers=shape.vision_layers, num_attention_heads=shape.vision_heads,
                               image_size=shape.image_size, patch_size=shape.patch_size, hidden_act="quick_gelu")
     text = LlamaConfig(vocab_size=shape.vocab, hidden_size=shape.llm_width, intermediate_size=shape.llm_intermediate,
                        num_hidden_layers=shape.llm_layers, num_attention_heads=shape.llm_heads,
-                       num_key_value_heads=shape.llm_heads, max_position_embeddings=context, pad_token_id=0)
-    return LlavaConfig(vision_config=vision.to_dict(), text_config=text.to_dict(), image_token_index=shape.image_token,
-                       vision_feature_layer=-2, vision_feature_select_strategy="default")
+                       num_key_value_heads=shape.llm_kv_heads or shape.llm_heads, max_position_embeddings=context,
+                       pad_token_id=0)
+    config_class = LlavaNextConfig if shape.family == "llava-next" else LlavaConfig
+    return config_class(vision_config=vision.to_dict(), text_config=text.to_dict(), image_token_index=shape.image_token,
+                        vision_feature_layer=-2, vision_feature_select_strategy="default",
+                        projector_hidden_act="linear" if shape.projector == "linear" else "gelu")
 
 
 def quantize_4bit(llava: LlavaForConditionalGeneration, dtype: torch.dtype) -> int:
@@ -110,7 +133,8 @@ def build(shape: Shape, precision: str, device: torch.device, dtype: torch.dtype
     end = end_layer_for_feature_layer(config.vision_feature_layer, shape.vision_layers)
     torch.manual_seed(0)
     with torch.device(device):  # initialise in place: 7B of random bf16 weights never pass through the CPU
-        llava = LlavaForConditionalGeneration._from_config(config, dtype=dtype).eval()
+        model_class = LlavaNextForConditionalGeneration if shape.family == "llava-next" else LlavaForConditionalGeneration
+        llava = model_class._from_config(config, dtype=dtype).eval()
         stan = STAN(STANConfig(depth=shape.stan_depth, end_layer=end, max_frames=max_frames),
                     config.vision_config).to(dtype).eval()
     if precision == "4bit":
@@ -206,12 +230,48 @@ def fits_under(graft: Graft, shape: Shape, mode: str, budget: int, mark: int, dt
     return fits
 
 
+def bench_shape(args: argparse.Namespace) -> Shape:
+    """The geometry measured: --preset's real one (toy sizes of its family with --toy), else LLaVA-1.5-7B's."""
+    if args.toy:
+        family = PRESET_SHAPES[args.preset] if args.preset else SHAPES["toy"]
+        return replace(SHAPES["toy"], family=family.family, projector=family.projector)
+    return PRESET_SHAPES[args.preset] if args.preset else SHAPES["7b"]
+
+
+def real_weights(args: argparse.Namespace, device: torch.device) -> bool:
+    """Whether --preset's own weights are measured: they are on this machine and the device is a GPU."""
+    if not args.preset or args.toy or device.type != "cuda":
+        return False
+    from stanchat.commands.models import status
+
+    entry = status(args.preset)
+    return entry["stan_present"] and entry["llava_present"]
+
+
+def load_preset(name: str, precision: str, device: torch.device, dtype: torch.dtype) -> tuple[Graft, Shape]:
+    """The preset's real model as `stanchat.load` loads it (4-bit: `load_in_4bit`), and its geometry."""
+    import stanchat
+
+    chat = stanchat.load(name, device=device, dtype=dtype, load_in_4bit=precision == "4bit")
+    config = chat.llava.config
+    text, vision = config.text_config, config.vision_config
+    shape = Shape(text.num_hidden_layers, text.hidden_size, text.intermediate_size, text.num_attention_heads,
+                  text.vocab_size, config.image_token_id, vision.num_hidden_layers, vision.hidden_size,
+                  vision.num_attention_heads, vision.image_size, vision.patch_size, chat.graft.stan_config.depth,
+                  text.num_key_value_heads, PRESET_SHAPES[name].family, PRESET_SHAPES[name].projector)
+    return chat.graft, shape
+
+
 def measure_precision(args: argparse.Namespace, precision: str, device: torch.device, dtype: torch.dtype) -> dict:
-    """Every frame count and mode, then the search, for one precision (one model build)."""
-    shape = SHAPES["toy" if args.toy else "7b"]
+    """Every frame count and mode, then the search, for one precision (one model build or load)."""
+    shape, cap = bench_shape(args), args.search_cap
     longest = max(max(args.frames), args.search_cap)
     mark = PeakMemory(device).current()  # before the build: peaks count the weights
-    graft = build(shape, precision, device, dtype, longest, (shape.image_size // shape.patch_size) ** 2 * longest + 64)
+    if real_weights(args, device):
+        graft, shape = load_preset(args.preset, precision, device, dtype)
+        cap = min(cap, graft.max_frames)  # the released STAN's temporal embedding covers 64 frames
+    else:
+        graft = build(shape, precision, device, dtype, longest, (shape.image_size // shape.patch_size) ** 2 * longest + 64)
     runs = []
     for frames in args.frames:
         video = pixels(shape, frames, device, dtype)
@@ -220,8 +280,7 @@ def measure_precision(args: argparse.Namespace, precision: str, device: torch.de
             once = answer_once(graft, video, mode, args.new_tokens, shape.image_token, mark)
             runs.append({"precision": precision, "frames": frames, "mode": mode, **times[mode], **once})
     budget = int(args.budget_gib * GIB)
-    largest = {mode: largest_fitting(fits_under(graft, shape, mode, budget, mark, dtype), args.search_cap)
-               for mode in MODES}
+    largest = {mode: largest_fitting(fits_under(graft, shape, mode, budget, mark, dtype), cap) for mode in MODES}
     del graft
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -231,6 +290,8 @@ def measure_precision(args: argparse.Namespace, precision: str, device: torch.de
 def build_parser() -> argparse.ArgumentParser:
     p = parser(__doc__)
     p.add_argument("--toy", action="store_true", help="toy shapes (2-layer Llama 64 wide, 28 px tower): the smoke test")
+    p.add_argument("--preset", default=None, choices=sorted(PRESET_SHAPES),
+                   help="measure this preset: its weights when on disk with a GPU, else random at its shapes")
     p.add_argument("--device", default="cuda")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     p.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
@@ -245,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
 def measure(args: argparse.Namespace) -> Result:
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(torch.get_num_threads())
-    data = {"device": name, "runs": [], "largest": {}, "args": vars(args)}
+    data = {"device": name, "runs": [], "largest": {}, "args": vars(args),
+            "weights": "real" if real_weights(args, device) else "random"}
     for precision in args.precisions:
         measured = measure_precision(args, precision, device, dtype)
         data["runs"] += measured["runs"]
@@ -254,9 +316,11 @@ def measure(args: argparse.Namespace) -> Result:
 
 
 def _result(args: argparse.Namespace, data: dict) -> Result:
-    shape, name = ("toy shapes" if args.toy else "LLaVA-1.5-7B + CLIP-L/14-336 shapes"), data["device"]
-    result = Result("gpu", f"GPU: {shape}, random weights", data=data,
-                    setup=f"{shape}, STAN K = {SHAPES['toy' if args.toy else '7b'].stan_depth} at layer -2, {args.dtype} "
+    name = data["device"]
+    shape = (f"{args.preset or 'LLaVA-1.5-7B'} toy shapes" if args.toy else
+             f"preset {args.preset}" if args.preset else "LLaVA-1.5-7B + CLIP-L/14-336 shapes")
+    result = Result("gpu", f"GPU: {shape}, {data['weights']} weights", data=data,
+                    setup=f"{shape} ({data['weights']} weights), STAN K = {bench_shape(args).stan_depth} at layer -2, {args.dtype} "
                           f"compute on {name}; median of {args.repeats}; {args.new_tokens} new tokens")
     for run_ in data["runs"]:
         where = f"{label(run_['precision'], args.dtype)}, T = {run_['frames']}, {run_['mode']}"

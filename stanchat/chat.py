@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import AutoProcessor, LlavaForConditionalGeneration
+from transformers import AutoProcessor, LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
 
 from stanchat.errors import StanchatError, WeightsError
+from stanchat.fetch import ensure
 from stanchat.graft import Graft
 from stanchat.hub import resolve_model_dir
 from stanchat.options import DEFAULTS, check_frames, check_temporal
@@ -32,6 +33,9 @@ from stanchat.video import Preprocessor, VideoClip, load_video
 from stanchat.videoclip import VideoCLIP
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# the LLaVA families the graft accepts: config model_type -> transformers class
+LLAVA_CLASSES = {"llava": LlavaForConditionalGeneration, "llava_next": LlavaNextForConditionalGeneration}
+ORIGINAL_V1_ARCHITECTURE = "LlavaLlamaForCausalLM"  # LLaVA's own repo layout: `stanchat convert llava` first
 # kept in float under 4/8-bit: the tower and projector feed the graft, lm_head is quantisation-sensitive
 QUANT_SKIP_MODULES = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
 
@@ -52,16 +56,17 @@ class VideoChat:
     `LlavaProcessor`: tokenizer, image processor, chat template), `videoclip` (the `VideoCLIP` whose
     STAN is grafted; its text tower scores text against frames, e.g. Mug weights), `graft`, `name`,
     `relevance` (a `FrameRelevance` giving the question's Mug weight on each frame, or None when no
-    text tokenizer came with the STAN weights).
+    text tokenizer came with the STAN weights), `preset` (the preset it was loaded from, or None).
     """
 
     def __init__(self, llava: LlavaForConditionalGeneration, processor: Any, videoclip: VideoCLIP, name: str,
-                 relevance: FrameRelevance | None = None):
+                 relevance: FrameRelevance | None = None, preset: str | None = None):
         self.llava = llava
         self.processor = processor
         self.videoclip = videoclip
         self.graft = Graft(llava, videoclip.stan)
         self.name = name
+        self.preset = preset
         self.relevance = relevance
         # the LLaVA processor's own resize, crop, mean and std, applied to every frame
         self.preprocessor = Preprocessor.from_image_processor(processor.image_processor)
@@ -206,9 +211,14 @@ def load_llava(name_or_path: str, device: torch.device, dtype: torch.dtype, quan
     config_file = directory / "config.json"
     if not config_file.is_file():
         raise WeightsError(f"{directory} has no config.json; pass a LLaVA directory saved by transformers")
-    model_type = json.loads(config_file.read_text()).get("model_type")
-    if model_type != "llava":
-        raise WeightsError(f"{directory} holds a {model_type!r} model, not a LLaVA (model_type 'llava')")
+    config = json.loads(config_file.read_text())
+    if ORIGINAL_V1_ARCHITECTURE in (config.get("architectures") or []):
+        raise WeightsError(f"{directory} is an original-layout LLaVA v1 ({ORIGINAL_V1_ARCHITECTURE}); convert it once "
+                           f"with `stanchat convert llava {name_or_path} --out DIR` and pass --llava DIR")
+    model_type = config.get("model_type")
+    if model_type not in LLAVA_CLASSES:
+        raise WeightsError(f"{directory} holds a {model_type!r} model, not a LLaVA (model_type one of "
+                           f"{', '.join(map(repr, LLAVA_CLASSES))})")
     processor = AutoProcessor.from_pretrained(directory)
     if not (hasattr(processor, "image_processor") and hasattr(processor, "tokenizer")) or not processor.chat_template:
         raise WeightsError(f"{directory} has no LLaVA processor with a chat template; save one with "
@@ -218,7 +228,7 @@ def load_llava(name_or_path: str, device: torch.device, dtype: torch.dtype, quan
         kwargs.update(quantization_config=quantization, device_map=device_map or {"": str(device)})
     elif device_map is not None:
         kwargs["device_map"] = device_map
-    model = LlavaForConditionalGeneration.from_pretrained(directory, **kwargs)
+    model = LLAVA_CLASSES[model_type].from_pretrained(directory, **kwargs)
     if quantization is None and device_map is None:
         model.to(device)
     return model.eval(), processor
@@ -227,7 +237,7 @@ def load_llava(name_or_path: str, device: torch.device, dtype: torch.dtype, quan
 def load(model: str | None = None, *, llava: str | None = None, stan: str | os.PathLike | None = None,
          device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
          load_in_4bit: bool = False, load_in_8bit: bool = False,
-         device_map: str | dict | None = None) -> VideoChat:
+         device_map: str | dict | None = None, revision: str | None = None) -> VideoChat:
     """Load a video chat model.
 
     model: a preset name from `stanchat.pretrained` (default "llava-1.5-7b"); `llava` (hub id or
@@ -235,7 +245,10 @@ def load(model: str | None = None, *, llava: str | None = None, stan: str | os.P
     "cuda:N" (default: CUDA if present). dtype: "float32" | "float16" | "bfloat16" (default float16
     on GPU, float32 on CPU). load_in_4bit / load_in_8bit: quantise the LLM with bitsandbytes.
     device_map: passed to transformers/accelerate (e.g. "auto") instead of `device` for the LLaVA.
+    revision: the hub revision of the preset's released STAN file (default main), when it is fetched.
+    A preset's parts that are not on disk yet are fetched and converted once (`stanchat.fetch`).
     """
+    ensure(model, llava, stan, revision)
     spec = resolve(model, llava, stan)
     resolved_device = resolve_device(device)
     resolved_dtype = resolve_dtype(dtype, resolved_device)
@@ -245,4 +258,4 @@ def load(model: str | None = None, *, llava: str | None = None, stan: str | os.P
     vision_device = llava_model.model.vision_tower.embeddings.patch_embedding.weight.device
     videoclip.to(vision_device).eval()  # the grafted STAN runs beside LLaVA's tower
     relevance = FrameRelevance.from_directory(videoclip, spec.stan)  # None without a text tokenizer
-    return VideoChat(llava_model, processor, videoclip, spec.name, relevance)
+    return VideoChat(llava_model, processor, videoclip, spec.name, relevance, preset=spec.preset)

@@ -20,9 +20,11 @@ from stanchat.errors import StanchatError
 COMMANDS = {
     "ask": "ask one question about a video (the answer streams as it is generated)",
     "chat": "chat about a video: several turns, /video, /frames, /reset, /exit",
-    "convert": "convert released Mug-STAN weights into a stanchat model directory",
+    "convert": "convert released Mug-STAN weights (or an original LLaVA v1) into stanchat model directories",
     "eval": "evaluate: zero-shot retrieval, recognition, video QA, time-reversal probe",
     "frames": "show the frames (and timestamps) the model will see",
+    "models": "list the model presets: parts, tower pairing, what is on this machine, download sizes",
+    "pull": "fetch and convert everything a preset needs now (for a machine that will be offline)",
     "serve": "serve the chat app in a browser (Gradio): upload, frames strip, streamed chat, compare",
 }
 

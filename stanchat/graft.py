@@ -13,6 +13,12 @@ projector was trained on. The strategy then drops or keeps the CLS, exactly as f
 Two baselines share the code path: `mean` (mean_t CLIP tokens: stock LLaVA image features at T = 1)
 and `concat` (every frame's selected tokens in time order, FreeVA-style).
 
+LLaVA-NeXT (`LlavaNextForConditionalGeneration`) is accepted too: a video goes in as one
+base-resolution image (the processor's resize and centre crop, no anyres tiles), and its projected
+tokens are followed by the model's learned `image_newline`, exactly as LLaVA-NeXT itself packs an
+image that has only its base features (`pack_image_features` with one patch): L+1 (+1 with CLS)
+tokens. Under `concat` every frame is such an image and gets its own `image_newline`.
+
 Shape letters: B batch, T frames, L patches per frame, D tower width, E LLM width.
 """
 
@@ -21,7 +27,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import torch
-from transformers import LlavaForConditionalGeneration
+from transformers import LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
 
 from stanchat.errors import WeightsError
 from stanchat.options import check_temporal
@@ -30,13 +36,14 @@ from stanchat.stan import STAN, STANConfig, end_layer_for_feature_layer, fuse_fr
 STRATEGIES = ("default", "full")  # LLaVA's vision_feature_select_strategy values
 
 
-def video_token_count(temporal: str, num_frames: int, num_patches: int, strategy: str) -> int:
+def video_token_count(temporal: str, num_frames: int, num_patches: int, strategy: str, newline: bool = False) -> int:
     """How many video tokens (and so `<image>` placeholders) the LLM sees. The only place this is
-    computed. `stan`/`mean`: one image's worth; `concat`: one per frame. `default` drops the CLS."""
+    computed. `stan`/`mean`: one image's worth; `concat`: one per frame. `default` drops the CLS;
+    `newline` (LLaVA-NeXT) adds its `image_newline` after each image."""
     check_temporal(temporal)
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown vision_feature_select_strategy {strategy!r}; expected one of {STRATEGIES}")
-    per_image = num_patches + (1 if strategy == "full" else 0)
+    per_image = num_patches + (1 if strategy == "full" else 0) + (1 if newline else 0)
     return per_image * num_frames if temporal == "concat" else per_image
 
 
@@ -45,10 +52,11 @@ class Graft:
 
     Holds references, copies nothing: `llava` (its tower and projector), `stan` (or None: then only
     `mean` and `concat` work), `end` (0-based tower layer LLaVA reads), `stan_config` (the STAN's
-    config with `end_layer` re-set to `end`), `strategy`.
+    config with `end_layer` re-set to `end`), `strategy`, `newline` (LLaVA-NeXT's `image_newline`
+    (E,), or None for LLaVA).
     """
 
-    def __init__(self, llava: LlavaForConditionalGeneration, stan: STAN | None):
+    def __init__(self, llava: LlavaForConditionalGeneration | LlavaNextForConditionalGeneration, stan: STAN | None):
         config = llava.config
         if not isinstance(config.vision_feature_layer, int):
             raise WeightsError(
@@ -60,6 +68,7 @@ class Graft:
         self.llava = llava
         self.stan = stan
         self.strategy = config.vision_feature_select_strategy
+        self.newline = llava.model.image_newline if isinstance(llava, LlavaNextForConditionalGeneration) else None
         vision_config = config.vision_config
         self.patch_size = vision_config.patch_size
         self.end = end_layer_for_feature_layer(config.vision_feature_layer, vision_config.num_hidden_layers)
@@ -97,7 +106,8 @@ class Graft:
 
     def token_count(self, temporal: str, num_frames: int, height: int, width: int) -> int:
         """Video tokens for T frames of height x width pixels (see `video_token_count`)."""
-        return video_token_count(temporal, num_frames, self.num_patches(height, width), self.strategy)
+        return video_token_count(temporal, num_frames, self.num_patches(height, width), self.strategy,
+                                 newline=self.newline is not None)
 
     @torch.no_grad()
     def vision_tokens(self, pixel_values: torch.Tensor, temporal: str) -> torch.Tensor:
@@ -125,7 +135,17 @@ class Graft:
         The token count is checked against `token_count` before anything reaches the LLM."""
         b, t, _, height, width = pixel_values.shape
         features = self.llava.model.multi_modal_projector(self.vision_tokens(pixel_values, temporal))
+        if self.newline is not None:
+            features = self._add_newline(features, t if temporal == "concat" else 1)
         expected = self.token_count(temporal, t, height, width)
         if features.shape[:2] != (b, expected):
             raise RuntimeError(f"graft produced {tuple(features.shape)} features, expected ({b}, {expected}, E)")
         return features
+
+    def _add_newline(self, features: torch.Tensor, images: int) -> torch.Tensor:
+        """LLaVA-NeXT's `image_newline` after each of `images` base-only images.
+        (B, images*S, E) -> (B, images*(S+1), E)."""
+        b, n, e = features.shape
+        per_image = features.reshape(b, images, n // images, e)  # (B, images, S, E)
+        newline = self.newline.to(features.device, features.dtype).expand(b, images, 1, e)  # (B, images, 1, E)
+        return torch.cat([per_image, newline], dim=2).flatten(1, 2)

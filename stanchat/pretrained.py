@@ -1,8 +1,11 @@
 """Named presets: which LLaVA and which converted STAN branch make up a video chat model.
 
 A preset is data, not code: a LLaVA (hub id or directory of a transformers
-`LlavaForConditionalGeneration` with its processor) and a STAN directory name under
-`$STANCHAT_HOME` (default `~/.cache/stanchat`), written by `stanchat convert official`.
+`LlavaForConditionalGeneration` / `LlavaNextForConditionalGeneration` with its processor, or an
+original-layout LLaVA v1 hub repo converted once into `$STANCHAT_HOME`) and a STAN directory name
+under `$STANCHAT_HOME` (default `~/.cache/stanchat`), converted from the released file the preset
+names (hub repo + file; `stanchat.fetch` fetches and converts both on first use). Each preset
+also says which tower its STAN was trained on and which it runs on (`pairing`).
 A bundled preset (`tiny`) ships inside the package as `stanchat/presets/<name>/{llava,stan}`,
 so it works on a fresh install with no download.
 Unknown names fail with the list of valid names; nothing is chosen by substrings of names.
@@ -27,32 +30,85 @@ LLAVA_15_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
 )
 
-HOME_ENV = "STANCHAT_HOME"
+# LLaVA v1's template (vicuna v1.1 conversation, as LLaVA-Lightning and Video-ChatGPT prompt it; separators
+# " " and "</s>"): "{system} USER: {question}\n<im_start><im_patch><im_end> ASSISTANT: {answer}</s>USER: ...".
+# The one <im_patch> is expanded to the video's N tokens, as the original code expands it per image.
+LLAVA_V1_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
+                   "The assistant gives helpful, detailed, and polite answers to the user's questions.")
+LLAVA_V1_CHAT_TEMPLATE = (
+    '{{ "' + LLAVA_V1_SYSTEM + ' " }}'  # double quotes: the system line holds an apostrophe
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}{{ 'USER: ' }}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}"
+    "{{ '\n<im_start><im_patch><im_end>' }}{% endfor %}{{ ' ' }}"
+    "{% elif message['role'] == 'assistant' %}{{ 'ASSISTANT: ' }}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] }}{% endfor %}"
+    "{{ '</s>' }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+
+HOME_ENV = "STANCHAT_HOME"  # the one definition: converted weights, fetched LLaVA v1 conversions, eval caches
 DEFAULT_HOME = "~/.cache/stanchat"
 STAN_FILES = ("config.json", "model.safetensors")  # what VideoCLIP.save_pretrained writes
+GB = 1e9
+PAIRINGS = ("paper", "transfer", "own")  # paper: STAN on the tower it was trained on; own: trained with this LLaVA
 
 
 @dataclass(frozen=True)
 class Preset:
     name: str  # registry key, e.g. "llava-1.5-7b"
-    llava: str  # hub id or directory of the LLaVA model and processor
+    llava: str  # hub id or directory of the LLaVA model and processor (a directory name under $STANCHAT_HOME
+    #             when `llava_source` is set: the conversion `stanchat pull` writes)
     stan: str  # directory name under $STANCHAT_HOME of the converted VideoCLIP (STAN weights)
     stan_checkpoint: str  # the authors' released file that `stanchat convert official` reads
     stan_clip: str  # the HF CLIP architecture that checkpoint was trained on
     description: str  # one line for listings
     bundled: bool = False  # shipped inside the package: `llava` and `stan` name folders of stanchat/presets/<name>/
+    stan_repo: str = ""  # hub repo holding `stan_checkpoint` (fetched on first use); "" for a bundled preset
+    llava_source: str = ""  # hub repo of an original-layout LLaVA v1 that `stanchat convert llava` turns into `llava`
+    stan_trained_on: str = ""  # the tower (and layers) the STAN was post-pretrained on
+    runs_on: str = ""  # the tower the STAN runs on in this preset, and the layer the graft ends at
+    pairing: str = "transfer"  # one of PAIRINGS
+    note: str = ""  # what else a user should know (e.g. a tuned tower)
+    stan_bytes: float = 0.0  # download size of `stan_checkpoint` (estimate, see README "On a GPU")
+    llava_bytes: float = 0.0  # download size of the LLaVA (its hub files, plus the tower for a v1 conversion)
+
+    def __post_init__(self):
+        if self.pairing not in PAIRINGS:
+            raise ValueError(f"preset {self.name}: pairing {self.pairing!r} is not one of {PAIRINGS}")
 
 
-_MUG_STAN_L14 = dict(stan="mug-stan-l14", stan_checkpoint="Mug-StanL14.bin", stan_clip="openai/clip-vit-large-patch14")
+_MUG_STAN_L14 = dict(stan="mug-stan-l14", stan_checkpoint="Mug-StanL14.bin", stan_clip="openai/clip-vit-large-patch14",
+                     stan_repo="farewellthree/Mug_STAN_Weight", stan_bytes=2.0 * GB,
+                     stan_trained_on="openai/clip-vit-large-patch14, 224 px, its last 4 layers (21-24)")
+_TOWER_224 = "openai/clip-vit-large-patch14, 224 px (256 patches), branch ends at layer -2 (23 of 24)"
+_TOWER_336 = "openai/clip-vit-large-patch14-336, 336 px (576 patches), branch ends at layer -2 (23 of 24)"
+_NEXT_NOTE = ("LLaVA-NeXT v1.6 tuned its tower in training, so even its weights are not stock CLIP; a video is "
+              "one base-resolution image (no anyres tiles) followed by the model's image_newline")
 
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
-        Preset("llava-1.5-7b", "llava-hf/llava-1.5-7b-hf", **_MUG_STAN_L14,
+        Preset("llava-1.5-7b", "llava-hf/llava-1.5-7b-hf", **_MUG_STAN_L14, runs_on=_TOWER_336, llava_bytes=14.1 * GB,
                description="LLaVA-1.5 7B (CLIP-L/14 336 px) + Mug-STAN L/14 branch"),
-        Preset("llava-1.5-13b", "llava-hf/llava-1.5-13b-hf", **_MUG_STAN_L14,
+        Preset("llava-1.5-13b", "llava-hf/llava-1.5-13b-hf", **_MUG_STAN_L14, runs_on=_TOWER_336, llava_bytes=26.7 * GB,
                description="LLaVA-1.5 13B (CLIP-L/14 336 px) + Mug-STAN L/14 branch"),
-        Preset("tiny", "llava", "stan", stan_checkpoint="", stan_clip="", bundled=True,
+        Preset("llava-v1-7b-lightening", "llava-v1-7b-lightening-hf", **_MUG_STAN_L14, pairing="paper",
+               llava_source="mmaaz60/LLaVA-7B-Lightening-v1-1", runs_on=_TOWER_224, llava_bytes=(13.5 + 1.7) * GB,
+               description="LLaVA v1 7B Lightening (CLIP-L/14 224 px, the LLaVA Video-ChatGPT loads) + Mug-STAN L/14",
+               note="original LLaVA layout: pulled once and converted with `stanchat convert llava`; "
+                    "prompt keeps <im_start>/<im_end> around the video tokens"),
+        Preset("llava-next-vicuna-7b", "llava-hf/llava-v1.6-vicuna-7b-hf", **_MUG_STAN_L14, runs_on=_TOWER_336,
+               llava_bytes=14.1 * GB, note=_NEXT_NOTE,
+               description="LLaVA-NeXT v1.6 Vicuna 7B (CLIP-L/14 336 px, tuned) + Mug-STAN L/14 branch"),
+        Preset("llava-next-mistral-7b", "llava-hf/llava-v1.6-mistral-7b-hf", **_MUG_STAN_L14, runs_on=_TOWER_336,
+               llava_bytes=15.1 * GB, note=_NEXT_NOTE,
+               description="LLaVA-NeXT v1.6 Mistral 7B (CLIP-L/14 336 px, tuned) + Mug-STAN L/14 branch"),
+        Preset("tiny", "llava", "stan", stan_checkpoint="", stan_clip="", bundled=True, pairing="own",
+               stan_trained_on="the tiny LLaVA's own tower (trained together by training.recipes.tiny)",
+               runs_on="the tiny LLaVA's tower (32 px), branch ends at its feature layer",
                description="bundled 16 MB stanchat trained on the synthetic world by training.recipes.tiny (CPU)"),
     )
 }
@@ -64,6 +120,7 @@ class ModelSpec:
     name: str  # what answers report as `model`: the preset name, or the overriding paths
     llava: str  # hub id or directory of the LLaVA
     stan: Path  # directory of the STAN (a saved VideoCLIP)
+    preset: str | None = None  # the preset it came from (None when --llava and --stan replace both parts)
 
 
 def stanchat_home() -> Path:
@@ -91,8 +148,11 @@ def bundled_dir(preset: Preset) -> Path:
 
 
 def preset_llava(preset: Preset) -> str:
-    """The LLaVA hub id or directory of a preset (a package folder for a bundled one)."""
-    return str(bundled_dir(preset) / preset.llava) if preset.bundled else preset.llava
+    """The LLaVA hub id or directory of a preset (a package folder for a bundled one, a folder under
+    $STANCHAT_HOME for one converted from an original-layout LLaVA)."""
+    if preset.bundled:
+        return str(bundled_dir(preset) / preset.llava)
+    return str(stanchat_home() / preset.llava) if preset.llava_source else preset.llava
 
 
 def preset_stan_dir(preset: Preset) -> Path:
@@ -100,10 +160,23 @@ def preset_stan_dir(preset: Preset) -> Path:
     return bundled_dir(preset) / preset.stan if preset.bundled else stanchat_home() / preset.stan
 
 
+def stan_is_converted(directory: Path) -> bool:
+    return all((directory / f).is_file() for f in STAN_FILES)
+
+
+def fetch_commands(preset: Preset) -> str:
+    """How to get a preset's STAN by hand: the hub download and the conversion, for one error line."""
+    out = preset_stan_dir(preset)
+    return (f"the released STAN is {preset.stan_checkpoint} in the hub repo {preset.stan_repo}: run "
+            f"`hf download {preset.stan_repo} {preset.stan_checkpoint}` on a machine with network, then "
+            f"`stanchat convert official FILE --clip {preset.stan_clip} --out {out}` (FILE: the path `hf download` "
+            f"printed), or `stanchat pull {preset.name}` where the hub is reachable")
+
+
 def resolve(model: str | None = None, llava: str | None = None, stan: str | os.PathLike | None = None) -> ModelSpec:
     """Combine a preset with optional overrides. `llava` replaces the preset's LLaVA, `stan` its
-    STAN directory; with both given, `model` is not needed. A preset's missing STAN raises one line
-    with the `stanchat convert` command that writes it."""
+    STAN directory; with both given, `model` is not needed. A preset's missing part raises one line
+    naming the commands that fetch and convert it (`stanchat.fetch.ensure` fetches them first)."""
     if model is not None:
         preset = get_preset(model)
     else:
@@ -115,15 +188,18 @@ def resolve(model: str | None = None, llava: str | None = None, stan: str | os.P
                                f"`stanchat convert` or VideoCLIP.save_pretrained")
     else:
         stan_dir = preset_stan_dir(preset)
-        if not all((stan_dir / f).is_file() for f in STAN_FILES):
+        if not stan_is_converted(stan_dir):
             if preset.bundled:
                 raise WeightsError(f"the bundled preset {preset.name!r} is missing from {stan_dir}; reinstall stanchat "
                                    f"or rebuild it with `python -m training.recipes.tiny`")
-            raise WeightsError(
-                f"STAN weights for preset {preset.name!r} are not in {stan_dir}; run `stanchat convert official "
-                f"{preset.stan_checkpoint} --clip {preset.stan_clip} --out {stan_dir}` (or pass --stan DIR)"
-            )
+            raise WeightsError(f"STAN weights for preset {preset.name!r} are not in {stan_dir}; "
+                               f"{fetch_commands(preset)} (or pass --stan DIR)")
+    if llava is None and preset.llava_source and not Path(preset_llava(preset)).is_dir():
+        raise WeightsError(f"preset {preset.name!r} needs {preset.llava_source} (original LLaVA layout) converted into "
+                           f"{preset_llava(preset)}; run `stanchat pull {preset.name}`, or `hf download "
+                           f"{preset.llava_source}` and `stanchat convert llava DIR --out {preset_llava(preset)}`")
     if preset is not None and llava is None and stan is None:
-        return ModelSpec(name=preset.name, llava=preset_llava(preset), stan=stan_dir)
+        return ModelSpec(name=preset.name, llava=preset_llava(preset), stan=stan_dir, preset=preset.name)
     llava_ref = llava if llava is not None else preset_llava(preset)
-    return ModelSpec(name=f"llava={llava_ref} stan={stan_dir}", llava=str(llava_ref), stan=stan_dir)
+    return ModelSpec(name=f"llava={llava_ref} stan={stan_dir}", llava=str(llava_ref), stan=stan_dir,
+                     preset=preset.name if preset is not None else None)

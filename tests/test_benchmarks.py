@@ -151,3 +151,26 @@ def test_format_value():
     assert format_value(0.0456, "s") == "0.0456 s" and format_value(12, "frames") == "12 frames"
     assert format_value(0, "") == "0"
     assert Target("<", 0.3).text("s") == "< 0.3 s" and Target(">=", 10).text("x") == ">= 10x"
+
+
+@pytest.mark.parametrize("preset, stan_tokens", [("llava-next-vicuna-7b", 4 + 1), ("llava-v1-7b-lightening", 4)])
+def test_gpu_preset_toy_runs_that_family(preset, stan_tokens, tmp_path, capsys):
+    """--toy --preset: the preset's family at toy sizes (LLaVA-NeXT adds its image_newline; v1's linear projector)."""
+    from benchmarks import gpu
+
+    out = tmp_path / "gpu.json"
+    assert gpu.main([*TOY_ARGV["gpu"], "--preset", preset, "--precisions", "dense", "--json", str(out)]) == 0
+    result = Result.load(out)
+    assert result.data["weights"] == "random" and preset in result.setup
+    assert {r["video_tokens"] for r in result.data["runs"] if r["mode"] == "stan"} == {stan_tokens}
+
+
+def test_every_preset_has_its_real_shapes_for_the_gpu_suite():
+    from benchmarks.gpu import PRESET_SHAPES, bench_shape, build_parser, real_weights
+    from stanchat.pretrained import PRESETS
+
+    assert sorted(PRESET_SHAPES) == sorted(name for name, p in PRESETS.items() if not p.bundled)
+    assert PRESET_SHAPES["llava-v1-7b-lightening"].image_size == 224 and PRESET_SHAPES["llava-1.5-7b"].image_size == 336
+    args = build_parser().parse_args(["--preset", "llava-next-mistral-7b", "--device", "cpu"])
+    assert bench_shape(args).llm_kv_heads == 8 and bench_shape(args).family == "llava-next"
+    assert not real_weights(args, torch.device("cpu"))  # no GPU: random weights at the real shapes

@@ -12,7 +12,7 @@ from stanchat.cli import main
 from tests.tiny_llava import IMAGE_SIZE, PATCH_SIZE, error_line, tiny_models  # noqa: F401  (fixture)
 
 L = (IMAGE_SIZE // PATCH_SIZE) ** 2  # 4 patches per frame
-KEYS = {"answer", "video", "frames", "timestamps", "video_tokens", "temporal", "model", "timings"}
+KEYS = {"answer", "video", "frames", "timestamps", "video_tokens", "temporal", "model", "preset", "timings"}  # preset: None with --llava + --stan
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def ask_json(capsys, tiny_models, *extra, llava="default"):
 def test_ask_json_counts_video_tokens(capsys, tiny_models, strategy, per_image, frames):
     for temporal, expected in (("stan", per_image), ("mean", per_image), ("concat", frames * per_image)):
         out = ask_json(capsys, tiny_models, "--frames", str(frames), "--temporal", temporal, llava=strategy)
-        assert set(out) == KEYS
+        assert set(out) == KEYS and out["preset"] is None
         assert (out["video_tokens"], out["frames"], out["temporal"]) == (expected, frames, temporal)
         assert len(out["timestamps"]) == frames and out["timestamps"] == sorted(out["timestamps"])
         assert set(out["timings"]) == {"decode", "vision", "prefill", "generate", "total"}

@@ -8,6 +8,7 @@ from stanchat.chat import VideoChat
 from stanchat.cli import main
 from stanchat.errors import StanchatError, WeightsError
 from stanchat.pretrained import DEFAULT_PRESET, get_preset, preset_names, resolve
+from tests.hub_cache import use_cache
 from tests.tiny_llava import error_line, tiny_models  # noqa: F401  (fixture)
 
 
@@ -45,9 +46,11 @@ def test_unknown_preset_lists_the_valid_ones(capsys, tiny_models):
 
 def test_missing_stan_names_the_convert_command(capsys, tiny_models, tmp_path, monkeypatch):
     monkeypatch.setenv("STANCHAT_HOME", str(tmp_path))
+    use_cache(monkeypatch, tmp_path / "empty-hub")  # offline (conftest) with nothing cached
     assert main(["ask", tiny_models["video"], "What?"]) == 2
     err = error_line(capsys.readouterr().err)
-    assert f"stanchat convert official Mug-StanL14.bin --clip openai/clip-vit-large-patch14 --out {tmp_path}/mug-stan-l14" in err
+    assert "hf download farewellthree/Mug_STAN_Weight Mug-StanL14.bin" in err
+    assert f"stanchat convert official FILE --clip openai/clip-vit-large-patch14 --out {tmp_path}/mug-stan-l14" in err
 
 
 def test_missing_llava_offline_is_one_line(capsys, tiny_models, tmp_path, monkeypatch):

@@ -197,3 +197,22 @@ def test_out_may_not_overwrite_the_clip_directory(model, clip_dir, tmp_path, cap
     torch.save(to_released_state_dict(model), tmp_path / "ckpt.bin")
     err = run_cli_error(capsys, tmp_path / "ckpt.bin", "--clip", clip_dir, "--out", clip_dir)
     assert "--clip directory itself" in err
+
+
+def test_the_convert_package_imports_one_converter_at_a_time():
+    """`from stanchat.convert import convert_official` loads the released converter only."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from stanchat.convert import convert_official; "
+            "print(sorted(m for m in sys.modules if m.startswith('stanchat.convert.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['stanchat.convert.released']"
+
+
+def test_stanchat_home_is_defined_once(tmp_path, monkeypatch):
+    from stanchat.eval.config import default_cache_dir
+    from stanchat.pretrained import stanchat_home
+
+    monkeypatch.setenv("STANCHAT_HOME", str(tmp_path))
+    assert stanchat_home() == tmp_path and default_cache_dir() == tmp_path / "eval-features"

@@ -18,6 +18,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--stan", default=None, metavar="DIR", help="converted STAN (VideoCLIP) directory (overrides the preset's)")
     group.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     group.add_argument("--dtype", default=None, help="float32, float16 or bfloat16 (default: float16 on GPU, float32 on CPU)")
+    group.add_argument("--revision", default=None,
+                       help="hub revision of the preset's released STAN file when it is fetched (default main)")
     bits = group.add_mutually_exclusive_group()
     bits.add_argument("--load-4bit", action="store_true", help="quantise the LLM to 4 bits (bitsandbytes)")
     bits.add_argument("--load-8bit", action="store_true", help="quantise the LLM to 8 bits (bitsandbytes)")
@@ -44,16 +46,19 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def load_chat(args: argparse.Namespace):
-    """`stanchat.load` from the parsed model arguments. The terminal shows the answer, not
-    transformers' weight-loading progress bars (they stay on with --debug)."""
+    """`stanchat.load` from the parsed model arguments. A preset's missing weights are fetched first,
+    with the hub's download progress bars; then the terminal shows the answer, not transformers'
+    weight-loading progress bars (they stay on with --debug)."""
     from transformers.utils import logging as hf_logging
 
     from stanchat.chat import load
+    from stanchat.fetch import ensure
 
+    ensure(args.model, args.llava, args.stan, args.revision)
     if not args.debug:
         hf_logging.disable_progress_bar()
     return load(args.model, llava=args.llava, stan=args.stan, device=args.device, dtype=args.dtype,
-                load_in_4bit=args.load_4bit, load_in_8bit=args.load_8bit)
+                load_in_4bit=args.load_4bit, load_in_8bit=args.load_8bit, revision=args.revision)
 
 
 def generation(args: argparse.Namespace) -> dict:

@@ -1,6 +1,6 @@
 """Ask one question about a video. The answer streams to the terminal as it is generated;
 `--json` prints one object instead (answer, video, frames, timestamps, video_tokens, temporal,
-model, timings)."""
+model, preset, timings). A preset's weights that are not on disk yet are fetched and converted first."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     chat = load_chat(args)
     if args.json:
         answer = chat.ask(args.video, question, frames=args.frames, temporal=args.temporal, **generation(args))
-        print(json.dumps(answer.to_dict()))
+        print(json.dumps({**answer.to_dict(), "preset": chat.preset}))
     else:
         stream = chat.stream(args.video, question, frames=args.frames, temporal=args.temporal, **generation(args))
         for piece in stream:

@@ -6,7 +6,9 @@ tokenizer and processor files are copied alongside). `open-clip`: an open_clip m
 OpenAI weights by tag) with a fresh STAN branch, ready for post-pretraining: CLIP models become a
 VideoCLIP (weights translated into HF CLIP), CoCa models (e.g. coca_ViT-L-14) a CoCaVideoCLIP
 (open_clip's own towers; the captioning decoder is left out). Read either back with
-`stanchat.videomodel.load_video_model`.
+`stanchat.videomodel.load_video_model`. `llava`: an original-layout LLaVA v1 (LlavaLlamaForCausalLM,
+e.g. mmaaz60/LLaVA-7B-Lightening-v1-1) into a transformers LlavaForConditionalGeneration directory
+with its processor and chat template (`stanchat ask --llava DIR` reads it).
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     oc.add_argument("--pretrained", default=None, help="open_clip pretrained tag or checkpoint file (default: random weights)")
     oc.add_argument("--out", required=True, help="output directory (safetensors + config)")
     oc.add_argument("--depth", type=int, default=4, help="STAN depth K")
+    v1 = sub.add_parser("llava", help="an original-layout LLaVA v1 (LlavaLlamaForCausalLM) -> transformers LLaVA")
+    v1.add_argument("src", metavar="SRC", help="directory or hub id of the original LLaVA v1 checkpoint")
+    v1.add_argument("--out", required=True, help="output directory (transformers LLaVA + processor)")
+    v1.add_argument("--clip", default=None, help="CLIP tower hub id or dir (default: the checkpoint's mm_vision_tower)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,6 +39,10 @@ def run(args: argparse.Namespace) -> int:
         from stanchat.convert import convert_official
 
         out = convert_official(args.checkpoint, clip=args.clip, out=args.out, depth=args.depth)
+    elif args.source == "llava":
+        from stanchat.convert import convert_llava_v1
+
+        out = convert_llava_v1(args.src, out=args.out, clip=args.clip)
     else:
         from stanchat.errors import StanchatError
         from stanchat.stan import STANConfig

@@ -59,7 +59,10 @@ ALIASES: tuple[tuple[re.Pattern, str], ...] = (
 )
 # non-persistent buffers that older transformers versions saved; the model rebuilds them
 IGNORED_KEY = re.compile(r"(^|\.)position_ids$")
-WRAPPER_KEYS = ("state_dict", "model")  # mmengine/runner checkpoints wrap the state dict in one of these
+# mmengine/runner checkpoints wrap the state dict in one of these (possibly nested, beside meta/optimizer)
+WRAPPER_KEYS = ("state_dict", "model", "module")
+# prefixes every key may carry: DataParallel/DDP (`module.`) and a model wrapped by its runner (`model.`)
+WRAPPER_PREFIXES = ("module.", "model.")
 STAN_KEY = re.compile(r"^backbone\.STAN_([ST])_layers\.(\d+)\.")
 UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
 TIME_EMBED_KEY = "backbone.STAN_time_embed.weight"
@@ -82,8 +85,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a checkpoint file as a flat state dict of tensors without executing any pickled code.
 
     Pickles (`.bin`/`.pth`) load with `torch.load(weights_only=True)`; `.safetensors` load directly.
-    A `{"state_dict": ...}` or `{"model": ...}` wrapper is unwrapped. Anything else is a one-line
-    WeightsError naming what was expected.
+    A `{"state_dict": ...}`, `{"model": ...}` or `{"module": ...}` wrapper (nested too) is unwrapped
+    (`unwrap`). Anything else is a one-line WeightsError naming what was expected.
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -110,27 +113,39 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         ) from err
     except Exception as err:  # garbage bytes surface as KeyError, EOFError, RuntimeError...
         raise WeightsError(f"{path} is not a PyTorch checkpoint ({type(err).__name__}); expected {EXPECTED}") from err
-    return _unwrap(obj, path)
+    state, wrapper = unwrap(obj, path)
+    logger.info("%s: %d tensors, %s", path, len(state), wrapper)
+    return state
 
 
-def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
-    if isinstance(obj, dict):
-        for key in WRAPPER_KEYS:
-            if isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
+def unwrap(obj: object, path: Path | str = "checkpoint") -> tuple[dict[str, torch.Tensor], str]:
+    """The state dict inside a loaded checkpoint and a description of the wrapper it came in
+    ("raw state dict", "state_dict wrapper", "model > state_dict wrapper", ...)."""
+    found = []
+    while isinstance(obj, dict) and len(found) < 3:
+        key = next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
+        if key is None:
+            break
+        found.append(key)
+        obj = obj[key]
     if not isinstance(obj, dict) or not obj:
         raise WeightsError(f"{path} holds {type(obj).__name__ if obj else 'nothing'}, not a state dict; expected {EXPECTED}")
     odd = [str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if odd:
         raise WeightsError(f"{path} has entries that are not named tensors ({', '.join(odd[:5])}); expected {EXPECTED}")
-    return obj
+    return obj, (" > ".join(found) + " wrapper") if found else "raw state dict"
 
 
 def normalise_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Canonical released names: drop a `module.` prefix and old `position_ids` buffers, apply `ALIASES`."""
-    if all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+    """Canonical released names: drop `module.`/`model.` prefixes every key carries (`WRAPPER_PREFIXES`)
+    and old `position_ids` buffers, apply `ALIASES`."""
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in WRAPPER_PREFIXES:
+            if state and all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix):]: v for k, v in state.items()}
+                stripped = True
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         if IGNORED_KEY.search(key):

@@ -6,13 +6,12 @@ importing numpy or torch. Every field ends up in the run's results JSON.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from stanchat.errors import StanchatError
+from stanchat.pretrained import stanchat_home
 
-HOME_ENV = "STANCHAT_HOME"  # the same home as stanchat.pretrained's converted weights
 SCORING_MODES = ("mean", "mug", "mug-simple")  # stanchat.videoclip.SCORING_MODES, without importing torch
 TIE_RULES = ("pessimistic", "optimistic", "mean")  # stanchat.eval.metrics.TIE_RULES
 RAW_NAME = "{}"  # the recognition "template" that is the class name itself
@@ -21,7 +20,7 @@ SHORT_ANSWER = "{question}\nAnswer the question using a single word or phrase." 
 
 def default_cache_dir() -> Path:
     """`$STANCHAT_HOME/eval-features` (default `~/.cache/stanchat/eval-features`)."""
-    return Path(os.environ.get(HOME_ENV) or "~/.cache/stanchat").expanduser() / "eval-features"
+    return stanchat_home() / "eval-features"
 
 
 @dataclass

@@ -1,0 +1,66 @@
+"""List every model preset: what it is made of, which tower its STAN was trained on and which it
+runs on (the paper's pairing or a transfer), which parts are on this machine, and how large the
+missing ones are to download. Reads the local caches only; never downloads."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON object per preset instead of text")
+
+
+def status(name: str) -> dict:
+    """One preset's entry: its parts, their pairing, and what is present locally."""
+    from pathlib import Path
+
+    from stanchat.fetch import hub_cached
+    from stanchat.pretrained import DEFAULT_PRESET, get_preset, preset_llava, preset_stan_dir, stan_is_converted
+
+    preset = get_preset(name)
+    llava = preset_llava(preset)
+    stan_here = stan_is_converted(preset_stan_dir(preset))
+    if preset.bundled or preset.llava_source:
+        llava_here = Path(llava, "config.json").is_file()
+    else:
+        llava_here = hub_cached(preset.llava)
+    missing = (0 if stan_here else preset.stan_bytes) + (0 if llava_here else preset.llava_bytes)
+    return {"preset": name, "description": preset.description, "default": name == DEFAULT_PRESET,
+            "pairing": preset.pairing,
+            "llava": preset.llava_source or llava, "llava_present": llava_here,
+            "stan": f"{preset.stan_repo}/{preset.stan_checkpoint}" if preset.stan_repo else str(preset_stan_dir(preset)),
+            "stan_present": stan_here, "stan_dir": str(preset_stan_dir(preset)),
+            "stan_trained_on": preset.stan_trained_on, "runs_on": preset.runs_on, "note": preset.note,
+            "missing_bytes": missing}
+
+
+def _text(entry: dict) -> str:
+    pairing = {"paper": "the paper's pairing (STAN on the tower it was trained on)",
+               "transfer": "a transfer (STAN trained on another tower)",
+               "own": "trained together with this LLaVA"}[entry["pairing"]]
+    here = lambda present: "present" if present else "missing"  # noqa: E731
+    lines = [f"{entry['preset']}{' (default)' if entry['default'] else ''}: {entry['description']}",
+             f"  pairing:   {pairing}",
+             f"  STAN:      {entry['stan']} [{here(entry['stan_present'])}: {entry['stan_dir']}]",
+             f"             trained on {entry['stan_trained_on']}",
+             f"             runs on {entry['runs_on']}",
+             f"  LLaVA:     {entry['llava']} [{here(entry['llava_present'])}]"]
+    if entry["note"]:
+        lines.append(f"  note:      {entry['note']}")
+    if entry["missing_bytes"]:
+        lines.append(f"  to fetch:  about {entry['missing_bytes'] / 1e9:.1f} GB (`stanchat pull {entry['preset']}`)")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from stanchat.pretrained import preset_names
+
+    entries = [status(name) for name in preset_names()]
+    if args.json:
+        for entry in entries:
+            print(json.dumps(entry))
+    else:
+        print("\n\n".join(_text(e) for e in entries))
+    return 0

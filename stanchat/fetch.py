@@ -1,0 +1,189 @@
+"""First use fetches: a preset's released STAN, and an original-layout LLaVA v1, from the hub,
+converted once into `$STANCHAT_HOME`.
+
+`ensure(...)` is what `stanchat.load` calls before loading: a part already converted is only
+loaded; a missing one is downloaded with `huggingface_hub` (its cache, resumable downloads, its
+progress bar), converted as `stanchat convert official` / `stanchat convert llava` convert it, and
+written atomically (into `<dir>.partial`, then renamed), so an interrupted conversion never looks
+done. Every failure is one `WeightsError` line naming the hub repo, the file, the `hf download`
+command and the `stanchat convert` command that do the same by hand. `stanchat pull` runs all of it
+ahead of time. Transformers-native LLaVAs come through `from_pretrained` as before.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from stanchat.errors import WeightsError
+from stanchat.pretrained import (DEFAULT_PRESET, Preset, fetch_commands, get_preset, preset_llava, preset_stan_dir,
+                                 stan_is_converted)
+
+logger = logging.getLogger(__name__)
+
+ORIGIN_FILE = "origin.json"  # beside a fetched conversion: which hub file and revision it was converted from
+DEFAULT_REVISION = "main"
+# the CLIP files a STAN conversion needs from --clip: the architecture and what tokenizes text for it
+CLIP_CONFIG_FILES = ["config.json", "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
+                     "special_tokens_map.json", "preprocessor_config.json"]
+# the tower files an original-layout LLaVA v1 conversion reads (its weights come from the CLIP checkpoint)
+TOWER_FILES = ["config.json", "preprocessor_config.json", "model.safetensors"]
+SKIPPED_FORMATS = ["*.h5", "*.msgpack", "*.ot", "*.onnx"]  # other frameworks' copies of the same weights
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """One part of a preset and where it lives now."""
+
+    what: str  # e.g. "STAN (Mug-StanL14.bin from farewellthree/Mug_STAN_Weight)"
+    path: Path  # the local directory (or file) it is in
+    bytes: int  # its size on disk
+    new: bool  # fetched or converted by this call (False: it was already there)
+
+
+def disk_size(path: Path) -> int:
+    """Bytes of a file or of every file under a directory (hub snapshots: the blobs they link to)."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def hub_file(repo: str, filename: str, revision: str, fix: str) -> Path:
+    """`filename` of the hub `repo` at `revision`, downloaded (resumably) or found in the hub cache."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo, filename, revision=revision))
+    except Exception as err:  # offline and not cached, refused, gated, not found, network down
+        raise WeightsError(f"cannot fetch {filename} from the hub repo {repo} at revision {revision} "
+                           f"({type(err).__name__}); {fix}") from err
+
+
+def hub_snapshot(repo: str, fix: str, allow_patterns: list[str] | None = None) -> Path:
+    """The local snapshot folder of the hub `repo` (main), with the files `allow_patterns` select."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo, allow_patterns=allow_patterns,
+                                      ignore_patterns=None if allow_patterns else SKIPPED_FORMATS))
+    except Exception as err:  # offline and not cached, refused, gated, not found, network down
+        raise WeightsError(f"cannot fetch the hub repo {repo} ({type(err).__name__}); {fix}") from err
+
+
+def _read_origin(directory: Path) -> dict:
+    try:
+        return json.loads((directory / ORIGIN_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _replace(partial: Path, final: Path) -> None:
+    """Move a finished conversion into place (one rename), dropping an older one."""
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(partial, final)
+
+
+def ensure_stan(preset: Preset, revision: str | None = None) -> Fetched:
+    """The preset's converted STAN directory, fetching and converting the released file if it is not
+    there yet (or was converted from another revision than a pinned `revision`)."""
+    out = preset_stan_dir(preset)
+    origin = _read_origin(out)
+    if stan_is_converted(out) and (revision is None or origin.get("revision") == revision):
+        return Fetched(f"STAN {out.name}", out, disk_size(out), new=False)
+    if not preset.stan_repo:
+        raise WeightsError(f"STAN weights for preset {preset.name!r} are not in {out} and it has no hub file to fetch")
+    revision = revision or DEFAULT_REVISION
+    fix = fetch_commands(preset)
+    checkpoint = hub_file(preset.stan_repo, preset.stan_checkpoint, revision, fix)
+    clip = hub_snapshot(preset.stan_clip, f"run `hf download {preset.stan_clip} config.json` on a machine with "
+                                          f"network (only the architecture config is read)", CLIP_CONFIG_FILES)
+    from stanchat.convert.released import convert_official
+
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    logger.warning("converting %s (%s) into %s", preset.stan_checkpoint, preset.stan_repo, out)
+    try:
+        convert_official(checkpoint, clip=clip, out=partial)
+    except WeightsError as err:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise WeightsError(f"the cached {preset.stan_repo}/{preset.stan_checkpoint} ({checkpoint}) is not the "
+                           f"released Mug-STAN: {err}; fetch it again with `hf download {preset.stan_repo} "
+                           f"{preset.stan_checkpoint} --force-download`") from err
+    (partial / ORIGIN_FILE).write_text(json.dumps({
+        "repo": preset.stan_repo, "filename": preset.stan_checkpoint, "revision": revision,
+        "commit": checkpoint.parent.name, "clip": preset.stan_clip, "bytes": checkpoint.stat().st_size}, indent=2))
+    _replace(partial, out)
+    return Fetched(f"STAN ({preset.stan_checkpoint} from {preset.stan_repo}, {revision})", out, disk_size(out), new=True)
+
+
+def ensure_llava(preset: Preset) -> Fetched:
+    """The preset's LLaVA on disk: a hub snapshot of a transformers LLaVA, or the conversion of an
+    original-layout LLaVA v1 (`llava_source`) into $STANCHAT_HOME, made once."""
+    if preset.bundled:
+        path = Path(preset_llava(preset))
+        return Fetched("LLaVA (bundled)", path, disk_size(path), new=False)
+    if not preset.llava_source:
+        cached = hub_cached(preset.llava)
+        fix = f"run `hf download {preset.llava}` on a machine with network, or pass --llava DIR"
+        snapshot = hub_snapshot(preset.llava, fix)
+        return Fetched(f"LLaVA {preset.llava}", snapshot, disk_size(snapshot), new=not cached)
+    out = Path(preset_llava(preset))
+    if (out / "config.json").is_file():
+        return Fetched(f"LLaVA {out.name}", out, disk_size(out), new=False)
+    by_hand = f"`stanchat convert llava DIR --out {out}` on the files `hf download {preset.llava_source}` fetches"
+    source = hub_snapshot(preset.llava_source, f"run `hf download {preset.llava_source}` on a machine with network, "
+                                               f"then {by_hand}")
+    from stanchat.convert.llava_v1 import convert_llava_v1, original_tower
+
+    tower = original_tower(source)
+    tower_dir = hub_snapshot(tower, f"run `hf download {tower} {' '.join(TOWER_FILES)}` on a machine with network",
+                             TOWER_FILES)
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    logger.warning("converting %s (original LLaVA layout) into %s", preset.llava_source, out)
+    try:
+        convert_llava_v1(source, partial, clip=tower_dir)
+    except WeightsError:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    _replace(partial, out)
+    return Fetched(f"LLaVA ({preset.llava_source} converted, tower {tower})", out, disk_size(out), new=True)
+
+
+def ensure(model: str | None = None, llava: str | None = None, stan: str | os.PathLike | None = None,
+           revision: str | None = None) -> list[Fetched]:
+    """Fetch and convert what `stanchat.pretrained.resolve(model, llava, stan)` will need from a
+    preset (the parts `llava` / `stan` do not replace); nothing happens when both parts are given.
+    A transformers-native LLaVA not yet cached is downloaded here too, so its progress bars show
+    (the CLI hides transformers' loading bars afterwards); a cached one is left to `from_pretrained`."""
+    if model is None and llava is not None and stan is not None:
+        return []
+    preset = get_preset(model or DEFAULT_PRESET)
+    done = []
+    if stan is None and not preset.bundled:
+        done.append(ensure_stan(preset, revision))
+    if llava is None and not preset.bundled and (preset.llava_source or not hub_cached(preset.llava)):
+        done.append(ensure_llava(preset))
+    return done
+
+
+def hub_cached(repo: str) -> bool:
+    """Whether the hub cache holds `repo`'s config.json (the rest is left to `from_pretrained`)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo, "config.json"), str)
+
+
+def pull(name: str, revision: str | None = None) -> list[Fetched]:
+    """Everything preset `name` needs, fetched and converted now (for a machine that will be offline)."""
+    preset = get_preset(name)
+    if preset.bundled:
+        return [Fetched("STAN (bundled)", preset_stan_dir(preset), disk_size(preset_stan_dir(preset)), new=False),
+                ensure_llava(preset)]
+    return [ensure_stan(preset, revision), ensure_llava(preset)]

@@ -1,0 +1,196 @@
+"""First use fetches: a preset's released STAN (and LLaVA v1) from a hub cache the test writes itself.
+
+HF_HUB_OFFLINE=1 throughout (tests/conftest.py): every file comes from the cache folder below, laid
+out as huggingface_hub's cache, or is missing as it would be on an offline machine.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import torch
+
+import stanchat.convert.released as released
+from stanchat.cli import main
+from stanchat.convert import to_released_state_dict
+from stanchat.pretrained import PRESETS, get_preset, preset_names
+from tests.hub_cache import put, use_cache
+from tests.test_convert_llava import write_original, write_tower
+from tests.tiny import tiny_clip
+from tests.tiny_llava import error_line, save_tiny_llava, tiny_videoclip, write_video
+
+REPO, FILE = "farewellthree/Mug_STAN_Weight", "Mug-StanL14.bin"
+CLIP_REPO, LLAVA_REPO = "openai/clip-vit-large-patch14", "llava-hf/llava-1.5-7b-hf"
+V1_REPO = "mmaaz60/LLaVA-7B-Lightening-v1-1"
+
+
+def released_bytes(wrap=lambda state: state, seed: int = 0) -> bytes:
+    """A tiny Mug-STAN checkpoint in the released layout (fits the tiny LLaVA's 32-wide tower)."""
+    buffer = io.BytesIO()
+    torch.save(wrap(to_released_state_dict(tiny_videoclip(seed))), buffer)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("parts")
+    clip_dir = root / "clip"
+    tiny_clip().config.save_pretrained(clip_dir)
+    return {"llava": save_tiny_llava(root / "llava"), "clip": clip_dir, "video": write_video(root / "clip.mp4"),
+            "released": released_bytes()}
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch, parts):
+    """An empty hub cache and $STANCHAT_HOME; `hub.add()` stores the preset's files in it."""
+    cache = use_cache(monkeypatch, tmp_path / "hub")
+    monkeypatch.setenv("STANCHAT_HOME", str(tmp_path / "home"))
+
+    class Hub:
+        home = tmp_path / "home"
+
+        def add(self, checkpoint: bytes | None = None, revision: str = "main"):
+            put(cache, REPO, {FILE: parts["released"] if checkpoint is None else checkpoint}, revision)
+            put(cache, CLIP_REPO, parts["clip"])
+            put(cache, LLAVA_REPO, parts["llava"])
+            return self
+
+    return Hub()
+
+
+def ask(parts, *extra):
+    return ["ask", str(parts["video"]), "What happens?", "--frames", "4", "--max-new-tokens", "3", "--json", *extra]
+
+
+def test_first_ask_fetches_and_converts_then_later_asks_only_load(hub, parts, capsys, monkeypatch):
+    hub.add()
+    conversions = []
+    convert = released.convert_official
+    monkeypatch.setattr(released, "convert_official", lambda *a, **k: conversions.append(a) or convert(*a, **k))
+    assert main(ask(parts)) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["preset"] == "llava-1.5-7b" and first["video_tokens"] == 4 and len(conversions) == 1
+    stan = hub.home / "mug-stan-l14"
+    origin = json.loads((stan / "origin.json").read_text())
+    assert (origin["repo"], origin["filename"], origin["revision"]) == (REPO, FILE, "main")
+    assert not (hub.home / "mug-stan-l14.partial").exists()
+    written = (stan / "model.safetensors").stat().st_mtime_ns
+    assert main(ask(parts)) == 0
+    assert json.loads(capsys.readouterr().out)["answer"] == first["answer"]
+    assert len(conversions) == 1 and (stan / "model.safetensors").stat().st_mtime_ns == written
+
+
+def test_no_weights_offline_names_the_repo_file_and_commands(hub, parts, capsys):
+    assert main(ask(parts)) == 2
+    line = error_line(capsys.readouterr().err)
+    assert REPO in line and FILE in line
+    assert f"`hf download {REPO} {FILE}`" in line and "`stanchat convert official FILE --clip" in line
+    assert "stanchat pull llava-1.5-7b" in line
+    assert not (hub.home / "mug-stan-l14").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    (released_bytes()[:3000], "not a PyTorch checkpoint"),
+    (released_bytes(lambda s: {"head.weight": torch.zeros(2, 2)}), "not a Mug-STAN checkpoint"),
+])
+def test_a_truncated_or_foreign_cached_file_is_one_line(hub, parts, capsys, content, message):
+    hub.add(checkpoint=content)
+    assert main(ask(parts)) == 2
+    line = error_line(capsys.readouterr().err)
+    assert message in line and f"{REPO}/{FILE}" in line and "--force-download" in line
+    assert not (hub.home / "mug-stan-l14").exists() and not (hub.home / "mug-stan-l14.partial").exists()
+
+
+@pytest.mark.parametrize("wrap", [
+    lambda s: {"state_dict": s, "meta": {"epoch": 5}},
+    lambda s: {"model": {"state_dict": {"module." + k: v for k, v in s.items()}}},
+    lambda s: {"model." + k: v for k, v in s.items()},
+], ids=["state_dict", "model>state_dict>module.", "model."])
+def test_the_wrapper_is_detected(hub, parts, capsys, wrap):
+    hub.add(checkpoint=released_bytes(wrap))
+    assert main(ask(parts)) == 0
+    assert json.loads(capsys.readouterr().out)["video_tokens"] == 4
+
+
+def test_pull_fetches_ahead_and_revision_pins_another(hub, parts, capsys):
+    hub.add()
+    put(hub_cache := hub.home.parent / "hub", REPO, {FILE: released_bytes(seed=7)}, revision="v2")
+    assert hub_cache.is_dir()
+    assert main(["pull", "llava-1.5-7b"]) == 0
+    out = capsys.readouterr().out
+    assert f"STAN ({FILE} from {REPO}, main): fetched, {hub.home / 'mug-stan-l14'}" in out and "GB)" in out
+    assert f"LLaVA {LLAVA_REPO}" in out
+    assert main(["pull", "llava-1.5-7b"]) == 0
+    again = capsys.readouterr().out
+    assert "STAN mug-stan-l14: already here" in again and f"LLaVA {LLAVA_REPO}: already here" in again
+    main_weights = (hub.home / "mug-stan-l14" / "model.safetensors").read_bytes()
+    assert main(["pull", "llava-1.5-7b", "--revision", "v2"]) == 0
+    assert json.loads((hub.home / "mug-stan-l14" / "origin.json").read_text())["revision"] == "v2"
+    assert (hub.home / "mug-stan-l14" / "model.safetensors").read_bytes() != main_weights
+
+
+def test_models_lists_every_preset_with_its_pairing_and_presence(hub, parts, capsys):
+    assert main(["models", "--json"]) == 0
+    entries = {e["preset"]: e for e in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert sorted(entries) == preset_names()
+    for name, entry in entries.items():
+        assert entry["stan_trained_on"] and entry["runs_on"], name
+    assert entries["llava-v1-7b-lightening"]["pairing"] == "paper"
+    assert entries["llava-1.5-7b"]["pairing"] == "transfer" and not entries["llava-1.5-7b"]["stan_present"]
+    assert entries["llava-1.5-7b"]["missing_bytes"] > 1e9
+    hub.add()
+    assert main(["pull", "llava-1.5-7b"]) == 0 and main(["models"]) == 0
+    text = capsys.readouterr().out
+    assert "llava-1.5-7b (default)" in text and "a transfer" in text and "the paper's pairing" in text
+    assert main(["models", "--json"]) == 0
+    entry = {e["preset"]: e for e in map(json.loads, capsys.readouterr().out.splitlines())}["llava-1.5-7b"]
+    assert entry["stan_present"] and entry["llava_present"] and entry["missing_bytes"] == 0
+
+
+def test_the_paper_pairing_preset_pulls_and_converts_llava_v1(hub, parts, capsys, tmp_path):
+    """`llava-v1-7b-lightening` in one command: the released STAN and the original LLaVA v1 (its
+    tower from mm_vision_tower) fetched from the cache and converted once each."""
+    tower = tmp_path / "tower"
+    write_tower(tower)
+    write_original(tmp_path / "v1", "openai/clip-vit-large-patch14")
+    hub.add()
+    put(tmp_path / "hub", CLIP_REPO, {**{p.name: p for p in tower.iterdir()}, "config.json": tower / "config.json"})
+    put(tmp_path / "hub", V1_REPO, tmp_path / "v1")
+    assert main(ask(parts, "--model", "llava-v1-7b-lightening")) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["preset"] == "llava-v1-7b-lightening" and answer["video_tokens"] == 4
+    assert (hub.home / "llava-v1-7b-lightening-hf" / "config.json").is_file()
+
+
+def test_the_v1_preset_offline_names_its_repo_and_the_convert_command(hub, parts, capsys):
+    hub.add()
+    assert main(ask(parts, "--model", "llava-v1-7b-lightening")) == 2
+    line = error_line(capsys.readouterr().err)
+    assert V1_REPO in line and "stanchat convert llava DIR --out" in line
+
+
+def test_every_preset_records_its_hub_file():
+    for preset in PRESETS.values():
+        if not preset.bundled:
+            assert (preset.stan_repo, preset.stan_checkpoint) == (REPO, FILE)
+    assert get_preset("llava-v1-7b-lightening").llava_source == V1_REPO
+
+
+def test_models_and_pull_help_stay_light():
+    """`stanchat models` reads registries and caches only: no torch, no transformers."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from stanchat.cli import main; main(['models']); "
+            "print('heavy:', sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("heavy: []")
+
+
+def test_an_uncached_llava_offline_is_one_line_naming_its_download(hub, parts, capsys):
+    put(hub.home.parent / "hub", REPO, {FILE: parts["released"]})
+    put(hub.home.parent / "hub", CLIP_REPO, parts["clip"])
+    assert main(ask(parts)) == 2
+    assert f"`hf download {LLAVA_REPO}`" in error_line(capsys.readouterr().err)
