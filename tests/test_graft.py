@@ -4,6 +4,7 @@ import torch
 from stanchat.errors import StanchatError, WeightsError
 from stanchat.graft import Graft, video_token_count
 from stanchat.stan import STAN, STANConfig, run_video_tower, split_tokens
+from tests.floats import FLOAT32
 from tests.tiny import tiny_vision_config
 from tests.tiny_llava import IMAGE_SIZE, PATCH_SIZE, tiny_llava, tiny_videoclip
 
@@ -39,7 +40,7 @@ def test_mean_one_frame_equals_stock_llava_image_features(grafts, strategy):
     ours = graft.features(pixels, "mean")
     stock = graft.llava.model.get_image_features(pixel_values=pixels[:, 0]).pooler_output[0]
     assert ours.shape == (1, L + (strategy == "full"), graft.llava.config.text_config.hidden_size)
-    assert torch.equal(ours[0], stock)
+    assert torch.equal(ours[0], stock)  # exact: at T = 1 the graft runs the same layers and projector on the same pixels
 
 
 @pytest.mark.parametrize("strategy", ["default", "full"])
@@ -60,7 +61,7 @@ def test_stan_tokens_follow_the_design_formula(grafts):
     cls, patches = split_tokens(branch, t)
     clip_mean = hidden.reshape(1, t, L + 1, -1).mean(1)
     expected = torch.cat([(clip_mean[:, :1] + cls[:, None]) / 2, (clip_mean[:, 1:] + patches.mean(1)) / 2], 1)
-    torch.testing.assert_close(graft.vision_tokens(pixels, "stan"), expected)
+    torch.testing.assert_close(graft.vision_tokens(pixels, "stan"), expected, **FLOAT32)
     assert not torch.allclose(graft.vision_tokens(pixels, "stan"), graft.vision_tokens(pixels, "mean"))
 
 
@@ -68,7 +69,7 @@ def test_stan_sees_frame_order_mean_does_not(grafts):
     graft = grafts["default"]
     pixels = _pixels(6)
     reversed_ = pixels.flip(1)
-    torch.testing.assert_close(graft.features(pixels, "mean"), graft.features(reversed_, "mean"))
+    torch.testing.assert_close(graft.features(pixels, "mean"), graft.features(reversed_, "mean"), **FLOAT32)
     assert not torch.allclose(graft.features(pixels, "stan"), graft.features(reversed_, "stan"), atol=1e-4)
 
 
@@ -78,7 +79,7 @@ def test_concat_keeps_frames_in_time_order(grafts):
     concat = graft.features(pixels, "concat")
     for f in range(3):
         single = graft.features(pixels[:, f:f + 1], "mean")  # one frame = stock image features
-        torch.testing.assert_close(concat[:, f * L:(f + 1) * L], single)
+        torch.testing.assert_close(concat[:, f * L:(f + 1) * L], single, **FLOAT32)
 
 
 def test_graft_pairs_stan_with_the_feature_layer(grafts):
