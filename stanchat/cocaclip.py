@@ -220,9 +220,28 @@ class CoCaVideoCLIP(VideoTextModel):
         tokens = text.ln_final(out["text_intermediates"][0])  # (B, N, W): input positions, appended CLS dropped
         return _project(tokens, text.text_projection), out["text_features"]
 
+    @property
+    def image_size(self) -> int:
+        height, width = self.coca.visual.image_size
+        if height != width:
+            raise ValueError(f"this CoCa's image tower takes {height}x{width} images; stanchat samples square frames")
+        return height
+
+    @property
+    def text_length(self) -> int:
+        return self.coca.text.context_length
+
     def freeze_clip(self) -> None:
         """Freeze every CoCa weight; only the STAN branch trains."""
         self.coca.requires_grad_(False)
+
+    def freeze_text(self) -> None:
+        self.coca.text.requires_grad_(False)
+
+    def freeze_logit_scale(self) -> None:
+        self.coca.logit_scale.requires_grad_(False)
+        if self.coca.logit_bias is not None:  # open_clip's optional SigLIP-style bias
+            self.coca.logit_bias.requires_grad_(False)
 
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         """Recompute activations in the backward pass, for CoCa blocks and STAN blocks alike."""

@@ -159,9 +159,24 @@ class VideoCLIP(VideoTextModel):
         out = self.clip.text_model(input_ids=input_ids, attention_mask=attention_mask)
         return self.clip.text_projection(out.last_hidden_state), self.clip.text_projection(out.pooler_output)
 
+    @property
+    def image_size(self) -> int:
+        return self.clip.config.vision_config.image_size
+
+    @property
+    def text_length(self) -> int:
+        return self.clip.config.text_config.max_position_embeddings
+
     def freeze_clip(self) -> None:
         """Freeze every CLIP weight; only the STAN branch trains (the graft-ready setting)."""
         self.clip.requires_grad_(False)
+
+    def freeze_text(self) -> None:
+        self.clip.text_model.requires_grad_(False)
+        self.clip.text_projection.requires_grad_(False)
+
+    def freeze_logit_scale(self) -> None:
+        self.clip.logit_scale.requires_grad_(False)
 
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         """Recompute activations in the backward pass, for CLIP layers and STAN blocks alike."""

@@ -75,10 +75,34 @@ def read_config(directory: Path) -> dict:
 
 class VideoTextModel(nn.Module):
     """Base of the STAN video-text models: saving, loading and scoring. Subclasses set
-    `config_class` and implement `encode_video` and `encode_text`; `self.config` is a SavedConfig
-    with a `logit_scale`."""
+    `config_class` and implement `encode_video`, `encode_text`, the sizes below and the freezing
+    methods; `self.config` is a SavedConfig with a `logit_scale`. Callers (eval, training, chat)
+    ask the model for these, never its backbone's config."""
 
     config_class: ClassVar[type[SavedConfig]]
+
+    @property
+    def image_size(self) -> int:
+        """The side in pixels of the square frames the vision tower was built for."""
+        raise NotImplementedError
+
+    @property
+    def text_length(self) -> int:
+        """The most text tokens `encode_text` takes (the text tower's positions)."""
+        raise NotImplementedError
+
+    def freeze_clip(self) -> None:
+        """Freeze every backbone weight; only the STAN branch trains."""
+        raise NotImplementedError
+
+    def freeze_text(self) -> None:
+        """Freeze the text tower and its projection."""
+        raise NotImplementedError
+
+    def freeze_logit_scale(self) -> None:
+        """Freeze the backbone's own learned logit scale: scoring uses the fixed `config.logit_scale`,
+        so it gets no gradient (and DDP refuses parameters that get none)."""
+        raise NotImplementedError
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, dtype: torch.dtype | None = None):

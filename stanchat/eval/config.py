@@ -15,6 +15,7 @@ from stanchat.errors import StanchatError
 HOME_ENV = "STANCHAT_HOME"  # the same home as stanchat.pretrained's converted weights
 SCORING_MODES = ("mean", "mug", "mug-simple")  # stanchat.videoclip.SCORING_MODES, without importing torch
 TIE_RULES = ("pessimistic", "optimistic", "mean")  # stanchat.eval.metrics.TIE_RULES
+PROTOCOL_TOKENS = 32  # text tokens of the MSR-VTT protocol (CLIP4Clip); `tokens=None` uses it where it fits
 RAW_NAME = "{}"  # the recognition "template" that is the class name itself
 SHORT_ANSWER = "{question}\nAnswer the question using a single word or phrase."  # LLaVA-1.5's short-answer prompt
 
@@ -41,7 +42,7 @@ class EvalConfig:
 @dataclass
 class RetrievalConfig(EvalConfig):
     frames: int = 12  # frames per video (MSR-VTT protocol: 12)
-    tokens: int = 32  # text tokens, padded/truncated (MSR-VTT protocol: 32)
+    tokens: int | None = None  # text tokens, padded/truncated; None: PROTOCOL_TOKENS, or the text tower's length if shorter
     scoring: str = "mean"  # one of SCORING_MODES
     dual_softmax: bool = False  # re-rank with DSL (CAMoE); flagged in the results
     dsl_temperature: float = 100.0  # DSL softmax scale on cosine scores (CLIP's logit scale)
@@ -52,7 +53,7 @@ class RetrievalConfig(EvalConfig):
 @dataclass
 class RecognitionConfig(EvalConfig):
     frames: int = 8  # frames per view
-    tokens: int = 32  # text tokens per prompt
+    tokens: int | None = None  # text tokens per prompt; None: as RetrievalConfig.tokens
     templates: tuple[str, ...] = (RAW_NAME,)  # prompt templates, "{}" is replaced by the class name
     scoring: str = "mean"  # one of SCORING_MODES
     clips: int = 1  # temporal views per video
@@ -83,7 +84,7 @@ class ReverseConfig:
     out: Path  # folder for reverse.json, reverse.md, reverse.png
     data_root: Path | None = None  # folder JSONL paths are relative to; None: the JSONL's folder
     frames: int = 8  # frames per clip
-    tokens: int = 32  # text tokens for the captions
+    tokens: int | None = None  # text tokens for the captions; None: as RetrievalConfig.tokens
     scoring: str = "mean"  # one of SCORING_MODES
     chat: bool = False  # also ask the chat model the direction question both ways
     llava: str | None = None  # chat: LLaVA directory or hub id (needed when --model is a directory)
