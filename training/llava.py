@@ -182,12 +182,11 @@ def collate(examples, features: torch.Tensor, pad_id: int) -> dict:
 
 def llava_loss(model, batch: dict) -> torch.Tensor:
     """Next-token loss on the answers, the still features projected and placed by LLaVA itself."""
-    from transformers.modeling_outputs import BaseModelOutputWithPooling
+    from stanchat.graft import encoder_outputs
 
     projected = model.model.multi_modal_projector(batch["features"])  # (B, L, D) -> (B, L, E)
-    encoded = {"image": BaseModelOutputWithPooling(pooler_output=list(projected))}
     return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
-                 mm_encoder_outputs=encoded).loss
+                 mm_encoder_outputs=encoder_outputs(projected)).loss
 
 
 def train_llava(clip_dir: str | Path, out_dir: str | Path, specs, world, config: LlavaTrainConfig,
