@@ -155,9 +155,9 @@ class CoCaVideoCLIP(VideoTextModel):
         model = cls(CoCaVideoCLIPConfig(open_clip=open_clip_config, stan=stan or STANConfig(), source=source))
         state = {k: v for k, v in coca.state_dict().items() if not k.startswith("text_decoder.")}
         load_state_dict_strict(model.coca, state, f"open_clip CoCa {source}".strip())
-        first = model.end - model.config.stan.depth + 1
-        blocks = model.coca.visual.transformer.resblocks[first : model.end + 1]
-        model.stan.init_from_layer_states([encoder_layer_state_from_open_clip(block) for block in blocks])
+        blocks = model.coca.visual.transformer.resblocks
+        paired = model.config.stan.paired_layers(len(blocks))
+        model.stan.init_from_layer_states([encoder_layer_state_from_open_clip(blocks[i]) for i in paired])
         return model.to(next(coca.parameters()).dtype)
 
     @classmethod

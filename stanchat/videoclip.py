@@ -70,8 +70,8 @@ class VideoCLIP(VideoTextModel):
         config = VideoCLIPConfig(clip=clip_config, stan=stan or STANConfig(), source=source)
         model = cls(config)
         model.clip.load_state_dict(clip.state_dict())
-        paired = model.clip.vision_model.encoder.layers[model.end - config.stan.depth + 1 : model.end + 1]
-        model.stan.init_from_clip(paired)
+        layers = model.clip.vision_model.encoder.layers
+        model.stan.init_from_clip([layers[i] for i in config.stan.paired_layers(len(layers))])
         return model.to(next(clip.parameters()).dtype)
 
     @classmethod

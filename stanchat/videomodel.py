@@ -25,11 +25,11 @@ from torch import nn
 
 from stanchat.errors import WeightsError
 from stanchat.hub import resolve_model_dir
+from stanchat.options import SCORING_MODES
 from stanchat.stan import STANConfig
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-SCORING_MODES = ("mean", "mug", "mug-simple")
 
 # saved `architecture` -> "module:Class" (imported on first use, so neither model module imports the other)
 ARCHITECTURES = {

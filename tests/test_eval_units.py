@@ -138,7 +138,7 @@ def test_caption_flips_by_hand():
 def test_config_scoring_modes_match_videoclip():
     from stanchat.eval import config
     from stanchat.eval import metrics
-    from stanchat.videoclip import SCORING_MODES
+    from stanchat.options import SCORING_MODES
 
     assert config.SCORING_MODES == SCORING_MODES and metrics.TIE_RULES == config.TIE_RULES
 

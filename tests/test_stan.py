@@ -191,6 +191,8 @@ def test_feature_layer_translation_rejects_non_layers(feature_layer):
 
 def test_end_layer_must_fit_depth():
     assert STANConfig(depth=4, end_layer=-2).resolve_end(24) == 22
+    assert STANConfig(depth=4, end_layer=-2).paired_layers(24) == range(19, 23)
+    assert STANConfig(depth=2, end_layer=1).paired_layers(4) == range(0, 2)  # the first layers, exactly
     with pytest.raises(ValueError, match="does not fit"):
         STANConfig(depth=4, end_layer=2).resolve_end(24)
     with pytest.raises(ValueError, match="does not fit"):

@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from stanchat.errors import StanchatError
+from stanchat.options import SCORING_MODES
 from stanchat.stan import STANConfig
 
 TASKS = ("pretrain", "retrieval", "recognition")
-SCORINGS = ("mean", "mug", "mug-simple")
 PRECISIONS = ("no", "bf16", "fp16")
 STRATEGIES = ("ddp", "fsdp")
 
@@ -106,7 +106,7 @@ class TrainConfig:
         """Raise StanchatError naming the allowed values for the first field that has none of them."""
         for name, value, allowed in (
             ("task", self.task, TASKS),
-            ("model.scoring", self.model.scoring, SCORINGS),
+            ("model.scoring", self.model.scoring, SCORING_MODES),
             ("run.mixed_precision", self.run.mixed_precision, PRECISIONS),
             ("run.strategy", self.run.strategy, STRATEGIES),
         ):

@@ -16,10 +16,10 @@ import argparse
 from dataclasses import fields
 
 from stanchat.eval.config import (
-    PROTOCOL_TOKENS, SCORING_MODES, TIE_RULES, RecognitionConfig, RetrievalConfig, ReverseConfig, VideoQAConfig,
+    PROTOCOL_TOKENS, TIE_RULES, RecognitionConfig, RetrievalConfig, ReverseConfig, VideoQAConfig,
 )
+from stanchat.options import SCORING_MODES, TEMPORAL_MODES
 
-TEMPORAL_MODES = ("stan", "mean", "concat")  # stanchat.options.TEMPORAL_MODES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stanchat.errors import StanchatError
+from stanchat.options import SCORING_MODES
 
 HOME_ENV = "STANCHAT_HOME"  # the same home as stanchat.pretrained's converted weights
-SCORING_MODES = ("mean", "mug", "mug-simple")  # stanchat.videoclip.SCORING_MODES, without importing torch
 TIE_RULES = ("pessimistic", "optimistic", "mean")  # stanchat.eval.metrics.TIE_RULES
 PROTOCOL_TOKENS = 32  # text tokens of the MSR-VTT protocol (CLIP4Clip); `tokens=None` uses it where it fits
 RAW_NAME = "{}"  # the recognition "template" that is the class name itself
