@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stanchat.errors import StanchatError
-from stanchat.options import SCORING_MODES
+from stanchat.options import SCORING_MODES  # noqa: F401  (re-exported: the eval modules import it from here)
 
 HOME_ENV = "STANCHAT_HOME"  # the same home as stanchat.pretrained's converted weights
 TIE_RULES = ("pessimistic", "optimistic", "mean")  # stanchat.eval.metrics.TIE_RULES
