@@ -182,7 +182,8 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], ori
     model.load_state_dict(state, strict=True)
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")  # any one marks a saved tokenizer
+# any one marks a saved tokenizer (the last: open_clip's own, `stanchat.openclip_tokenizer`)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "open_clip_tokenizer.json")
 
 
 def has_text_tokenizer(directory: str | os.PathLike) -> bool:
@@ -192,12 +193,19 @@ def has_text_tokenizer(directory: str | os.PathLike) -> bool:
 
 def load_text_tokenizer(directory: str | os.PathLike, source: str = ""):
     """The text tokenizer saved beside a video-text model, else that of the CLIP it was built
-    from (`config.source`, a directory or hub id). One-line WeightsError naming the fix otherwise."""
+    from (`config.source`: a directory or hub id, or open_clip's own tokenizer for an open_clip
+    source). One-line WeightsError naming the fix otherwise."""
     from transformers import AutoTokenizer
 
+    from stanchat.openclip_tokenizer import MARKER, OpenCLIPTokenizer, open_clip_name
+
     directory = Path(directory)
+    if (directory / MARKER).is_file():
+        return OpenCLIPTokenizer.from_directory(directory)
     if has_text_tokenizer(directory):
         return AutoTokenizer.from_pretrained(directory)
+    if open_clip_name(source):
+        return OpenCLIPTokenizer(open_clip_name(source))
     if source:
         return AutoTokenizer.from_pretrained(resolve_model_dir(source, "CLIP tokenizer"))
     raise WeightsError(f"{directory} has no text tokenizer ({' or '.join(TOKENIZER_FILES)}); save the CLIP's "

@@ -3,7 +3,9 @@
 backbone's config) for its image size and text length.
 
 Built tiny in the test: the released (official) layout of a VideoCLIP, and open_clip's CLIP and
-CoCa (registered under test names, random weights), each converted by the CLI."""
+CoCa (registered under test names, random weights), each converted by the CLI. `open-clip-coca-bpe`
+has open_clip's real vocabulary and no tokenizer saved beside it: it is read with open_clip's own
+tokenizer, as a real `stanchat convert open-clip` output is."""
 
 from __future__ import annotations
 
@@ -24,7 +26,13 @@ from tests.tiny import TINY_COCA_CFG, TINY_OPEN_CLIP_CFG  # noqa: E402
 from tests.training_world import tiny_args, tiny_backbone, world  # noqa: E402, F401  (fixtures)
 
 # what each converted model must report: (class, image size, text length)
-EXPECTED = {"official": (VideoCLIP, 16, 32), "open-clip": (VideoCLIP, 16, 16), "open-clip-coca": (CoCaVideoCLIP, 16, 15)}
+EXPECTED = {"official": (VideoCLIP, 16, 32), "open-clip": (VideoCLIP, 16, 16), "open-clip-coca": (CoCaVideoCLIP, 16, 15),
+            "open-clip-coca-bpe": (CoCaVideoCLIP, 16, 15)}
+BPE_VOCAB = 49408  # open_clip's SimpleTokenizer
+BPE_COCA_CFG = {**TINY_COCA_CFG, "text_cfg": {**TINY_COCA_CFG["text_cfg"], "vocab_size": BPE_VOCAB},
+                "multimodal_cfg": {**TINY_COCA_CFG["multimodal_cfg"], "vocab_size": BPE_VOCAB}}
+REGISTERED = {"stanchat-tiny": TINY_OPEN_CLIP_CFG, "stanchat-tiny-coca": TINY_COCA_CFG,
+              "stanchat-tiny-coca-bpe": BPE_COCA_CFG}
 
 
 def convert_official(tmp_path, backbone) -> list[str]:
@@ -45,21 +53,22 @@ def converted(tmp_path_factory, tiny_backbone) -> dict:
 
     root = tmp_path_factory.mktemp("converted")
     configs = open_clip.factory._MODEL_CONFIGS
-    configs.update({"stanchat-tiny": TINY_OPEN_CLIP_CFG, "stanchat-tiny-coca": TINY_COCA_CFG})
+    configs.update(REGISTERED)
     try:
         sources = {"official": convert_official(root, tiny_backbone),
                    "open-clip": ["open-clip", "stanchat-tiny", "--depth", "2"],
-                   "open-clip-coca": ["open-clip", "stanchat-tiny-coca", "--depth", "2"]}
+                   "open-clip-coca": ["open-clip", "stanchat-tiny-coca", "--depth", "2"],
+                   "open-clip-coca-bpe": ["open-clip", "stanchat-tiny-coca-bpe", "--depth", "2"]}
         out = {}
         for name, args in sources.items():
             out[name] = root / name
             assert main(["convert", *args, "--out", str(out[name])]) == 0
-            if not has_text_tokenizer(out[name]):
+            if not has_text_tokenizer(out[name]) and name != "open-clip-coca-bpe":
                 tiny_tokenizer(EXPECTED[name][2]).save_pretrained(out[name])
+        yield out  # open_clip's tokenizer is looked up by the registered name while the tests run
     finally:
-        for name in ("stanchat-tiny", "stanchat-tiny-coca"):
+        for name in REGISTERED:
             configs.pop(name)
-    return out
 
 
 @pytest.mark.parametrize("name", list(EXPECTED))
@@ -67,6 +76,12 @@ def test_the_loader_reads_each_converted_model_and_the_model_answers_its_sizes(c
     cls, image_size, text_length = EXPECTED[name]
     model = load_video_model(converted[name])
     assert type(model) is cls and (model.image_size, model.text_length) == (image_size, text_length)
+    if name == "open-clip-coca-bpe":  # nothing saved beside it: open_clip's own tokenizer, found by its source
+        from stanchat.openclip_tokenizer import OpenCLIPTokenizer
+        from stanchat.videomodel import load_text_tokenizer
+
+        assert not has_text_tokenizer(converted[name])
+        assert isinstance(load_text_tokenizer(converted[name], model.config.source), OpenCLIPTokenizer)
 
 
 @pytest.mark.parametrize("name", list(EXPECTED))
@@ -93,6 +108,7 @@ def test_each_converted_model_trains_a_step(converted, name, world, tiny_backbon
                            f"data.max_tokens={min(16, length)}", "data.val_split=", "run.save_every=1")) == 0
     trained = load_video_model(checkpoint.checkpoint_dir(out, 1))  # the step's checkpoint: a loadable model
     assert type(trained) is EXPECTED[name][0]
+    assert has_text_tokenizer(checkpoint.checkpoint_dir(out, 1))  # the checkpoint carries its tokenizer, whichever
     start = load_file(converted[name] / "model.safetensors")
     after = trained.state_dict()
     assert any(not torch.equal(after[k], start[k]) for k in start if k.startswith("stan."))  # the branch trained

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from stanchat.openclip_tokenizer import open_clip_name
 from stanchat.videoclip import VideoCLIP
 from stanchat.videomodel import VideoTextModel, has_text_tokenizer, load_text_tokenizer, load_video_model
 from training.config import TrainConfig
@@ -24,12 +25,12 @@ def build_model(config: TrainConfig, resume_dir: Path | None) -> tuple[VideoText
     elif model_config.pretrained:
         model = load_video_model(model_config.pretrained)
         tokenizer_dir = Path(model_config.pretrained)
-        if not has_text_tokenizer(tokenizer_dir):
-            tokenizer_dir = backbone_dir(model_config.clip, config.run.output_dir)
+        if not has_text_tokenizer(tokenizer_dir) and open_clip_name(model.config.source) is None:
+            tokenizer_dir = backbone_dir(model_config.clip, config.run.output_dir)  # else open_clip's own
     else:
         clip_dir = backbone_dir(model_config.clip, config.run.output_dir)
         model, tokenizer_dir = VideoCLIP.from_clip_pretrained(str(clip_dir), model_config.stan), clip_dir
-    tokenizer = load_text_tokenizer(tokenizer_dir)
+    tokenizer = load_text_tokenizer(tokenizer_dir, model.config.source)
     set_trainable(model, freeze_clip=model_config.freeze_clip,
                   freeze_text=model_config.freeze_text or config.task == "recognition")
     model.set_gradient_checkpointing(model_config.gradient_checkpointing)
