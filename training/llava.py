@@ -204,9 +204,9 @@ def train_llava(clip_dir: str | Path, out_dir: str | Path, specs, world, config:
     images = np.stack([render_still(s, world) for s in specs])  # (N, H, W, 3)
     stan = None
     if stan_dir is not None:
-        from stanchat.videoclip import VideoCLIP
+        from stanchat.graft import load_graft_model
 
-        stan = VideoCLIP.from_pretrained(stan_dir).stan.eval()
+        stan = load_graft_model(stan_dir).stan.eval()
     features = still_features(model, processor, images, stan)  # (N, L, D), computed once: all of it is frozen
     examples = make_examples(specs, processor, features.shape[1], config)
     params = [p for p in model.parameters() if p.requires_grad]
