@@ -55,7 +55,7 @@ def _debug(parser: argparse.ArgumentParser) -> None:
 
 
 def _model_args(p: argparse.ArgumentParser, cls) -> None:
-    p.add_argument("--model", required=True, help="VideoCLIP directory (tokenizer saved beside it) or preset name")
+    p.add_argument("--model", required=True, help="saved model directory (VideoCLIP or CoCa) or preset name")
     p.add_argument("--tokens", type=int, default=cls.tokens,
                    help=f"text tokens (default: {PROTOCOL_TOKENS}, or the model's text length if it has fewer)")
     p.add_argument("--scoring", choices=SCORING_MODES, default=cls.scoring, help="text-video score (default: %(default)s)")

@@ -29,7 +29,7 @@ def default_cache_dir() -> Path:
 class EvalConfig:
     dataset: str  # registry name in stanchat.datasets (msrvtt, k400, jsonl, ...)
     data_root: Path  # folder the annotation's videos live under
-    model: str | None  # VideoCLIP directory or preset name (videoqa: chat preset, None with --llava + --stan)
+    model: str | None  # saved model directory (VideoCLIP or CoCa) or preset name (videoqa: chat preset, None with --llava + --stan)
     out: Path  # folder for <task>.json, <task>.md, <task>.png
     ann: Path | None = None  # annotation file; None: the dataset's usual file under data_root
     split: str | None = None  # annotation split; None: the dataset's evaluation split
@@ -80,7 +80,7 @@ class VideoQAConfig(EvalConfig):
 @dataclass
 class ReverseConfig:
     data: Path  # folder of videos, or a JSONL file (see stanchat.eval.reverse)
-    model: str  # VideoCLIP directory or preset name
+    model: str  # saved model directory (VideoCLIP or CoCa) or preset name
     out: Path  # folder for reverse.json, reverse.md, reverse.png
     data_root: Path | None = None  # folder JSONL paths are relative to; None: the JSONL's folder
     frames: int = 8  # frames per clip
