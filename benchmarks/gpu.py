@@ -46,11 +46,11 @@ from benchmarks.prefill import TEXT_TOKENS, prefill_inputs  # noqa: E402
 from benchmarks.results import Figure, Result, Target  # noqa: E402
 from stanchat.chat import QUANT_SKIP_MODULES  # noqa: E402
 from stanchat.graft import Graft  # noqa: E402
+from stanchat.options import TEMPORAL_MODES as MODES  # noqa: E402  (every temporal mode is measured)
 from stanchat.stan import STAN, STANConfig, end_layer_for_feature_layer  # noqa: E402
 
 NO_GPU = "gpu.py: no GPU on this machine (CUDA is not available); run it where one is, or use --toy --device cpu"
 TARGET = Target("<", 8.0)  # GiB: 7B in 4-bit with 16 frames
-MODES = ("stan", "mean", "concat")
 PRECISIONS = ("dense", "4bit")  # dense: every weight in --dtype; 4bit: the LLM's linear layers in NF4
 DTYPE_NAMES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 

@@ -20,12 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import torch  # noqa: E402
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration  # noqa: E402
-from transformers.modeling_outputs import BaseModelOutputWithPooling  # noqa: E402
 
 from benchmarks.common import cpu_name, interleaved, medians, parser, run  # noqa: E402
 from benchmarks.results import Figure, Result, Target  # noqa: E402
 from stanchat.chat import resolve_dtype  # noqa: E402
-from stanchat.graft import Graft  # noqa: E402
+from stanchat.graft import Graft, encoder_outputs  # noqa: E402
 from stanchat.stan import STAN, STANConfig  # noqa: E402
 
 TARGET_T, TARGET = 8, Target("<=", 0.2)  # the issue's target: stan prefill <= 0.2 x concat prefill at T = 8
@@ -72,7 +71,7 @@ def prefill_inputs(features: torch.Tensor, image_token: int = IMAGE_TOKEN) -> di
     """LLaVA forward inputs for one prefill over a prompt holding `features` (1, N, E)."""
     input_ids = prompt_ids(features.shape[1], features.device, image_token)
     return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "logits_to_keep": 1,
-            "use_cache": True, "mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=[features[0]])}}
+            "use_cache": True, "mm_encoder_outputs": encoder_outputs([features[0]])}
 
 
 def time_modes(llava: LlavaForConditionalGeneration, inputs: dict[str, dict], repeats: int) -> dict[str, list[float]]:

@@ -23,7 +23,7 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration, LlavaNext
 
 from stanchat.errors import StanchatError, WeightsError
 from stanchat.fetch import ensure
-from stanchat.graft import Graft
+from stanchat.graft import Graft, load_graft_model
 from stanchat.hub import resolve_model_dir
 from stanchat.options import DEFAULTS, check_frames, check_temporal
 from stanchat.pretrained import resolve
@@ -254,7 +254,7 @@ def load(model: str | None = None, *, llava: str | None = None, stan: str | os.P
     resolved_dtype = resolve_dtype(dtype, resolved_device)
     quantization = quantization_config(load_in_4bit, load_in_8bit, resolved_dtype)
     llava_model, processor = load_llava(spec.llava, resolved_device, resolved_dtype, quantization, device_map)
-    videoclip = VideoCLIP.from_pretrained(spec.stan, dtype=resolved_dtype)
+    videoclip = load_graft_model(spec.stan, resolved_dtype)
     vision_device = llava_model.model.vision_tower.embeddings.patch_embedding.weight.device
     videoclip.to(vision_device).eval()  # the grafted STAN runs beside LLaVA's tower
     relevance = FrameRelevance.from_directory(videoclip, spec.stan)  # None without a text tokenizer

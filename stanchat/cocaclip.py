@@ -155,9 +155,9 @@ class CoCaVideoCLIP(VideoTextModel):
         model = cls(CoCaVideoCLIPConfig(open_clip=open_clip_config, stan=stan or STANConfig(), source=source))
         state = {k: v for k, v in coca.state_dict().items() if not k.startswith("text_decoder.")}
         load_state_dict_strict(model.coca, state, f"open_clip CoCa {source}".strip())
-        first = model.end - model.config.stan.depth + 1
-        blocks = model.coca.visual.transformer.resblocks[first : model.end + 1]
-        model.stan.init_from_layer_states([encoder_layer_state_from_open_clip(block) for block in blocks])
+        blocks = model.coca.visual.transformer.resblocks
+        paired = model.config.stan.paired_layers(len(blocks))
+        model.stan.init_from_layer_states([encoder_layer_state_from_open_clip(blocks[i]) for i in paired])
         return model.to(next(coca.parameters()).dtype)
 
     @classmethod
@@ -220,9 +220,28 @@ class CoCaVideoCLIP(VideoTextModel):
         tokens = text.ln_final(out["text_intermediates"][0])  # (B, N, W): input positions, appended CLS dropped
         return _project(tokens, text.text_projection), out["text_features"]
 
+    @property
+    def image_size(self) -> int:
+        height, width = self.coca.visual.image_size
+        if height != width:
+            raise ValueError(f"this CoCa's image tower takes {height}x{width} images; stanchat samples square frames")
+        return height
+
+    @property
+    def text_length(self) -> int:
+        return self.coca.text.context_length
+
     def freeze_clip(self) -> None:
         """Freeze every CoCa weight; only the STAN branch trains."""
         self.coca.requires_grad_(False)
+
+    def freeze_text(self) -> None:
+        self.coca.text.requires_grad_(False)
+
+    def freeze_logit_scale(self) -> None:
+        self.coca.logit_scale.requires_grad_(False)
+        if self.coca.logit_bias is not None:  # open_clip's optional SigLIP-style bias
+            self.coca.logit_bias.requires_grad_(False)
 
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         """Recompute activations in the backward pass, for CoCa blocks and STAN blocks alike."""

@@ -24,16 +24,39 @@ Shape letters: B batch, T frames, L patches per frame, D tower width, E LLM widt
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
 from transformers import LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from stanchat.errors import WeightsError
 from stanchat.options import check_temporal
 from stanchat.stan import STAN, STANConfig, end_layer_for_feature_layer, fuse_frames, run_video_tower
 
 STRATEGIES = ("default", "full")  # LLaVA's vision_feature_select_strategy values
+
+
+def encoder_outputs(features: Sequence[torch.Tensor]) -> dict:
+    """LLaVA's `mm_encoder_outputs` input (transformers' hook for pre-encoded images) for features
+    already projected into the LLM, one (N, E) tensor per image placeholder run: LLaVA places them
+    at its image tokens itself. The one place this input is built (chat, training, benchmarks)."""
+    return {"image": BaseModelOutputWithPooling(pooler_output=list(features))}
+
+
+def load_graft_model(directory: str | os.PathLike, dtype: torch.dtype | None = None):
+    """The saved video-text model whose STAN is grafted onto LLaVA's CLIP tower, by the common
+    loader (`load_video_model`); only a VideoCLIP (HF CLIP layers, as LLaVA's tower) can be."""
+    from stanchat.videoclip import VideoCLIP
+    from stanchat.videomodel import load_video_model
+
+    model = load_video_model(directory, dtype)
+    if not isinstance(model, VideoCLIP):
+        raise WeightsError(f"{directory} holds a {type(model).__name__}; the LLaVA graft needs a VideoCLIP (a STAN "
+                           f"on HF CLIP layers like LLaVA's tower): pass --stan a VideoCLIP directory")
+    return model
 
 
 def video_token_count(temporal: str, num_frames: int, num_patches: int, strategy: str, newline: bool = False) -> int:

@@ -13,6 +13,12 @@ from stanchat.errors import StanchatError
 #   concat - every frame's tokens one after another (FreeVA-style): T times one image's worth
 TEMPORAL_MODES = ("stan", "mean", "concat")
 
+# How a text is scored against a video's T frame features (`VideoTextModel.similarity`):
+#   mean       - cosine of the text's pooled feature with the frame-mean feature
+#   mug        - Mug alignment of text tokens and frames (paper Eq. 11-18)
+#   mug-simple - Mug's two guided scores averaged instead of Eq. 18's product form
+SCORING_MODES = ("mean", "mug", "mug-simple")
+
 
 @dataclass(frozen=True)
 class AskDefaults:

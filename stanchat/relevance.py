@@ -42,7 +42,7 @@ class FrameRelevance:
     def __init__(self, videoclip: VideoCLIP, tokenizer: Any, preprocessor: Preprocessor | None = None):
         self.videoclip = videoclip
         self.tokenizer = tokenizer
-        size = videoclip.clip.config.vision_config.image_size
+        size = videoclip.image_size
         self.preprocessor = preprocessor or Preprocessor(size=size, crop_size=size)
 
     @classmethod
@@ -53,7 +53,7 @@ class FrameRelevance:
             logger.info("no text tokenizer in %s: text-to-frame weights are off", directory)
             return None
         tokenizer = load_text_tokenizer(directory)
-        size = videoclip.clip.config.vision_config.image_size
+        size = videoclip.image_size
         processor_file = directory / PROCESSOR_FILE
         preprocessor = (Preprocessor.from_processor_config(processor_file, size=size, crop_size=size)
                         if processor_file.is_file() else None)
@@ -74,7 +74,7 @@ class FrameRelevance:
     @torch.no_grad()
     def weights(self, question: str, frame_features: torch.Tensor) -> torch.Tensor:
         """The question's weight on each frame, (T,) float32 on the CPU, summing to 1 (Eq. 13)."""
-        positions = self.videoclip.clip.config.text_config.max_position_embeddings
+        positions = self.videoclip.text_length
         batch = self.tokenizer(check_question(question), truncation=True, max_length=positions, return_tensors="pt")
         ids, mask = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)  # (1, N)
         tokens, _ = self.videoclip.encode_text(ids, mask)  # (1, N, P)

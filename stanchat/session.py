@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any, Iterator
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 from transformers.generation.streamers import BaseStreamer
-from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from stanchat.errors import StanchatError
+from stanchat.graft import encoder_outputs
 from stanchat.options import DEFAULTS, check_question
 
 if TYPE_CHECKING:
@@ -165,7 +165,7 @@ class Session:
             "input_ids": input_ids,
             "attention_mask": torch.ones_like(input_ids),
             # one image's features, (N, E): transformers' pre-encoded image input
-            "mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=[features[0]])},
+            "mm_encoder_outputs": encoder_outputs([features[0]]),
         }
         setup, self._pending_setup = self._pending_setup, {"decode": 0.0, "vision": 0.0}
         return _Turn(question, inputs, {**kwargs, **extra}, setup, started=started)

@@ -42,15 +42,27 @@ class STANConfig:
         if not 1 <= self.max_frames:
             raise ValueError(f"STANConfig.max_frames must be >= 1, got {self.max_frames}")
 
-    def resolve_end(self, num_layers: int) -> int:
-        """The non-negative index of the last paired CLIP layer in a tower of `num_layers` layers."""
-        end = self.end_layer % num_layers if -num_layers <= self.end_layer < num_layers else None
-        if end is None or end - self.depth + 1 < 0:
+    def paired_layers(self, num_layers: int) -> range:
+        """The 0-based indices of the K CLIP layers the branch reads in a tower of `num_layers`
+        layers: K consecutive layers ending at `end_layer`. The one place they are computed."""
+        fits = -num_layers <= self.end_layer < num_layers
+        layers = layers_ending_at(self.end_layer % num_layers, self.depth) if fits else None
+        if layers is None or layers.start < 0:
             raise ValueError(
                 f"STAN of depth {self.depth} ending at layer {self.end_layer} does not fit a tower of "
                 f"{num_layers} layers: need {self.depth - 1} <= end < {num_layers} (or a negative index)"
             )
-        return end
+        return layers
+
+    def resolve_end(self, num_layers: int) -> int:
+        """The non-negative index of the last paired CLIP layer in a tower of `num_layers` layers."""
+        return self.paired_layers(num_layers)[-1]
+
+
+def layers_ending_at(end: int, depth: int) -> range:
+    """K = `depth` consecutive layer indices ending at layer `end` (`STANConfig.paired_layers`; the
+    graft pairs a branch with the layer LLaVA reads, which may not be the branch's own `end_layer`)."""
+    return range(end - depth + 1, end + 1)
 
 
 def end_layer_for_feature_layer(vision_feature_layer: int, num_layers: int) -> int:
@@ -354,11 +366,11 @@ def run_video_tower(vision: CLIPVisionModel | VisionTower, stan: STAN | None, pi
     frames = pixel_values.flatten(0, 1)  # (B, T, 3, H, W) -> (B*T, 3, H, W)
     height, width = frames.shape[-2:]
     hidden = tower.embed(frames)  # (B*T, 1+L, D)
-    first = end - stan.config.depth + 1 if stan is not None else end + 1
+    reads = layers_ending_at(end, stan.config.depth) if stan is not None else range(0)
     paired = []
     for i in range(end + 1):
         hidden = tower.layer(i, hidden)  # (B*T, 1+L, D)
-        if i >= first:
+        if i in reads:
             paired.append(_view(hidden, num_clips, views))
     hidden = _view(hidden, num_clips, views)
     if stan is None:

@@ -2,7 +2,8 @@
 
 Per-frame video features follow DESIGN.md: `post_layernorm(CLIP last CLS + STAN CLS)` then the
 visual projection, (B, T, P); a graft-ready STAN, ending before the last layer, is read as
-`encode_video` says. They are scored against text by mean pooling or by Mug.
+`encode_video_and_tokens` says (the one fusion rule). They are scored against text by mean
+pooling or by Mug. The training recipe's extra losses live in `training.losses`.
 A saved model is a directory with `config.json` (this model's config, the CLIP config inside it)
 and `model.safetensors`; saving, loading and scoring live in `stanchat.videomodel`, shared with
 `stanchat.cocaclip.CoCaVideoCLIP` (open_clip CoCa towers).
@@ -69,8 +70,8 @@ class VideoCLIP(VideoTextModel):
         config = VideoCLIPConfig(clip=clip_config, stan=stan or STANConfig(), source=source)
         model = cls(config)
         model.clip.load_state_dict(clip.state_dict())
-        paired = model.clip.vision_model.encoder.layers[model.end - config.stan.depth + 1 : model.end + 1]
-        model.stan.init_from_clip(paired)
+        layers = model.clip.vision_model.encoder.layers
+        model.stan.init_from_clip([layers[i] for i in config.stan.paired_layers(len(layers))])
         return model.to(next(clip.parameters()).dtype)
 
     @classmethod
@@ -98,58 +99,44 @@ class VideoCLIP(VideoTextModel):
         """Per-frame video features. pixel_values (B, T, 3, H, W) -> (B, T, P), unnormalised.
         `with_stan=False` skips the branch: CLIP's own image feature of each frame (the baseline).
         `views` (V, T'): each clip as V videos of frames `views[v]` -> (V*B, T', P), view by view
-        (`run_video_tower`; e.g. forwards and backwards with one tower pass).
-
-        A STAN ending at CLIP's last layer joins at its CLS: `post_layernorm(CLIP CLS + STAN CLS)`
-        (DESIGN.md, the released weights). A graft-ready STAN ends earlier, at the layer LLaVA reads;
-        it is read the way the graft reads it: each frame's fused tokens (`fuse_frames`, whose mean
-        over frames is exactly what the graft hands the LLM) run through CLIP's remaining layers, so
-        contrastive training shapes the very tokens the LLM will see, and in CLIP's own terms."""
+        (`run_video_tower`; e.g. forwards and backwards with one tower pass). The fusion rule is
+        `encode_video_and_tokens`'."""
         return self.encode_video_and_tokens(pixel_values, with_stan, views)[0]
 
     def encode_video_and_tokens(self, pixel_values: torch.Tensor, with_stan: bool = True,
                                 views: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """`encode_video`'s features and, from the same tower pass, the graft's video tokens: each
         clip's fused end-layer tokens (`fuse_frames`; CLIP's alone without the branch) averaged over
-        frames, (B, 1+L, D) ((V*B, 1+L, D) with views): what `Graft.vision_tokens` hands the projector."""
+        frames, (B, 1+L, D) ((V*B, 1+L, D) with views): what `Graft.vision_tokens` hands the projector.
+
+        The fusion rule. CLIP runs every frame up to the STAN's end layer, the branch beside it; then
+        frame t's feature is `visual_projection(post_layernorm(cls_t))` where cls_t is
+          - without the branch: CLIP's own CLS of frame t after the remaining layers;
+          - a STAN ending at CLIP's last layer: CLIP CLS_t + STAN CLS (DESIGN.md, the released weights);
+          - a graft-ready STAN, ending earlier (at the layer LLaVA reads): the CLS of frame t's fused
+            tokens (`fuse_frames`, whose mean over frames is exactly what the graft hands the LLM)
+            after CLIP's remaining layers, so contrastive training shapes the very tokens the LLM
+            will see, and in CLIP's own terms."""
         vision = self.clip.vision_model
         b, t = pixel_values.shape[:2] if views is None else (pixel_values.shape[0] * views.shape[0], views.shape[1])
         hidden, branch = run_video_tower(vision, self.stan if with_stan else None, pixel_values, self.end, views)
-        fused = hidden.reshape(b, t, *hidden.shape[1:]) if branch is None else fuse_frames(hidden, branch, t)
-        tokens = fused.mean(dim=1)  # (B, T, 1+L, D) -> (B, 1+L, D)
-        if branch is not None and self.end < len(vision.encoder.layers) - 1:
-            hidden, branch = fused.flatten(0, 1), None  # (B*T, 1+L, D)
-        for layer in vision.encoder.layers[self.end + 1 :]:
+        if branch is None:
+            frames = hidden.reshape(b, t, *hidden.shape[1:])  # (B*T, 1+L, D) -> (B, T, 1+L, D)
+            cls = self._after_end(hidden)[:, 0]  # (B*T, D)
+        elif self.end == len(vision.encoder.layers) - 1:
+            frames = fuse_frames(hidden, branch, t)  # (B, T, 1+L, D)
+            cls = hidden[:, 0].reshape(b, t, -1) + branch[:, None, 0]  # (B, T, D) + STAN CLS (B, 1, D)
+        else:
+            frames = fuse_frames(hidden, branch, t)  # (B, T, 1+L, D)
+            cls = self._after_end(frames.flatten(0, 1))[:, 0]  # (B*T, D)
+        features = self.clip.visual_projection(vision.post_layernorm(cls.reshape(b, t, -1)))  # (B, T, P)
+        return features, frames.mean(dim=1)  # tokens: (B, T, 1+L, D) -> (B, 1+L, D)
+
+    def _after_end(self, hidden: torch.Tensor) -> torch.Tensor:
+        """CLIP's layers after the STAN's end layer, on (N, 1+L, D)."""
+        for layer in self.clip.vision_model.encoder.layers[self.end + 1 :]:
             hidden = layer(hidden, None)
-        cls = hidden[:, 0].reshape(b, t, -1)  # (B*T, D) -> (B, T, D)
-        if branch is not None:
-            cls = cls + branch[:, None, 0]  # + STAN CLS (B, 1, D)
-        return self.clip.visual_projection(vision.post_layernorm(cls)), tokens
-
-    def still_gap(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """How far the graft's tokens of a clip that does not move are from the tower's tokens of its
-        one image: each clip's first frame is held for all T frames and the per-frame fused tokens
-        are compared with CLIP's end-layer tokens of that frame (mean squared error over the mean
-        squared token, so the scale of the tower does not matter). Trained towards 0 (`still_weight`
-        in training), it keeps a graft's tokens in the image distribution the LLM's projector was
-        taught on, so a video differs from an image only by what moves. pixel_values (B, T, 3, H, W) -> ()."""
-        t = pixel_values.shape[1]
-        first = pixel_values[:, :1]  # (B, 1, 3, H, W), held for T frames; the tower runs on it once
-        held = torch.zeros(1, t, dtype=torch.long, device=first.device)  # one view: frame 0, T times
-        hidden, branch = run_video_tower(self.clip.vision_model, self.stan, first, self.end, held)
-        target = hidden.reshape(-1, t, *hidden.shape[1:])[:, :1].detach()  # (B, 1, 1+L, D): one frame
-        fused = fuse_frames(hidden, branch, t)  # (B, T, 1+L, D)
-        return (fused - target).square().mean() / target.square().mean()
-
-    def motion_still_gap(self, tokens: torch.Tensor, stills: torch.Tensor) -> torch.Tensor:
-        """How far the graft's tokens of clips are from the tower's end-layer tokens of still images
-        that show the same motions (a synthetic clip's trail still), in `still_gap`'s relative units.
-        Trained towards 0 (`motion_still_weight` in training), it teaches the branch to write a
-        motion the way the image model already reads it in a picture. tokens (B, 1+L, D) from
-        `encode_video_and_tokens`, stills (B, 3, H, W) -> ()."""
-        hidden, _ = run_video_tower(self.clip.vision_model, None, stills[:, None], self.end)  # (B, 1+L, D)
-        target = hidden.detach()
-        return (tokens - target).square().mean() / target.square().mean()
+        return hidden
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,9 +146,24 @@ class VideoCLIP(VideoTextModel):
         out = self.clip.text_model(input_ids=input_ids, attention_mask=attention_mask)
         return self.clip.text_projection(out.last_hidden_state), self.clip.text_projection(out.pooler_output)
 
+    @property
+    def image_size(self) -> int:
+        return self.clip.config.vision_config.image_size
+
+    @property
+    def text_length(self) -> int:
+        return self.clip.config.text_config.max_position_embeddings
+
     def freeze_clip(self) -> None:
         """Freeze every CLIP weight; only the STAN branch trains (the graft-ready setting)."""
         self.clip.requires_grad_(False)
+
+    def freeze_text(self) -> None:
+        self.clip.text_model.requires_grad_(False)
+        self.clip.text_projection.requires_grad_(False)
+
+    def freeze_logit_scale(self) -> None:
+        self.clip.logit_scale.requires_grad_(False)
 
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         """Recompute activations in the backward pass, for CLIP layers and STAN blocks alike."""

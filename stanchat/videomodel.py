@@ -25,11 +25,11 @@ from torch import nn
 
 from stanchat.errors import WeightsError
 from stanchat.hub import resolve_model_dir
+from stanchat.options import SCORING_MODES
 from stanchat.stan import STANConfig
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-SCORING_MODES = ("mean", "mug", "mug-simple")
 
 # saved `architecture` -> "module:Class" (imported on first use, so neither model module imports the other)
 ARCHITECTURES = {
@@ -75,10 +75,34 @@ def read_config(directory: Path) -> dict:
 
 class VideoTextModel(nn.Module):
     """Base of the STAN video-text models: saving, loading and scoring. Subclasses set
-    `config_class` and implement `encode_video` and `encode_text`; `self.config` is a SavedConfig
-    with a `logit_scale`."""
+    `config_class` and implement `encode_video`, `encode_text`, the sizes below and the freezing
+    methods; `self.config` is a SavedConfig with a `logit_scale`. Callers (eval, training, chat)
+    ask the model for these, never its backbone's config."""
 
     config_class: ClassVar[type[SavedConfig]]
+
+    @property
+    def image_size(self) -> int:
+        """The side in pixels of the square frames the vision tower was built for."""
+        raise NotImplementedError
+
+    @property
+    def text_length(self) -> int:
+        """The most text tokens `encode_text` takes (the text tower's positions)."""
+        raise NotImplementedError
+
+    def freeze_clip(self) -> None:
+        """Freeze every backbone weight; only the STAN branch trains."""
+        raise NotImplementedError
+
+    def freeze_text(self) -> None:
+        """Freeze the text tower and its projection."""
+        raise NotImplementedError
+
+    def freeze_logit_scale(self) -> None:
+        """Freeze the backbone's own learned logit scale: scoring uses the fixed `config.logit_scale`,
+        so it gets no gradient (and DDP refuses parameters that get none)."""
+        raise NotImplementedError
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, dtype: torch.dtype | None = None):
@@ -158,7 +182,8 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], ori
     model.load_state_dict(state, strict=True)
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")  # any one marks a saved tokenizer
+# any one marks a saved tokenizer (the last: open_clip's own, `stanchat.openclip_tokenizer`)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "open_clip_tokenizer.json")
 
 
 def has_text_tokenizer(directory: str | os.PathLike) -> bool:
@@ -168,12 +193,19 @@ def has_text_tokenizer(directory: str | os.PathLike) -> bool:
 
 def load_text_tokenizer(directory: str | os.PathLike, source: str = ""):
     """The text tokenizer saved beside a video-text model, else that of the CLIP it was built
-    from (`config.source`, a directory or hub id). One-line WeightsError naming the fix otherwise."""
+    from (`config.source`: a directory or hub id, or open_clip's own tokenizer for an open_clip
+    source). One-line WeightsError naming the fix otherwise."""
     from transformers import AutoTokenizer
 
+    from stanchat.openclip_tokenizer import MARKER, OpenCLIPTokenizer, open_clip_name
+
     directory = Path(directory)
+    if (directory / MARKER).is_file():
+        return OpenCLIPTokenizer.from_directory(directory)
     if has_text_tokenizer(directory):
         return AutoTokenizer.from_pretrained(directory)
+    if open_clip_name(source):
+        return OpenCLIPTokenizer(open_clip_name(source))
     if source:
         return AutoTokenizer.from_pretrained(resolve_model_dir(source, "CLIP tokenizer"))
     raise WeightsError(f"{directory} has no text tokenizer ({' or '.join(TOKENIZER_FILES)}); save the CLIP's "

@@ -49,7 +49,7 @@ def test_mean_one_frame_equals_stock_llava_image_features(chat, tiny_models):
     session = chat.session(tiny_models["video"], frames=1, temporal="mean")
     pixels = chat.preprocess(session.video)  # (1, 1, 3, H, W)
     stock = chat.llava.model.get_image_features(pixel_values=pixels[:, 0]).pooler_output[0]
-    assert torch.equal(session.features[0], stock)
+    assert torch.equal(session.features[0], stock)  # exact: the same layers and projector on the same pixels
 
 
 def test_streaming_matches_greedy_generation(chat, tiny_models):

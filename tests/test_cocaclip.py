@@ -24,6 +24,7 @@ from stanchat.videomodel import (  # noqa: E402
     video_model_class,
     video_model_from_open_clip,
 )
+from tests.floats import FLOAT32, FLOAT32_DEEP  # noqa: E402
 from tests.tiny import TINY_COCA_CFG, TINY_OPEN_CLIP_CFG, randomise, tiny_clip  # noqa: E402
 
 # CoCa(**COCA_CFG) builds what open_clip.create_model builds from TINY_COCA_CFG (4 blocks, 16 px, 2x2 patches)
@@ -86,7 +87,7 @@ def test_without_stan_frames_are_open_clip_image_features(model, coca, t):
     with torch.no_grad():
         ours = model.encode_video(frames, with_stan=False)
         theirs = coca.encode_image(frames.flatten(0, 1), normalize=False).reshape(2, t, -1)
-    assert torch.equal(ours, theirs)
+    assert torch.equal(ours, theirs)  # exact: the same open_clip modules in the same order, on the same inputs
 
 
 @pytest.mark.parametrize("t", [1, 3])
@@ -101,7 +102,7 @@ def test_stan_fusion_matches_the_reference_and_changes_the_features(model, coca,
     with torch.no_grad():
         fused = model.encode_video(frames)
         plain = model.encode_video(frames, with_stan=False)
-        torch.testing.assert_close(fused, reference_video_features(coca, model.stan, frames), rtol=0, atol=1e-5)
+        torch.testing.assert_close(fused, reference_video_features(coca, model.stan, frames), **FLOAT32_DEEP)
     assert fused.shape == (2, t, 24)
     assert (fused - plain).abs().max() > 1e-2  # STAN's tokens do reach the head
 
@@ -115,12 +116,12 @@ def test_cls_pooled_coca_reduces_to_the_design_recipe():
         last, branch = run_video_tower(model.tower, model.stan, frames, model.end)
         cls = last[:, 0].reshape(2, 3, -1) + branch[:, None, 0]  # (B, T, D)
         expected = model.coca.visual.ln_post(cls) @ model.coca.visual.proj
-        torch.testing.assert_close(model.encode_video(frames), expected, rtol=0, atol=1e-6)
+        torch.testing.assert_close(model.encode_video(frames), expected, **FLOAT32)
 
 
 def test_fused_tokens_keep_each_frames_patches():
     last, branch = torch.randn(2 * 3, 1 + 4, 8), torch.randn(2, 1 + 4 * 3, 8)
-    fused = fuse_stan_tokens(last, branch, 3).reshape(2, 3, 5, 8)
+    fused = fuse_stan_tokens(last, branch, 3).reshape(2, 3, 5, 8)  # one addition per element: exact anywhere
     assert torch.equal(fused[1, 2, 0], last[5, 0] + branch[1, 0])
     assert torch.equal(fused[1, 2, 3], last[5, 3] + branch[1, 1 + 2 * 3 + 2])  # patch l=2, frame t=2
 
@@ -136,9 +137,9 @@ def test_open_clip_tower_follows_hf_layer_semantics():
         hidden = hf(frames.flatten(0, 1), output_hidden_states=True).hidden_states
         for end in (0, 2, 3):
             ours, _ = run_video_tower(tower, None, frames, end)
-            torch.testing.assert_close(ours, hidden[open_clip_block_to_hidden_state(end, 4)], rtol=0, atol=1e-5)
+            torch.testing.assert_close(ours, hidden[open_clip_block_to_hidden_state(end, 4)], **FLOAT32_DEEP)
         for a, b in zip(run_video_tower(tower, stan, frames, 3), run_video_tower(hf, stan, frames, 3)):
-            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+            torch.testing.assert_close(a, b, **FLOAT32_DEEP)
     for block, layer in zip(oc.visual.transformer.resblocks, hf.encoder.layers):
         assert all(torch.equal(v, layer.state_dict()[k]) for k, v in encoder_layer_state_from_open_clip(block).items())
 
@@ -148,16 +149,16 @@ def test_spatial_blocks_start_as_their_paired_resblocks(model):
     x = torch.randn(3, 5, 32)  # (N, 1+L, D)
     with torch.no_grad():
         for block, resblock in zip(model.stan.spatial_layers, model.coca.visual.transformer.resblocks[2:]):
-            torch.testing.assert_close(block(x, 1), resblock(x), rtol=0, atol=1e-5)
+            torch.testing.assert_close(block(x, 1), resblock(x), **FLOAT32)
 
 
 def test_encode_text_pooled_is_open_clip_encode_text(model, coca):
     ids = token_ids()
     with torch.no_grad():
         tokens, pooled = model.encode_text(ids, ids != 0)
-        assert torch.equal(pooled, coca.encode_text(ids, normalize=False))
+        assert torch.equal(pooled, coca.encode_text(ids, normalize=False))  # exact: open_clip's own text forward
         _, raw = coca.text(ids)  # the last block's outputs at the input positions, appended CLS dropped
-        torch.testing.assert_close(tokens, coca.text.ln_final(raw) @ coca.text.text_projection, rtol=0, atol=1e-6)
+        torch.testing.assert_close(tokens, coca.text.ln_final(raw) @ coca.text.text_projection, **FLOAT32)
     assert tokens.shape == (3, 12, 24) and pooled.shape == (3, 24)
 
 
@@ -198,6 +199,7 @@ def test_save_load_round_trip_is_bit_exact(model, tmp_path):
     assert loaded.config == model.config
     assert loaded.state_dict().keys() == model.state_dict().keys()
     assert not any(k.startswith("coca.text_decoder") for k in loaded.state_dict())
+    # a save/load round trip: the same weights through the same kernels, so exact
     for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), name
     frames, ids = video(2, 3), token_ids()
@@ -232,7 +234,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     plain, checkpointed = grads(False), grads(True)
     assert len(plain) == len(checkpointed) > 0
     for a, b in zip(plain, checkpointed):
-        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, b, **FLOAT32)
 
 
 def test_loader_dispatches_on_the_saved_architecture(model, tmp_path):
@@ -300,7 +302,7 @@ def test_cli_converts_a_registered_coca_name(registered, tmp_path, capsys):
     frames = video(1, 2)
     with torch.no_grad():
         torch.testing.assert_close(model.encode_video(frames, with_stan=False)[0],
-                                   model.coca.encode_image(frames[0], normalize=False), rtol=0, atol=0)
+                                   model.coca.encode_image(frames[0], normalize=False), rtol=0, atol=0)  # same modules, same order
 
 
 @pytest.mark.slow
@@ -323,4 +325,4 @@ def test_views_equal_encoding_the_rearranged_clips(model):
     with torch.no_grad():
         ours = model.encode_video(frames, views=views)  # (V*B, T', P)
         reference = model.encode_video(torch.cat([frames[:, v] for v in views]))
-    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours, reference, **FLOAT32)

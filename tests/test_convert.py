@@ -41,6 +41,7 @@ def clip_dir(tmp_path):
 
 
 def assert_same_model(a: VideoCLIP, b: VideoCLIP) -> None:
+    """Bit-exact: the same weights run through the same kernels give the same bits on any machine."""
     assert a.state_dict().keys() == b.state_dict().keys()
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(x, y), name

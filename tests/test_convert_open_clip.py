@@ -14,6 +14,7 @@ from stanchat.convert import (  # noqa: E402
 from stanchat.errors import WeightsError  # noqa: E402
 from stanchat.stan import STANConfig  # noqa: E402
 from stanchat.videoclip import VideoCLIP  # noqa: E402
+from tests.floats import FLOAT32_DEEP  # noqa: E402
 from tests.tiny import TINY_COCA_CFG, TINY_OPEN_CLIP_CFG, randomise, tiny_clip  # noqa: E402
 
 TINY_CFG = TINY_OPEN_CLIP_CFG
@@ -42,9 +43,9 @@ def test_open_clip_and_hf_give_the_same_features(quick_gelu):
     images, ids = torch.randn(3, 3, 16, 16), token_ids()
     with torch.no_grad():
         torch.testing.assert_close(hf.get_image_features(pixel_values=images).pooler_output, oc.encode_image(images),
-                                   rtol=0, atol=1e-5)
+                                   **FLOAT32_DEEP)
         torch.testing.assert_close(hf.get_text_features(input_ids=ids).pooler_output, oc.encode_text(ids),
-                                   rtol=0, atol=1e-5)
+                                   **FLOAT32_DEEP)
         assert hf.logit_scale.item() == oc.logit_scale.item()
 
 
@@ -58,7 +59,7 @@ def test_layer_indices_translate_one_to_one():
                                               output_extra_tokens=True, intermediates_only=True)
     for block in (-4, -1, 0, 1, 2, 3):
         tokens = torch.cat([out["image_intermediates_prefix"][block], out["image_intermediates"][block]], dim=1)
-        torch.testing.assert_close(hidden[open_clip_block_to_hidden_state(block, 4)], tokens, rtol=0, atol=1e-5)
+        torch.testing.assert_close(hidden[open_clip_block_to_hidden_state(block, 4)], tokens, **FLOAT32_DEEP)
     with pytest.raises(ValueError):
         open_clip_block_to_hidden_state(4, 4)
 
@@ -73,9 +74,9 @@ def test_hf_weights_survive_a_trip_through_open_clip():
     images, ids = torch.randn(2, 3, 16, 16), token_ids(2)
     with torch.no_grad():
         torch.testing.assert_close(oc.encode_image(images), hf.get_image_features(pixel_values=images).pooler_output,
-                                   rtol=0, atol=1e-5)
+                                   **FLOAT32_DEEP)
         torch.testing.assert_close(oc.encode_text(ids), hf.get_text_features(input_ids=ids).pooler_output,
-                                   rtol=0, atol=1e-5)
+                                   **FLOAT32_DEEP)
 
 
 def test_video_features_agree_whichever_tower_feeds_stan():
@@ -92,7 +93,7 @@ def test_video_features_agree_whichever_tower_feeds_stan():
         branch = model.stan(paired, t, oc.visual.class_embedding, oc.visual.positional_embedding)
         cls = paired[-1][:, 0].reshape(b, t, -1) + branch[:, None, 0]  # CLIP last CLS + STAN CLS, (B, T, D)
         expected = oc.visual.ln_post(cls) @ oc.visual.proj
-        torch.testing.assert_close(model.encode_video(video), expected, rtol=0, atol=1e-5)
+        torch.testing.assert_close(model.encode_video(video), expected, **FLOAT32_DEEP)
 
 
 @pytest.fixture

@@ -120,10 +120,10 @@ def test_view_loader_clips_crops_and_reversal(monkeypatch):
 
 def test_direction_cosines_blind_and_sensitive():
     forward = torch.randn(3, 4, 8)
-    assert np.allclose(direction_cosines(forward, forward.flip(1)), 1.0, atol=1e-6)  # frame mean ignores order
+    assert np.allclose(direction_cosines(forward, forward.flip(1)), 1.0, atol=1e-5)  # frame mean ignores order
     other = forward.clone()
     other[0] = -other[0]
-    assert direction_cosines(forward, other)[0] == pytest.approx(-1.0, abs=1e-6)
+    assert direction_cosines(forward, other)[0] == pytest.approx(-1.0, abs=1e-5)
 
 
 def test_caption_flips_by_hand():
@@ -138,7 +138,7 @@ def test_caption_flips_by_hand():
 def test_config_scoring_modes_match_videoclip():
     from stanchat.eval import config
     from stanchat.eval import metrics
-    from stanchat.videoclip import SCORING_MODES
+    from stanchat.options import SCORING_MODES
 
     assert config.SCORING_MODES == SCORING_MODES and metrics.TIE_RULES == config.TIE_RULES
 

@@ -4,6 +4,7 @@ import torch
 from stanchat.errors import StanchatError, WeightsError
 from stanchat.graft import Graft, video_token_count
 from stanchat.stan import STAN, STANConfig, run_video_tower, split_tokens
+from tests.floats import FLOAT32
 from tests.tiny import tiny_vision_config
 from tests.tiny_llava import IMAGE_SIZE, PATCH_SIZE, tiny_llava, tiny_videoclip
 
@@ -39,7 +40,7 @@ def test_mean_one_frame_equals_stock_llava_image_features(grafts, strategy):
     ours = graft.features(pixels, "mean")
     stock = graft.llava.model.get_image_features(pixel_values=pixels[:, 0]).pooler_output[0]
     assert ours.shape == (1, L + (strategy == "full"), graft.llava.config.text_config.hidden_size)
-    assert torch.equal(ours[0], stock)
+    assert torch.equal(ours[0], stock)  # exact: at T = 1 the graft runs the same layers and projector on the same pixels
 
 
 @pytest.mark.parametrize("strategy", ["default", "full"])
@@ -60,7 +61,7 @@ def test_stan_tokens_follow_the_design_formula(grafts):
     cls, patches = split_tokens(branch, t)
     clip_mean = hidden.reshape(1, t, L + 1, -1).mean(1)
     expected = torch.cat([(clip_mean[:, :1] + cls[:, None]) / 2, (clip_mean[:, 1:] + patches.mean(1)) / 2], 1)
-    torch.testing.assert_close(graft.vision_tokens(pixels, "stan"), expected)
+    torch.testing.assert_close(graft.vision_tokens(pixels, "stan"), expected, **FLOAT32)
     assert not torch.allclose(graft.vision_tokens(pixels, "stan"), graft.vision_tokens(pixels, "mean"))
 
 
@@ -68,7 +69,7 @@ def test_stan_sees_frame_order_mean_does_not(grafts):
     graft = grafts["default"]
     pixels = _pixels(6)
     reversed_ = pixels.flip(1)
-    torch.testing.assert_close(graft.features(pixels, "mean"), graft.features(reversed_, "mean"))
+    torch.testing.assert_close(graft.features(pixels, "mean"), graft.features(reversed_, "mean"), **FLOAT32)
     assert not torch.allclose(graft.features(pixels, "stan"), graft.features(reversed_, "stan"), atol=1e-4)
 
 
@@ -78,7 +79,7 @@ def test_concat_keeps_frames_in_time_order(grafts):
     concat = graft.features(pixels, "concat")
     for f in range(3):
         single = graft.features(pixels[:, f:f + 1], "mean")  # one frame = stock image features
-        torch.testing.assert_close(concat[:, f * L:(f + 1) * L], single)
+        torch.testing.assert_close(concat[:, f * L:(f + 1) * L], single, **FLOAT32)
 
 
 def test_graft_pairs_stan_with_the_feature_layer(grafts):
@@ -117,3 +118,20 @@ def test_multiple_feature_layers_are_refused():
     llava.config.vision_feature_layer = [-2, -1]
     with pytest.raises(WeightsError, match="several vision layers"):
         Graft(llava, None)
+
+
+def test_encoder_outputs_reach_llava_as_its_own_image_features(grafts):
+    """`encoder_outputs` (the one builder of `mm_encoder_outputs`) of an image's projected features gives
+    the logits LLaVA computes from that image's pixels."""
+    from stanchat.graft import encoder_outputs
+
+    llava, pixels = grafts["default"].llava, _pixels(1)[:, 0]  # (1, 3, H, W)
+    image_token = llava.config.image_token_index
+    ids = torch.tensor([[1, 5, *[image_token] * L, 6, 7]])
+    with torch.no_grad():
+        stock = llava(input_ids=ids, pixel_values=pixels).logits
+        features = llava.model.get_image_features(pixel_values=pixels).pooler_output  # [(L, E)]
+        ours = llava(input_ids=ids, mm_encoder_outputs=encoder_outputs(features)).logits
+        blank = llava(input_ids=ids, mm_encoder_outputs=encoder_outputs([f * 0 for f in features])).logits
+    torch.testing.assert_close(ours, stock, **FLOAT32)
+    assert not torch.allclose(blank, stock, atol=1e-3)  # the features do reach the LLM

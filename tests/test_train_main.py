@@ -101,6 +101,7 @@ def test_resume_continues_exactly(world, tiny_backbone, tmp_path):
     assert main(tiny_args(world, tiny_backbone, split, *common, "run.stop_at_step=2")) == 0
     assert [p.name for p in checkpoint.list_checkpoints(split)] == ["step-00000001", "step-00000002"]
     assert main(tiny_args(world, tiny_backbone, split, *common, "--resume")) == 0
+    # bit-exact: one machine, the same seeds and the same kernels in the same order; only the process differs
     a, b = weights(straight, 4), weights(split, 4)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], weights(straight, 3)[k]) for k in a)  # the last steps did change weights

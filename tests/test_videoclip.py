@@ -6,6 +6,7 @@ import torch
 from stanchat.errors import WeightsError
 from stanchat.stan import STANConfig, fuse_frames, run_video_tower, split_tokens
 from stanchat.videoclip import VideoCLIP
+from tests.floats import FLOAT32
 from tests.tiny import randomise, tiny_clip
 
 
@@ -86,7 +87,7 @@ def test_frame_features_without_stan_are_clips_image_features(end_layer):
     with torch.no_grad():
         baseline = model.encode_video(video, with_stan=False)
         reference = model.clip.get_image_features(pixel_values=video.flatten(0, 1)).pooler_output
-        torch.testing.assert_close(baseline, reference.reshape(2, 3, -1))
+        torch.testing.assert_close(baseline, reference.reshape(2, 3, -1), **FLOAT32)
         assert not torch.allclose(model.encode_video(video), baseline)
 
 
@@ -97,7 +98,7 @@ def test_last_layer_stan_joins_at_the_cls_as_design_says():
         hidden, branch = run_video_tower(vision, model.stan, video, model.end)
         cls = hidden[:, 0].reshape(2, 3, -1) + branch[:, None, 0]
         reference = model.clip.visual_projection(vision.post_layernorm(cls))
-        torch.testing.assert_close(model.encode_video(video), reference)
+        torch.testing.assert_close(model.encode_video(video), reference, **FLOAT32)
 
 
 def test_graft_ready_stan_is_read_through_clips_remaining_layers_as_the_graft_fuses_it():
@@ -109,31 +110,10 @@ def test_graft_ready_stan_is_read_through_clips_remaining_layers_as_the_graft_fu
         frames = hidden.reshape(2, 3, *hidden.shape[1:])
         fused = torch.cat([(frames[:, :, :1] + cls[:, None, None]) / 2, (frames[:, :, 1:] + patches) / 2], dim=2)
         # the graft hands the LLM the mean over frames of exactly these tokens
-        torch.testing.assert_close(fuse_frames(hidden, branch, 3), fused)
+        torch.testing.assert_close(fuse_frames(hidden, branch, 3), fused, **FLOAT32)
         x = vision.encoder.layers[-1](fused.flatten(0, 1), None)  # the layer after the STAN's end
         reference = model.clip.visual_projection(vision.post_layernorm(x[:, 0])).reshape(2, 3, -1)
-        torch.testing.assert_close(model.encode_video(video), reference)
-
-
-def test_still_gap_is_the_relative_distance_to_the_towers_image_tokens_and_trains_down():
-    model = randomise(VideoCLIP.from_clip(tiny_clip(), STANConfig(depth=2, end_layer=-2, drop_path_rate=0.0)))
-    model.freeze_clip()
-    video = torch.randn(2, 4, 3, 16, 16, generator=torch.Generator().manual_seed(3))
-    with torch.no_grad():
-        still = video[:, :1].expand_as(video)
-        hidden, branch = run_video_tower(model.clip.vision_model, model.stan, still, model.end)
-        image = model.clip.vision_model(video[:, 0], output_hidden_states=True).hidden_states[model.end + 1]
-        fused = fuse_frames(hidden, branch, 4)  # (B, T, 1+L, D)
-        expected = (fused - image[:, None]).square().mean() / image.square().mean()
-        torch.testing.assert_close(model.still_gap(video), expected)
-    optimizer = torch.optim.Adam(model.stan.parameters(), lr=1e-2)
-    start = model.still_gap(video).item()
-    for _ in range(20):
-        optimizer.zero_grad()
-        model.still_gap(video).backward()
-        optimizer.step()
-    assert model.still_gap(video).item() < 0.5 * start
-    assert all(p.grad is None for p in model.clip.parameters())
+        torch.testing.assert_close(model.encode_video(video), reference, **FLOAT32)
 
 
 def test_text_tokenizer_is_found_beside_the_model_or_at_its_source(tmp_path):

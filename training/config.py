@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from stanchat.errors import StanchatError
+from stanchat.options import SCORING_MODES
 from stanchat.stan import STANConfig
 
 TASKS = ("pretrain", "retrieval", "recognition")
-SCORINGS = ("mean", "mug", "mug-simple")
 PRECISIONS = ("no", "bf16", "fp16")
 STRATEGIES = ("ddp", "fsdp")
 
@@ -32,8 +32,8 @@ class ModelConfig:
     freeze_text: bool = False  # keep the text tower fixed (recognition always does: class embeddings are computed once)
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% more compute
     scoring: str = "mean"  # video-text score in the loss and in validation: mean | mug | mug-simple
-    still_weight: float = 0.0  # graft-ready STAN: weight of the still-video loss (`VideoCLIP.still_gap`) added to the contrastive one; 0 = off
-    motion_still_weight: float = 0.0  # graft-ready STAN: weight of the motion-still loss (`VideoCLIP.motion_still_gap`): a clip's graft tokens pulled towards the tower's tokens of its record's `still` image (a picture of the same motion, e.g. a synthetic trail still); 0 = off
+    still_weight: float = 0.0  # graft-ready STAN: weight of the still-video loss (`training.losses.still_gap`) added to the contrastive one; 0 = off
+    motion_still_weight: float = 0.0  # graft-ready STAN: weight of the motion-still loss (`training.losses.motion_still_gap`): a clip's graft tokens pulled towards the tower's tokens of its record's `still` image (a picture of the same motion, e.g. a synthetic trail still); 0 = off
     reversed_negatives: bool = False  # every caption also ranks its batch's clips played backwards as negatives (time-reversal hard negatives; the STAN and the CLIP layers after it run twice); only for data whose events do not read the same backwards
 
 
@@ -106,7 +106,7 @@ class TrainConfig:
         """Raise StanchatError naming the allowed values for the first field that has none of them."""
         for name, value, allowed in (
             ("task", self.task, TASKS),
-            ("model.scoring", self.model.scoring, SCORINGS),
+            ("model.scoring", self.model.scoring, SCORING_MODES),
             ("run.mixed_precision", self.run.mixed_precision, PRECISIONS),
             ("run.strategy", self.run.strategy, STRATEGIES),
         ):

@@ -182,12 +182,11 @@ def collate(examples, features: torch.Tensor, pad_id: int) -> dict:
 
 def llava_loss(model, batch: dict) -> torch.Tensor:
     """Next-token loss on the answers, the still features projected and placed by LLaVA itself."""
-    from transformers.modeling_outputs import BaseModelOutputWithPooling
+    from stanchat.graft import encoder_outputs
 
     projected = model.model.multi_modal_projector(batch["features"])  # (B, L, D) -> (B, L, E)
-    encoded = {"image": BaseModelOutputWithPooling(pooler_output=list(projected))}
     return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
-                 mm_encoder_outputs=encoded).loss
+                 mm_encoder_outputs=encoder_outputs(projected)).loss
 
 
 def train_llava(clip_dir: str | Path, out_dir: str | Path, specs, world, config: LlavaTrainConfig,
@@ -205,9 +204,9 @@ def train_llava(clip_dir: str | Path, out_dir: str | Path, specs, world, config:
     images = np.stack([render_still(s, world) for s in specs])  # (N, H, W, 3)
     stan = None
     if stan_dir is not None:
-        from stanchat.videoclip import VideoCLIP
+        from stanchat.graft import load_graft_model
 
-        stan = VideoCLIP.from_pretrained(stan_dir).stan.eval()
+        stan = load_graft_model(stan_dir).stan.eval()
     features = still_features(model, processor, images, stan)  # (N, L, D), computed once: all of it is frozen
     examples = make_examples(specs, processor, features.shape[1], config)
     params = [p for p in model.parameters() if p.requires_grad]

@@ -40,7 +40,7 @@ def build_session(config: TrainConfig) -> Session:
     seed_everything(config.run.seed)  # the same initial weights on every process
     with acc.main_process_first():  # one process writes the tiny backbone / fills the hub cache
         model, tokenizer = build_model(config, resume_dir)
-    image_size = config.data.image_size or model.clip.config.vision_config.image_size
+    image_size = config.data.image_size or model.image_size
     loaders = build_loaders(config, inputs, tokenizer, image_size, acc.process_index, acc.num_processes)
     task = make_task(config, model, tokenizer, inputs.classes)
     total = total_steps(config, loaders, acc.num_processes)

@@ -17,15 +17,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stanchat.errors import StanchatError
 from stanchat.mug import contrastive_loss, gather_features
 from stanchat.videoclip import VideoCLIP
+from stanchat.videomodel import VideoTextModel
+from training.losses import motion_still_gap, still_gap
 
 
 class Encoded(NamedTuple):
     """What `VideoTextForward` returns: frames (B, T, P); tokens (B, N, P) and pooled (B, P), None
-    without text; still_gap () (`VideoCLIP.still_gap`), backwards (B, T, P), the frames of each
-    clip played backwards, and motion_gap () (`VideoCLIP.motion_still_gap` of the clips that have
-    a still), None unless asked for."""
+    without text; still_gap () (`training.losses.still_gap`), backwards (B, T, P), the frames of each
+    clip played backwards, and motion_gap () (`training.losses.motion_still_gap` of the clips that
+    have a still), None unless asked for."""
 
     frames: torch.Tensor
     tokens: torch.Tensor | None = None
@@ -45,7 +48,7 @@ class VideoTextForward(nn.Module):
     have one, all in the same forward so that DDP sees one graph per step.
     """
 
-    def __init__(self, model: VideoCLIP):
+    def __init__(self, model: VideoTextModel):
         super().__init__()
         self.model = model
 
@@ -58,11 +61,11 @@ class VideoTextForward(nn.Module):
         motion = None
         if stills is not None and has_still.any():  # the graft's tokens come from the same tower pass
             frames, graft = self.model.encode_video_and_tokens(pixel_values, views=views)
-            motion = self.model.motion_still_gap(graft[:b][has_still], stills[has_still])
+            motion = motion_still_gap(self.model, graft[:b][has_still], stills[has_still])
         else:
             frames = self.model.encode_video(pixel_values, views=views)  # (B or 2B, T, P), one tower pass
         frames, reversed_frames = (frames[:b], frames[b:]) if backwards else (frames, None)
-        gap = self.model.still_gap(pixel_values) if still else None
+        gap = still_gap(self.model, pixel_values) if still else None
         if input_ids is None:
             return Encoded(frames, still_gap=gap, backwards=reversed_frames, motion_gap=motion)
         tokens, pooled = self.model.encode_text(input_ids, attention_mask)
@@ -74,8 +77,11 @@ class ContrastiveTask:
 
     needs_text = True
 
-    def __init__(self, model: VideoCLIP, scoring: str, still_weight: float = 0.0, reversed_negatives: bool = False,
+    def __init__(self, model: VideoTextModel, scoring: str, still_weight: float = 0.0, reversed_negatives: bool = False,
                  motion_still_weight: float = 0.0):
+        if (still_weight > 0 or motion_still_weight > 0) and not isinstance(model, VideoCLIP):
+            raise StanchatError(f"model.still_weight and model.motion_still_weight measure the LLaVA graft's tokens, "
+                                f"which only a VideoCLIP has (this is a {type(model).__name__}); set them to 0")
         self.model, self.scoring, self.still_weight = model, scoring, still_weight
         self.reversed_negatives, self.motion_still_weight = reversed_negatives, motion_still_weight
 
@@ -157,7 +163,7 @@ class RecognitionTask:
 
     needs_text = False
 
-    def __init__(self, model: VideoCLIP, scoring: str, class_text: dict[str, torch.Tensor]):
+    def __init__(self, model: VideoTextModel, scoring: str, class_text: dict[str, torch.Tensor]):
         """`class_text`: the tokenised prompts of every class (`input_ids`, `attention_mask`, (C, N))."""
         self.model, self.scoring = model, scoring
         self.class_ids, self.class_mask = class_text["input_ids"], class_text["attention_mask"]  # (C, N)

@@ -16,10 +16,10 @@ import argparse
 from dataclasses import fields
 
 from stanchat.eval.config import (
-    SCORING_MODES, TIE_RULES, RecognitionConfig, RetrievalConfig, ReverseConfig, VideoQAConfig,
+    PROTOCOL_TOKENS, TIE_RULES, RecognitionConfig, RetrievalConfig, ReverseConfig, VideoQAConfig,
 )
+from stanchat.options import SCORING_MODES, TEMPORAL_MODES
 
-TEMPORAL_MODES = ("stan", "mean", "concat")  # stanchat.options.TEMPORAL_MODES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,8 +55,9 @@ def _debug(parser: argparse.ArgumentParser) -> None:
 
 
 def _model_args(p: argparse.ArgumentParser, cls) -> None:
-    p.add_argument("--model", required=True, help="VideoCLIP directory (tokenizer saved beside it) or preset name")
-    p.add_argument("--tokens", type=int, default=cls.tokens, help="text tokens (default: %(default)s)")
+    p.add_argument("--model", required=True, help="saved model directory (VideoCLIP or CoCa) or preset name")
+    p.add_argument("--tokens", type=int, default=cls.tokens,
+                   help=f"text tokens (default: {PROTOCOL_TOKENS}, or the model's text length if it has fewer)")
     p.add_argument("--scoring", choices=SCORING_MODES, default=cls.scoring, help="text-video score (default: %(default)s)")
     p.add_argument("--cache-dir", help="video-feature cache (default: $STANCHAT_HOME/eval-features)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write cached video features")
@@ -141,12 +142,17 @@ def run(args: argparse.Namespace) -> int:
         cfg = _config({"retrieval": RetrievalConfig, "recognition": RecognitionConfig,
                        "videoqa": VideoQAConfig}[args.task], args)
     from stanchat.eval.features import process_state
+    from stanchat.eval.report import can_plot
+    from stanchat.outputs import make_out_dir
 
+    make_out_dir(cfg.out)  # before any work: a bad --out is one line, not a traceback at the end
+    can_plot()  # and the warning about a missing matplotlib comes first, not after the work
     results = _runner(args.task)(cfg)
     if not process_state().is_main_process:  # under accelerate/torchrun the main process reports
         return 0
     print(summary_line(args.task, results))
-    print(f"wrote {cfg.out}/{args.task}.json, {args.task}.md, {args.task}.png")
+    plot = f", {args.task}.png" if can_plot() else " (no plot: matplotlib is not installed)"
+    print(f"wrote {cfg.out}/{args.task}.json, {args.task}.md{plot}")
     return 0
 
 

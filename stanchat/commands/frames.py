@@ -37,8 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from stanchat.outputs import make_out_dir
     from stanchat.video import load_video
 
+    if args.out is not None:
+        make_out_dir(args.out)  # before decoding: a bad --out is one line
     clip = load_video(
         args.video, args.frames, args.strategy, fps=args.fps, start=args.start, end=args.end,
         size=args.size, backend=args.backend, generator=args.seed, timeout=args.timeout, folder_fps=args.folder_fps,
@@ -69,10 +72,14 @@ def _center_square(frames, size: int):
 def _write_pngs(pictures, timestamps: list[float], out: Path) -> list[Path]:
     from PIL import Image
 
-    out.mkdir(parents=True, exist_ok=True)
+    from stanchat.errors import StanchatError
+
     width = len(str(len(timestamps) - 1))
     files = []
     for k, (picture, stamp) in enumerate(zip(pictures, timestamps)):
         files.append(out / f"frame{k:0{width}d}_{stamp:08.3f}s.png")  # e.g. frame03_0001.867s.png
-        Image.fromarray(picture).save(files[-1])
+        try:
+            Image.fromarray(picture).save(files[-1])
+        except OSError as err:  # e.g. the disk filled up, or a folder of that name is in the way
+            raise StanchatError(f"--out {out}: cannot write {files[-1].name} ({err}); free space or pick another folder") from err
     return files

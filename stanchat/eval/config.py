@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stanchat.errors import StanchatError
+from stanchat.options import SCORING_MODES  # noqa: F401  (re-exported: the eval modules import it from here)
 from stanchat.pretrained import stanchat_home
 
-SCORING_MODES = ("mean", "mug", "mug-simple")  # stanchat.videoclip.SCORING_MODES, without importing torch
 TIE_RULES = ("pessimistic", "optimistic", "mean")  # stanchat.eval.metrics.TIE_RULES
+PROTOCOL_TOKENS = 32  # text tokens of the MSR-VTT protocol (CLIP4Clip); `tokens=None` uses it where it fits
 RAW_NAME = "{}"  # the recognition "template" that is the class name itself
 SHORT_ANSWER = "{question}\nAnswer the question using a single word or phrase."  # LLaVA-1.5's short-answer prompt
 
@@ -27,7 +28,7 @@ def default_cache_dir() -> Path:
 class EvalConfig:
     dataset: str  # registry name in stanchat.datasets (msrvtt, k400, jsonl, ...)
     data_root: Path  # folder the annotation's videos live under
-    model: str | None  # VideoCLIP directory or preset name (videoqa: chat preset, None with --llava + --stan)
+    model: str | None  # saved model directory (VideoCLIP or CoCa) or preset name (videoqa: chat preset, None with --llava + --stan)
     out: Path  # folder for <task>.json, <task>.md, <task>.png
     ann: Path | None = None  # annotation file; None: the dataset's usual file under data_root
     split: str | None = None  # annotation split; None: the dataset's evaluation split
@@ -40,7 +41,7 @@ class EvalConfig:
 @dataclass
 class RetrievalConfig(EvalConfig):
     frames: int = 12  # frames per video (MSR-VTT protocol: 12)
-    tokens: int = 32  # text tokens, padded/truncated (MSR-VTT protocol: 32)
+    tokens: int | None = None  # text tokens, padded/truncated; None: PROTOCOL_TOKENS, or the text tower's length if shorter
     scoring: str = "mean"  # one of SCORING_MODES
     dual_softmax: bool = False  # re-rank with DSL (CAMoE); flagged in the results
     dsl_temperature: float = 100.0  # DSL softmax scale on cosine scores (CLIP's logit scale)
@@ -51,7 +52,7 @@ class RetrievalConfig(EvalConfig):
 @dataclass
 class RecognitionConfig(EvalConfig):
     frames: int = 8  # frames per view
-    tokens: int = 32  # text tokens per prompt
+    tokens: int | None = None  # text tokens per prompt; None: as RetrievalConfig.tokens
     templates: tuple[str, ...] = (RAW_NAME,)  # prompt templates, "{}" is replaced by the class name
     scoring: str = "mean"  # one of SCORING_MODES
     clips: int = 1  # temporal views per video
@@ -78,11 +79,11 @@ class VideoQAConfig(EvalConfig):
 @dataclass
 class ReverseConfig:
     data: Path  # folder of videos, or a JSONL file (see stanchat.eval.reverse)
-    model: str  # VideoCLIP directory or preset name
+    model: str  # saved model directory (VideoCLIP or CoCa) or preset name
     out: Path  # folder for reverse.json, reverse.md, reverse.png
     data_root: Path | None = None  # folder JSONL paths are relative to; None: the JSONL's folder
     frames: int = 8  # frames per clip
-    tokens: int = 32  # text tokens for the captions
+    tokens: int | None = None  # text tokens for the captions; None: as RetrievalConfig.tokens
     scoring: str = "mean"  # one of SCORING_MODES
     chat: bool = False  # also ask the chat model the direction question both ways
     llava: str | None = None  # chat: LLaVA directory or hub id (needed when --model is a directory)

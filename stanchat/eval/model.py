@@ -1,7 +1,10 @@
 """The video-text model an evaluation runs: which directory, its tokenizer, and text features.
 
-`--model` is a directory written by `VideoCLIP.save_pretrained` (with its tokenizer saved beside
-it) or the name of a preset in `stanchat.pretrained`, whose STAN directory is such a model.
+`--model` is any directory stanchat writes (`save_pretrained`, `stanchat convert official` or
+`open-clip`: a VideoCLIP or a CoCaVideoCLIP, read by `stanchat.videomodel.load_video_model`, with
+its tokenizer saved beside it) or the name of a preset in `stanchat.pretrained`, whose STAN
+directory is such a model. What the evaluation needs to know (image size, text length) it asks the
+model.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from stanchat.errors import WeightsError
+from stanchat.eval.config import PROTOCOL_TOKENS
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +29,7 @@ class TextFeatures:
 
 @dataclass
 class EvalModel:
-    model: "stanchat.videoclip.VideoCLIP"  # in eval mode, on `device`
+    model: "stanchat.videomodel.VideoTextModel"  # VideoCLIP or CoCaVideoCLIP, in eval mode, on `device`
     tokenizer: "transformers.PreTrainedTokenizerBase"  # the text tower's tokenizer
     directory: Path  # where the weights were read from
     name: str  # what results report as the model: the preset name or the directory
@@ -34,7 +38,7 @@ class EvalModel:
 
 
 def resolve_model(name: str) -> tuple[Path, str]:
-    """(VideoCLIP directory, name to report) for `--model`: an existing directory, else a preset."""
+    """(model directory, name to report) for `--model`: an existing directory, else a preset."""
     path = Path(name).expanduser()
     if path.is_dir():
         return path.resolve(), str(path.resolve())
@@ -60,15 +64,14 @@ def fingerprint(directory: Path) -> str:
 
 
 def load_eval_model(name: str, device: "torch.device | str | None" = None) -> EvalModel:
-    """Load `--model` (directory or preset) as a VideoCLIP in eval mode with its tokenizer."""
+    """Load `--model` (directory or preset), whichever model class it saved, in eval mode with its tokenizer."""
     import torch
 
-    from stanchat.videoclip import VideoCLIP
-    from stanchat.videomodel import load_text_tokenizer
+    from stanchat.videomodel import load_text_tokenizer, load_video_model
 
     directory, shown = resolve_model(name)
     device = torch.device(device) if device is not None else _default_device()
-    model = VideoCLIP.from_pretrained(directory).eval().to(device)
+    model = load_video_model(directory).eval().to(device)
     return EvalModel(model=model, tokenizer=load_text_tokenizer(directory, model.config.source), directory=directory, name=shown,
                      fingerprint=fingerprint(directory), device=device)
 
@@ -79,9 +82,12 @@ def _default_device() -> "torch.device":
     return process_state().device
 
 
-def check_tokens(model, tokens: int) -> int:
-    """Return `tokens` if the text tower has that many positions, else raise one line."""
-    positions = model.clip.config.text_config.max_position_embeddings
+def check_tokens(model, tokens: int | None) -> int:
+    """The text length to pad/truncate to: `tokens` if the text tower has that many positions (else
+    one line), and for None the protocol's PROTOCOL_TOKENS or the tower's length if it has fewer."""
+    positions = model.text_length
+    if tokens is None:
+        return min(PROTOCOL_TOKENS, positions)
     if not 1 <= tokens <= positions:
         raise WeightsError(f"--tokens {tokens} does not fit the text tower's {positions} positions; "
                            f"use --tokens {positions} or fewer")

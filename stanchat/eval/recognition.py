@@ -13,7 +13,7 @@ video, as in the usual Kinetics protocol.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 
@@ -47,7 +47,7 @@ def run_recognition(cfg: RecognitionConfig) -> dict:
     annotation = read_annotation(cfg, "recognition")
     classes = class_names(cfg.dataset, cfg.data_root, cfg.ann, cfg.split)
     evm = load_eval_model(cfg.model, cfg.device)
-    check_tokens(evm.model, cfg.tokens)
+    cfg = replace(cfg, tokens=check_tokens(evm.model, cfg.tokens))  # None: the model's default, recorded
     feats = video_features(evm, cfg, annotation, frames=cfg.frames, clips=cfg.clips, crops=cfg.crops)
     if not process_state().is_main_process:  # the features are gathered; the main process does the rest
         return {}

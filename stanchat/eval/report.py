@@ -1,5 +1,8 @@
 """What every evaluation run leaves behind: `<task>.json`, `<task>.md` and `<task>.png` in `--out`.
 
+The plot is the only part that needs matplotlib (the `eval` extra). Without it the JSON and the
+Markdown are still written and the plot is skipped with one warning, so nothing computed is lost.
+
 The JSON holds the metrics and everything needed to reproduce them (model, frames, tokens, prompts,
 dataset counts, skipped videos) plus where they came from: the git commit of the stanchat checkout
 ("unknown" outside one), the date (UTC) and the library versions.
@@ -12,10 +15,11 @@ import logging
 import platform
 import subprocess
 from datetime import datetime, timezone
+from functools import cache
 from pathlib import Path
 from typing import Callable
 
-from stanchat.errors import StanchatError
+from stanchat.outputs import make_out_dir
 
 logger = logging.getLogger(__name__)
 
@@ -66,20 +70,37 @@ def write_report(out_dir: str | Path, task: str, results: dict, markdown: str,
                  plot: Callable[["matplotlib.figure.Figure"], None]) -> dict[str, Path]:
     """Write `<task>.json` (results + provenance), `<task>.md` and `<task>.png` under `out_dir`.
 
-    `plot(figure)` draws on a fresh matplotlib Figure (no pyplot, no global state). Returns the paths
-    by kind ("json", "md", "png"). The provenance is added to `results` under "provenance".
+    `plot(figure)` draws on a fresh matplotlib Figure (no pyplot, no global state); without
+    matplotlib the plot is skipped (see the module docstring). Returns the paths written, by kind
+    ("json", "md" and, with a plot, "png"). The provenance is added to `results` under "provenance".
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_out_dir(out_dir)
     results = jsonable({**results, "provenance": provenance()})
-    paths = {"json": out / f"{task}.json", "md": out / f"{task}.md", "png": out / f"{task}.png"}
+    paths = {"json": out / f"{task}.json", "md": out / f"{task}.md"}
     paths["json"].write_text(json.dumps(results, indent=2) + "\n")
     source = results["provenance"]
     footer = f"\nstanchat {source['versions']['stanchat']}, commit {source['commit']}, {source['date']}\n"
     paths["md"].write_text(markdown + footer)
-    _save_plot(plot, paths["png"])
+    png = out / f"{task}.png"
+    if can_plot():
+        _save_plot(plot, png)
+        paths["png"] = png
+    else:
+        png.unlink(missing_ok=True)  # a plot from an earlier run would not show these results
     logger.info("wrote %s", ", ".join(str(p) for p in paths.values()))
     return paths
+
+
+@cache
+def can_plot() -> bool:
+    """Whether matplotlib is installed; warns once per process when it is not."""
+    try:
+        import matplotlib.figure  # noqa: F401
+    except ImportError:
+        logger.warning("matplotlib is not installed, so evaluation plots are skipped (results and tables are "
+                       "written); pip install 'stanchat[eval]' for the plots")
+        return False
+    return True
 
 
 def jsonable(value):
@@ -96,10 +117,8 @@ def jsonable(value):
 
 
 def _save_plot(plot: Callable, path: Path) -> None:
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as err:
-        raise StanchatError("evaluation plots need matplotlib; pip install 'stanchat[eval]'") from err
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(6.4, 4.2), dpi=100, layout="constrained")
     plot(figure)
     figure.savefig(path)

@@ -12,7 +12,7 @@ is applied to each direction and flagged in the results, which keep the plain nu
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 import numpy as np
 
 from stanchat.eval import metrics
@@ -36,7 +36,7 @@ def run_retrieval(cfg: RetrievalConfig) -> dict:
     check_choice("ties", cfg.ties, TIE_RULES)
     annotation = read_annotation(cfg, "retrieval")
     evm = load_eval_model(cfg.model, cfg.device)
-    check_tokens(evm.model, cfg.tokens)
+    cfg = replace(cfg, tokens=check_tokens(evm.model, cfg.tokens))  # None: the model's default, recorded
     feats = video_features(evm, cfg, annotation, frames=cfg.frames)
     if not process_state().is_main_process:  # the features are gathered; the main process does the rest
         return {}

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -115,7 +115,7 @@ def run_reverse(cfg: ReverseConfig) -> dict:
     check_choice("scoring", cfg.scoring, SCORING_MODES)
     items, missing, source = read_probe_items(cfg.data, cfg.data_root)
     evm = load_eval_model(cfg.model, cfg.device)
-    check_tokens(evm.model, cfg.tokens)
+    cfg = replace(cfg, tokens=check_tokens(evm.model, cfg.tokens))  # None: the model's default, recorded
     annotation = Annotation(items, [], [i.clip for i in items], list(range(len(items))), source)
     forward = video_features(evm, cfg, annotation, frames=cfg.frames)
     backward = video_features(evm, cfg, annotation, frames=cfg.frames, reverse=True)

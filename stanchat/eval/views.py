@@ -32,7 +32,7 @@ def preprocessor(evm):
 
     if (evm.directory / "preprocessor_config.json").is_file():
         return Preprocessor.from_processor_config(evm.directory)
-    size = evm.model.clip.config.vision_config.image_size
+    size = evm.model.image_size
     return Preprocessor(size=size, crop_size=size)
 
 

@@ -67,7 +67,7 @@ class TinyRecipe:
     stan_batch: int = 16  # stage 2: clips per step
     stan_lr: float = 5e-3  # stage 2: STAN peak lr (CLIP frozen)
     scoring: str = "mug"  # stage 2: mug | mean | mug-simple
-    still_weight: float = 3.0  # stage 2: weight of the still-video loss keeping the graft's tokens image-like (VideoCLIP.still_gap)
+    still_weight: float = 3.0  # stage 2: weight of the still-video loss keeping the graft's tokens image-like (training.losses.still_gap)
     reversed_negatives: bool = False  # stage 2: each caption also ranks the batch's clips played backwards
     motion_still_weight: float = 3.0  # stage 2: weight of the motion-still loss (graft tokens of a one-event clip -> tower tokens of its trail still; docs/RESULTS.md section 6)
     distractor_prob: float = 0.0  # stage 2: chance of an uncaptioned extra segment

@@ -112,9 +112,9 @@ def _provenance(recipe, summary: dict) -> list[str]:
         f" {recipe.frames} frames, {recipe.stan_steps} steps.",
         "   The loss reads the tokens the graft will hand the LLM (each frame's CLIP and STAN tokens averaged, then",
         f"   CLIP's remaining layer), plus {recipe.still_weight} x the still-video loss: a clip that does not move must give",
-        "   the image's own tokens (`VideoCLIP.still_gap`).",
+        "   the image's own tokens (`training.losses.still_gap`).",
         *([f"   Plus {recipe.motion_still_weight} x the motion-still loss: a one-event clip's graft tokens are pulled towards",
-           "   the tower's tokens of the same event drawn as a trail still (`VideoCLIP.motion_still_gap`; the synthetic",
+           "   the tower's tokens of the same event drawn as a trail still (`training.losses.motion_still_gap`; the synthetic",
            "   world has such stills, real video data does not)."] if recipe.motion_still_weight else []),
         *(["   Each caption also ranks its batch's clips played backwards (`reversed_negatives`)."]
           if recipe.reversed_negatives else []),
