@@ -56,3 +56,31 @@ def test_readers_get_disjoint_shards_that_cover_the_epoch(world, workers):
     assert shards_for(shards, 5, 0, shuffle=False) == shards
     with pytest.raises(StanchatError, match="cannot be split over 8 processes"):
         shards_for(shards, 5, 0, 0, 8)
+
+
+def test_samples_read_back_and_restart_at_an_offset(shard_root, tmp_path):
+    import io
+    import json
+    import tarfile
+
+    from training.shards import shard_samples
+
+    out = write_shards(tmp_path, n=4, seed=2, split="train", shard_size=4, config=WorldConfig(size=16, frames=4, fps=4),
+                       loose=True)
+    loose = [json.loads(line) for line in out.loose.read_text().splitlines()]
+    samples = list(shard_samples(str(out.shards[0])))
+    assert [(s.offset, s.key, s.caption) for s in samples] == [(i, k, e["caption"]) for i, (k, e) in
+                                                               enumerate(zip(out.keys, loose))]
+    assert samples[1].video == (out.loose.parent / loose[1]["video"]).read_bytes() and samples[1].extension == "mp4"
+    assert [s.key for s in shard_samples(str(out.shards[0]), start=2)] == out.keys[2:]
+    assert [s.caption for s in shard_samples(str(out.shards[0]), caption_field="caption")] == [e["caption"] for e in loose]
+    # a sample without a caption and one without a video keep their places and say what they lack
+    bad = tmp_path / "bad.tar"
+    with tarfile.open(bad, "w") as tar:
+        for name, payload in (("a.mp4", b"x"), ("b.txt", b"cap"), ("c.mp4", b"y"), ("c.txt", b"fine")):
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    got = list(shard_samples(str(bad)))
+    assert [type(g).__name__ for g in got] == ["StanchatError", "StanchatError", "ShardSample"]
+    assert "no caption" in str(got[0]) and "no video" in str(got[1]) and got[2].offset == 2

@@ -11,12 +11,18 @@ A wrong source is one line before training starts: no shard matches, a local sha
 a tar archive. The split of an epoch's shards over processes and workers is a pure function of
 (seed, epoch, rank, world, worker, workers): `shards_for` is what makes a resume position exact.
 
-Not done yet: the training data source on top of these shards (`data.dataset=webdataset`).
+`shard_samples` reads one shard's samples (webdataset's tar reader) from a given offset, so a
+(shard, offset) pair per reader is a resume position. Not done yet: the training data source on
+top of these pieces (`data.dataset=webdataset`: decode from bytes, shuffle buffer, checkpointed
+positions).
 """
 
 from __future__ import annotations
 
+import json
 import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,6 +30,54 @@ import torch
 from stanchat.errors import StanchatError
 
 PIPE = "pipe:"
+VIDEO_EXTENSIONS = ("mp4", "webm", "mkv", "avi", "mov")  # the member a sample's video is read from, first found
+
+
+@dataclass
+class ShardSample:
+    """One sample of a shard: where it is (`offset`-th sample of `shard`) and what it holds."""
+
+    shard: str
+    offset: int
+    key: str
+    video: bytes  # the encoded video, as stored
+    extension: str  # which member it came from (mp4, webm, ...)
+    caption: str
+    meta: dict  # the sample's .json, {} without one
+
+
+def read_sample(raw: dict, shard: str, offset: int, caption_field: str = "") -> ShardSample:
+    """A webdataset sample dict -> ShardSample; StanchatError (one line) when it has no video or no
+    caption. The caption is `.txt`, or `caption_field` of `.json` when that is set."""
+    key = raw.get("__key__", "?")
+    extension = next((ext for ext in VIDEO_EXTENSIONS if ext in raw), None)
+    if extension is None:
+        raise StanchatError(f"sample {key} of {shard} has no video ({'/'.join(VIDEO_EXTENSIONS)} member)")
+    meta = json.loads(raw["json"]) if "json" in raw else {}
+    if caption_field:
+        caption = meta.get(caption_field) if isinstance(meta, dict) else None
+        where = f".json field {caption_field!r}"
+    else:
+        caption, where = raw["txt"].decode("utf-8") if "txt" in raw else None, ".txt member"
+    if not isinstance(caption, str) or not caption.strip():
+        raise StanchatError(f"sample {key} of {shard} has no caption (no {where}); name the .json "
+                            "field that holds it")
+    return ShardSample(shard, offset, key, raw[extension], extension, caption.strip(), meta)
+
+
+def shard_samples(shard: str, start: int = 0, caption_field: str = "") -> Iterator[ShardSample | StanchatError]:
+    """The samples of one shard from its `start`-th on (the resume position), in stored order;
+    a sample that lacks its video or caption comes out as the StanchatError saying so, in its
+    place, so the reader can count it and move on without shifting any offset."""
+    from webdataset.tariterators import tarfile_samples
+
+    for offset, raw in enumerate(tarfile_samples([{"url": shard}])):
+        if offset < start:
+            continue
+        try:
+            yield read_sample(raw, shard, offset, caption_field)
+        except StanchatError as err:
+            yield err
 
 
 def list_shards(source: str, split: str = "train") -> list[str]:
