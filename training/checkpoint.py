@@ -126,13 +126,48 @@ def resolve_resume(resume: str, output_dir: str | os.PathLike) -> Path | None:
     if not resume:
         return None
     if resume == "latest":
-        found = list_checkpoints(output_dir)
-        return found[-1] if found else None
+        return newest_intact(output_dir)
     path = Path(resume)
     missing = [name for name in REQUIRED if not (path / name).is_file()]
     if missing:
         raise StanchatError(f"cannot resume from {path}: it lacks {', '.join(missing)}; pass a step-* checkpoint directory")
+    problem = damage(path)
+    if problem:
+        raise StanchatError(f"cannot resume from {path}: {problem}; pass another step-* checkpoint directory or --resume alone")
     return path
+
+
+def newest_intact(output_dir: str | os.PathLike) -> Path | None:
+    """The newest checkpoint whose trainer state reads back (None when there is no checkpoint at all).
+    A damaged one (e.g. a disk filled while it was written, or a file cut short by a copy) is passed
+    over with one warning line; when every checkpoint is damaged that is an error."""
+    found = list_checkpoints(output_dir)
+    damaged = []
+    for path in reversed(found):
+        problem = damage(path)
+        if not problem:
+            if damaged:
+                logger.warning("checkpoint %s is damaged (%s); resuming from %s, the newest intact one",
+                               damaged[0][0], damaged[0][1], path.name)
+            return path
+        damaged.append((path, problem))
+    if found:
+        raise StanchatError(f"no intact checkpoint under {Path(output_dir) / CHECKPOINTS}; start afresh in a new "
+                            "run.output_dir or with run.overwrite=true")
+    return None
+
+
+def damage(directory: Path) -> str:
+    """Why the checkpoint `directory` cannot be resumed from ("" when it can): a missing file or a
+    trainer state that does not load."""
+    missing = [name for name in REQUIRED if not (directory / name).is_file()]
+    if missing:
+        return f"it lacks {', '.join(missing)}"
+    try:
+        read_state(directory)
+    except Exception as err:  # noqa: BLE001 - torch.load raises many kinds for a cut-short file
+        return f"{TRAINER_STATE} does not load: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+    return ""
 
 
 def read_state(directory: Path) -> dict:

@@ -85,7 +85,8 @@ class RunConfig:
     save_every: int = 1000  # optimizer steps between checkpoints (the last step is always saved)
     keep_last: int = 3  # checkpoints kept on disk; older ones are deleted
     val_every: int = 1000  # optimizer steps between validations (and after the last step); 0 = never
-    resume: str = ""  # "" = start fresh; "latest" = newest checkpoint in output_dir; or a checkpoint directory
+    resume: str = ""  # "" = start fresh; "latest" = newest intact checkpoint in output_dir; or a checkpoint directory
+    overwrite: bool = False  # start fresh in an output_dir that already holds a run (its metrics and checkpoints are deleted); without it such a start is refused
     stop_at_step: int = 0  # stop after this step (checkpointed) without changing the schedule; 0 = run to the end
     progress: bool = True  # show a progress bar on the main process
 

@@ -1,4 +1,4 @@
-"""Build a training session: accelerator, data, model, task, optimizer, schedule, resumed state.
+"""Build a training run: accelerator, data, model, task, optimizer, schedule, resumed state.
 
 The order matters. Annotations are read and checked first, so a wrong path or column fails in
 one line before any weights load. The global RNG is seeded identically on every process before
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +23,12 @@ from training.data import build_loaders, read_inputs, tokenize_classes
 from training.model import build_model, count_parameters
 from training.optim import build_optimizer, build_scheduler
 from training.tasks import ContrastiveTask, RecognitionTask, VideoTextForward
-from training.train import MetricsLog, Session
+from training.run import METRICS, MetricsLog, TrainingRun
 
 logger = logging.getLogger("training")
 
 
-def build_session(config: TrainConfig) -> Session:
+def build_run(config: TrainConfig) -> TrainingRun:
     """Everything `training.train.fit` needs, with a resumed state when `run.resume` says so."""
     from transformers.utils import logging as hf_logging
 
@@ -36,6 +37,7 @@ def build_session(config: TrainConfig) -> Session:
     if not acc.is_main_process:  # one copy of each log line
         logger.setLevel(logging.WARNING)
     resume_dir = checkpoint.resolve_resume(config.run.resume, config.run.output_dir)
+    check_output_dir(config, acc)
     inputs = read_inputs(config)  # user errors in the data surface here, before the model loads
     seed_everything(config.run.seed)  # the same initial weights on every process
     with acc.main_process_first():  # one process writes the tiny backbone / fills the hub cache
@@ -59,7 +61,7 @@ def build_session(config: TrainConfig) -> Session:
     logger.info("%s: %d training clips (%d missing), %d steps, %d/%d parameters trainable, %d process(es) on %s",
                 config.task, loaders.train_size, loaders.missing, total, counts["trainable"], counts["total"],
                 acc.num_processes, f"{acc.device} ({acc.distributed_type.value})")
-    return Session(config=config, accelerator=acc, model=model, forward=forward, tokenizer=tokenizer, task=task,
+    return TrainingRun(config=config, accelerator=acc, model=model, forward=forward, tokenizer=tokenizer, task=task,
                    optimizer=optimizer, scheduler=scheduler, loaders=loaders, total_steps=total, state=state,
                    metrics=metrics)
 
@@ -138,7 +140,31 @@ def start_output(config: TrainConfig, acc, resume_dir: Path | None) -> MetricsLo
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(dump_config(config))
-    metrics = MetricsLog(out / "metrics.jsonl", enabled=acc.is_main_process)
+    metrics = MetricsLog(out / METRICS, enabled=acc.is_main_process)
+    if config.run.resume:  # lines logged after the checkpoint are logged again by this run: keep one copy
+        step = checkpoint.read_state(resume_dir)["trainer"].step if resume_dir is not None else 0
+        if metrics.truncate_after(step):
+            logger.info("metrics.jsonl: dropped the lines logged after step %d, which this run logs again", step)
     if resume_dir is not None:
         metrics.write({"event": "resume", "from": str(resume_dir)})
     return metrics
+
+
+def check_output_dir(config: TrainConfig, acc) -> None:
+    """Refuse to start afresh where a run already logged or saved, unless `run.overwrite` (which then
+    deletes that run's metrics and checkpoints). Every process checks before any of them deletes."""
+    out = Path(config.run.output_dir)
+    if config.run.resume:
+        return
+    previous = [p for p in (out / METRICS, out / checkpoint.CHECKPOINTS) if p.exists()]
+    if not previous:
+        return
+    if not config.run.overwrite:
+        raise StanchatError(f"run.output_dir {out} already holds a run ({previous[0].name}); continue it with --resume, "
+                            "or pick a new run.output_dir, or start over with run.overwrite=true")
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        logger.info("run.overwrite: deleting %s", ", ".join(str(p) for p in previous))
+        for path in previous:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    acc.wait_for_everyone()

@@ -16,6 +16,7 @@ Command line: `python -m training.synthworld --out DIR --format msrvtt --n 100 -
 
 from training.synthworld.formats import WRITERS, SynthDataset, write_dataset
 from training.synthworld.render import render_clip, render_still, write_image, write_video
+from training.synthworld.shards import ShardSet, write_shards
 from training.synthworld.world import (
     COLOURS,
     DIRECTIONS,
@@ -43,8 +44,8 @@ from training.synthworld.world import (
 
 __all__ = [
     "COLOURS", "DIRECTIONS", "MOTIONS", "MOTION_CLASSES", "NOISE_WORDS", "OPPOSITE", "SHAPES", "TEMPLATES", "WRITERS",
-    "Actor", "ClipSpec", "Event", "SynthDataset", "WorldConfig",
+    "Actor", "ClipSpec", "Event", "ShardSet", "SynthDataset", "WorldConfig",
     "all_combinations", "caption", "contrast_caption", "event_sentence", "flipped", "holdout_combinations",
-    "motion_class", "paragraph", "qa_pairs", "render_clip", "render_still", "sample_specs", "write_dataset",
+    "motion_class", "paragraph", "qa_pairs", "render_clip", "render_still", "sample_specs", "write_dataset", "write_shards",
     "write_image", "write_video",
 ]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from stanchat.errors import StanchatError
 from training.synthworld.formats import WRITERS, write_dataset
+from training.synthworld.shards import write_shards
 from training.synthworld.world import MOTIONS, WorldConfig, holdout_combinations
 
 
@@ -21,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = WorldConfig()
     p = argparse.ArgumentParser(prog="python -m training.synthworld", description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, type=Path, help="data root to write into")
-    p.add_argument("--format", required=True, choices=[*WRITERS, "all"], help="dataset format")
+    p.add_argument("--format", required=True, choices=[*WRITERS, "webdataset", "all"],
+                   help="dataset format (webdataset: tar shards in video2dataset's layout, SPLIT/00000.tar)")
     p.add_argument("--n", type=int, default=16, help="number of clips")
     p.add_argument("--seed", type=int, default=0, help="seed of the clip specs")
     p.add_argument("--split", help="split to write (default: the format's evaluation split)")
@@ -29,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stills", action="store_true", help="jsonl/csv only: PNG stills with a motion trail")
     p.add_argument("--motion-stills", action="store_true",
                    help="jsonl/csv retrieval only: videos, and beside each one-event clip its trail still (field `still`)")
+    p.add_argument("--shard-size", type=int, default=8, help="webdataset only: samples per tar shard")
     p.add_argument("--missing", type=int, default=0, help="annotate this many clips without writing their files")
     p.add_argument("--size", type=int, default=defaults.size, help="frame size in pixels")
     p.add_argument("--frames", type=int, default=defaults.frames, help="frames per clip")
@@ -51,6 +54,13 @@ def main(argv: list[str] | None = None) -> int:
                              segments=args.segments, distractor_prob=args.distractor_prob, noise_prob=args.noise_prob)
         held = holdout_combinations(args.holdout, args.holdout_seed, config) if args.holdout else frozenset()
         exclude, only = (held, None) if args.side == "train" else (frozenset(), held or None)
+        if args.format == "webdataset":
+            start = time.perf_counter()
+            out = write_shards(args.out, n=args.n, seed=args.seed, split=args.split or "train",
+                               shard_size=args.shard_size, config=config, exclude=exclude, only=only)
+            print(f"webdataset: {len(out.keys)} samples in {len(out.shards)} shards under {args.out / out.split} "
+                  f"({time.perf_counter() - start:.1f} s)")
+            return 0
         formats = list(WRITERS) if args.format == "all" else [args.format]
         for name in formats:
             root = args.out / name if args.format == "all" else args.out
