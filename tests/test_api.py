@@ -175,3 +175,15 @@ def test_unknown_engine_is_one_line():
     with pytest.raises(SystemExit) as err:
         main(["api", "--engine", "tgi"])
     assert err.value.code == 2
+
+
+@pytest.mark.slow
+def test_with_app_serves_the_browser_app_on_the_same_model(chat):
+    from stanchat.api.server import build
+
+    app = build(chat, ApiConfig(), with_app=True)
+    with serve_in_thread(app) as base:
+        with urllib.request.urlopen(f"{base}/app/") as response:
+            assert response.status == 200 and b"gradio" in response.read().lower()
+        _, answer = checks.ask(base, [video_message(data_url(LEFT))])
+        assert answer.choices[0].message.content == "a blue triangle moves left"
