@@ -94,3 +94,16 @@ def test_sampling_batches_apart_from_greedy():
     assert batch_key(greedy) == batch_key(Job([2], None, Sampling(max_tokens=3)))
     assert batch_key(greedy) != batch_key(hot)
     assert batch_key(seeded) != batch_key(seeded2)  # a seeded job runs alone
+
+
+def test_one_data_url_spooled_by_many_threads_at_once(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from stanchat.api.media import MediaResolver
+    from tests.api_helpers import data_url
+
+    resolver, url = MediaResolver(tmp_path), data_url(LEFT)
+    with ThreadPoolExecutor(16) as pool:
+        media = list(pool.map(lambda _: resolver.resolve(url, "video", "messages"), range(64)))
+    assert len({m.sha256 for m in media}) == 1 and sorted(p.name for p in tmp_path.iterdir()) == [
+        media[0].sha256 + ".mp4"]

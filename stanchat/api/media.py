@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -76,9 +77,10 @@ class MediaResolver:
             raise ApiError(400, f"{param}: the data URL holds no bytes", param=param)
         sha = hashlib.sha256(data).hexdigest()
         path = self.spool / (sha + SUFFIXES.get(mime.partition("/")[2], ""))
-        if not path.exists():
-            tmp = path.with_name(path.name + f".{os.getpid()}.part")
-            tmp.write_bytes(data)
+        if not path.exists():  # each writer its own temporary file: concurrent requests may send the same video
+            fd, tmp = tempfile.mkstemp(dir=self.spool, suffix=".part")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
             os.replace(tmp, path)
         return Media(str(path), sha, kind)
 
