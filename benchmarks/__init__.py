@@ -37,6 +37,8 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
               ("chunked 1,000 x 1,000 Mug scoring peak < 1 GiB",)),
     Benchmark("train_throughput", "Training throughput", (), ("--steps", "2", "--layers", "2", "--batch", "4")),
     Benchmark("ask", "End-to-end `stanchat ask`", ("--repeats", "3"), ("--repeats", "1")),
+    Benchmark("serve", "`stanchat api` under concurrent clients", ("--requests", "200", "--clients", "16"),
+              ("--requests", "32", "--clients", "16", "--engines", "one", "batched")),
     Benchmark("startup", "Start-up (`stanchat --help`)", ("--repeats", "15"), ("--repeats", "5"),
               ("`stanchat --help` < 0.3 s",)),
     Benchmark("gpu", "GPU: LLaVA-1.5-7B and CLIP-L/14-336 shapes", (),

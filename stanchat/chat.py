@@ -153,6 +153,15 @@ class VideoChat:
         return self.session(video, frames, temporal).stream(question, **generation)
 
 
+    def ask_many(self, requests, batch_size: int = 8):
+        """Answer many requests (dicts: video, question, optional id, frames, temporal,
+        max_new_tokens, temperature) in padded batches; yields one record per request, in order,
+        as each batch finishes (see `stanchat.batch`)."""
+        from stanchat.batch import ask_many
+
+        return ask_many(self, requests, batch_size)
+
+
 def _synchronize(device: torch.device) -> None:
     """Wait for queued GPU work so that wall-clock timings are honest."""
     if device.type == "cuda":

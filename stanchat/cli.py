@@ -18,6 +18,7 @@ from stanchat.errors import StanchatError
 
 # name -> one-line help. Modules are imported only to build their own parser.
 COMMANDS = {
+    "api": "serve an OpenAI-compatible API (chat completions with video, streamed or not)",
     "ask": "ask one question about a video (the answer streams as it is generated)",
     "chat": "chat about a video: several turns, /video, /frames, /reset, /exit",
     "convert": "convert released Mug-STAN weights (or an original LLaVA v1) into stanchat model directories",

@@ -27,6 +27,7 @@ TOY_ARGV = {
     "train_throughput": ["--steps", "1", "--layers", "1", "--width", "64", "--image-size", "32", "--frames", "2",
                          "--batch", "2", "--device", "cpu"],
     "ask": ["--repeats", "1", "--frames", "2", "--max-new-tokens", "3", "--device", "cpu"],
+    "serve": ["--requests", "4", "--clients", "2", "--max-tokens", "3", "--engines", "one", "batched"],
     "startup": ["--repeats", "1"],
     "gpu": ["--toy", "--device", "cpu", "--dtype", "float32", "--frames", "2", "--repeats", "1", "--new-tokens", "2",
             "--search-cap", "4", "--budget-gib", "1"],

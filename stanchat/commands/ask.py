@@ -10,20 +10,27 @@ import logging
 
 from stanchat.commands._shared import (add_generation_arguments, add_model_arguments, check_args, generation,
                                        load_chat)
+from stanchat.commands.ask_batch import add_batch_arguments, run_batch
+from stanchat.errors import StanchatError
 from stanchat.options import check_question
 
 logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("video", help="path of the video file")
-    parser.add_argument("question", help="what to ask about it")
+    parser.add_argument("video", nargs="?", help="path of the video file")
+    parser.add_argument("question", nargs="?", help="what to ask about it")
     add_generation_arguments(parser)
     add_model_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
+    add_batch_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.batch is not None:
+        return run_batch(args)
+    if args.video is None or args.question is None:
+        raise StanchatError("stanchat ask needs a VIDEO and a QUESTION (or --batch REQUESTS.jsonl --out ANSWERS.jsonl)")
     question = check_question(args.question)
     check_args(args)
     chat = load_chat(args)

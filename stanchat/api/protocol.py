@@ -1,0 +1,165 @@
+"""The OpenAI chat-completions request body -> a checked `ChatRequest`; responses and chunks.
+
+A conversation is about one video (or image): a `video_url` or `image_url` part in the first
+user message. Later turns are text; the history is what the client resends, as the API does it.
+stanchat's own fields sit beside the API's: `frames`, `temporal`, `fps`, `start`, `end`
+(openai client: `extra_body={...}`). Sampling uses the API's fields: `temperature` (default 0,
+greedy, as in `stanchat ask`), `top_p`, `max_tokens` / `max_completion_tokens`, `seed`, `stop`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from stanchat.api.encoder import VideoOptions
+from stanchat.api.engines.base import Sampling
+from stanchat.api.errors import ApiError
+from stanchat.options import DEFAULTS, TEMPORAL_MODES
+
+MEDIA_PARTS = {"video_url": "video", "image_url": "image"}
+MAX_STOP = 4  # stop strings at most, as in the OpenAI API
+
+
+@dataclass
+class ChatRequest:
+    media_url: str  # the video's (or image's) URL
+    media_kind: str  # "video" or "image"
+    question: str  # the last user message's text
+    history: list[tuple[str, str]] = field(default_factory=list)  # earlier (user, assistant) turns
+    system: str | None = None
+    video: VideoOptions = field(default_factory=VideoOptions)
+    sampling: Sampling = field(default_factory=Sampling)
+    stream: bool = False
+    include_usage: bool = False  # stream_options.include_usage
+    model: str | None = None
+
+
+def _number(body: dict, name: str, kind: type, default: Any, low: float | None = None, high: float | None = None):
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+        raise ApiError(400, f"{name} must be a{'n integer' if kind is int else ' number'}, got {value!r}", param=name)
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ApiError(400, f"{name} must be in [{low}, {high}], got {value}", param=name)
+    return kind(value)
+
+
+def _text_of(content: Any, index: int, allow_media: bool) -> tuple[str, tuple[str, str] | None]:
+    """The text of one message's content, and its media part (url, kind) if it has one."""
+    param = f"messages[{index}].content"
+    if isinstance(content, str):
+        return content, None
+    if not isinstance(content, list):
+        raise ApiError(400, f"{param} must be a string or a list of content parts", param=param)
+    texts, media = [], None
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind in MEDIA_PARTS:
+            if not allow_media or media is not None:
+                raise ApiError(400, "a conversation is about one video or image, in the first user message; "
+                                    f"{param} has another", param=param)
+            url = part.get(kind, {}).get("url") if isinstance(part.get(kind), dict) else None
+            media = (url, MEDIA_PARTS[kind])
+        else:
+            raise ApiError(400, f"{param}: unsupported content part {kind!r}; use text, video_url or image_url",
+                           param=param)
+    return "\n".join(texts), media
+
+
+def _conversation(messages: Any) -> tuple[str | None, list[tuple[str, str]], str, tuple[str, str]]:
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "messages must be a non-empty list", param="messages")
+    system_parts, turns, media = [], [], None
+    for i, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        if role in ("system", "developer"):
+            if turns:
+                raise ApiError(400, "a system message must come before the conversation", param=f"messages[{i}]")
+            system_parts.append(_text_of(message.get("content"), i, allow_media=False)[0])
+            continue
+        if role not in ("user", "assistant"):
+            raise ApiError(400, f"messages[{i}].role must be system, user or assistant, got {role!r}",
+                           param=f"messages[{i}].role")
+        expected = "user" if len(turns) % 2 == 0 else "assistant"
+        if role != expected:
+            raise ApiError(400, f"messages[{i}] should be a {expected} message: user and assistant turns alternate",
+                           param=f"messages[{i}].role")
+        text, found = _text_of(message.get("content"), i, allow_media=(role == "user" and media is None))
+        media = media or found
+        turns.append(text)
+    if len(turns) % 2 == 0:
+        raise ApiError(400, "the last message must be the user's question", param="messages")
+    if media is None:
+        raise ApiError(400, "the first user message needs a video_url (or image_url) content part", param="messages")
+    question = turns[-1].strip()
+    if not question:
+        raise ApiError(400, "the question is empty; ask something about the video", param="messages")
+    history = [(turns[j], turns[j + 1]) for j in range(0, len(turns) - 1, 2)]
+    return ("\n".join(system_parts) if system_parts else None), history, question, media
+
+
+def _stop(value: Any) -> tuple[str, ...]:
+    stops = [value] if isinstance(value, str) else value if value is not None else []
+    if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops) or len(stops) > MAX_STOP:
+        raise ApiError(400, f"stop must be a string or a list of up to {MAX_STOP} non-empty strings", param="stop")
+    return tuple(stops)
+
+
+def parse_request(body: Any) -> ChatRequest:
+    """Check a chat-completions body; raises `ApiError(400)` naming the field at fault."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    if body.get("n", 1) != 1:
+        raise ApiError(400, "n must be 1: one answer per request", param="n")
+    system, history, question, (url, kind) = _conversation(body.get("messages"))
+    temporal = body.get("temporal", DEFAULTS.temporal)
+    if temporal not in TEMPORAL_MODES:
+        raise ApiError(400, f"temporal must be one of {', '.join(TEMPORAL_MODES)}, got {temporal!r}", param="temporal")
+    video = VideoOptions(frames=_number(body, "frames", int, DEFAULTS.frames, 1), temporal=temporal,
+                         fps=_number(body, "fps", float, None, 1e-3), start=_number(body, "start", float, None, 0),
+                         end=_number(body, "end", float, None, 0))
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    sampling = Sampling(
+        max_tokens=_number({"max_tokens": max_tokens}, "max_tokens", int, DEFAULTS.max_new_tokens, 1),
+        temperature=_number(body, "temperature", float, DEFAULTS.temperature, 0, 2),
+        top_p=_number(body, "top_p", float, 1.0, 1e-6, 1), seed=_number(body, "seed", int, None),
+        stop=_stop(body.get("stop")))
+    stream_options = body.get("stream_options") or {}
+    return ChatRequest(media_url=url, media_kind=kind, question=question, history=history, system=system,
+                       video=video, sampling=sampling, stream=bool(body.get("stream", False)),
+                       include_usage=bool(stream_options.get("include_usage", False)) if isinstance(
+                           stream_options, dict) else False, model=body.get("model"))
+
+
+def completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex[:24]}"
+
+
+def usage(prompt_tokens: int, completion_tokens: int, video_tokens: int) -> dict:
+    """OpenAI's usage object; the video's tokens (part of the prompt's) are counted on their own too."""
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens, "video_tokens": video_tokens,
+            "prompt_tokens_details": {"cached_tokens": 0, "video_tokens": video_tokens}}
+
+
+def completion(cid: str, model: str, text: str, finish_reason: str, usage_: dict, extra: dict) -> dict:
+    return {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": finish_reason, "logprobs": None}],
+            "usage": usage_, "stanchat": extra}
+
+
+def chunk(cid: str, model: str, delta: dict, finish_reason: str | None = None, usage_: dict | None = None) -> dict:
+    choices = [] if usage_ is not None else [{"index": 0, "delta": delta, "finish_reason": finish_reason,
+                                              "logprobs": None}]
+    body = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
+            "choices": choices}
+    if usage_ is not None:
+        body["usage"] = usage_
+    return body

@@ -1,0 +1,47 @@
+"""Build the API app around a loaded model, optionally with the Gradio app mounted, and serve it."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from stanchat.api.config import LOCALHOST, ApiConfig
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from stanchat.chat import VideoChat
+
+logger = logging.getLogger(__name__)
+
+APP_PATH = "/app"
+
+
+def build(chat: "VideoChat", config: ApiConfig, with_app: bool = False) -> "FastAPI":
+    """The FastAPI app serving `chat` with `config.engine`; `with_app` mounts the chat UI at /app."""
+    from stanchat.api.app import create_app
+    from stanchat.api.engines import create_engine
+    from stanchat.api.service import ChatService
+
+    service = ChatService(chat, create_engine(config.engine, chat, config), config)
+    app = create_app(service)
+    app.router.add_event_handler("shutdown", service.close)
+    if with_app:
+        import gradio as gr
+
+        from stanchat.app.server import CSS, theme
+        from stanchat.app.ui import build_app
+
+        demo = build_app(chat)
+        demo.queue(default_concurrency_limit=1, api_open=False)
+        app = gr.mount_gradio_app(app, demo, path=APP_PATH, theme=theme(), css=CSS, ssr_mode=False)
+    return app
+
+
+def serve(app: "FastAPI", host: str = LOCALHOST, port: int = 8000) -> None:
+    """Serve until interrupted."""
+    import uvicorn
+
+    if host not in (LOCALHOST, "localhost", "::1"):
+        logger.warning("serving on %s: anyone who can reach this machine can use the model", host)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

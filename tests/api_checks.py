@@ -1,0 +1,122 @@
+"""What every `stanchat api` engine must do, checked with the official `openai` client.
+
+Each check takes the server's base URL; `expected` is the library's own greedy answer to
+QUESTION about LEFT (`stanchat.chat.VideoChat.ask`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.api_helpers import KEY, LEFT, QUESTION, data_url, video_message
+
+MAX_TOKENS = 24
+
+
+def client(base: str, key: str | None = KEY) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{base}/v1", api_key=key or "none", max_retries=0, timeout=120)
+
+
+def ask(base: str, messages: list[dict], **kwargs):
+    """The raw response (headers and parsed completion) of one non-streamed request."""
+    kwargs = {"max_tokens": MAX_TOKENS, "temperature": 0, **kwargs}
+    raw = client(base).chat.completions.with_raw_response.create(model="tiny", messages=messages, **kwargs)
+    return raw, raw.parse()
+
+
+def check_models_and_health(base: str) -> None:
+    assert [m.id for m in client(base).models.list().data] == ["tiny"]
+    with urllib.request.urlopen(f"{base}/health") as response:
+        assert json.load(response)["status"] == "ok"
+
+
+def check_answer_and_usage(base: str, expected: str, video_tokens: int) -> None:
+    _, answer = ask(base, [video_message(data_url(LEFT))])
+    assert answer.choices[0].message.content == expected
+    assert answer.choices[0].finish_reason == "stop"
+    usage = answer.usage
+    assert usage.video_tokens == video_tokens == usage.prompt_tokens_details.video_tokens
+    assert usage.prompt_tokens > video_tokens and usage.completion_tokens >= len(expected.split())
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+
+def check_stream(base: str, expected: str) -> None:
+    stream = client(base).chat.completions.create(
+        model="tiny", messages=[video_message(data_url(LEFT))], max_tokens=MAX_TOKENS, temperature=0,
+        stream=True, stream_options={"include_usage": True})
+    pieces, finish, usage = [], None, None
+    for event in stream:
+        if event.usage is not None:
+            usage = event.usage
+        for choice in event.choices:
+            pieces.append(choice.delta.content or "")
+            finish = choice.finish_reason or finish
+    assert "".join(pieces) == expected and len([p for p in pieces if p]) > 1
+    assert finish == "stop" and usage.completion_tokens > 0
+
+
+def check_multi_turn_hits_the_cache(base: str, expected: str) -> None:
+    url = data_url(LEFT)
+    first, _ = ask(base, [video_message(url)])
+    turns = [video_message(url), {"role": "assistant", "content": expected},
+             {"role": "user", "content": "Which way does it move?"}]
+    raw, answer = ask(base, turns)
+    assert raw.headers["x-stanchat-video-cache"] == "hit"  # no decoding, no tower
+    assert answer.model_extra["stanchat"]["video_cache"] == "hit"
+    assert answer.choices[0].message.content == "left"
+    _, alone = ask(base, [video_message(url, "Which way does it move?")])
+    assert answer.usage.prompt_tokens > alone.usage.prompt_tokens  # the history reached the prompt
+
+
+def check_corrupt_video(base: str, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(LEFT.read_bytes()[:300])  # a truncated header
+    with pytest.raises(openai.BadRequestError) as err:
+        ask(base, [video_message(data_url(broken))])
+    message = err.value.body["message"]
+    assert err.value.status_code == 400 and message and "Traceback" not in message and "\n" not in message
+
+
+def check_keys(base: str) -> None:
+    for key in (None, "sk-wrong"):
+        with pytest.raises(openai.AuthenticationError) as err:
+            client(base, key).chat.completions.create(model="tiny", messages=[video_message(data_url(LEFT))])
+        assert err.value.status_code == 401 and "API key" in err.value.body["message"]
+    request = urllib.request.Request(f"{base}/v1/models")  # no Authorization header at all
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(request)
+    assert err.value.code == 401 and json.load(err.value)["error"]["type"] == "authentication_error"
+
+
+def check_local_paths(base: str, allowed: Path, tmp_path: Path, expected: str) -> None:
+    inside = allowed / "left.mp4"
+    if not inside.exists():
+        shutil.copy(LEFT, inside)
+    _, answer = ask(base, [video_message(inside.as_uri())])
+    assert answer.choices[0].message.content == expected
+    outside = tmp_path / "outside.mp4"
+    shutil.copy(LEFT, outside)
+    for url in (str(outside), outside.as_uri(), str(allowed / ".." / outside.name)):
+        with pytest.raises(openai.PermissionDeniedError) as err:
+            ask(base, [video_message(url)])
+        assert err.value.status_code == 403 and "outside" in err.value.body["message"]
+
+
+def check_bad_requests(base: str) -> None:
+    cases = [([{"role": "user", "content": QUESTION}], "video_url"),
+             ([video_message("https://example.com/a.mp4")], "remote URLs"),
+             ([video_message("data:video/mp4;base64,@@@")], "base64")]
+    for messages, says in cases:
+        with pytest.raises(openai.BadRequestError) as err:
+            ask(base, messages)
+        assert says in err.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as err:
+        ask(base, [video_message(data_url(LEFT))], extra_body={"temporal": "sideways"})
+    assert err.value.body["param"] == "temporal"

@@ -1,0 +1,93 @@
+"""Running `stanchat api` for tests: in this process (uvicorn in a thread) or as a subprocess."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+LEFT, SHRINK = EXAMPLES / "blue-triangle-left.mp4", EXAMPLES / "blue-triangle-shrink.mp4"
+QUESTION = "What happens in this video?"
+KEY = "sk-test-key"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def data_url(path: Path, mime: str = "video/mp4") -> str:
+    return f"data:{mime};base64,{base64.b64encode(Path(path).read_bytes()).decode()}"
+
+
+def video_message(url: str, question: str = QUESTION) -> dict:
+    return {"role": "user", "content": [{"type": "video_url", "video_url": {"url": url}},
+                                        {"type": "text", "text": question}]}
+
+
+def wait_healthy(base: str, timeout: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"no healthy server at {base} after {timeout} s")
+
+
+@contextlib.contextmanager
+def serve_in_thread(app, port: int | None = None):
+    """Serve a FastAPI app on 127.0.0.1 from a thread; yields its base URL."""
+    import uvicorn
+
+    port = port or free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base, 60)
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@contextlib.contextmanager
+def serve_subprocess(python: str, args: list[str], timeout: float, log: Path):
+    """`python -m stanchat api ARGS --port P` in its own process; yields its base URL."""
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    with open(log, "w") as out:
+        process = subprocess.Popen([python, "-m", "stanchat", "api", *args, "--port", str(port)], cwd=ROOT,
+                                   env=env, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            wait_healthy(base, timeout, process)
+        except RuntimeError as err:
+            raise RuntimeError(f"{err}; its log:\n{log.read_text()[-3000:]}") from err
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+

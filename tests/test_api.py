@@ -1,0 +1,189 @@
+"""`stanchat api` with the transformers engine, asked with the official `openai` client over loopback."""
+
+import json
+import os
+import threading
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import openai
+import pytest
+
+from stanchat.api.config import ApiConfig
+from tests import api_checks as checks
+from tests.api_helpers import KEY, LEFT, QUESTION, SHRINK, data_url, serve_in_thread, video_message
+
+GIB = 1 << 30
+RSS_BOUND = 4 * GIB  # resident memory of this whole test process (torch, the model, the server) under load
+
+
+@pytest.fixture(scope="module")
+def chat():
+    from stanchat.chat import load
+
+    return load("tiny", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def expected(chat):
+    return chat.ask(LEFT, QUESTION, max_new_tokens=checks.MAX_TOKENS)
+
+
+@pytest.fixture(scope="module")
+def allowed(tmp_path_factory):
+    return tmp_path_factory.mktemp("media")
+
+
+def _build(chat, **config):
+    from stanchat.api.server import build
+
+    return build(chat, ApiConfig(**config))
+
+
+@pytest.fixture(scope="module")
+def server(chat, allowed):
+    with serve_in_thread(_build(chat, api_key=KEY, allowed_local_media_path=str(allowed), max_pending=16)) as base:
+        yield base
+
+
+def test_models_and_health(server):
+    checks.check_models_and_health(server)
+
+
+def test_answer_equals_the_library_and_counts_video_tokens(server, expected):
+    checks.check_answer_and_usage(server, expected.text, expected.video_tokens)
+
+
+def test_stream(server, expected):
+    checks.check_stream(server, expected.text)
+
+
+def test_multi_turn_follow_up_hits_the_video_cache(server, expected):
+    checks.check_multi_turn_hits_the_cache(server, expected.text)
+
+
+def test_corrupt_video_is_400_with_a_message(server, tmp_path):
+    checks.check_corrupt_video(server, tmp_path)
+
+
+def test_wrong_or_missing_key_is_401(server):
+    checks.check_keys(server)
+
+
+def test_local_paths_only_inside_the_allowed_folder(server, allowed, tmp_path, expected):
+    checks.check_local_paths(server, allowed, tmp_path, expected.text)
+
+
+def test_bad_requests_name_the_problem(server):
+    checks.check_bad_requests(server)
+
+
+def test_stop_and_max_tokens(server):
+    _, stopped = checks.ask(server, [video_message(data_url(SHRINK))], stop=["triangle"])
+    assert (stopped.choices[0].message.content, stopped.choices[0].finish_reason) == ("a blue", "stop")
+    _, short = checks.ask(server, [video_message(data_url(SHRINK))], max_tokens=2)
+    assert (short.usage.completion_tokens, short.choices[0].finish_reason) == (2, "length")
+
+
+def test_request_size_and_video_duration_caps(chat):
+    app = _build(chat, max_request_bytes=4096, max_video_seconds=0.5)
+    with serve_in_thread(app) as base:
+        with pytest.raises(openai.APIStatusError) as err:
+            checks.ask(base, [video_message(data_url(LEFT))])
+        assert err.value.status_code == 413 and "limit" in err.value.body["message"]
+    with serve_in_thread(_build(chat, max_video_seconds=0.5)) as base:
+        with pytest.raises(openai.BadRequestError) as err:
+            checks.ask(base, [video_message(data_url(LEFT))])
+        assert "0.5 s limit" in err.value.body["message"]
+
+
+class _GatedEngine:
+    """The real engine, held at a gate so that a request stays inside the server."""
+
+    def __init__(self, engine):
+        self.engine, self.name, self.entered, self.gate = engine, engine.name, threading.Event(), threading.Event()
+
+    def generate(self, job):
+        self.entered.set()
+        self.gate.wait(60)
+        return self.engine.generate(job)
+
+    def info(self):
+        return self.engine.info()
+
+    def close(self):
+        self.engine.close()
+
+
+def test_full_queue_is_429(chat):
+    app = _build(chat, max_pending=1)
+    service = app.state.service
+    service.engine = gated = _GatedEngine(service.engine)
+    with serve_in_thread(app) as base, ThreadPoolExecutor(1) as pool:
+        first = pool.submit(checks.ask, base, [video_message(data_url(LEFT))])
+        assert gated.entered.wait(60)
+        with pytest.raises(openai.RateLimitError) as err:
+            checks.ask(base, [video_message(data_url(LEFT))])
+        assert err.value.status_code == 429 and "busy" in err.value.body["message"]
+        gated.gate.set()
+        assert first.result()[1].choices[0].message.content == "a blue triangle moves left"
+        checks.ask(base, [video_message(data_url(LEFT))])  # room again
+
+
+def _post(base: str, body: bytes) -> int:
+    request = urllib.request.Request(f"{base}/v1/chat/completions", data=body,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            assert json.load(response)["choices"][0]["message"]["content"]
+            return response.status
+    except urllib.error.HTTPError as err:
+        assert json.load(err)["error"]["message"]
+        return err.code
+
+
+@pytest.mark.slow
+def test_load_200_requests_16_clients(chat):
+    """Every request is answered or refused with 429; memory stays bounded."""
+    import psutil
+
+    bodies = [json.dumps({"messages": [video_message(data_url(video), question)], "max_tokens": 8}).encode()
+              for video in (LEFT, SHRINK) for question in (QUESTION, "Which way does it move?")]
+    with serve_in_thread(_build(chat, max_pending=8, max_batch=8)) as base, ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(lambda i: _post(base, bodies[i % len(bodies)]), range(200)))
+        health = json.load(urllib.request.urlopen(f"{base}/health"))
+    assert set(statuses) <= {200, 429} and statuses.count(200) > 0
+    assert health["pending"] == 0 and health["batches"] < health["batched_requests"]  # some ran together
+    assert psutil.Process(os.getpid()).memory_info().rss < RSS_BOUND
+
+
+def test_api_help_imports_nothing_heavy():
+    import subprocess
+    import sys
+
+    code = ("import sys; from stanchat.cli import main\n"
+            "try:\n    main(['api', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print([m for m in ('torch', 'fastapi', 'uvicorn', 'vllm') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "--allowed-local-media-path" in out and out.strip().endswith("[]")
+
+
+def test_unknown_engine_is_one_line():
+    from stanchat.cli import main
+
+    with pytest.raises(SystemExit) as err:
+        main(["api", "--engine", "tgi"])
+    assert err.value.code == 2
+
+
+@pytest.mark.slow
+def test_with_app_serves_the_browser_app_on_the_same_model(chat):
+    from stanchat.api.server import build
+
+    app = build(chat, ApiConfig(), with_app=True)
+    with serve_in_thread(app) as base:
+        with urllib.request.urlopen(f"{base}/app/") as response:
+            assert response.status == 200 and b"gradio" in response.read().lower()
+        _, answer = checks.ask(base, [video_message(data_url(LEFT))])
+        assert answer.choices[0].message.content == "a blue triangle moves left"

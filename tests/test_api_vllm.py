@@ -1,0 +1,93 @@
+"""`stanchat api --engine vllm` (vLLM's CPU build, in .venv-vllm made by scripts/test), asked with
+the official `openai` client: one server for the whole module. Its greedy answers must equal the
+library's (and so the transformers engine's)."""
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests import api_checks as checks
+from tests.api_helpers import KEY, LEFT, QUESTION, ROOT, data_url, serve_subprocess, video_message
+
+VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+STARTUP = 600  # seconds vLLM may take to start on two shared CPU cores (about one minute when idle)
+
+pytestmark = pytest.mark.slow
+
+
+def _python() -> str:
+    if not VLLM_PYTHON.exists():
+        message = f"no vLLM environment at {VLLM_PYTHON}; scripts/test creates it"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return str(VLLM_PYTHON)
+
+
+@pytest.fixture(scope="module")
+def expected():
+    from stanchat.chat import load
+
+    return load("tiny", device="cpu").ask(LEFT, QUESTION, max_new_tokens=checks.MAX_TOKENS)
+
+
+@pytest.fixture(scope="module")
+def allowed(tmp_path_factory):
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="module")
+def server(allowed, tmp_path_factory):
+    log = tmp_path_factory.mktemp("vllm") / "server.log"
+    args = ["--engine", "vllm", "--model", "tiny", "--device", "cpu", "--api-key", KEY,
+            "--allowed-local-media-path", str(allowed), "--max-pending", "2"]
+    with serve_subprocess(_python(), args, STARTUP, log) as base:
+        yield base
+
+
+def test_models_and_health(server):
+    checks.check_models_and_health(server)
+
+
+def test_answer_equals_the_library_and_counts_video_tokens(server, expected):
+    checks.check_answer_and_usage(server, expected.text, expected.video_tokens)
+
+
+def test_stream(server, expected):
+    checks.check_stream(server, expected.text)
+
+
+def test_multi_turn_follow_up_hits_the_video_cache(server, expected):
+    checks.check_multi_turn_hits_the_cache(server, expected.text)
+
+
+def test_corrupt_video_is_400_with_a_message(server, tmp_path):
+    checks.check_corrupt_video(server, tmp_path)
+
+
+def test_wrong_or_missing_key_is_401(server):
+    checks.check_keys(server)
+
+
+def test_local_paths_only_inside_the_allowed_folder(server, allowed, tmp_path, expected):
+    checks.check_local_paths(server, allowed, tmp_path, expected.text)
+
+
+def test_full_queue_is_429(server):
+    """12 requests at once into a server that takes 2: the rest are refused with 429, none fail otherwise."""
+    url = data_url(LEFT)
+
+    def one(_):
+        try:
+            checks.ask(server, [video_message(url)], max_tokens=64)
+            return 200
+        except openai.RateLimitError as err:
+            assert "busy" in err.body["message"]
+            return 429
+
+    with ThreadPoolExecutor(12) as pool:
+        statuses = list(pool.map(one, range(12)))
+    assert 429 in statuses and 200 in statuses and set(statuses) == {200, 429}
