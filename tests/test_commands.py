@@ -117,3 +117,15 @@ def test_chat_reports_bad_commands_and_reads_on(capsys, tiny_models, monkeypatch
     assert len(errors) == 3 and "Traceback" not in captured.err
     assert "whole number" in errors[0] and "nowhere.mp4" in errors[1] and "unknown command" in errors[2]
     assert len(captured.out.splitlines()) == 1
+
+
+def test_ask_samples_by_fps_in_a_time_window(capsys, tiny_models):
+    """`ask` takes the sampling options of `frames` (one shared definition): by fps, in a window."""
+    import json
+
+    argv = ask(tiny_models, "--frames", "8", "--strategy", "fps", "--fps", "4", "--start", "0.25", "--end", "0.75", "--json")
+    assert main(argv) == 0
+    stamps = json.loads(capsys.readouterr().out)["timestamps"]
+    assert 1 <= len(stamps) <= 2 and all(0.25 - 1e-6 <= t < 0.75 for t in stamps), stamps
+    assert main(ask(tiny_models, "--strategy", "fps")) == 2  # fps without a rate: one line, exit 2
+    assert "needs a positive fps" in error_line(capsys.readouterr().err)
