@@ -92,7 +92,8 @@ def test_chat_reads_questions_and_commands_from_a_pipe(capsys, tiny_models, monk
     make_session = VideoChat.session
 
     def spy(self, video, frames=16, temporal="stan", history=None):
-        sessions.append((str(video), frames, temporal, list(history or [])))
+        path = str(video.path if hasattr(video, "path") else video)  # the first session gets the sampled clip
+        sessions.append((path, frames, temporal, list(history or [])))
         return make_session(self, video, frames, temporal, history)
 
     monkeypatch.setattr(VideoChat, "session", spy)
@@ -129,3 +130,19 @@ def test_ask_samples_by_fps_in_a_time_window(capsys, tiny_models):
     assert 1 <= len(stamps) <= 2 and all(0.25 - 1e-6 <= t < 0.75 for t in stamps), stamps
     assert main(ask(tiny_models, "--strategy", "fps")) == 2  # fps without a rate: one line, exit 2
     assert "needs a positive fps" in error_line(capsys.readouterr().err)
+
+
+def test_chat_samples_in_a_time_window(capsys, tiny_models, monkeypatch):
+    clips = []
+    make_session = VideoChat.session
+
+    def spy(self, video, frames=16, temporal="stan", history=None):
+        clips.append(video)
+        return make_session(self, video, frames, temporal, history)
+
+    monkeypatch.setattr(VideoChat, "session", spy)
+    monkeypatch.setattr("sys.stdin", io.StringIO("What happens?\n"))
+    argv = ["chat", tiny_models["video"], "--llava", tiny_models["default"], "--stan", tiny_models["stan"],
+            "--max-new-tokens", "4", "--frames", "4", "--start", "0.5", "--end", "1.0"]
+    assert main(argv) == 0
+    assert all(0.5 - 1e-6 <= t < 1.0 for t in clips[0].timestamps), clips[0].timestamps

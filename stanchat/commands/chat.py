@@ -10,8 +10,8 @@ import logging
 import sys
 from collections.abc import Iterator
 
-from stanchat.commands._shared import (add_generation_arguments, add_model_arguments, check_args, generation,
-                                       load_chat)
+from stanchat.commands._shared import (add_generation_arguments, add_model_arguments, add_sampling_arguments,
+                                       check_args, check_sampling, generation, load_chat, load_clip)
 from stanchat.errors import StanchatError
 from stanchat.options import check_frames, check_temporal
 from stanchat.video import check_source
@@ -24,6 +24,7 @@ HELP = "/video PATH  /frames N  /temporal MODE  /reset  /exit"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("video", help="path of the video file")
     add_generation_arguments(parser)
+    add_sampling_arguments(parser)
     add_model_arguments(parser)
 
 
@@ -68,8 +69,9 @@ def _status(session) -> str:
 
 def run(args: argparse.Namespace) -> int:
     check_args(args)
+    check_sampling(args)
     chat = load_chat(args)
-    session = chat.session(args.video, args.frames, args.temporal)
+    session = chat.session(load_clip(args), args.frames, args.temporal)
     interactive = sys.stdin.isatty()
     if interactive:
         print(f"{_status(session)}  {HELP}")
