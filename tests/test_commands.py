@@ -146,3 +146,26 @@ def test_chat_samples_in_a_time_window(capsys, tiny_models, monkeypatch):
             "--max-new-tokens", "4", "--frames", "4", "--start", "0.5", "--end", "1.0"]
     assert main(argv) == 0
     assert all(0.5 - 1e-6 <= t < 1.0 for t in clips[0].timestamps), clips[0].timestamps
+
+
+def test_ctrl_c_mid_answer_stops_the_answer_not_the_chat(capsys, tiny_models, monkeypatch):
+    from stanchat.session import Stream
+
+    iterate, closed = Stream.__iter__, []
+
+    def interrupted_once(self):
+        for n, piece in enumerate(iterate(self)):
+            if n == 1 and not closed:
+                raise KeyboardInterrupt  # what Ctrl-C raises while the answer streams
+            yield piece
+
+    monkeypatch.setattr(Stream, "__iter__", interrupted_once)
+    close = Stream.close
+    monkeypatch.setattr(Stream, "close", lambda self: (closed.append(self), close(self)))
+    monkeypatch.setattr("sys.stdin", io.StringIO("What happens?\nAnd then?\n"))
+    argv = ["chat", tiny_models["video"], "--llava", tiny_models["default"], "--stan", tiny_models["stan"],
+            "--max-new-tokens", "4", "--temperature", "0"]
+    assert main(argv) == 0  # not 130: the conversation went on
+    captured = capsys.readouterr()
+    assert len(closed) == 1 and "answer stopped" in captured.err
+    assert len(captured.out.splitlines()) == 2  # the stopped answer's first piece, then the full second answer

@@ -67,6 +67,19 @@ def _status(session) -> str:
             f"temporal {session.temporal}]")
 
 
+def _answer(stream) -> None:
+    """Print a streamed answer. Ctrl-C stops this answer (no turn is recorded), not the conversation."""
+    try:
+        for piece in stream:
+            print(piece, end="", flush=True)
+    except KeyboardInterrupt:
+        stream.close()  # stops generation now rather than when the stream is collected
+        print(flush=True)
+        print("[answer stopped; ask again, or Ctrl-D to leave]", file=sys.stderr)
+        return
+    print()
+
+
 def run(args: argparse.Namespace) -> int:
     check_args(args)
     check_sampling(args)
@@ -88,9 +101,7 @@ def run(args: argparse.Namespace) -> int:
                 if interactive:
                     print(_status(session))
                 continue
-            for piece in session.stream(line, **generation(args)):
-                print(piece, end="", flush=True)
-            print()
+            _answer(session.stream(line, **generation(args)))
         except StanchatError as err:  # a bad command or question ends nothing: say so, read on
             logger.debug("command failed", exc_info=True)
             print(f"stanchat: error: {err}", file=sys.stderr)
