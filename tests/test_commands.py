@@ -169,3 +169,11 @@ def test_ctrl_c_mid_answer_stops_the_answer_not_the_chat(capsys, tiny_models, mo
     captured = capsys.readouterr()
     assert len(closed) == 1 and "answer stopped" in captured.err
     assert len(captured.out.splitlines()) == 2  # the stopped answer's first piece, then the full second answer
+
+
+def test_chat_help_lists_the_commands(capsys, tiny_models, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO("/help\n/exit\n"))
+    argv = ["chat", tiny_models["video"], "--llava", tiny_models["default"], "--stan", tiny_models["stan"]]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("/video PATH", "/frames N", "/temporal MODE", "/reset", "/exit"))

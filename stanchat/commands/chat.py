@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Iterator
 
@@ -18,7 +19,17 @@ from stanchat.video import check_source
 
 logger = logging.getLogger(__name__)
 
-HELP = "/video PATH  /frames N  /temporal MODE  /reset  /exit"
+HELP = "/video PATH  /frames N  /temporal MODE  /reset  /help  /exit"
+COMMANDS = {  # shown by /help
+    "/video PATH": "talk about another video (a new conversation)",
+    "/frames N": "re-sample N frames of this video, keeping the conversation",
+    "/temporal MODE": "stan, mean or concat, keeping the conversation",
+    "/reset": "forget the conversation, keep the video",
+    "/help": "this list",
+    "/exit": "leave (also Ctrl-D, or Ctrl-C at the prompt); Ctrl-C during an answer stops only the answer",
+}
+HISTORY_FILE = "chat_history"  # under $STANCHAT_HOME: questions typed at the prompt, for the arrow keys
+HISTORY_LENGTH = 1000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +44,7 @@ def _lines(interactive: bool) -> Iterator[str]:
     if not interactive:
         yield from sys.stdin
         return
+    _line_editing()
     while True:
         try:
             yield input(">>> ")
@@ -41,12 +53,43 @@ def _lines(interactive: bool) -> Iterator[str]:
             return
 
 
+def _line_editing() -> None:
+    """Arrow keys and a question history kept across chats, where Python has readline."""
+    try:
+        import readline
+    except ImportError:  # e.g. Windows without pyreadline: input() still works, without editing
+        logger.debug("no readline: no line editing or history")
+        return
+    import atexit
+
+    from stanchat.pretrained import stanchat_home
+
+    path = os.path.join(stanchat_home(), HISTORY_FILE)
+    try:
+        readline.read_history_file(path)
+    except OSError:  # no history yet (or unreadable): start empty
+        pass
+    readline.set_history_length(HISTORY_LENGTH)
+
+    def save() -> None:
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            readline.write_history_file(path)
+        except OSError as err:
+            logger.debug("chat history not saved: %s", err)
+
+    atexit.register(save)
+
+
 def _command(chat, session, line: str):
     """Apply a /command; returns the (possibly new) session, or None to end the chat."""
     name, _, arg = line.partition(" ")
     arg = arg.strip()
     if name in ("/exit", "/quit"):
         return None
+    if name == "/help":
+        print("\n".join(f"  {usage:<16} {what}" for usage, what in COMMANDS.items()))
+        return session
     if name == "/reset":
         session.reset()
         return session
