@@ -95,7 +95,8 @@ def test_chat_reads_questions_and_commands_from_a_pipe(capsys, tiny_models, monk
     make_session = VideoChat.session
 
     def spy(self, video, frames=16, temporal="stan", history=None):
-        sessions.append((str(video), frames, temporal, list(history or [])))
+        path = str(video.path if hasattr(video, "path") else video)  # the first session gets the sampled clip
+        sessions.append((path, frames, temporal, list(history or [])))
         return make_session(self, video, frames, temporal, history)
 
     monkeypatch.setattr(VideoChat, "session", spy)
@@ -120,3 +121,62 @@ def test_chat_reports_bad_commands_and_reads_on(capsys, tiny_models, monkeypatch
     assert len(errors) == 3 and "Traceback" not in captured.err
     assert "whole number" in errors[0] and "nowhere.mp4" in errors[1] and "unknown command" in errors[2]
     assert len(captured.out.splitlines()) == 1
+
+
+def test_ask_samples_by_fps_in_a_time_window(capsys, tiny_models):
+    """`ask` takes the sampling options of `frames` (one shared definition): by fps, in a window."""
+    import json
+
+    argv = ask(tiny_models, "--frames", "8", "--strategy", "fps", "--fps", "4", "--start", "0.25", "--end", "0.75", "--json")
+    assert main(argv) == 0
+    stamps = json.loads(capsys.readouterr().out)["timestamps"]
+    assert 1 <= len(stamps) <= 2 and all(0.25 - 1e-6 <= t < 0.75 for t in stamps), stamps
+    assert main(ask(tiny_models, "--strategy", "fps")) == 2  # fps without a rate: one line, exit 2
+    assert "needs a positive fps" in error_line(capsys.readouterr().err)
+
+
+def test_chat_samples_in_a_time_window(capsys, tiny_models, monkeypatch):
+    clips = []
+    make_session = VideoChat.session
+
+    def spy(self, video, frames=16, temporal="stan", history=None):
+        clips.append(video)
+        return make_session(self, video, frames, temporal, history)
+
+    monkeypatch.setattr(VideoChat, "session", spy)
+    monkeypatch.setattr("sys.stdin", io.StringIO("What happens?\n"))
+    argv = ["chat", tiny_models["video"], "--llava", tiny_models["default"], "--stan", tiny_models["stan"],
+            "--max-new-tokens", "4", "--frames", "4", "--start", "0.5", "--end", "1.0"]
+    assert main(argv) == 0
+    assert all(0.5 - 1e-6 <= t < 1.0 for t in clips[0].timestamps), clips[0].timestamps
+
+
+def test_ctrl_c_mid_answer_stops_the_answer_not_the_chat(capsys, tiny_models, monkeypatch):
+    from stanchat.session import Stream
+
+    iterate, closed = Stream.__iter__, []
+
+    def interrupted_once(self):
+        for n, piece in enumerate(iterate(self)):
+            if n == 1 and not closed:
+                raise KeyboardInterrupt  # what Ctrl-C raises while the answer streams
+            yield piece
+
+    monkeypatch.setattr(Stream, "__iter__", interrupted_once)
+    close = Stream.close
+    monkeypatch.setattr(Stream, "close", lambda self: (closed.append(self), close(self)))
+    monkeypatch.setattr("sys.stdin", io.StringIO("What happens?\nAnd then?\n"))
+    argv = ["chat", tiny_models["video"], "--llava", tiny_models["default"], "--stan", tiny_models["stan"],
+            "--max-new-tokens", "4", "--temperature", "0"]
+    assert main(argv) == 0  # not 130: the conversation went on
+    captured = capsys.readouterr()
+    assert len(closed) == 1 and "answer stopped" in captured.err
+    assert len(captured.out.splitlines()) == 2  # the stopped answer's first piece, then the full second answer
+
+
+def test_chat_help_lists_the_commands(capsys, tiny_models, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO("/help\n/exit\n"))
+    argv = ["chat", tiny_models["video"], "--llava", tiny_models["default"], "--stan", tiny_models["stan"]]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("/video PATH", "/frames N", "/temporal MODE", "/reset", "/exit"))

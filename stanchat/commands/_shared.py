@@ -39,6 +39,37 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"sampling temperature; 0 is greedy (default {DEFAULTS.temperature:g})")
 
 
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    """--strategy, --fps, --start, --end, --seed: which frames of the video are sampled (frames, ask, chat)."""
+    from stanchat.video import STRATEGIES
+
+    group = parser.add_argument_group("sampling")
+    group.add_argument("--strategy", choices=list(STRATEGIES), default="uniform", help="how frames are picked (default: %(default)s)")
+    group.add_argument("--fps", type=float, default=None, help="rate for --strategy fps (still at most --frames frames)")
+    group.add_argument("--start", type=float, default=None, metavar="SEC", help="sample from this time on")
+    group.add_argument("--end", type=float, default=None, metavar="SEC", help="sample before this time")
+    group.add_argument("--seed", type=int, default=None, help="seed for --strategy random")
+
+
+def sampling(args: argparse.Namespace) -> dict:
+    """The sampling arguments as `load_video` keywords (besides the frame count)."""
+    return {"strategy": args.strategy, "fps": args.fps, "start": args.start, "end": args.end, "generator": args.seed}
+
+
+def check_sampling(args: argparse.Namespace) -> None:
+    """Refuse an impossible sampling request (fps without a rate, end before start) before the model loads."""
+    from stanchat.video.sample import check_request
+
+    check_request(args.frames, args.strategy, args.fps, args.start, args.end)
+
+
+def load_clip(args: argparse.Namespace):
+    """The video sampled as the arguments ask (--frames checked first against the graft's limit by the caller)."""
+    from stanchat.video import load_video
+
+    return load_video(args.video, frames=args.frames, **sampling(args))
+
+
 def check_args(args: argparse.Namespace) -> None:
     """The cheap checks, so that bad input fails before minutes of model loading."""
     check_frames(args.frames)

@@ -8,8 +8,8 @@ import argparse
 import json
 import logging
 
-from stanchat.commands._shared import (add_generation_arguments, add_model_arguments, check_args, generation,
-                                       load_chat)
+from stanchat.commands._shared import (add_generation_arguments, add_model_arguments, add_sampling_arguments,
+                                       check_args, check_sampling, generation, load_chat, load_clip)
 from stanchat.commands.ask_batch import add_batch_arguments, run_batch
 from stanchat.errors import StanchatError
 from stanchat.options import check_question
@@ -21,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("video", nargs="?", help="path of the video file")
     parser.add_argument("question", nargs="?", help="what to ask about it")
     add_generation_arguments(parser)
+    add_sampling_arguments(parser)
     add_model_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
     add_batch_arguments(parser)
@@ -33,12 +34,14 @@ def run(args: argparse.Namespace) -> int:
         raise StanchatError("stanchat ask needs a VIDEO and a QUESTION (or --batch REQUESTS.jsonl --out ANSWERS.jsonl)")
     question = check_question(args.question)
     check_args(args)
+    check_sampling(args)
     chat = load_chat(args)
+    clip = load_clip(args)
     if args.json:
-        answer = chat.ask(args.video, question, frames=args.frames, temporal=args.temporal, **generation(args))
+        answer = chat.ask(clip, question, frames=args.frames, temporal=args.temporal, **generation(args))
         print(json.dumps({**answer.to_dict(), "preset": chat.preset}))
     else:
-        stream = chat.stream(args.video, question, frames=args.frames, temporal=args.temporal, **generation(args))
+        stream = chat.stream(clip, question, frames=args.frames, temporal=args.temporal, **generation(args))
         for piece in stream:
             print(piece, end="", flush=True)
         print()

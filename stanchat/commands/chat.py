@@ -7,23 +7,35 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Iterator
 
-from stanchat.commands._shared import (add_generation_arguments, add_model_arguments, check_args, generation,
-                                       load_chat)
+from stanchat.commands._shared import (add_generation_arguments, add_model_arguments, add_sampling_arguments,
+                                       check_args, check_sampling, generation, load_chat, load_clip)
 from stanchat.errors import StanchatError
 from stanchat.options import check_frames, check_temporal
 from stanchat.video import check_source
 
 logger = logging.getLogger(__name__)
 
-HELP = "/video PATH  /frames N  /temporal MODE  /reset  /exit"
+HELP = "/video PATH  /frames N  /temporal MODE  /reset  /help  /exit"
+COMMANDS = {  # shown by /help
+    "/video PATH": "talk about another video (a new conversation)",
+    "/frames N": "re-sample N frames of this video, keeping the conversation",
+    "/temporal MODE": "stan, mean or concat, keeping the conversation",
+    "/reset": "forget the conversation, keep the video",
+    "/help": "this list",
+    "/exit": "leave (also Ctrl-D, or Ctrl-C at the prompt); Ctrl-C during an answer stops only the answer",
+}
+HISTORY_FILE = "chat_history"  # under $STANCHAT_HOME: questions typed at the prompt, for the arrow keys
+HISTORY_LENGTH = 1000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("video", help="path of the video file")
     add_generation_arguments(parser)
+    add_sampling_arguments(parser)
     add_model_arguments(parser)
 
 
@@ -32,6 +44,7 @@ def _lines(interactive: bool) -> Iterator[str]:
     if not interactive:
         yield from sys.stdin
         return
+    _line_editing()
     while True:
         try:
             yield input(">>> ")
@@ -40,12 +53,43 @@ def _lines(interactive: bool) -> Iterator[str]:
             return
 
 
+def _line_editing() -> None:
+    """Arrow keys and a question history kept across chats, where Python has readline."""
+    try:
+        import readline
+    except ImportError:  # e.g. Windows without pyreadline: input() still works, without editing
+        logger.debug("no readline: no line editing or history")
+        return
+    import atexit
+
+    from stanchat.pretrained import stanchat_home
+
+    path = os.path.join(stanchat_home(), HISTORY_FILE)
+    try:
+        readline.read_history_file(path)
+    except OSError:  # no history yet (or unreadable): start empty
+        pass
+    readline.set_history_length(HISTORY_LENGTH)
+
+    def save() -> None:
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            readline.write_history_file(path)
+        except OSError as err:
+            logger.debug("chat history not saved: %s", err)
+
+    atexit.register(save)
+
+
 def _command(chat, session, line: str):
     """Apply a /command; returns the (possibly new) session, or None to end the chat."""
     name, _, arg = line.partition(" ")
     arg = arg.strip()
     if name in ("/exit", "/quit"):
         return None
+    if name == "/help":
+        print("\n".join(f"  {usage:<16} {what}" for usage, what in COMMANDS.items()))
+        return session
     if name == "/reset":
         session.reset()
         return session
@@ -66,10 +110,24 @@ def _status(session) -> str:
             f"temporal {session.temporal}]")
 
 
+def _answer(stream) -> None:
+    """Print a streamed answer. Ctrl-C stops this answer (no turn is recorded), not the conversation."""
+    try:
+        for piece in stream:
+            print(piece, end="", flush=True)
+    except KeyboardInterrupt:
+        stream.close()  # stops generation now rather than when the stream is collected
+        print(flush=True)
+        print("[answer stopped; ask again, or Ctrl-D to leave]", file=sys.stderr)
+        return
+    print()
+
+
 def run(args: argparse.Namespace) -> int:
     check_args(args)
+    check_sampling(args)
     chat = load_chat(args)
-    session = chat.session(args.video, args.frames, args.temporal)
+    session = chat.session(load_clip(args), args.frames, args.temporal)
     interactive = sys.stdin.isatty()
     if interactive:
         print(f"{_status(session)}  {HELP}")
@@ -86,9 +144,7 @@ def run(args: argparse.Namespace) -> int:
                 if interactive:
                     print(_status(session))
                 continue
-            for piece in session.stream(line, **generation(args)):
-                print(piece, end="", flush=True)
-            print()
+            _answer(session.stream(line, **generation(args)))
         except StanchatError as err:  # a bad command or question ends nothing: say so, read on
             logger.debug("command failed", exc_info=True)
             print(f"stanchat: error: {err}", file=sys.stderr)

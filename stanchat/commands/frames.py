@@ -16,15 +16,12 @@ DEFAULT_SIZE = 336  # LLaVA-1.5's CLIP ViT-L/14-336 input
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from stanchat.video import AUTO, BACKENDS, DEFAULT_FOLDER_FPS, DEFAULT_TIMEOUT, STRATEGIES
+    from stanchat.commands._shared import add_sampling_arguments
+    from stanchat.video import AUTO, BACKENDS, DEFAULT_FOLDER_FPS, DEFAULT_TIMEOUT
 
     parser.add_argument("video", help="video file, still image, GIF or folder of frames (local; URLs are not read)")
     parser.add_argument("--frames", type=int, default=16, metavar="N", help="number of frames T (default: %(default)s)")
-    parser.add_argument("--strategy", choices=list(STRATEGIES), default="uniform", help="how frames are picked (default: %(default)s)")
-    parser.add_argument("--fps", type=float, default=None, help="rate for --strategy fps (still at most --frames frames)")
-    parser.add_argument("--start", type=float, default=None, metavar="SEC", help="sample from this time on")
-    parser.add_argument("--end", type=float, default=None, metavar="SEC", help="sample before this time")
-    parser.add_argument("--seed", type=int, default=None, help="seed for --strategy random")
+    add_sampling_arguments(parser)
     parser.add_argument("--size", type=int, default=DEFAULT_SIZE, metavar="PX", help="shorter side in pixels (default: %(default)s)")
     parser.add_argument(
         "--crop", action=argparse.BooleanOptionalAction, default=True, help="centre-crop to a square, as the model does"
@@ -37,14 +34,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from stanchat.commands._shared import sampling
     from stanchat.outputs import make_out_dir
     from stanchat.video import load_video
 
     if args.out is not None:
         make_out_dir(args.out)  # before decoding: a bad --out is one line
     clip = load_video(
-        args.video, args.frames, args.strategy, fps=args.fps, start=args.start, end=args.end,
-        size=args.size, backend=args.backend, generator=args.seed, timeout=args.timeout, folder_fps=args.folder_fps,
+        args.video, args.frames, **sampling(args),
+        size=args.size, backend=args.backend, timeout=args.timeout, folder_fps=args.folder_fps,
     )
     pictures = _center_square(clip.frames, args.size) if args.crop else clip.frames
     files = _write_pngs(pictures, clip.timestamps, args.out) if args.out is not None else []

@@ -16,6 +16,7 @@ import av
 
 from stanchat.errors import VideoError
 from stanchat.video.probe import SQUARE_PIXEL_TOLERANCE, VideoInfo, check_truncation, measured_fps
+from stanchat.video.shown import HIDDEN_FRAME_CODECS, shows_frame
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class _Scan:
     last_duration: int  # duration of the latest video packet, stream time base (0 if unknown)
     readable_end: float  # seconds: the latest packet end over all streams (pts time, not from the start)
     first_frame: av.VideoFrame | None  # the first decoded picture (rotation, size)
+    hidden: int  # video packets holding only a hidden (alt-ref) frame: references, not frames
     read_error: str | None  # why demuxing stopped early, if it did
 
 
@@ -58,7 +60,8 @@ def _video_stream(container: av.container.InputContainer, path: str) -> av.Video
 
 def _scan_packets(container: av.container.InputContainer, stream: av.VideoStream, tick) -> _Scan:
     """Demux everything once; decode only until the first video frame comes out."""
-    scan = _Scan(pts=[], keys=[], last_duration=0, readable_end=0.0, first_frame=None, read_error=None)
+    scan = _Scan(pts=[], keys=[], last_duration=0, readable_end=0.0, first_frame=None, hidden=0, read_error=None)
+    codec = stream.codec_context.name if stream.codec_context.name in HIDDEN_FRAME_CODECS else ""
     try:
         for n, packet in enumerate(container.demux()):
             if n % TICK_EVERY == 0:
@@ -70,6 +73,11 @@ def _scan_packets(container: av.container.InputContainer, stream: av.VideoStream
                 end = float((stamp + (packet.duration or 0)) * packet.time_base)
                 scan.readable_end = max(scan.readable_end, end)
             if packet.stream.index != stream.index or packet.is_discard:
+                continue
+            if codec and not shows_frame(codec, bytes(packet)):
+                scan.hidden += 1
+                if scan.first_frame is None:
+                    scan.first_frame = _decode_first(packet)  # feeds the decoder its reference
                 continue
             scan.pts.append(stamp)
             scan.keys.append(packet.is_keyframe)
@@ -108,6 +116,8 @@ def _frame_table(path: str, container, stream: av.VideoStream, scan: _Scan) -> V
         raise VideoError(f"no frame of {path} could be decoded (corrupt video stream: {reason})")
     if scan.read_error:
         logger.debug("%s: demuxing stopped early: %s", path, scan.read_error)
+    if scan.hidden:
+        logger.debug("%s: %d hidden (alt-ref) frames are not counted as frames", path, scan.hidden)
     # Matroska declares the end time, MP4 the length after start_time: compare with the absolute end,
     # which can only make a complete file look longer, never shorter.
     declared_end = container.duration / av.time_base if container.duration and container.duration > 0 else 0.0

@@ -144,8 +144,27 @@ def load_video(
         except BackendError as err:
             failures.append(f"{attempt.name}: {one_line(str(err))}")
             if attempt is not chain[-1]:
-                logger.warning("%s could not decode %s (%s); trying the next decoder", attempt.name, source, err)
+                _log_fallback(attempt.name, source, str(err))
     raise VideoError(f"could not decode {source}: {'; '.join(failures)}")
+
+
+def _log_fallback(backend: str, source: str, reason: str) -> None:
+    """Warn the first time a backend fails for a cause; later clips with that cause log at debug level.
+
+    A cause is the reason with the path and numbers taken out (a training run can refuse decord for
+    the same reason on every one of thousands of clips)."""
+    cause = (backend, re.sub(r"\d+(\.\d+)?", "#", one_line(reason).replace(source, "<path>")))
+    if cause in _FALLBACK_CAUSES:
+        logger.debug("%s could not decode %s (%s); trying the next decoder", backend, source, reason)
+        return
+    _FALLBACK_CAUSES.add(cause)
+    logger.warning(
+        "%s could not decode %s (%s); trying the next decoder (other files failing this way are logged at debug level)",
+        backend, source, reason,
+    )
+
+
+_FALLBACK_CAUSES: set[tuple[str, str]] = set()  # (backend, reason without path and numbers) warned about
 
 
 def _run(job: DecodeJob, timeout: float | None) -> VideoClip:

@@ -47,14 +47,16 @@ def make_clip(
     pts: list[int] | None = None,
     rotation: int | None = None,
     audio: bool = False,
+    pix_fmt: str | None = None,
 ) -> Path:
     """Encode `frames` coded frames into `path` (the container follows the suffix).
 
     `pts` gives each frame's timestamp in 1/fps units (default 0, 1, 2, ...): gaps make a variable
-    frame rate. `rotation` sets the display matrix (degrees counterclockwise).
+    frame rate. `rotation` sets the display matrix (degrees counterclockwise). `pix_fmt` overrides
+    the codec's usual pixel format (e.g. yuv420p10le).
     """
     pts = list(range(frames)) if pts is None else pts
-    pix_fmt = {"gif": "rgb8", "mjpeg": "yuvj420p", "apng": "rgb24"}.get(codec, "yuv420p")
+    pix_fmt = pix_fmt or {"gif": "rgb8", "mjpeg": "yuvj420p", "apng": "rgb24"}.get(codec, "yuv420p")
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=fps, options=options or {})
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
@@ -111,3 +113,31 @@ def drop_first_packets(source: Path, path: Path, count: int) -> Path:
                 packet.stream = copy
                 out.mux(packet)
     return path
+
+
+def split_hidden_frames(source: Path, path: Path) -> Path:
+    """Remux a VP9 `source` with each hidden (alt-ref) frame in a block of its own, as some muxers
+    write them, instead of packed into a superframe with the next shown frame. A hidden frame gets
+    the pts of the shown frame it was packed with (its superframe's)."""
+    from av.bitstream import BitStreamFilterContext
+
+    with av.open(str(source)) as src, av.open(str(path), "w") as out:
+        stream = src.streams.video[0]
+        copy = out.add_stream_from_template(stream)
+        out.flags &= ~av.container.Flags.auto_bsf.value  # else the muxer packs them into superframes again
+        split = BitStreamFilterContext("vp9_superframe_split", stream)
+        packets = [q for p in src.demux(stream) for q in split.filter(p if p.size else None)]
+        packets += split.filter(None)
+        for n, packet in enumerate(packets):
+            if packet.pts is None:
+                shown = next(q for q in packets[n + 1 :] if q.pts is not None)
+                packet.pts = packet.dts = shown.pts
+            packet.stream = copy
+            out.mux(packet)
+    return path
+
+
+def count_packets(path: Path) -> int:
+    """Video packets (blocks) in a container, hidden frames included."""
+    with av.open(str(path)) as container:
+        return sum(1 for p in container.demux(container.streams.video[0]) if p.size)

@@ -1,0 +1,70 @@
+"""VP9 hidden (alt-ref) frames stored as blocks of their own are references, not frames.
+
+Counted as frames they made a 72-frame clip look like 80 frames with duplicate pts, numbered at the
+container's rate past the real end, and the last samples repeated the final picture stamped after it.
+"""
+
+from __future__ import annotations
+
+import av
+import pytest
+from conftest import DATA
+from videogen import count_packets, make_clip, read_index, split_hidden_frames
+
+from stanchat.video import load_video
+from stanchat.video.shown import shows_frame
+
+HIDDEN = bytes([0x84, 0, 0])  # VP9 profile 0, inter frame, show_frame = 0
+SHOWN = bytes([0x86, 0, 0])  # the same with show_frame = 1
+EXISTING = bytes([0x88])  # show_existing_frame = 1
+
+
+def test_shows_frame_reads_vp9_and_vp8_headers():
+    assert not shows_frame("vp9", HIDDEN)
+    assert shows_frame("vp9", SHOWN)
+    assert shows_frame("vp9", EXISTING)
+    superframe = HIDDEN + SHOWN + bytes([0xC1, 3, 3, 0xC1])  # index: 2 frames, 1-byte sizes
+    assert shows_frame("vp9", superframe)
+    assert not shows_frame("vp9", HIDDEN + HIDDEN + bytes([0xC1, 3, 3, 0xC1]))
+    assert not shows_frame("vp8", bytes([0x00, 0, 0]))  # frame tag bit 4 clear: hidden
+    assert shows_frame("vp8", bytes([0x10, 0, 0]))
+    assert shows_frame("h264", b"")
+
+
+def _decoded_count(path) -> int:
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+@pytest.mark.parametrize("backend", ["pyav", "auto"])
+def test_libvpx_alt_ref_blocks_are_not_frames(tmp_path, backend):
+    """The bear clip (libvpx, two alt-ref frames in superframes) with its alt-refs in their own blocks."""
+    path = split_hidden_frames(DATA / "bear-vp9-odd-dimensions.webm", tmp_path / "altref.webm")
+    shown = _decoded_count(path)
+    assert (shown, count_packets(path)) == (30, 32)  # the file really holds two hidden blocks
+    clip = load_video(path, 16, backend=backend)
+    assert clip.source_frames == shown
+    assert clip.duration == pytest.approx(30 / 29.97, abs=1e-3)
+    assert all(0 <= t < clip.duration for t in clip.timestamps)
+    assert clip.indices[-1] < shown and len(set(clip.indices)) == 16
+    every = load_video(path, 60, "fps", fps=60.0, backend=backend)  # asks for more than there are
+    assert every.timestamps[-1] < every.duration and max(every.indices) == shown - 1
+
+
+def _encode(path, pix_fmt: str, frames: int):
+    try:
+        return make_clip(path, "libvpx-vp9", frames=frames, fps=24, options={"g": "12"}, pix_fmt=pix_fmt)
+    except av.FFmpegError as err:  # libvpx built without high bit depth refuses yuv420p10le
+        pytest.skip(f"libvpx-vp9 cannot encode {pix_fmt} here ({err})")
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv420p10le"])
+def test_encoded_vp9_count_matches_frames_written(tmp_path, pix_fmt):
+    written = 72
+    source = _encode(tmp_path / f"{pix_fmt}.webm", pix_fmt, written)
+    path = split_hidden_frames(source, tmp_path / f"{pix_fmt}-split.webm")
+    clip = load_video(path, 8, backend="pyav")
+    assert clip.source_frames == written
+    assert clip.duration == pytest.approx(written / 24, abs=1e-3)
+    assert all(0 <= t < clip.duration for t in clip.timestamps)
+    assert [read_index(f) for f in clip.frames] == clip.indices  # each sample is the frame it claims
