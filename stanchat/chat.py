@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,8 +207,6 @@ def quantization_config(load_in_4bit: bool, load_in_8bit: bool, dtype: torch.dty
     if load_in_4bit:
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
                                   llm_int8_skip_modules=QUANT_SKIP_MODULES)
-    # int8 matmuls cast their inputs to float16 by design; the warning on every call says nothing new
-    warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
     return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=QUANT_SKIP_MODULES)
 
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 
-from stanchat import __version__
+from stanchat import __version__, logs
 from stanchat.errors import StanchatError
 
 # name -> one-line help. Modules are imported only to build their own parser.
@@ -52,10 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING,
-        format="stanchat: %(levelname)s: %(message)s",
-    )
+    logs.configure(args.debug)
     try:
         return args.run(args)
     except StanchatError as err:
