@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -27,7 +26,7 @@ from stanchat.hub import resolve_model_dir
 from stanchat.options import DEFAULTS, check_frames, check_temporal
 from stanchat.pretrained import resolve
 from stanchat.relevance import FrameRelevance
-from stanchat.session import Answer, Session, Stream
+from stanchat.session import Answer, ChatModel, DecodedVideo, Session, Stream, check_context, encode
 from stanchat.video import Preprocessor, VideoClip, load_video
 from stanchat.videoclip import VideoCLIP
 
@@ -37,15 +36,6 @@ LLAVA_CLASSES = {"llava": LlavaForConditionalGeneration, "llava_next": LlavaNext
 ORIGINAL_V1_ARCHITECTURE = "LlavaLlamaForCausalLM"  # LLaVA's own repo layout: `stanchat convert llava` first
 # kept in float under 4/8-bit: the tower and projector feed the graft, lm_head is quantisation-sensitive
 QUANT_SKIP_MODULES = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
-
-
-@dataclass
-class DecodedVideo:
-    """A video's sampled frames, preprocessed and placed for the tower."""
-
-    clip: VideoClip  # the decoded frames and their timestamps
-    pixel_values: torch.Tensor  # (1, T, 3, H, W) on the tower's device and dtype
-    seconds: float  # decoding + preprocessing time
 
 
 class VideoChat:
@@ -65,6 +55,7 @@ class VideoChat:
         self.videoclip = videoclip
         self.graft = Graft(llava, videoclip.stan)
         self.name = name
+        self.model = ChatModel(llava, processor, self.graft, name)  # what a Session uses
         self.preset = preset
         self.relevance = relevance
         # the LLaVA processor's own resize, crop, mean and std, applied to every frame
@@ -75,12 +66,12 @@ class VideoChat:
 
     @property
     def image_token_id(self) -> int:
-        return self.llava.config.image_token_id
+        return self.model.image_token_id
 
     @property
     def context_length(self) -> int:
         """The LLM's context in tokens (`max_position_embeddings`)."""
-        return self.llava.config.text_config.max_position_embeddings
+        return self.model.context_length
 
     @property
     def vision_device(self) -> torch.device:
@@ -93,23 +84,11 @@ class VideoChat:
     @property
     def input_device(self) -> torch.device:
         """Where `generate` wants its input ids: the device of the token embedding."""
-        return self.llava.get_input_embeddings().weight.device
+        return self.model.input_device
 
     def check_context(self, prompt_tokens: int, video_tokens: int, temporal: str, frames: int) -> None:
         """Refuse a prompt longer than the LLM's context, naming a frame count that would fit."""
-        limit = self.context_length
-        if prompt_tokens <= limit:
-            return
-        if temporal == "concat":
-            per_frame = video_tokens // frames
-            fit = (limit - (prompt_tokens - video_tokens)) // per_frame
-            fewer = f"--frames {fit} or fewer, or " if fit >= 1 else ""
-            raise StanchatError(
-                f"--temporal concat with {frames} frames needs {prompt_tokens} tokens ({video_tokens} for the video), "
-                f"more than the LLM's {limit}-token context; use {fewer}--temporal stan ({per_frame} video tokens "
-                f"for any number of frames)")
-        raise StanchatError(f"the prompt needs {prompt_tokens} tokens, more than the LLM's {limit}-token context; "
-                            f"reset the conversation or ask a shorter question")
+        check_context(prompt_tokens, self.context_length, video_tokens, temporal, frames)
 
     def preprocess(self, clip: VideoClip) -> torch.Tensor:
         """Frames as the LLaVA processor would prepare an image (its size, crop, mean, std).
@@ -128,17 +107,14 @@ class VideoChat:
 
     def features(self, pixel_values: torch.Tensor, temporal: str) -> tuple[torch.Tensor, float]:
         """The graft's projected video features (1, N, E) and the seconds they took."""
-        start = time.perf_counter()
-        features = self.graft.features(pixel_values, temporal)
-        _synchronize(features.device)
-        return features, time.perf_counter() - start
+        return encode(self.graft, pixel_values, temporal)
 
     def session(self, video: str | os.PathLike | VideoClip, frames: int = DEFAULTS.frames,
                 temporal: str = DEFAULTS.temporal, history: list[tuple[str, str]] | None = None) -> Session:
         """A multi-turn conversation about `video`, decoded now and encoded once, by the first
         question, after its prompt is checked against the context (optionally continuing `history`)."""
         check_temporal(temporal)
-        return Session(self, self.decode(video, frames), temporal, history)
+        return Session(self.model, self.decode(video, frames), temporal, history)
 
     def ask(self, video: str | os.PathLike | VideoClip, question: str, frames: int = DEFAULTS.frames,
             temporal: str = DEFAULTS.temporal, **generation: Any) -> Answer:
@@ -159,12 +135,6 @@ class VideoChat:
         from stanchat.batch import ask_many
 
         return ask_many(self, requests, batch_size)
-
-
-def _synchronize(device: torch.device) -> None:
-    """Wait for queued GPU work so that wall-clock timings are honest."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

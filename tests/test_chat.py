@@ -145,3 +145,24 @@ def test_sampling_and_device_map(tiny_models):
     answers = {chat.ask(tiny_models["video"], "What?", frames=2, temperature=1.5, max_new_tokens=12).text
                for _ in range(3)}
     assert len(answers) > 1  # sampling at a high temperature varies
+
+
+def test_session_runs_on_the_model_parts_alone(chat, tiny_models):
+    """A Session needs the LLaVA, processor and graft, not the VideoChat: it encodes through the
+    graft and checks its own context (stanchat.session imports nothing of stanchat.chat)."""
+    import ast
+    from pathlib import Path
+
+    import stanchat.session as session_module
+    from stanchat.errors import StanchatError
+    from stanchat.session import ChatModel, Session
+
+    tree = ast.parse(Path(session_module.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "stanchat.chat" not in imported
+    parts = ChatModel(chat.llava, chat.processor, chat.graft, chat.name)
+    alone = Session(parts, chat.decode(tiny_models["video"], frames=4), "stan")
+    assert alone.ask("What happens?", max_new_tokens=4).text == chat.ask(tiny_models["video"], "What happens?",
+                                                                           frames=4, max_new_tokens=4).text
+    with pytest.raises(StanchatError, match="context"):
+        alone.ask("word " * (chat.context_length + 1))
