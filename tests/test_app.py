@@ -233,6 +233,38 @@ def test_serve_and_demo_script_refuse_bad_settings_before_loading(capsys, app_mo
     assert demo.build_app is build_app
     for argv, says in ((["--frames", "0"], "--frames must be at least 1"),
                        (["--concurrency", "0"], "--concurrency must be at least 1"),
-                       (["--examples", str(tmp_path / "missing")], "no such file or folder")):
+                       (["--examples", str(tmp_path / "missing")], "no such file or folder"),
+                       (["--max-file-size", "lots"], "--max-file-size 'lots' is not a size; give a number and a unit"),
+                       (["--max-file-size", "1.5.GB"], "e.g. 500kB, 200MB or 1.5GB"),
+                       (["--max-file-size", "0"], "--max-file-size '0' is not a size"),
+                       (["--max-file-size=-5MB"], "--max-file-size '-5MB' is not a size")):
         assert demo.main([*argv, "--llava", "/nonexistent", "--stan", app_models["stan"]]) == 2
         assert says in capsys.readouterr().err
+
+
+def test_max_file_size_takes_decimal_and_lower_case_units():
+    from stanchat.app.config import parse_size
+
+    assert [parse_size(t) for t in ("200MB", "1.5GB", "500kB", "1 gb")] == [200 << 20, 3 << 29, 500 << 10, 1 << 30]
+
+
+def test_examples_serve_only_the_example_files_not_their_folder(chat, app_models, tmp_path):
+    """An example beside a key and a sibling: the server hands out the example, nothing else."""
+    import httpx
+
+    folder = tmp_path / "examples"
+    (folder / ".ssh").mkdir(parents=True)
+    (folder / ".ssh" / "id_rsa").write_text("PRIVATE KEY")
+    (folder / "notes.txt").write_text("a sibling")
+    example = folder / "clip.mp4"
+    example.write_bytes(Path(app_models["video"]).read_bytes())
+    config = AppConfig(frames=FRAMES, max_new_tokens=10, examples=(str(example),))
+    app = build_app(chat, config)
+    address = launch(app, config, port=0, block=False, quiet=True)
+    try:
+        status = {path.name: httpx.get(f"{address}gradio_api/file={path}").status_code
+                  for path in (example, folder / "notes.txt", folder / ".ssh" / "id_rsa")}
+    finally:
+        app.close()
+    assert status["clip.mp4"] == 200
+    assert status["notes.txt"] != 200 and status["id_rsa"] != 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,8 @@ LOCALHOST = "127.0.0.1"  # the default address: only this machine can connect
 DEFAULT_PORT = 7860  # gradio's usual port; 0 picks a free one
 
 # files offered as examples when a folder is given (what the decoders read; see stanchat.video)
+SIZE_UNITS = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}  # what --max-file-size takes
+SIZE_FORM = "a number and a unit, e.g. 500kB, 200MB or 1.5GB"
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v", ".gif")
 
 
@@ -33,6 +36,7 @@ class AppConfig:
     def __post_init__(self) -> None:
         check_frames(self.frames)
         check_temporal(self.temporal)
+        parse_size(self.max_file_size)
         if not self.max_duration > 0:
             raise StanchatError(f"--max-duration must be > 0 seconds, got {self.max_duration}")
         if self.concurrency < 1:
@@ -43,6 +47,17 @@ class AppConfig:
             raise StanchatError(f"--max-sessions must be at least 1, got {self.max_sessions}")
         if not self.idle_timeout > 0:
             raise StanchatError(f"idle_timeout must be > 0 seconds, got {self.idle_timeout}")
+
+
+def parse_size(text: str) -> int:
+    """Bytes in a size such as '200MB', '1.5GB' or '500kB' (units of 1024, case-insensitive); one
+    line naming the accepted form for anything else, zero or negative included."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]+)\s*", str(text), re.IGNORECASE)
+    unit = SIZE_UNITS.get(match.group(2).upper()) if match else None
+    size = int(float(match.group(1)) * unit) if unit else 0
+    if size < 1:
+        raise StanchatError(f"--max-file-size {text!r} is not a size; give {SIZE_FORM}")
+    return size
 
 
 def find_examples(paths: list[str | os.PathLike] | None) -> tuple[str, ...]:

@@ -9,11 +9,9 @@ page itself makes no request beyond this server.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-
 import gradio as gr
 
-from stanchat.app.config import DEFAULT_PORT, LOCALHOST, AppConfig
+from stanchat.app.config import DEFAULT_PORT, LOCALHOST, AppConfig, parse_size
 from stanchat.errors import StanchatError
 
 logger = logging.getLogger(__name__)
@@ -40,12 +38,11 @@ def launch(app: gr.Blocks, config: AppConfig, host: str = LOCALHOST, port: int =
     if host not in (LOCALHOST, "localhost", "::1"):
         logger.warning("serving on %s: anyone who can reach this machine can use the model", host)
     app.queue(max_size=config.queue_size, default_concurrency_limit=config.concurrency, api_open=False)
-    example_dirs = sorted({str(Path(path).parent) for path in config.examples})
     try:
         _, url, _ = app.launch(
             server_name=host, server_port=port or _free_port(host), share=share, prevent_thread_lock=not block,
-            max_file_size=config.max_file_size, state_session_capacity=config.max_sessions,
-            allowed_paths=example_dirs, show_error=False, quiet=quiet,
+            max_file_size=parse_size(config.max_file_size), state_session_capacity=config.max_sessions,
+            allowed_paths=list(config.examples),  # the files themselves: never their folders show_error=False, quiet=quiet,
             ssr_mode=False, mcp_server=False, enable_monitoring=False, theme=theme(), css=CSS,
         )
     except OSError as err:
