@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from stanchat.errors import VideoError
 from stanchat.video.geometry import short_side_size
-from stanchat.video.probe import VideoInfo
+from stanchat.video.info import VideoInfo
 
 if TYPE_CHECKING:  # numpy, PyAV, decord and Pillow load inside the functions that decode
     import numpy as np

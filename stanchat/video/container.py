@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import av
 
 from stanchat.errors import VideoError
-from stanchat.video.probe import SQUARE_PIXEL_TOLERANCE, VideoInfo, check_truncation, measured_fps
+from stanchat.video.info import SQUARE_PIXEL_TOLERANCE, VideoInfo, check_truncation, measured_fps
 from stanchat.video.shown import HIDDEN_FRAME_CODECS, shows_frame
 
 logger = logging.getLogger(__name__)

@@ -21,6 +21,7 @@ from stanchat.errors import StanchatError, VideoError
 from stanchat.video.backends import AUTO, BACKENDS, PILLOW, Backend, BackendError, output_size
 from stanchat.video.probe import probe
 from stanchat.video.sample import check_request, draw_offsets, frames_at, sample_times
+from stanchat.video.watchdog import run_guarded
 
 if TYPE_CHECKING:
     import numpy as np
@@ -173,8 +174,6 @@ def _run(job: DecodeJob, timeout: float | None) -> VideoClip:
     if os.name != "posix":  # the worker's pipes need POSIX file descriptors
         logger.debug("no decode watchdog on %s: decoding in this process", os.name)
         return run_job(job)
-    from stanchat.video.watchdog import run_guarded
-
     return run_guarded(job, timeout)
 
 

@@ -114,3 +114,24 @@ def test_unreadable_file_is_reported(tmp_path):
     path.chmod(0)
     with pytest.raises(VideoError, match="permission denied"):
         load_video(path, 4)
+
+
+def test_video_modules_need_no_hidden_import_to_break_a_circle():
+    """VideoInfo lives in a leaf (stanchat.video.info) that imports nothing of stanchat.video, and
+    no module of stanchat.video imports another inside a function except probe's PyAV-lazy
+    container import."""
+    import ast
+    from pathlib import Path
+
+    import stanchat.video
+
+    folder = Path(stanchat.video.__file__).parent
+    leaf = ast.parse((folder / "info.py").read_text())
+    assert not [n for n in ast.walk(leaf) if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("stanchat.video")]
+    hidden = []
+    for path in folder.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                hidden += [(path.name, inner.module) for inner in ast.walk(node)
+                           if isinstance(inner, ast.ImportFrom) and (inner.module or "").startswith("stanchat.video")]
+    assert hidden == [("probe.py", "stanchat.video.container")]
