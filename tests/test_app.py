@@ -268,3 +268,20 @@ def test_examples_serve_only_the_example_files_not_their_folder(chat, app_models
         app.close()
     assert status["clip.mp4"] == 200
     assert status["notes.txt"] != 200 and status["id_rsa"] != 200
+
+
+def test_serve_samples_in_the_time_window_it_was_given(chat, app_models, capsys):
+    """`stanchat serve --start/--end/--strategy/--fps` (as ask and chat): every video the app opens
+    is sampled that way, and an impossible request is refused before the model loads."""
+    from stanchat.app.conversation import Conversation
+    from stanchat.commands.serve import app_config
+    from stanchat.cli import build_parser  # noqa: I001
+
+    args = build_parser().parse_args(["serve", "--frames", "4", "--start", "2", "--end", "4"])
+    conversation = Conversation(chat, app_config(args))
+    conversation.open(app_models["long"], 4, "stan")
+    times = conversation.session.video.timestamps
+    assert len(times) == 4 and all(2.0 <= t < 4.0 for t in times)
+    for argv, says in ((["--strategy", "fps"], "fps"), (["--start", "5", "--end", "2"], "end")):
+        assert main(["serve", *argv, "--llava", "/nonexistent", "--stan", app_models["stan"]]) == 2
+        assert says in capsys.readouterr().err

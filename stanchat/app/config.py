@@ -32,10 +32,18 @@ class AppConfig:
     max_sessions: int = 32  # conversations (browser tabs) kept in memory, each with its decoded video; oldest dropped
     idle_timeout: float = 3600.0  # seconds a conversation is kept after its last event
     examples: tuple[str, ...] = ()  # example video files offered under the upload box
+    strategy: str = "uniform"  # how each video's frames are picked (stanchat.video.STRATEGIES)
+    fps: float | None = None  # rate for strategy "fps" (still at most `frames` frames)
+    start: float | None = None  # sample from this second on
+    end: float | None = None  # sample before this second
+    seed: int | None = None  # seed for strategy "random"
 
     def __post_init__(self) -> None:
         check_frames(self.frames)
         check_temporal(self.temporal)
+        from stanchat.video.sample import check_request  # the video package only when an app is configured
+
+        check_request(self.frames, self.strategy, self.fps, self.start, self.end)
         parse_size(self.max_file_size)
         if not self.max_duration > 0:
             raise StanchatError(f"--max-duration must be > 0 seconds, got {self.max_duration}")

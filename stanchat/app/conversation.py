@@ -115,7 +115,9 @@ class Conversation:
             self._warn(err, self.session.video.path)
 
     def _load(self, path: str, frames: int) -> VideoClip:
-        clip = load_video(path, frames=frames)
+        config = self.config
+        clip = load_video(path, frames=frames, strategy=config.strategy, fps=config.fps, start=config.start,
+                          end=config.end, generator=config.seed)
         if clip.duration > self.config.max_duration:
             raise VideoError(f"the video is {clip.duration:.0f} s long; this server takes videos up to "
                              f"{self.config.max_duration:.0f} s (trim it first)")

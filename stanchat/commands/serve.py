@@ -11,7 +11,7 @@ import importlib.util
 import logging
 
 from stanchat.app.config import DEFAULT_PORT, LOCALHOST, AppConfig, find_examples
-from stanchat.commands._shared import add_generation_arguments, add_model_arguments, load_chat
+from stanchat.commands._shared import add_generation_arguments, add_model_arguments, add_sampling_arguments, load_chat
 from stanchat.errors import StanchatError
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"conversations kept in memory, each with its video; the oldest are dropped "
                             f"(default {APP.max_sessions})")
     add_generation_arguments(parser)  # the UI's initial frames, temporal mode and decoding settings
+    add_sampling_arguments(parser)  # how every video's frames are picked (by fps, in a time window)
 
 
 def app_config(args: argparse.Namespace) -> AppConfig:
@@ -49,7 +50,8 @@ def app_config(args: argparse.Namespace) -> AppConfig:
     return AppConfig(frames=args.frames, temporal=args.temporal, max_new_tokens=args.max_new_tokens,
                      temperature=args.temperature, max_duration=args.max_duration, max_file_size=args.max_file_size,
                      concurrency=args.concurrency, queue_size=args.queue_size, max_sessions=args.max_sessions,
-                     examples=find_examples(args.examples))
+                     examples=find_examples(args.examples), strategy=args.strategy, fps=args.fps, start=args.start,
+                     end=args.end, seed=args.seed)
 
 
 def run(args: argparse.Namespace) -> int:
