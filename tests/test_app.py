@@ -285,3 +285,18 @@ def test_serve_samples_in_the_time_window_it_was_given(chat, app_models, capsys)
     for argv, says in ((["--strategy", "fps"], "fps"), (["--start", "5", "--end", "2"], "end")):
         assert main(["serve", *argv, "--llava", "/nonexistent", "--stan", app_models["stan"]]) == 2
         assert says in capsys.readouterr().err
+
+
+def test_the_app_keeps_its_uploads_in_a_private_folder(chat, monkeypatch):
+    """Gradio serves every file in its upload folder, by default /tmp/gradio shared by all Gradio
+    apps on the machine: `stanchat serve` builds and serves its app on a 0700 folder of its own."""
+    import os
+    import stat
+
+    from stanchat.app.server import private_upload_folder
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", "/somewhere/else")
+    with private_upload_folder() as folder:
+        app = build_app(chat, CONFIG)
+        assert app.GRADIO_CACHE == folder and stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+    assert not os.path.exists(folder) and os.environ["GRADIO_TEMP_DIR"] == "/somewhere/else"

@@ -8,7 +8,13 @@ page itself makes no request beyond this server.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+
 import gradio as gr
 
 from stanchat.app.config import DEFAULT_PORT, LOCALHOST, AppConfig, parse_size
@@ -29,6 +35,25 @@ CSS = """
 def theme() -> gr.themes.Base:
     """Gradio's default look on the system's fonts (no font download from the internet)."""
     return gr.themes.Default(font=list(SYSTEM_FONTS), font_mono=list(MONO_FONTS))
+
+
+@contextlib.contextmanager
+def private_upload_folder() -> Iterator[str]:
+    """A folder of this server's own (mode 0700, removed afterwards) for Gradio's uploads and
+    cache, set as GRADIO_TEMP_DIR while the app is built and served. Gradio serves every file in
+    its upload folder; its default, /tmp/gradio, is shared by every Gradio app on the machine, so
+    without this a stanchat server would hand out other apps' uploads (and they ours)."""
+    before = os.environ.get("GRADIO_TEMP_DIR")
+    folder = tempfile.mkdtemp(prefix="stanchat-gradio-")  # mkdtemp makes it 0700
+    os.environ["GRADIO_TEMP_DIR"] = folder
+    try:
+        yield folder
+    finally:
+        if before is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = before
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def launch(app: gr.Blocks, config: AppConfig, host: str = LOCALHOST, port: int = DEFAULT_PORT,

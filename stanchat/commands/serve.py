@@ -61,8 +61,9 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise StanchatError(f"--port must be 0..65535, got {args.port}")
     chat = load_chat(args)
-    from stanchat.app.server import launch
+    from stanchat.app.server import launch, private_upload_folder
     from stanchat.app.ui import build_app
 
-    launch(build_app(chat, config), config, host=args.host, port=args.port, share=args.share)
+    with private_upload_folder():
+        launch(build_app(chat, config), config, host=args.host, port=args.port, share=args.share)
     return 0
