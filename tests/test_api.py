@@ -187,3 +187,31 @@ def test_with_app_serves_the_browser_app_on_the_same_model(chat):
             assert response.status == 200 and b"gradio" in response.read().lower()
         _, answer = checks.ask(base, [video_message(data_url(LEFT))])
         assert answer.choices[0].message.content == "a blue triangle moves left"
+
+
+def test_a_stream_gives_its_place_back_when_the_client_is_gone_before_the_first_event():
+    """The request's place in --max-pending is released by the response itself, also when sending
+    the headers fails (the client left) and the body never starts."""
+    import asyncio
+
+    from stanchat.api.app import _ReleasingStream
+
+    released, cleaned = [], []
+
+    async def body():
+        try:
+            yield "data: x\n\n"
+        finally:
+            cleaned.append(True)
+
+    async def send(message):
+        raise OSError("client gone")
+
+    async def receive():
+        return {"type": "http.disconnect"}
+
+    response = _ReleasingStream(body(), lambda: released.append(True), media_type="text/event-stream")
+    scope = {"type": "http", "asgi": {"spec_version": "2.4"}}
+    with pytest.raises(Exception):
+        asyncio.run(response(scope, receive, send))
+    assert released == [True] and cleaned == []

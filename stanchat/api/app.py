@@ -99,7 +99,7 @@ def create_app(service: ChatService) -> FastAPI:
             if parsed.stream:
                 stream = _sse(service, parsed, prepared)
                 headers = {CACHE_HEADER: _hit(prepared)}
-                return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+                return _ReleasingStream(stream, service.release, media_type="text/event-stream", headers=headers)
             result = await loop.run_in_executor(service.pool, service.engine.generate, prepared.job)
         except BaseException:
             service.release()
@@ -111,6 +111,22 @@ def create_app(service: ChatService) -> FastAPI:
         return JSONResponse(body, headers={CACHE_HEADER: _hit(prepared)})
 
     return app
+
+
+class _ReleasingStream(StreamingResponse):
+    """A streamed answer that gives its request's place back however the response ends: finished,
+    failed, or the client gone before the first event (when the body's own `finally` never runs)."""
+
+    def __init__(self, content: AsyncIterator[str], release, **kwargs: Any):
+        super().__init__(content, **kwargs)
+        self.release = release
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.body_iterator.aclose()  # runs the body's cleanup if it started; no-op otherwise
+            self.release()
 
 
 def _hit(prepared: Prepared) -> str:
@@ -160,4 +176,3 @@ async def _sse(service: ChatService, parsed: ChatRequest, prepared: Prepared) ->
         job.cancelled.set()  # no-op once finished; stops generation when the client left early
         if not future.done():
             await asyncio.wait([future])
-        service.release()
