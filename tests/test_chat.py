@@ -1,7 +1,9 @@
 """`stanchat.load`, sessions, streaming, quantisation and `stanchat ask` on a tiny LLaVA + STAN."""
 
+import io
 import json
 import re
+import sys
 
 import pytest
 import torch
@@ -166,3 +168,66 @@ def test_session_runs_on_the_model_parts_alone(chat, tiny_models):
                                                                            frames=4, max_new_tokens=4).text
     with pytest.raises(StanchatError, match="context"):
         alone.ask("word " * (chat.context_length + 1))
+
+
+def chat_argv(tiny_models, *extra):
+    return ["chat", tiny_models["video"], "--llava", tiny_models["default"], "--stan", tiny_models["stan"],
+            "--max-new-tokens", "4", "--temperature", "0", *extra]
+
+
+def test_chat_ctrl_c_while_the_first_question_encodes_keeps_the_chat(capsys, tiny_models, monkeypatch):
+    """The first question encodes the video before any token: Ctrl-C there stops that answer only."""
+    import stanchat.session
+
+    encode, calls = stanchat.session.encode, []
+
+    def interrupted_once(*args):
+        calls.append(args)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # what Ctrl-C raises while the tower encodes the frames
+        return encode(*args)
+
+    monkeypatch.setattr(stanchat.session, "encode", interrupted_once)
+    monkeypatch.setattr("sys.stdin", io.StringIO("What happens?\nAnd then?\n"))
+    assert main(chat_argv(tiny_models)) == 0  # not 130: the conversation went on
+    captured = capsys.readouterr()
+    assert len(calls) == 2 and "answer stopped" in captured.err  # the second question encoded it again
+    assert len(captured.out.splitlines()) == 1  # the second answer; the stopped one printed nothing
+
+
+def test_line_editing_keeps_a_history_across_chats(tmp_path, monkeypatch):
+    readline = pytest.importorskip("readline")
+    import atexit
+
+    from stanchat.commands import chat as chat_command
+
+    monkeypatch.setenv("STANCHAT_HOME", str(tmp_path / "home"))
+    saved = []
+    monkeypatch.setattr(atexit, "register", saved.append)
+    readline.clear_history()
+    chat_command._line_editing()  # no history file yet: starts empty
+    assert readline.get_current_history_length() == 0
+    readline.add_history("What happens?")
+    saved.pop()()  # what runs when the chat ends
+    history = tmp_path / "home" / chat_command.HISTORY_FILE
+    assert history.read_text().splitlines()[-1] == "What happens?"
+    readline.clear_history()
+    chat_command._line_editing()  # the next chat reads it back
+    assert readline.get_history_item(readline.get_current_history_length()) == "What happens?"
+    readline.clear_history()
+
+
+def test_prompt_works_without_readline(monkeypatch):
+    from stanchat.commands import chat as chat_command
+
+    monkeypatch.setitem(sys.modules, "readline", None)  # `import readline` raises ImportError
+    answers = iter(["What happens?", "/exit"])
+
+    def typed(prompt):
+        try:
+            return next(answers)
+        except StopIteration:
+            raise EOFError from None  # Ctrl-D
+
+    monkeypatch.setattr("builtins.input", typed)
+    assert list(chat_command._lines(interactive=True)) == ["What happens?", "/exit"]

@@ -110,14 +110,20 @@ def _status(session) -> str:
             f"temporal {session.temporal}]")
 
 
-def _answer(stream) -> None:
-    """Print a streamed answer. Ctrl-C stops this answer (no turn is recorded), not the conversation."""
+def _answer(session, question: str, generation: dict) -> None:
+    """Print a streamed answer. Ctrl-C stops this answer (no turn is recorded), not the conversation,
+    also before the first token: while the first question encodes the video, or the prompt prefills."""
+    stream, printed = None, False
     try:
+        stream = session.stream(question, **generation)  # encodes the video on the first question
         for piece in stream:
             print(piece, end="", flush=True)
+            printed = True
     except KeyboardInterrupt:
-        stream.close()  # stops generation now rather than when the stream is collected
-        print(flush=True)
+        if stream is not None:
+            stream.close()  # stops generation now rather than when the stream is collected
+        if printed:
+            print(flush=True)  # end the cut answer's line
         print("[answer stopped; ask again, or Ctrl-D to leave]", file=sys.stderr)
         return
     print()
@@ -144,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
                 if interactive:
                     print(_status(session))
                 continue
-            _answer(session.stream(line, **generation(args)))
+            _answer(session, line, generation(args))
         except StanchatError as err:  # a bad command or question ends nothing: say so, read on
             logger.debug("command failed", exc_info=True)
             print(f"stanchat: error: {err}", file=sys.stderr)
