@@ -195,6 +195,31 @@ def test_chat_ctrl_c_while_the_first_question_encodes_keeps_the_chat(capsys, tin
     assert len(captured.out.splitlines()) == 1  # the second answer; the stopped one printed nothing
 
 
+def test_chat_commands_keep_the_sampling_options(capsys, tiny_models, monkeypatch):
+    """/frames and /video sample with the chat's --strategy/--start/--end/--seed; /temporal reuses the frames."""
+    from stanchat.chat import VideoChat
+    from stanchat.video import load_video
+
+    clips = []
+    make_session = VideoChat.session
+
+    def spy(self, video, frames=16, temporal="stan", history=None):
+        clips.append(video)
+        return make_session(self, video, frames, temporal, history)
+
+    monkeypatch.setattr(VideoChat, "session", spy)
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"/frames 3\n/temporal mean\n/video {tiny_models['other']}\nWhy?\n"))
+    options = {"strategy": "random", "start": 0.5, "end": 2.0}
+    argv = chat_argv(tiny_models, "--frames", "5", "--strategy", "random", "--seed", "7", "--start", "0.5", "--end", "2.0")
+    assert main(argv) == 0
+    expected = [load_video(path, frames, **options, generator=7).indices
+                for path, frames in [(tiny_models["video"], 5), (tiny_models["video"], 3), (tiny_models["other"], 3)]]
+    assert [clips[0].indices, clips[1].indices, clips[3].indices] == expected
+    assert clips[2] is clips[1]  # /temporal encodes the same decoded frames again, nothing re-sampled
+    assert all(0.5 - 1e-6 <= t < 2.0 for clip in clips for t in clip.timestamps)
+    assert expected[1] != load_video(tiny_models["video"], 3).indices  # the options matter for this check
+
+
 def test_line_editing_keeps_a_history_across_chats(tmp_path, monkeypatch):
     readline = pytest.importorskip("readline")
     import atexit

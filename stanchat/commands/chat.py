@@ -1,7 +1,8 @@
 """Chat about a video, several turns, answers streaming as they are generated. Questions come
 from the terminal or, one per line, from a pipe. Commands: /video PATH (switch video, new
-conversation), /frames N (re-sample the video, keep the conversation), /temporal MODE, /reset
-(forget the conversation), /exit."""
+conversation), /frames N (re-sample the video, keep the conversation), /temporal MODE (the same
+frames), /reset (forget the conversation), /exit. Every video is sampled with the command's
+--strategy, --fps, --start, --end and --seed."""
 
 from __future__ import annotations
 
@@ -12,18 +13,18 @@ import sys
 from collections.abc import Iterator
 
 from stanchat.commands._shared import (add_generation_arguments, add_model_arguments, add_sampling_arguments,
-                                       check_args, check_sampling, generation, load_chat, load_clip)
+                                       check_args, check_sampling, generation, load_chat, load_clip, sampling)
 from stanchat.errors import StanchatError
 from stanchat.options import check_frames, check_temporal
-from stanchat.video import check_source
+from stanchat.video import check_source, load_video
 
 logger = logging.getLogger(__name__)
 
 HELP = "/video PATH  /frames N  /temporal MODE  /reset  /help  /exit"
 COMMANDS = {  # shown by /help
-    "/video PATH": "talk about another video (a new conversation)",
-    "/frames N": "re-sample N frames of this video, keeping the conversation",
-    "/temporal MODE": "stan, mean or concat, keeping the conversation",
+    "/video PATH": "talk about another video, sampled the same way (a new conversation)",
+    "/frames N": "re-sample N frames of this video (same --strategy/--fps/--start/--end/--seed), keeping the conversation",
+    "/temporal MODE": "stan, mean or concat on the same frames, keeping the conversation",
     "/reset": "forget the conversation, keep the video",
     "/help": "this list",
     "/exit": "leave (also Ctrl-D, or Ctrl-C at the prompt); Ctrl-C during an answer stops only the answer",
@@ -81,8 +82,9 @@ def _line_editing() -> None:
     atexit.register(save)
 
 
-def _command(chat, session, line: str):
-    """Apply a /command; returns the (possibly new) session, or None to end the chat."""
+def _command(chat, session, line: str, args: argparse.Namespace):
+    """Apply a /command; returns the (possibly new) session, or None to end the chat. A video is
+    sampled with the conversation's options (--strategy, --fps, --start, --end, --seed) every time."""
     name, _, arg = line.partition(" ")
     arg = arg.strip()
     if name in ("/exit", "/quit"):
@@ -94,15 +96,22 @@ def _command(chat, session, line: str):
         session.reset()
         return session
     if name == "/video" and arg:
-        return chat.session(check_source(arg), session.frames, session.temporal)
+        return chat.session(_sample(check_source(arg), args.frames, args), args.frames, session.temporal)
     if name == "/frames" and arg:
         if not arg.isdigit():
             raise StanchatError(f"/frames takes a whole number, got {arg!r}")
         frames = check_frames(int(arg), chat.graft.max_frames)
-        return chat.session(session.video.path, frames, session.temporal, history=session.history)
-    if name == "/temporal" and arg:
-        return chat.session(session.video.path, session.frames, check_temporal(arg), session.history)
+        clip = _sample(session.video.path, frames, args)
+        args.frames = frames  # the conversation's frame count from now on (/video samples as many)
+        return chat.session(clip, frames, session.temporal, history=session.history)
+    if name == "/temporal" and arg:  # the same frames, encoded the other way: nothing is decoded again
+        return chat.session(session.video, session.frames, check_temporal(arg), session.history)
     raise StanchatError(f"unknown command {line!r}; commands: {HELP}")
+
+
+def _sample(path, frames: int, args: argparse.Namespace):
+    """`frames` frames of `path`, picked by the conversation's sampling options."""
+    return load_video(path, frames=frames, **sampling(args))
 
 
 def _status(session) -> str:
@@ -144,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         try:
             if line.startswith("/"):
-                session = _command(chat, session, line)
+                session = _command(chat, session, line, args)
                 if session is None:
                     break
                 if interactive:
