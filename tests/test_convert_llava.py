@@ -19,6 +19,7 @@ from stanchat.cli import main
 from stanchat.convert import convert_llava_v1
 from stanchat.errors import WeightsError
 from stanchat.pretrained import LLAVA_V1_SYSTEM
+from tests.floats import FLOAT32_DEEP
 from tests.tiny import randomise, tiny_clip
 from tests.tiny_llava import SPECIAL_TOKENS, _byte_chars, error_line, save_tiny_stan, write_video
 
@@ -116,7 +117,9 @@ def test_converted_logits_equal_the_original_forward(original, tmp_path):
     assert torch.equal(processor.tokenizer(expanded, return_tensors="pt")["input_ids"], ids)
     with torch.no_grad():
         logits = model(input_ids=ids, pixel_values=pixel_values).logits
-    assert torch.equal(logits, expected)
+    # two code paths (transformers' LLaVA with the identity linear_2 and masked_scatter, the original
+    # spelled out with F.linear and cat) need not run the same kernels in the same order: a tolerance
+    torch.testing.assert_close(logits, expected, **FLOAT32_DEEP)
     projector = model.model.multi_modal_projector
     assert torch.equal(projector.linear_1.weight, original["state"]["model.mm_projector.weight"])
     assert torch.equal(projector.linear_2.weight, torch.eye(64))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from stanchat.cli import main
+from tests.floats import FLOAT32_APPROX
 from tests.evalkit import FRAMES, N_CLIPS, error_line, eval_world  # noqa: F401  (fixture)
 from tests.tiny_llava import tiny_models  # noqa: F401  (fixture)
 
@@ -143,7 +144,7 @@ def test_reverse_probe_frame_order_blind_model(eval_world, tmp_path):
             "--frames", FRAMES, "--out", str(out), "--no-cache", "--workers", "0"]
     assert main(argv) == 0
     results = json.loads((out / "reverse.json").read_text())
-    assert results["metrics"]["mean_cosine"] == pytest.approx(1.0, abs=1e-5)
+    assert results["metrics"]["mean_cosine"] == pytest.approx(1.0, **FLOAT32_APPROX)
     assert results["captions"]["flip_fraction"] == 0.0 and results["chat"] is None
 
 

@@ -12,6 +12,7 @@ from stanchat.eval.features import Clip, VideoFeatures, cache_folder, load_cache
 from stanchat.eval.judge import make_judge, parse_verdict
 from stanchat.eval.reverse import caption_flips, direction_cosines
 from stanchat.eval.videoqa import check_resume, contains, exact_match, normalize_answer, question_ids
+from tests.floats import FLOAT32_APPROX
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -123,7 +124,7 @@ def test_direction_cosines_blind_and_sensitive():
     assert np.allclose(direction_cosines(forward, forward.flip(1)), 1.0, atol=1e-5)  # frame mean ignores order
     other = forward.clone()
     other[0] = -other[0]
-    assert direction_cosines(forward, other)[0] == pytest.approx(-1.0, abs=1e-5)
+    assert direction_cosines(forward, other)[0] == pytest.approx(-1.0, **FLOAT32_APPROX)
 
 
 def test_caption_flips_by_hand():

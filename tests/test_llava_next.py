@@ -62,7 +62,7 @@ def test_one_frame_mean_equals_llava_next_on_a_base_only_image(strategy):
                                                     torch.tensor([[IMAGE_SIZE, IMAGE_SIZE]]), strategy,
                                                     image_newline=model.model.image_newline)
     ours = graft.features(pixels, "mean")
-    assert torch.equal(ours[0], packed[0])
+    assert torch.equal(ours[0], packed[0])  # exact: at T = 1 the same layers, projector and packing on the same pixels
     assert torch.equal(ours[0, -1], model.model.image_newline)  # the newline closes the image
     assert ours.shape[1] == 4 + (strategy == "full") + 1
 

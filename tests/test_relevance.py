@@ -7,6 +7,7 @@ from stanchat.errors import StanchatError
 from stanchat.mug import text_to_frame_weights
 from stanchat.relevance import FrameRelevance
 from stanchat.video import Preprocessor, load_video
+from tests.floats import FLOAT32_APPROX
 from tests.tiny_app import tiny_text_tokenizer
 from tests.tiny_llava import tiny_videoclip, write_video
 
@@ -28,7 +29,7 @@ def test_weights_are_mug_over_the_videoclip_features(clip, tmp_path):
         tokens, _ = model.encode_text(batch["input_ids"], batch["attention_mask"])
         frames = model.encode_video(Preprocessor(size=16, crop_size=16)(clip))  # the tower's 16 px
         expected = text_to_frame_weights(tokens[0], batch["attention_mask"][0], frames[0], tau=100.0)
-    assert weights == pytest.approx(expected.tolist(), rel=1e-5, abs=1e-5) and sum(weights) == pytest.approx(1.0, abs=1e-5)
+    assert weights == pytest.approx(expected.tolist(), rel=1e-5, abs=1e-5) and sum(weights) == pytest.approx(1.0, **FLOAT32_APPROX)
     other = relevance(clip, "red dot")
     assert len(other) == 6 and other != weights  # the question matters
 

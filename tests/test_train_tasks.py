@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from stanchat.stan import STANConfig
 from stanchat.videoclip import VideoCLIP
-from tests.floats import FLOAT32
+from tests.floats import FLOAT32, FLOAT32_APPROX
 from tests.tiny import randomise, tiny_clip
 from training.losses import motion_still_gap, still_gap
 from training.tasks import ContrastiveTask, RecognitionTask, VideoTextForward, retrieval_recall
@@ -138,4 +138,4 @@ def test_motion_still_gap_is_zero_for_tokens_equal_to_the_stills_own():
     stills = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
         own = model.clip.vision_model(stills, output_hidden_states=True).hidden_states[model.end + 1]
-        assert motion_still_gap(model, own, stills).item() == pytest.approx(0.0, abs=1e-5)
+        assert motion_still_gap(model, own, stills).item() == pytest.approx(0.0, **FLOAT32_APPROX)

@@ -10,6 +10,7 @@ from videogen import drop_first_packets, frame_image, make_clip, read_index
 
 from stanchat.errors import StanchatError
 from stanchat.video import load_video
+from tests.floats import MILLISECOND
 
 T = 8
 
@@ -28,7 +29,7 @@ def test_pyav_returns_the_sampled_frames(generated, name):
     assert clip.decoder == "pyav" and clip.source_frames == GENERATED_FRAMES
     assert clip.indices == [int((i + 0.5) * GENERATED_FRAMES / T) for i in range(T)]  # TSN segment middles
     assert [read_index(f) for f in clip.frames] == clip.indices  # the pictures really are those frames
-    assert clip.timestamps == pytest.approx([i / 25 for i in clip.indices], abs=1e-3)
+    assert clip.timestamps == pytest.approx([i / 25 for i in clip.indices], **MILLISECOND)
     assert (clip.width, clip.height, clip.fps) == (64, 48, pytest.approx(25, rel=1e-3))
 
 
@@ -101,7 +102,7 @@ def test_variable_frame_rate_samples_evenly_in_time(tmp_path, backend):
     pts = list(range(30)) + [30 + 15 * k for k in range(10)]
     path = make_clip(tmp_path / "vfr.mkv", frames=len(pts), fps=30, pts=pts)
     clip = load_video(path, 6, backend=backend)
-    assert clip.duration == pytest.approx(pts[-1] / 30 + 1 / clip.fps, abs=1e-3)
+    assert clip.duration == pytest.approx(pts[-1] / 30 + 1 / clip.fps, **MILLISECOND)
     expected = [(i + 0.5) * clip.duration / 6 for i in range(6)]
     assert all(0 <= want - got < 0.5 + 1e-3 for want, got in zip(expected, clip.timestamps))  # the frame on screen
     assert [read_index(f) for f in clip.frames] == clip.indices

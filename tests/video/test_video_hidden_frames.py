@@ -16,6 +16,7 @@ from videogen import count_packets, make_clip, read_index, split_hidden_frames
 from stanchat.cli import main
 from stanchat.video import load_video
 from stanchat.video.shown import shows_frame
+from tests.floats import MILLISECOND
 
 HIDDEN = bytes([0x84, 0, 0])  # VP9 profile 0, inter frame, show_frame = 0
 SHOWN = bytes([0x86, 0, 0])  # the same with show_frame = 1
@@ -47,7 +48,7 @@ def test_libvpx_alt_ref_blocks_are_not_frames(tmp_path, backend):
     assert (shown, count_packets(path)) == (30, 32)  # the file really holds two hidden blocks
     clip = load_video(path, 16, backend=backend)
     assert clip.source_frames == shown
-    assert clip.duration == pytest.approx(30 / 29.97, abs=1e-3)
+    assert clip.duration == pytest.approx(30 / 29.97, **MILLISECOND)
     assert all(0 <= t < clip.duration for t in clip.timestamps)
     assert clip.indices[-1] < shown and len(set(clip.indices)) == 16
     every = load_video(path, 60, "fps", fps=60.0, backend=backend)  # asks for more than there are
@@ -78,7 +79,7 @@ def test_encoded_vp9_with_alt_refs_counts_the_frames_written(tmp_path, pix_fmt):
     for backend in ("pyav", "auto"):
         clip = load_video(path, written, backend=backend)  # every frame, once
         assert clip.source_frames == written
-        assert clip.duration == pytest.approx(written / 24, abs=1e-3)  # 1 ms: the container's time base
+        assert clip.duration == pytest.approx(written / 24, **MILLISECOND)
         assert clip.indices == list(range(written))
         assert [read_index(f) for f in clip.frames] == clip.indices  # each sample is the frame it claims
         assert all(0 <= t < clip.duration for t in clip.timestamps)
@@ -91,6 +92,6 @@ def test_frames_command_reports_the_frames_written(tmp_path, capsys):
     assert count_packets(path) > written
     assert main(["frames", str(path), "--frames", str(written), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert (out["source_frames"], out["duration"]) == (written, pytest.approx(written / 24, abs=1e-3))
+    assert (out["source_frames"], out["duration"]) == (written, pytest.approx(written / 24, **MILLISECOND))
     assert out["frames"] == list(range(written))  # every frame once: the last one is not repeated
     assert all(0 <= t < out["duration"] for t in out["timestamps"])

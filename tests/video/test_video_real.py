@@ -8,6 +8,7 @@ import pytest
 from conftest import real_clip
 
 from stanchat.video import load_video
+from tests.floats import MILLISECOND
 
 T = 8
 
@@ -46,7 +47,7 @@ def test_pyav_matches_ground_truth_and_a_sequential_decode(name):
     frames, fps, duration, width, height, _ = TRUTH[name]
     clip = load_video(path, T, backend="pyav")
     assert (clip.source_frames, clip.width, clip.height) == (frames, width, height)
-    assert clip.fps == pytest.approx(fps, rel=2e-3) and clip.duration == pytest.approx(duration, abs=2e-3)
+    assert clip.fps == pytest.approx(fps, rel=2e-3) and clip.duration == pytest.approx(duration, **MILLISECOND)
     assert clip.frames.shape == (T, height, width, 3)
     assert len(clip.timestamps) == T and all(0 <= t < clip.duration for t in clip.timestamps)
     expected = [min(int((i + 0.5) * frames / T), frames - 1) for i in range(T)]
@@ -73,4 +74,4 @@ def test_decord_returns_the_same_frames_as_pyav(name):
 def test_rotated_mov_is_shown_upright():
     clip = load_video(real_clip("decord_video_90.mov"), 3)
     assert clip.frames.shape == (3, 568, 320, 3) and clip.indices == [0, 1, 2]
-    assert clip.timestamps == pytest.approx([0.0, 1 / 30, 2 / 30], abs=1e-6)
+    assert clip.timestamps == pytest.approx([0.0, 1 / 30, 2 / 30], **MILLISECOND)
