@@ -31,6 +31,7 @@ from pathlib import Path
 
 from stanchat.errors import StanchatError
 from training.recipes.tiny_config import TinyRecipe, held_out, override, read_recipe
+from training.recipes.tiny_preset import assemble, install, write_examples
 
 __all__ = ["TinyRecipe", "held_out", "main", "override", "read_recipe", "run_recipe"]  # the settings live in tiny_config
 
@@ -250,8 +251,6 @@ STAGES = ("data", "stage1", "stage2", "stage3")
 def run_recipe(recipe: TinyRecipe, out: Path, clip: Path | None = None, stop_after: str = "stage3") -> dict:
     """All stages into `out` (stage 1 skipped when `clip` is given; nothing after `stop_after`);
     returns the timings and, after stage 3, the preset's measured answers."""
-    from training.recipes.tiny_preset import assemble, write_examples
-
     out.mkdir(parents=True, exist_ok=True)
     (out / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe), indent=1))
     times, start = {}, time.perf_counter()
@@ -301,8 +300,6 @@ def main(argv: list[str] | None = None) -> int:
         recipe.llava.seed = recipe.seed
         summary = run_recipe(recipe, args.out, args.clip, args.stop_after)
         if args.install:
-            from training.recipes.tiny_preset import install
-
             install(args.out / "preset", args.out / "examples", Path(__file__).resolve().parents[2])
     except StanchatError as err:
         print(f"recipe: error: {err}", file=sys.stderr)

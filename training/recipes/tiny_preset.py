@@ -12,6 +12,9 @@ import json
 import shutil
 from pathlib import Path
 
+from training.recipes.tiny_results import ask_examples, video_qa
+from training.synthworld import DIRECTIONS, Actor, ClipSpec, Event, caption, render_clip, write_video
+
 EXAMPLE_FRAMES, EXAMPLE_FPS = 24, 8  # 3-second example clips
 QUESTION = "What happens in this video?"
 MANIFEST = "examples.json"  # [{"video", "question", "truth"}]: what each example shows
@@ -20,8 +23,6 @@ MANIFEST = "examples.json"  # [{"video", "question", "truth"}]: what each exampl
 def example_specs(recipe, held: frozenset) -> list:
     """One held-out moving triple and one held-out growing/shrinking triple (or trained ones when
     none is held out), as one-event clip specs."""
-    from training.synthworld import DIRECTIONS, Actor, ClipSpec, Event
-
     triples = sorted(held)
     moving = [t for t in triples if t[2] in DIRECTIONS] or [("red", "circle", "left")]
     sizing = [t for t in triples if t[2] in ("grow", "shrink")] or [("blue", "square", "grow")]
@@ -32,8 +33,6 @@ def example_specs(recipe, held: frozenset) -> list:
 
 def write_examples(recipe, held: frozenset, out: Path) -> list[dict]:
     """Render the example clips as mp4 into `out`; returns [{"video", "caption", "spec"}]."""
-    from training.synthworld import caption, render_clip, write_video
-
     world = recipe.world()
     world = type(world)(size=world.size, frames=EXAMPLE_FRAMES, fps=EXAMPLE_FPS)
     examples = []
@@ -71,8 +70,6 @@ def assemble(recipe, llava_dir: Path, stan_dir: Path, examples: list[dict], prob
              times: dict) -> dict:
     """Copy the stage outputs into the preset folder `out`, ask it about the examples, measure the
     held-out video QA, and write the card. Returns the summary."""
-    from training.recipes.tiny_results import ask_examples, video_qa
-
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(llava_dir, out / "llava")
     shutil.copytree(stan_dir, out / "stan")

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from stanchat.errors import StanchatError
+from training.recipes.tiny_config import read_recipe
 
 DIRECTION_Q, SIZE_Q = "Which way does", "grow or shrink?"
 DESCRIBE = "What happens in this video?"
@@ -124,7 +125,6 @@ def stage1_encoders(run: Path):
 
     from stanchat.video import Preprocessor
     from stanchat.videomodel import load_text_tokenizer
-    from training.recipes.tiny import read_recipe
 
     recipe, clip_dir = read_recipe(recipe_run(run)), existing(run / "stage1" / "clip", "--run: a recipe run with stage1/clip")
     clip, tokenizer = CLIPModel.from_pretrained(clip_dir).eval(), load_text_tokenizer(clip_dir)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from training.recipes.tiny_config import held_out, read_recipe
 from training.recipes.tiny_results.common import (DESCRIBE, compare_description, load_preset, one_event_world,
                                                   preset_folder, recipe_run)
+from training.synthworld import caption, render_clip, render_still, sample_specs
 
 HELP = "free descriptions of the image path (trail stills), the graft and frame-mean"
 
@@ -28,8 +30,6 @@ def describe_paths(run: Path, preset: Path, count: int = 60, frames: int = 16) -
     one frame: what the LLaVA was taught on), of the graft (`stan`) and of frame-mean (`mean`) on
     the clip; % right as a whole sentence and word by word (`compare_description`)."""
     from stanchat.video.load import VideoClip
-    from training.recipes.tiny import held_out, read_recipe
-    from training.synthworld import caption, render_clip, render_still, sample_specs
 
     recipe = read_recipe(run)
     world, held, chat = one_event_world(recipe), held_out(recipe), load_preset(preset)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from training.recipes.tiny_config import held_out
 from training.recipes.tiny_results.common import one_event_world, stage1_encoders
+from training.synthworld import SHAPES, Actor, caption, render_clip, render_still, sample_specs
 
 HELP = "how well a run's stage-1 CLIP tells a still's shape among four captions"
 
@@ -26,8 +28,6 @@ def still_shapes(run: Path, count: int = 150) -> dict:
 
     import torch
 
-    from training.recipes.tiny import held_out
-    from training.synthworld import SHAPES, Actor, caption, render_clip, render_still, sample_specs
 
     recipe, text, image = stage1_encoders(run)
     world, held = one_event_world(recipe), held_out(recipe)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from training.recipes.tiny_config import held_out
 from training.recipes.tiny_results.common import stage1_encoders
+from training.synthworld import OPPOSITE, caption, contrast_caption, render_still, sample_specs
 
 HELP = "how well a run's stage-1 CLIP tells a still's trail from its reversed caption"
 
@@ -22,8 +24,6 @@ def still_direction(run: Path, count: int = 150) -> dict:
     """How well a recipe run's stage-1 CLIP reads a trail: % of one-event stills (moving or resizing;
     drawn by a fixed seed, of held-out and of trained triples) whose image feature is closer to the
     true caption than to its time-reversed twin ("moves left" vs "moves right"). Chance 50%."""
-    from training.recipes.tiny import held_out
-    from training.synthworld import OPPOSITE, caption, contrast_caption, render_still, sample_specs
 
     recipe, text, image = stage1_encoders(run)
     world, held = recipe.world(), held_out(recipe)

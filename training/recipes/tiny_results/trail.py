@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from training.recipes.tiny_config import held_out, read_recipe
 from training.recipes.tiny_results.common import load_preset, recipe_run
+from training.synthworld import OPPOSITE, render_still, sample_specs
 
 HELP = "how often the graft's tokens are nearer a trail still of the true motion"
 
@@ -28,8 +30,6 @@ def trail_closeness(run: Path, frames: int, limit: int = 0) -> dict:
     import torch
 
     from stanchat.video import load_video
-    from training.recipes.tiny import held_out, read_recipe
-    from training.synthworld import OPPOSITE, render_still, sample_specs
 
     chat, recipe = load_preset(run / "preset"), read_recipe(run)
     specs = [s for s in sample_specs(recipe.test_clips, recipe.seed + 3, recipe.world(), prefix="test",
