@@ -122,6 +122,31 @@ def test_converted_logits_equal_the_original_forward(original, tmp_path):
     assert torch.equal(projector.linear_2.weight, torch.eye(64))
 
 
+def test_transformers_own_processor_and_generate_run_the_converted_v1(original, tmp_path):
+    """transformers' processor(images=, text=) expands the one <im_patch> itself: to L tokens, the
+    patches left after the CLS is dropped (strategy default). Its input gives the original's logits,
+    and generate runs on it."""
+    import numpy as np
+
+    convert_llava_v1(original["dir"], tmp_path / "out")
+    model = LlavaForConditionalGeneration.from_pretrained(tmp_path / "out").eval()
+    processor = AutoProcessor.from_pretrained(tmp_path / "out")
+    conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What moves?"}]}]
+    prompt = processor.apply_chat_template(conversation, add_generation_prompt=True)
+    image = np.random.default_rng(0).integers(0, 256, (20, 28, 3), dtype=np.uint8)  # not square: resize + crop
+    inputs = processor(images=image, text=prompt, return_tensors="pt")
+    patches = (IMAGE // PATCH) ** 2
+    assert int((inputs["input_ids"] == processor.image_token_id).sum()) == patches
+    ids, expected = original_logits(original["llama"], original["state"], original["clip"], original["tokenizer"],
+                                    prompt.replace("<im_patch>", "<im_patch>" * patches), inputs["pixel_values"])
+    assert torch.equal(inputs["input_ids"], ids)
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).logits, expected)
+        out = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    assert out.shape[1] > ids.shape[1] and torch.equal(out[0, :ids.shape[1]], ids[0])
+    assert int(out[0, ids.shape[1]]) == int(expected[0, -1].argmax())  # greedy: the original's next token
+
+
 def test_history_follows_the_v1_separators(original, tmp_path):
     convert_llava_v1(original["dir"], tmp_path / "out")
     processor = AutoProcessor.from_pretrained(tmp_path / "out")

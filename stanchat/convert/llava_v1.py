@@ -18,8 +18,9 @@ transformers' projector is `linear_2(act(linear_1(x)))`; with `projector_hidden_
 (identity) and `linear_2` the identity matrix with zero bias it computes `W x + b` exactly: each
 output is x_i * 1 plus exact zeros (0 * x_j), in any float format without TF32. `<im_patch>` becomes
 the `image_token_index`; `<im_start>`/`<im_end>` stay in the chat template
-(`stanchat.pretrained.LLAVA_V1_CHAT_TEMPLATE`). Every key is accounted for and every shape checked
-before the model is written.
+(`stanchat.pretrained.LLAVA_V1_CHAT_TEMPLATE`). The processor expands the one `<im_patch>` to the
+tower's patch count (256 at 224 px), as stanchat does. Every key is accounted for and every shape
+checked before the model is written.
 """
 
 from __future__ import annotations
@@ -223,9 +224,12 @@ def convert_llava_v1(source: str | os.PathLike, out: str | os.PathLike, clip: st
     model.load_state_dict(state, strict=True, assign=True)
     model.save_pretrained(out)
     image_processor = CLIPImageProcessor.from_pretrained(tower_dir)
+    # the processor counts patches + num_additional_image_tokens and takes 1 off for strategy "default":
+    # the CLS it drops is the additional token (256 <im_patch> at 224 px, as llava-hf's LLaVA-1.5 sets it)
     processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer,
                                patch_size=config.vision_config.patch_size, vision_feature_select_strategy="default",
-                               chat_template=chat_template(use_start_end), image_token=IMAGE_PATCH)
+                               num_additional_image_tokens=1, chat_template=chat_template(use_start_end),
+                               image_token=IMAGE_PATCH)
     processor.save_pretrained(out)
     logger.info("wrote %s from %s (tower %s)", out, source, tower_dir)
     return out
