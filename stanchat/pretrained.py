@@ -32,7 +32,9 @@ LLAVA_15_CHAT_TEMPLATE = (
 
 # LLaVA v1's template (vicuna v1.1 conversation, as LLaVA-Lightning and Video-ChatGPT prompt it; separators
 # " " and "</s>"): "{system} USER: {question}\n<im_start><im_patch><im_end> ASSISTANT: {answer}</s>USER: ...".
-# The one <im_patch> is expanded to the video's N tokens, as the original code expands it per image.
+# The one <im_patch> is expanded to the video's N tokens, as the original code expands it per image. The
+# converted tokenizer drops the whitespace beside <im_start>/<im_patch>/<im_end> (no "\n" token before
+# <im_start>), as the slow tokenizer LLaVA v1 was trained with did (stanchat.convert.llava_v1._tokenizer).
 LLAVA_V1_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
                    "The assistant gives helpful, detailed, and polite answers to the user's questions.")
 LLAVA_V1_CHAT_TEMPLATE = (
