@@ -20,16 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stanchat.errors import WeightsError
-from stanchat.pretrained import (DEFAULT_PRESET, Preset, fetch_commands, get_preset, preset_llava, preset_stan_dir,
-                                 stan_is_converted)
+from stanchat.pretrained import (CLIP_CONFIG_FILES, DEFAULT_PRESET, Preset, clip_download, fetch_commands, get_preset,
+                                 preset_llava, preset_stan_dir, stan_is_converted)
 
 logger = logging.getLogger(__name__)
 
 ORIGIN_FILE = "origin.json"  # beside a fetched conversion: which hub file and revision it was converted from
 DEFAULT_REVISION = "main"
-# the CLIP files a STAN conversion needs from --clip: the architecture and what tokenizes text for it
-CLIP_CONFIG_FILES = ["config.json", "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
-                     "special_tokens_map.json", "preprocessor_config.json"]
 # the tower files an original-layout LLaVA v1 conversion reads (its weights come from the CLIP checkpoint)
 TOWER_FILES = ["config.json", "preprocessor_config.json", "model.safetensors"]
 SKIPPED_FORMATS = ["*.h5", "*.msgpack", "*.ot", "*.onnx"]  # other frameworks' copies of the same weights
@@ -101,8 +98,8 @@ def ensure_stan(preset: Preset, revision: str | None = None) -> Fetched:
     revision = revision or DEFAULT_REVISION
     fix = fetch_commands(preset)
     checkpoint = hub_file(preset.stan_repo, preset.stan_checkpoint, revision, fix)
-    clip = hub_snapshot(preset.stan_clip, f"run `hf download {preset.stan_clip} config.json` on a machine with "
-                                          f"network (only the architecture config is read)", CLIP_CONFIG_FILES)
+    clip = hub_snapshot(preset.stan_clip, f"run `{clip_download(preset)}` on a machine with network (its "
+                                          f"architecture and tokenizer; no weights are read)", list(CLIP_CONFIG_FILES))
     from stanchat.convert.released import convert_official
 
     partial = out.with_name(out.name + ".partial")

@@ -55,6 +55,10 @@ HOME_ENV = "STANCHAT_HOME"  # the one definition: converted weights, fetched LLa
 DEFAULT_HOME = "~/.cache/stanchat"
 STAN_FILES = ("config.json", "model.safetensors")  # what VideoCLIP.save_pretrained writes
 GB = 1e9
+# what `stanchat convert official` reads from --clip: the architecture config, and the text tokenizer and
+# image-processor files it copies beside the STAN (no CLIP weights: every weight is in the released file)
+CLIP_CONFIG_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
+                     "special_tokens_map.json", "preprocessor_config.json")
 PAIRINGS = ("paper", "transfer", "own")  # paper: STAN on the tower it was trained on; own: trained with this LLaVA
 
 
@@ -166,11 +170,17 @@ def stan_is_converted(directory: Path) -> bool:
     return all((directory / f).is_file() for f in STAN_FILES)
 
 
+def clip_download(preset: Preset) -> str:
+    """The `hf download` of the files `stanchat convert official --clip` reads (no weights)."""
+    return f"hf download {preset.stan_clip} {' '.join(CLIP_CONFIG_FILES)}"
+
+
 def fetch_commands(preset: Preset) -> str:
-    """How to get a preset's STAN by hand: the hub download and the conversion, for one error line."""
+    """How to get a preset's STAN by hand: the hub downloads and the conversion, for one error line."""
     out = preset_stan_dir(preset)
     return (f"the released STAN is {preset.stan_checkpoint} in the hub repo {preset.stan_repo}: run "
-            f"`hf download {preset.stan_repo} {preset.stan_checkpoint}` on a machine with network, then "
+            f"`hf download {preset.stan_repo} {preset.stan_checkpoint}` and `{clip_download(preset)}` (its CLIP "
+            f"architecture and tokenizer, no weights) on a machine with network, then "
             f"`stanchat convert official FILE --clip {preset.stan_clip} --out {out}` (FILE: the path `hf download` "
             f"printed), or `stanchat pull {preset.name}` where the hub is reachable")
 

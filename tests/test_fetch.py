@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import shlex
 
 import pytest
 import torch
@@ -89,6 +91,26 @@ def test_no_weights_offline_names_the_repo_file_and_commands(hub, parts, capsys)
     assert f"`hf download {REPO} {FILE}`" in line and "`stanchat convert official FILE --clip" in line
     assert "stanchat pull llava-1.5-7b" in line
     assert not (hub.home / "mug-stan-l14").exists()
+
+
+def test_the_offline_line_is_enough_to_convert_offline(hub, parts, capsys):
+    """Doing what the offline line says: each `hf download REPO FILES` it names stores those of the
+    files the hub has (this cache stands in for the hub; nothing else is put in it), then its
+    `stanchat convert official` runs offline and `ask` answers."""
+    assert main(ask(parts)) == 2
+    commands = re.findall(r"`([^`]+)`", error_line(capsys.readouterr().err))
+    on_the_hub = {REPO: {FILE: parts["released"]}, CLIP_REPO: {p.name: p for p in parts["clip"].iterdir()}}
+    cache, checkpoint = hub.home.parent / "hub", None
+    for repo, *names in (command.split()[2:] for command in commands if command.startswith("hf download ")):
+        snapshot = put(cache, repo, {name: on_the_hub[repo][name] for name in names if name in on_the_hub[repo]})
+        checkpoint = snapshot / FILE if repo == REPO else checkpoint
+    assert checkpoint is not None and "config.json" in next(c for c in commands if CLIP_REPO in c).split()
+    convert = next(c for c in commands if c.startswith("stanchat convert official"))
+    assert main([str(checkpoint) if arg == "FILE" else arg for arg in shlex.split(convert)[1:]]) == 0
+    capsys.readouterr()
+    put(cache, LLAVA_REPO, parts["llava"])
+    assert main(ask(parts)) == 0
+    assert json.loads(capsys.readouterr().out)["video_tokens"] == 4
 
 
 @pytest.mark.parametrize("content, message", [
