@@ -33,6 +33,16 @@ SKIPPED_FORMATS = ["*.h5", "*.msgpack", "*.ot", "*.onnx"]  # other frameworks' c
 
 
 @dataclass(frozen=True)
+class Download:
+    """A hub file or snapshot a part was made from, where it sits in the hub cache, and its size."""
+
+    what: str  # e.g. "Mug-StanL14.bin from farewellthree/Mug_STAN_Weight (main)"
+    path: Path  # the file, or the snapshot folder, in the hub cache
+    bytes: int  # its size on disk
+    new: bool  # downloaded by this call (False: it was in the hub cache already)
+
+
+@dataclass(frozen=True)
 class Fetched:
     """One part of a preset and where it lives now."""
 
@@ -40,6 +50,15 @@ class Fetched:
     path: Path  # the local directory (or file) it is in
     bytes: int  # its size on disk
     new: bool  # fetched or converted by this call (False: it was already there)
+    downloads: tuple[Download, ...] = ()  # what a conversion by this call read from the hub
+
+
+def size_text(n: int) -> str:
+    """Bytes for people: 2.01 GB, 35.2 MB, 712.0 kB, 12 B (powers of 1000, as the hub shows sizes)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.{2 if unit == 'GB' else 1}f} {unit}"
+    return f"{n} B"
 
 
 def disk_size(path: Path) -> int:
@@ -50,26 +69,31 @@ def disk_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def hub_file(repo: str, filename: str, revision: str, fix: str) -> Path:
+def hub_file(repo: str, filename: str, revision: str, fix: str) -> Download:
     """`filename` of the hub `repo` at `revision`, downloaded (resumably) or found in the hub cache."""
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
+    cached = isinstance(try_to_load_from_cache(repo, filename, revision=revision), str)
     try:
-        return Path(hf_hub_download(repo, filename, revision=revision))
+        path = Path(hf_hub_download(repo, filename, revision=revision))
     except Exception as err:  # offline and not cached, refused, gated, not found, network down
         raise WeightsError(f"cannot fetch {filename} from the hub repo {repo} at revision {revision} "
                            f"({type(err).__name__}); {fix}") from err
+    return Download(f"{filename} from {repo} ({revision})", path, path.stat().st_size, new=not cached)
 
 
-def hub_snapshot(repo: str, fix: str, allow_patterns: list[str] | None = None) -> Path:
+def hub_snapshot(repo: str, fix: str, allow_patterns: list[str] | None = None) -> Download:
     """The local snapshot folder of the hub `repo` (main), with the files `allow_patterns` select."""
     from huggingface_hub import snapshot_download
 
+    cached = hub_cached(repo)
     try:
-        return Path(snapshot_download(repo, allow_patterns=allow_patterns,
+        path = Path(snapshot_download(repo, allow_patterns=allow_patterns,
                                       ignore_patterns=None if allow_patterns else SKIPPED_FORMATS))
     except Exception as err:  # offline and not cached, refused, gated, not found, network down
         raise WeightsError(f"cannot fetch the hub repo {repo} ({type(err).__name__}); {fix}") from err
+    what = repo + (f" ({', '.join(allow_patterns)})" if allow_patterns else "")
+    return Download(what, path, disk_size(path), new=not cached)
 
 
 def _read_origin(directory: Path) -> dict:
@@ -106,17 +130,18 @@ def ensure_stan(preset: Preset, revision: str | None = None) -> Fetched:
     shutil.rmtree(partial, ignore_errors=True)
     logger.warning("converting %s (%s) into %s", preset.stan_checkpoint, preset.stan_repo, out)
     try:
-        convert_official(checkpoint, clip=clip, out=partial)
+        convert_official(checkpoint.path, clip=clip.path, out=partial)
     except WeightsError as err:
         shutil.rmtree(partial, ignore_errors=True)
-        raise WeightsError(f"the cached {preset.stan_repo}/{preset.stan_checkpoint} ({checkpoint}) is not the "
+        raise WeightsError(f"the cached {preset.stan_repo}/{preset.stan_checkpoint} ({checkpoint.path}) is not the "
                            f"released Mug-STAN: {err}; fetch it again with `hf download {preset.stan_repo} "
                            f"{preset.stan_checkpoint} --force-download`") from err
     (partial / ORIGIN_FILE).write_text(json.dumps({
         "repo": preset.stan_repo, "filename": preset.stan_checkpoint, "revision": revision,
-        "commit": checkpoint.parent.name, "clip": preset.stan_clip, "bytes": checkpoint.stat().st_size}, indent=2))
+        "commit": checkpoint.path.parent.name, "clip": preset.stan_clip, "bytes": checkpoint.bytes}, indent=2))
     _replace(partial, out)
-    return Fetched(f"STAN ({preset.stan_checkpoint} from {preset.stan_repo}, {revision})", out, disk_size(out), new=True)
+    return Fetched(f"STAN ({preset.stan_checkpoint} from {preset.stan_repo}, {revision})", out, disk_size(out), new=True,
+                   downloads=(checkpoint, clip))
 
 
 def ensure_llava(preset: Preset) -> Fetched:
@@ -126,10 +151,9 @@ def ensure_llava(preset: Preset) -> Fetched:
         path = Path(preset_llava(preset))
         return Fetched("LLaVA (bundled)", path, disk_size(path), new=False)
     if not preset.llava_source:
-        cached = hub_cached(preset.llava)
         fix = f"run `hf download {preset.llava}` on a machine with network, or pass --llava DIR"
         snapshot = hub_snapshot(preset.llava, fix)
-        return Fetched(f"LLaVA {preset.llava}", snapshot, disk_size(snapshot), new=not cached)
+        return Fetched(f"LLaVA {preset.llava}", snapshot.path, snapshot.bytes, new=snapshot.new)
     out = Path(preset_llava(preset))
     if (out / "config.json").is_file():
         return Fetched(f"LLaVA {out.name}", out, disk_size(out), new=False)
@@ -138,19 +162,20 @@ def ensure_llava(preset: Preset) -> Fetched:
                                                f"then {by_hand}")
     from stanchat.convert.llava_v1 import convert_llava_v1, original_tower
 
-    tower = original_tower(source)
+    tower = original_tower(source.path)
     tower_dir = hub_snapshot(tower, f"run `hf download {tower} {' '.join(TOWER_FILES)}` on a machine with network",
                              TOWER_FILES)
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     logger.warning("converting %s (original LLaVA layout) into %s", preset.llava_source, out)
     try:
-        convert_llava_v1(source, partial, clip=tower_dir)
+        convert_llava_v1(source.path, partial, clip=tower_dir.path)
     except WeightsError:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     _replace(partial, out)
-    return Fetched(f"LLaVA ({preset.llava_source} converted, tower {tower})", out, disk_size(out), new=True)
+    return Fetched(f"LLaVA ({preset.llava_source} converted, tower {tower})", out, disk_size(out), new=True,
+                   downloads=(source, tower_dir))
 
 
 def ensure(model: str | None = None, llava: str | None = None, stan: str | os.PathLike | None = None,

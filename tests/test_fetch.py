@@ -13,10 +13,12 @@ import shlex
 
 import pytest
 import torch
+from huggingface_hub import try_to_load_from_cache
 
 import stanchat.convert.released as released
 from stanchat.cli import main
 from stanchat.convert import to_released_state_dict
+from stanchat.fetch import disk_size, size_text
 from stanchat.pretrained import PRESETS, get_preset, preset_names
 from tests.hub_cache import put, use_cache
 from tests.test_convert_llava import write_original, write_tower
@@ -142,8 +144,12 @@ def test_pull_fetches_ahead_and_revision_pins_another(hub, parts, capsys):
     assert hub_cache.is_dir()
     assert main(["pull", "llava-1.5-7b"]) == 0
     out = capsys.readouterr().out
-    assert f"STAN ({FILE} from {REPO}, main): fetched, {hub.home / 'mug-stan-l14'}" in out and "GB)" in out
-    assert f"LLaVA {LLAVA_REPO}" in out
+    converted = hub.home / "mug-stan-l14"
+    assert f"STAN ({FILE} from {REPO}, main): fetched, {converted} ({size_text(disk_size(converted))})" in out
+    released = try_to_load_from_cache(REPO, FILE)  # the released file in the hub cache, where pull says it is
+    assert f"  from {FILE} from {REPO} (main): found in the hub cache, {released} " \
+           f"({size_text(len(parts['released']))})" in out
+    assert f"  from {CLIP_REPO} (config.json, " in out and f"LLaVA {LLAVA_REPO}: already here" in out
     assert main(["pull", "llava-1.5-7b"]) == 0
     again = capsys.readouterr().out
     assert "STAN mug-stan-l14: already here" in again and f"LLaVA {LLAVA_REPO}: already here" in again
@@ -216,3 +222,9 @@ def test_an_uncached_llava_offline_is_one_line_naming_its_download(hub, parts, c
     put(hub.home.parent / "hub", CLIP_REPO, parts["clip"])
     assert main(ask(parts)) == 2
     assert f"`hf download {LLAVA_REPO}`" in error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("n, text", [(2_013_000_000, "2.01 GB"), (35_240_000, "35.2 MB"), (712_000, "712.0 kB"),
+                                     (12, "12 B")])
+def test_sizes_read_as_the_hub_shows_them(n, text):
+    assert size_text(n) == text
