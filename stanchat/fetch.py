@@ -3,9 +3,11 @@ converted once into `$STANCHAT_HOME`.
 
 `ensure(...)` is what `stanchat.load` calls before loading: a part already converted is only
 loaded; a missing one is downloaded with `huggingface_hub` (its cache, resumable downloads, its
-progress bar), converted as `stanchat convert official` / `stanchat convert llava` convert it, and
-written atomically (into `<dir>.partial`, then renamed), so an interrupted conversion never looks
-done. Every failure is one `WeightsError` line naming the hub repo, the file, the `hf download`
+progress bar), converted as `stanchat convert official` / `stanchat convert llava` convert it into
+a uniquely named `<dir>.partial-*` folder, and renamed into place (an older one set aside first and
+deleted last), so an interrupted conversion never looks done and never loses the one before. A lock
+file beside the folder makes two first uses at once (`serve` and `ask`) convert once: the second
+waits and loads the first one's result. Every failure is one `WeightsError` line naming the hub repo, the file, the `hf download`
 command and the `stanchat convert` command that do the same by hand. `stanchat pull` runs all of it
 ahead of time. Transformers-native LLaVAs come through `from_pretrained` as before.
 """
@@ -16,6 +18,9 @@ import json
 import logging
 import os
 import shutil
+import tempfile
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,43 +108,88 @@ def _read_origin(directory: Path) -> dict:
         return {}
 
 
-def _replace(partial: Path, final: Path) -> None:
-    """Move a finished conversion into place (one rename), dropping an older one."""
+@contextmanager
+def _install_lock(out: Path):
+    """One conversion into `out` at a time, across threads and processes (`serve` and `ask` started
+    together on a fresh machine): a later one waits here, then finds the first one's result."""
+    import fcntl
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_name(f".{out.name}.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed, also if this process dies
+        yield
+
+
+def _recover(out: Path) -> None:
+    """Under the lock, what a crashed conversion left: its unfinished folders go, and an older
+    conversion set aside by `_install` but not yet replaced goes back in place."""
+    for partial in out.parent.glob(f"{out.name}.partial-*"):
+        shutil.rmtree(partial, ignore_errors=True)
+    asides = sorted(out.parent.glob(f"{out.name}.old-*"))  # named by time: the last is the newest
+    if asides and not out.exists():
+        logger.warning("restoring %s from %s (an earlier conversion stopped while installing)", out, asides[-1])
+        os.replace(asides.pop(), out)
+    for aside in asides:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def _partial(out: Path) -> Path:
+    """A new, uniquely named folder beside `out` to convert into."""
+    return Path(tempfile.mkdtemp(prefix=f"{out.name}.partial-", dir=out.parent))
+
+
+def _install(partial: Path, final: Path) -> None:
+    """Put a finished conversion in place. A folder cannot replace a folder in one rename, so an older
+    one is renamed aside first and deleted only once the new one is in: a crash in between leaves the
+    older one aside, and `_recover` puts it back. Readers see a whole folder or none."""
+    aside = final.with_name(f"{final.name}.old-{time.time_ns()}")
     if final.exists():
-        shutil.rmtree(final)
+        os.replace(final, aside)
     os.replace(partial, final)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _stan_ready(out: Path, revision: str | None) -> bool:
+    return stan_is_converted(out) and (revision is None or _read_origin(out).get("revision") == revision)
 
 
 def ensure_stan(preset: Preset, revision: str | None = None) -> Fetched:
     """The preset's converted STAN directory, fetching and converting the released file if it is not
     there yet (or was converted from another revision than a pinned `revision`)."""
     out = preset_stan_dir(preset)
-    origin = _read_origin(out)
-    if stan_is_converted(out) and (revision is None or origin.get("revision") == revision):
-        return Fetched(f"STAN {out.name}", out, disk_size(out), new=False)
-    if not preset.stan_repo:
+    if not _stan_ready(out, revision) and not preset.stan_repo:
         raise WeightsError(f"STAN weights for preset {preset.name!r} are not in {out} and it has no hub file to fetch")
-    revision = revision or DEFAULT_REVISION
+    if not _stan_ready(out, revision):
+        with _install_lock(out):
+            _recover(out)
+            if not _stan_ready(out, revision):  # else another process converted it while this one waited
+                return _convert_stan(preset, out, revision or DEFAULT_REVISION)
+    return Fetched(f"STAN {out.name}", out, disk_size(out), new=False)
+
+
+def _convert_stan(preset: Preset, out: Path, revision: str) -> Fetched:
+    """Fetch the released file (and the CLIP config) and convert it into `out` (under the lock)."""
     fix = fetch_commands(preset)
     checkpoint = hub_file(preset.stan_repo, preset.stan_checkpoint, revision, fix)
     clip = hub_snapshot(preset.stan_clip, f"run `{clip_download(preset)}` on a machine with network (its "
                                           f"architecture and tokenizer; no weights are read)", list(CLIP_CONFIG_FILES))
     from stanchat.convert.released import convert_official
 
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    partial = _partial(out)
     logger.warning("converting %s (%s) into %s", preset.stan_checkpoint, preset.stan_repo, out)
     try:
         convert_official(checkpoint.path, clip=clip.path, out=partial)
-    except WeightsError as err:
+    except BaseException as err:  # a refused file, Ctrl-C, a full disk: nothing half-made stays
         shutil.rmtree(partial, ignore_errors=True)
-        raise WeightsError(f"the cached {preset.stan_repo}/{preset.stan_checkpoint} ({checkpoint.path}) is not the "
-                           f"released Mug-STAN: {err}; fetch it again with `hf download {preset.stan_repo} "
-                           f"{preset.stan_checkpoint} --force-download`") from err
+        if isinstance(err, WeightsError):
+            raise WeightsError(f"the cached {preset.stan_repo}/{preset.stan_checkpoint} ({checkpoint.path}) is not "
+                               f"the released Mug-STAN: {err}; fetch it again with `hf download {preset.stan_repo} "
+                               f"{preset.stan_checkpoint} --force-download`") from err
+        raise
     (partial / ORIGIN_FILE).write_text(json.dumps({
         "repo": preset.stan_repo, "filename": preset.stan_checkpoint, "revision": revision,
         "commit": checkpoint.path.parent.name, "clip": preset.stan_clip, "bytes": checkpoint.bytes}, indent=2))
-    _replace(partial, out)
+    _install(partial, out)
     return Fetched(f"STAN ({preset.stan_checkpoint} from {preset.stan_repo}, {revision})", out, disk_size(out), new=True,
                    downloads=(checkpoint, clip))
 
@@ -155,8 +205,16 @@ def ensure_llava(preset: Preset) -> Fetched:
         snapshot = hub_snapshot(preset.llava, fix)
         return Fetched(f"LLaVA {preset.llava}", snapshot.path, snapshot.bytes, new=snapshot.new)
     out = Path(preset_llava(preset))
-    if (out / "config.json").is_file():
-        return Fetched(f"LLaVA {out.name}", out, disk_size(out), new=False)
+    if not (out / "config.json").is_file():
+        with _install_lock(out):
+            _recover(out)
+            if not (out / "config.json").is_file():  # else another process converted it while this one waited
+                return _convert_llava(preset, out)
+    return Fetched(f"LLaVA {out.name}", out, disk_size(out), new=False)
+
+
+def _convert_llava(preset: Preset, out: Path) -> Fetched:
+    """Fetch the original-layout LLaVA v1 and its tower, and convert it into `out` (under the lock)."""
     by_hand = f"`stanchat convert llava DIR --out {out}` on the files `hf download {preset.llava_source}` fetches"
     source = hub_snapshot(preset.llava_source, f"run `hf download {preset.llava_source}` on a machine with network, "
                                                f"then {by_hand}")
@@ -165,15 +223,14 @@ def ensure_llava(preset: Preset) -> Fetched:
     tower = original_tower(source.path)
     tower_dir = hub_snapshot(tower, f"run `hf download {tower} {' '.join(TOWER_FILES)}` on a machine with network",
                              TOWER_FILES)
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    partial = _partial(out)
     logger.warning("converting %s (original LLaVA layout) into %s", preset.llava_source, out)
     try:
         convert_llava_v1(source.path, partial, clip=tower_dir.path)
-    except WeightsError:
+    except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    _replace(partial, out)
+    _install(partial, out)
     return Fetched(f"LLaVA ({preset.llava_source} converted, tower {tower})", out, disk_size(out), new=True,
                    downloads=(source, tower_dir))
 

@@ -10,6 +10,7 @@ import io
 import json
 import re
 import shlex
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,8 +19,8 @@ from huggingface_hub import try_to_load_from_cache
 import stanchat.convert.released as released
 from stanchat.cli import main
 from stanchat.convert import to_released_state_dict
-from stanchat.fetch import disk_size, size_text
-from stanchat.pretrained import PRESETS, get_preset, preset_names
+from stanchat.fetch import disk_size, ensure_stan, size_text
+from stanchat.pretrained import PRESETS, get_preset, preset_names, stan_is_converted
 from tests.hub_cache import put, use_cache
 from tests.test_convert_llava import write_original, write_tower
 from tests.tiny import tiny_clip
@@ -79,7 +80,7 @@ def test_first_ask_fetches_and_converts_then_later_asks_only_load(hub, parts, ca
     stan = hub.home / "mug-stan-l14"
     origin = json.loads((stan / "origin.json").read_text())
     assert (origin["repo"], origin["filename"], origin["revision"]) == (REPO, FILE, "main")
-    assert not (hub.home / "mug-stan-l14.partial").exists()
+    assert not list(hub.home.glob("mug-stan-l14.*"))  # no unfinished or set-aside folder left
     written = (stan / "model.safetensors").stat().st_mtime_ns
     assert main(ask(parts)) == 0
     assert json.loads(capsys.readouterr().out)["answer"] == first["answer"]
@@ -124,7 +125,7 @@ def test_a_truncated_or_foreign_cached_file_is_one_line(hub, parts, capsys, cont
     assert main(ask(parts)) == 2
     line = error_line(capsys.readouterr().err)
     assert message in line and f"{REPO}/{FILE}" in line and "--force-download" in line
-    assert not (hub.home / "mug-stan-l14").exists() and not (hub.home / "mug-stan-l14.partial").exists()
+    assert not (hub.home / "mug-stan-l14").exists() and not list(hub.home.glob("mug-stan-l14.*"))
 
 
 @pytest.mark.parametrize("wrap", [
@@ -157,6 +158,76 @@ def test_pull_fetches_ahead_and_revision_pins_another(hub, parts, capsys):
     assert main(["pull", "llava-1.5-7b", "--revision", "v2"]) == 0
     assert json.loads((hub.home / "mug-stan-l14" / "origin.json").read_text())["revision"] == "v2"
     assert (hub.home / "mug-stan-l14" / "model.safetensors").read_bytes() != main_weights
+
+
+def test_two_first_uses_at_once_convert_once_and_both_get_the_folder(hub, monkeypatch):
+    """`serve` and `ask` started together on a fresh machine: the second waits at the lock while the
+    first converts (the first goes on only once the second is at the lock), then loads its result."""
+    import fcntl
+    import threading
+
+    hub.add()
+    inside, second_at_lock = threading.Event(), threading.Event()
+    flock, convert, conversions, results = fcntl.flock, released.convert_official, [], {}
+
+    def watched_flock(handle, operation):
+        if operation == fcntl.LOCK_EX and threading.current_thread().name == "second":
+            second_at_lock.set()
+        return flock(handle, operation)
+
+    def converting(*args, **kwargs):
+        conversions.append(threading.current_thread().name)
+        inside.set()
+        second_at_lock.wait(timeout=30)  # never set without a lock: then both convert and the test fails
+        return convert(*args, **kwargs)
+
+    def use():
+        try:
+            results[threading.current_thread().name] = ensure_stan(get_preset("llava-1.5-7b"))
+        except Exception as err:  # reported below, not lost in the thread
+            results[threading.current_thread().name] = err
+
+    monkeypatch.setattr(fcntl, "flock", watched_flock)
+    monkeypatch.setattr(released, "convert_official", converting)
+    first = threading.Thread(target=use, name="first")
+    first.start()
+    assert inside.wait(timeout=60)
+    second = threading.Thread(target=use, name="second")
+    second.start()
+    first.join()
+    second.join()
+    assert conversions == ["first"]
+    assert results["first"].new and not results["second"].new, results
+    assert results["second"].path == hub.home / "mug-stan-l14" and stan_is_converted(hub.home / "mug-stan-l14")
+    assert not list(hub.home.glob("mug-stan-l14.*"))
+
+
+def test_a_crash_while_installing_a_new_conversion_keeps_the_old_one(hub, parts, monkeypatch):
+    """Replacing a conversion (here: --revision v2) sets the old folder aside before the new one is
+    renamed in; a crash between the two leaves it aside, and the next use puts it back unconverted."""
+    import os
+
+    hub.add()
+    put(hub.home.parent / "hub", REPO, {FILE: released_bytes(seed=7)}, revision="v2")
+    preset, out = get_preset("llava-1.5-7b"), hub.home / "mug-stan-l14"
+    ensure_stan(preset)
+    weights = (out / "model.safetensors").read_bytes()
+    replace = os.replace
+
+    def crash_on_install(source, target):
+        if Path(target) == out:
+            raise KeyboardInterrupt  # the process dies just before the new conversion is renamed in
+        return replace(source, target)
+
+    monkeypatch.setattr(os, "replace", crash_on_install)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_stan(preset, revision="v2")
+    monkeypatch.setattr(os, "replace", replace)
+    assert not out.exists() and list(hub.home.glob("mug-stan-l14.old-*"))  # the crash window: set aside, not lost
+    monkeypatch.setattr(released, "convert_official", lambda *a, **k: pytest.fail("converted again"))
+    again = ensure_stan(preset)
+    assert not again.new and (out / "model.safetensors").read_bytes() == weights
+    assert not list(hub.home.glob("mug-stan-l14.*"))
 
 
 def test_models_lists_every_preset_with_its_pairing_and_presence(hub, parts, capsys):
