@@ -101,7 +101,8 @@ def hub_snapshot(repo: str, fix: str, allow_patterns: list[str] | None = None) -
     return Download(what, path, disk_size(path), new=not cached)
 
 
-def _read_origin(directory: Path) -> dict:
+def read_origin(directory: Path) -> dict:
+    """The origin.json a fetched conversion wrote beside it ({} when there is none)."""
     try:
         return json.loads((directory / ORIGIN_FILE).read_text())
     except (OSError, ValueError):
@@ -150,7 +151,7 @@ def _install(partial: Path, final: Path) -> None:
 
 
 def _stan_ready(out: Path, revision: str | None) -> bool:
-    return stan_is_converted(out) and (revision is None or _read_origin(out).get("revision") == revision)
+    return stan_is_converted(out) and (revision is None or read_origin(out).get("revision") == revision)
 
 
 def ensure_stan(preset: Preset, revision: str | None = None) -> Fetched:
@@ -188,10 +189,32 @@ def _convert_stan(preset: Preset, out: Path, revision: str) -> Fetched:
         raise
     (partial / ORIGIN_FILE).write_text(json.dumps({
         "repo": preset.stan_repo, "filename": preset.stan_checkpoint, "revision": revision,
-        "commit": checkpoint.path.parent.name, "clip": preset.stan_clip, "bytes": checkpoint.bytes}, indent=2))
+        "commit": checkpoint.path.parent.name, "clip": preset.stan_clip, "bytes": checkpoint.bytes,
+        "backbone_vs_stock": backbone_vs_stock(partial, preset.stan_clip)}, indent=2))
     _install(partial, out)
     return Fetched(f"STAN ({preset.stan_checkpoint} from {preset.stan_repo}, {revision})", out, disk_size(out), new=True,
                    downloads=(checkpoint, clip))
+
+
+def backbone_vs_stock(converted: Path, clip_repo: str) -> dict:
+    """How far the checkpoint's CLIP vision tower is from the stock `clip_repo` tower: the largest
+    absolute difference over the tower's tensors. Measured only when the stock weights are already in
+    the local hub cache (nothing is downloaded for this). The released Mug-STAN was post-pretrained
+    with its tower tuned, so a graft onto the stock tower is not the tower it was trained with."""
+    from huggingface_hub import try_to_load_from_cache
+
+    stock = try_to_load_from_cache(clip_repo, "model.safetensors")
+    if not isinstance(stock, str):
+        return {"stock": clip_repo, "measured": False, "why": "the stock weights are not in the local hub cache"}
+    from safetensors import safe_open
+
+    largest, tensors = 0.0, 0
+    with safe_open(converted / "model.safetensors", "pt") as ours, safe_open(stock, "pt") as theirs:
+        names = set(ours.keys())
+        for name in (k for k in theirs.keys() if k.startswith("vision_model.") and "clip." + k in names):
+            difference = ours.get_tensor("clip." + name).float() - theirs.get_tensor(name).float()
+            largest, tensors = max(largest, float(difference.abs().max())), tensors + 1
+    return {"stock": clip_repo, "measured": True, "tensors": tensors, "max_abs_diff": largest}
 
 
 def ensure_llava(preset: Preset) -> Fetched:

@@ -5,7 +5,10 @@ A preset is data, not code: a LLaVA (hub id or directory of a transformers
 original-layout LLaVA v1 hub repo converted once into `$STANCHAT_HOME`) and a STAN directory name
 under `$STANCHAT_HOME` (default `~/.cache/stanchat`), converted from the released file the preset
 names (hub repo + file; `stanchat.fetch` fetches and converts both on first use). Each preset
-also says which tower its STAN was trained on and which it runs on (`pairing`).
+also says which tower its STAN was trained on and which it runs on (`pairing`): the released
+Mug-STAN was post-pretrained with its whole CLIP-L/14 tuned and paired with that tower's layers 20-23,
+so every graft onto a stock tower (paired with layers 19-22, ending at LLaVA's feature layer -2) differs
+from training; the v1 preset runs on the paper's tower at 224 px, the closest pairing offered.
 A bundled preset (`tiny`) ships inside the package as `stanchat/presets/<name>/{llava,stan}`,
 so it works on a fresh install with no download.
 Unknown names fail with the list of valid names; nothing is chosen by substrings of names.
@@ -59,7 +62,9 @@ GB = 1e9
 # image-processor files it copies beside the STAN (no CLIP weights: every weight is in the released file)
 CLIP_CONFIG_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
                      "special_tokens_map.json", "preprocessor_config.json")
-PAIRINGS = ("paper", "transfer", "own")  # paper: STAN on the tower it was trained on; own: trained with this LLaVA
+# paper: the paper's tower (CLIP-L/14 at 224 px, as its chat demo): closer, not identical (stock weights,
+# layers 19-22); transfer: another tower; own: trained together with this LLaVA
+PAIRINGS = ("paper", "transfer", "own")
 
 
 @dataclass(frozen=True)
@@ -86,13 +91,24 @@ class Preset:
             raise ValueError(f"preset {self.name}: pairing {self.pairing!r} is not one of {PAIRINGS}")
 
 
+# layers are 0-based, of 24: the released STAN pairs with 20-23 (the last four); the graft ends it at LLaVA's
+# feature layer -2 (layer 22), so it pairs with 19-22
 _MUG_STAN_L14 = dict(stan="mug-stan-l14", stan_checkpoint="Mug-StanL14.bin", stan_clip="openai/clip-vit-large-patch14",
                      stan_repo="farewellthree/Mug_STAN_Weight", stan_bytes=2.0 * GB,
-                     stan_trained_on="openai/clip-vit-large-patch14, 224 px, its last 4 layers (21-24)")
-_TOWER_224 = "openai/clip-vit-large-patch14, 224 px (256 patches), branch ends at layer -2 (23 of 24)"
-_TOWER_336 = "openai/clip-vit-large-patch14-336, 336 px (576 patches), branch ends at layer -2 (23 of 24)"
+                     stan_trained_on="openai/clip-vit-large-patch14 at 224 px, the whole tower tuned in post-pretraining "
+                                     "(the authors' config: frozen_layers=False), STAN paired with its layers 20-23")
+_TOWER_224 = ("stock openai/clip-vit-large-patch14, 224 px (256 patches), STAN paired with layers 19-22 (ending at "
+              "LLaVA's feature layer -2)")
+_TOWER_336 = ("stock openai/clip-vit-large-patch14-336, 336 px (576 patches), STAN paired with layers 19-22 (ending "
+              "at LLaVA's feature layer -2)")
+_TUNED_336 = ("LLaVA-NeXT's tuned openai/clip-vit-large-patch14-336, 336 px (576 patches), STAN paired with layers "
+              "19-22 (ending at LLaVA's feature layer -2)")
+_V1_NOTE = ("the paper's tower, 224 px: a closer pairing, not identical (the STAN was trained with that tower tuned, "
+            "on layers 20-23; here it runs on the stock tower, layers 19-22). Original LLaVA layout: pulled once and "
+            "converted with `stanchat convert llava`; the prompt keeps <im_start>/<im_end> around the video tokens")
 _NEXT_NOTE = ("LLaVA-NeXT v1.6 tuned its tower in training, so even its weights are not stock CLIP; a video is "
-              "one base-resolution image (no anyres tiles) followed by the model's image_newline")
+              "one base-resolution image (each frame resized whole to 336 x 336, no anyres tiles) followed by the "
+              "model's image_newline")
 
 PRESETS: dict[str, Preset] = {
     p.name: p
@@ -104,12 +120,11 @@ PRESETS: dict[str, Preset] = {
         Preset("llava-v1-7b-lightening", "llava-v1-7b-lightening-hf", **_MUG_STAN_L14, pairing="paper",
                llava_source="mmaaz60/LLaVA-7B-Lightening-v1-1", runs_on=_TOWER_224, llava_bytes=(13.5 + 1.7) * GB,
                description="LLaVA v1 7B Lightening (CLIP-L/14 224 px, the LLaVA Video-ChatGPT loads) + Mug-STAN L/14",
-               note="original LLaVA layout: pulled once and converted with `stanchat convert llava`; "
-                    "prompt keeps <im_start>/<im_end> around the video tokens"),
-        Preset("llava-next-vicuna-7b", "llava-hf/llava-v1.6-vicuna-7b-hf", **_MUG_STAN_L14, runs_on=_TOWER_336,
+               note=_V1_NOTE),
+        Preset("llava-next-vicuna-7b", "llava-hf/llava-v1.6-vicuna-7b-hf", **_MUG_STAN_L14, runs_on=_TUNED_336,
                llava_bytes=14.1 * GB, note=_NEXT_NOTE,
                description="LLaVA-NeXT v1.6 Vicuna 7B (CLIP-L/14 336 px, tuned) + Mug-STAN L/14 branch"),
-        Preset("llava-next-mistral-7b", "llava-hf/llava-v1.6-mistral-7b-hf", **_MUG_STAN_L14, runs_on=_TOWER_336,
+        Preset("llava-next-mistral-7b", "llava-hf/llava-v1.6-mistral-7b-hf", **_MUG_STAN_L14, runs_on=_TUNED_336,
                llava_bytes=15.1 * GB, note=_NEXT_NOTE,
                description="LLaVA-NeXT v1.6 Mistral 7B (CLIP-L/14 336 px, tuned) + Mug-STAN L/14 branch"),
         Preset("tiny", "llava", "stan", stan_checkpoint="", stan_clip="", bundled=True, pairing="own",

@@ -80,6 +80,8 @@ def test_first_ask_fetches_and_converts_then_later_asks_only_load(hub, parts, ca
     stan = hub.home / "mug-stan-l14"
     origin = json.loads((stan / "origin.json").read_text())
     assert (origin["repo"], origin["filename"], origin["revision"]) == (REPO, FILE, "main")
+    assert origin["backbone_vs_stock"] == {"stock": CLIP_REPO, "measured": False,
+                                           "why": "the stock weights are not in the local hub cache"}
     assert not list(hub.home.glob("mug-stan-l14.*"))  # no unfinished or set-aside folder left
     written = (stan / "model.safetensors").stat().st_mtime_ns
     assert main(ask(parts)) == 0
@@ -236,16 +238,44 @@ def test_models_lists_every_preset_with_its_pairing_and_presence(hub, parts, cap
     assert sorted(entries) == preset_names()
     for name, entry in entries.items():
         assert entry["stan_trained_on"] and entry["runs_on"], name
-    assert entries["llava-v1-7b-lightening"]["pairing"] == "paper"
+    v1 = entries["llava-v1-7b-lightening"]
+    assert v1["pairing"] == "paper" and "a closer pairing, not identical" in v1["note"]
+    for entry in entries.values():  # the released STAN: tuned tower, layers 20-23; every graft: layers 19-22
+        if entry["preset"] != "tiny":
+            assert "whole tower tuned" in entry["stan_trained_on"] and "layers 20-23" in entry["stan_trained_on"]
+            assert "layers 19-22" in entry["runs_on"] and "feature layer -2" in entry["runs_on"]
     assert entries["llava-1.5-7b"]["pairing"] == "transfer" and not entries["llava-1.5-7b"]["stan_present"]
     assert entries["llava-1.5-7b"]["missing_bytes"] > 1e9
     hub.add()
     assert main(["pull", "llava-1.5-7b"]) == 0 and main(["models"]) == 0
     text = capsys.readouterr().out
-    assert "llava-1.5-7b (default)" in text and "a transfer" in text and "the paper's pairing" in text
+    assert "llava-1.5-7b (default)" in text and "a transfer" in text
+    assert "the paper's tower, 224 px: closer, not identical" in text
     assert main(["models", "--json"]) == 0
     entry = {e["preset"]: e for e in map(json.loads, capsys.readouterr().out.splitlines())}["llava-1.5-7b"]
     assert entry["stan_present"] and entry["llava_present"] and entry["missing_bytes"] == 0
+
+
+def test_origin_records_how_far_the_released_tower_is_from_a_cached_stock_tower(hub, capsys, tmp_path):
+    """With the stock CLIP weights in the hub cache, the conversion records the largest difference
+    between the checkpoint's vision tower and them (here: the same tiny tower, one weight moved by 0.25),
+    and `stanchat models` shows it."""
+    from safetensors.torch import save_file
+
+    hub.add()
+    stock = {k: v.clone().contiguous() for k, v in tiny_clip().state_dict().items()}  # the released file's tower
+    stock["vision_model.encoder.layers.1.mlp.fc1.weight"][3, 5] += 0.25
+    save_file(stock, tmp_path / "model.safetensors")
+    put(hub.home.parent / "hub", CLIP_REPO, {"model.safetensors": tmp_path / "model.safetensors"})
+    assert main(["pull", "llava-1.5-7b"]) == 0
+    measured = json.loads((hub.home / "mug-stan-l14" / "origin.json").read_text())["backbone_vs_stock"]
+    vision = [k for k in stock if k.startswith("vision_model.") and not k.endswith("position_ids")]
+    assert measured["measured"] and measured["tensors"] == len(vision)
+    assert measured["max_abs_diff"] == pytest.approx(0.25, rel=1e-5)
+    capsys.readouterr()
+    assert main(["models"]) == 0
+    assert f"differs from stock {CLIP_REPO} by up to 0.25 (largest |difference| over {len(vision)} tensors)" \
+        in capsys.readouterr().out
 
 
 def test_the_paper_pairing_preset_pulls_and_converts_llava_v1(hub, parts, capsys, tmp_path):
