@@ -102,7 +102,7 @@ def test_frames_are_squashed_as_llava_next_makes_its_base_image(next_dir, height
     ours = preprocessor(frame[None])[0, 0]  # (1, 1, 3, 16, 16) -> (3, 16, 16)
     assert torch.allclose(ours, expected, **FLOAT32)  # the same uint8 resize kernel, then (x / 255 - mean) / std
     cropped = Preprocessor(size=IMAGE_SIZE, crop_size=IMAGE_SIZE)(frame[None])[0, 0]
-    assert not torch.allclose(cropped, expected, atol=1e-2)  # a centre crop of the frame is another picture
+    assert (cropped - expected).abs().max() > 0.5  # a centre crop of the frame is another picture
 
 
 def test_the_next_presets_say_their_tower_was_tuned():
