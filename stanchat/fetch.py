@@ -3,9 +3,11 @@ converted once into `$STANCHAT_HOME`.
 
 `ensure(...)` is what `stanchat.load` calls before loading: a part already converted is only
 loaded; a missing one is downloaded with `huggingface_hub` (its cache, resumable downloads, its
-progress bar), converted as `stanchat convert official` / `stanchat convert llava` convert it, and
-written atomically (into `<dir>.partial`, then renamed), so an interrupted conversion never looks
-done. Every failure is one `WeightsError` line naming the hub repo, the file, the `hf download`
+progress bar), converted as `stanchat convert official` / `stanchat convert llava` convert it into
+a uniquely named `<dir>.partial-*` folder, and renamed into place (an older one set aside first and
+deleted last), so an interrupted conversion never looks done and never loses the one before. A lock
+file beside the folder makes two first uses at once (`serve` and `ask`) convert once: the second
+waits and loads the first one's result. Every failure is one `WeightsError` line naming the hub repo, the file, the `hf download`
 command and the `stanchat convert` command that do the same by hand. `stanchat pull` runs all of it
 ahead of time. Transformers-native LLaVAs come through `from_pretrained` as before.
 """
@@ -16,23 +18,33 @@ import json
 import logging
 import os
 import shutil
+import tempfile
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from stanchat.errors import WeightsError
-from stanchat.pretrained import (DEFAULT_PRESET, Preset, fetch_commands, get_preset, preset_llava, preset_stan_dir,
-                                 stan_is_converted)
+from stanchat.pretrained import (CLIP_CONFIG_FILES, DEFAULT_PRESET, Preset, clip_download, fetch_commands, get_preset,
+                                 preset_llava, preset_stan_dir, stan_is_converted)
 
 logger = logging.getLogger(__name__)
 
 ORIGIN_FILE = "origin.json"  # beside a fetched conversion: which hub file and revision it was converted from
 DEFAULT_REVISION = "main"
-# the CLIP files a STAN conversion needs from --clip: the architecture and what tokenizes text for it
-CLIP_CONFIG_FILES = ["config.json", "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
-                     "special_tokens_map.json", "preprocessor_config.json"]
 # the tower files an original-layout LLaVA v1 conversion reads (its weights come from the CLIP checkpoint)
 TOWER_FILES = ["config.json", "preprocessor_config.json", "model.safetensors"]
 SKIPPED_FORMATS = ["*.h5", "*.msgpack", "*.ot", "*.onnx"]  # other frameworks' copies of the same weights
+
+
+@dataclass(frozen=True)
+class Download:
+    """A hub file or snapshot a part was made from, where it sits in the hub cache, and its size."""
+
+    what: str  # e.g. "Mug-StanL14.bin from farewellthree/Mug_STAN_Weight (main)"
+    path: Path  # the file, or the snapshot folder, in the hub cache
+    bytes: int  # its size on disk
+    new: bool  # downloaded by this call (False: it was in the hub cache already)
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,15 @@ class Fetched:
     path: Path  # the local directory (or file) it is in
     bytes: int  # its size on disk
     new: bool  # fetched or converted by this call (False: it was already there)
+    downloads: tuple[Download, ...] = ()  # what a conversion by this call read from the hub
+
+
+def size_text(n: int) -> str:
+    """Bytes for people: 2.01 GB, 35.2 MB, 712.0 kB, 12 B (powers of 1000, as the hub shows sizes)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.{2 if unit == 'GB' else 1}f} {unit}"
+    return f"{n} B"
 
 
 def disk_size(path: Path) -> int:
@@ -53,73 +74,147 @@ def disk_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def hub_file(repo: str, filename: str, revision: str, fix: str) -> Path:
+def hub_file(repo: str, filename: str, revision: str, fix: str) -> Download:
     """`filename` of the hub `repo` at `revision`, downloaded (resumably) or found in the hub cache."""
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
+    cached = isinstance(try_to_load_from_cache(repo, filename, revision=revision), str)
     try:
-        return Path(hf_hub_download(repo, filename, revision=revision))
+        path = Path(hf_hub_download(repo, filename, revision=revision))
     except Exception as err:  # offline and not cached, refused, gated, not found, network down
         raise WeightsError(f"cannot fetch {filename} from the hub repo {repo} at revision {revision} "
                            f"({type(err).__name__}); {fix}") from err
+    return Download(f"{filename} from {repo} ({revision})", path, path.stat().st_size, new=not cached)
 
 
-def hub_snapshot(repo: str, fix: str, allow_patterns: list[str] | None = None) -> Path:
+def hub_snapshot(repo: str, fix: str, allow_patterns: list[str] | None = None) -> Download:
     """The local snapshot folder of the hub `repo` (main), with the files `allow_patterns` select."""
     from huggingface_hub import snapshot_download
 
+    cached = hub_cached(repo)
     try:
-        return Path(snapshot_download(repo, allow_patterns=allow_patterns,
+        path = Path(snapshot_download(repo, allow_patterns=allow_patterns,
                                       ignore_patterns=None if allow_patterns else SKIPPED_FORMATS))
     except Exception as err:  # offline and not cached, refused, gated, not found, network down
         raise WeightsError(f"cannot fetch the hub repo {repo} ({type(err).__name__}); {fix}") from err
+    what = repo + (f" ({', '.join(allow_patterns)})" if allow_patterns else "")
+    return Download(what, path, disk_size(path), new=not cached)
 
 
-def _read_origin(directory: Path) -> dict:
+def read_origin(directory: Path) -> dict:
+    """The origin.json a fetched conversion wrote beside it ({} when there is none)."""
     try:
         return json.loads((directory / ORIGIN_FILE).read_text())
     except (OSError, ValueError):
         return {}
 
 
-def _replace(partial: Path, final: Path) -> None:
-    """Move a finished conversion into place (one rename), dropping an older one."""
+@contextmanager
+def _install_lock(out: Path):
+    """One conversion into `out` at a time, across threads and processes (`serve` and `ask` started
+    together on a fresh machine): a later one waits here, then finds the first one's result."""
+    import fcntl
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_name(f".{out.name}.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed, also if this process dies
+        yield
+
+
+def _recover(out: Path) -> None:
+    """Under the lock, what a crashed conversion left: its unfinished folders go, and an older
+    conversion set aside by `_install` but not yet replaced goes back in place."""
+    for partial in out.parent.glob(f"{out.name}.partial-*"):
+        shutil.rmtree(partial, ignore_errors=True)
+    asides = sorted(out.parent.glob(f"{out.name}.old-*"))  # named by time: the last is the newest
+    if asides and not out.exists():
+        logger.warning("restoring %s from %s (an earlier conversion stopped while installing)", out, asides[-1])
+        os.replace(asides.pop(), out)
+    for aside in asides:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def _partial(out: Path) -> Path:
+    """A new, uniquely named folder beside `out` to convert into."""
+    return Path(tempfile.mkdtemp(prefix=f"{out.name}.partial-", dir=out.parent))
+
+
+def _install(partial: Path, final: Path) -> None:
+    """Put a finished conversion in place. A folder cannot replace a folder in one rename, so an older
+    one is renamed aside first and deleted only once the new one is in: a crash in between leaves the
+    older one aside, and `_recover` puts it back. Readers see a whole folder or none."""
+    aside = final.with_name(f"{final.name}.old-{time.time_ns()}")
     if final.exists():
-        shutil.rmtree(final)
+        os.replace(final, aside)
     os.replace(partial, final)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _stan_ready(out: Path, revision: str | None) -> bool:
+    return stan_is_converted(out) and (revision is None or read_origin(out).get("revision") == revision)
 
 
 def ensure_stan(preset: Preset, revision: str | None = None) -> Fetched:
     """The preset's converted STAN directory, fetching and converting the released file if it is not
     there yet (or was converted from another revision than a pinned `revision`)."""
     out = preset_stan_dir(preset)
-    origin = _read_origin(out)
-    if stan_is_converted(out) and (revision is None or origin.get("revision") == revision):
-        return Fetched(f"STAN {out.name}", out, disk_size(out), new=False)
-    if not preset.stan_repo:
+    if not _stan_ready(out, revision) and not preset.stan_repo:
         raise WeightsError(f"STAN weights for preset {preset.name!r} are not in {out} and it has no hub file to fetch")
-    revision = revision or DEFAULT_REVISION
+    if not _stan_ready(out, revision):
+        with _install_lock(out):
+            _recover(out)
+            if not _stan_ready(out, revision):  # else another process converted it while this one waited
+                return _convert_stan(preset, out, revision or DEFAULT_REVISION)
+    return Fetched(f"STAN {out.name}", out, disk_size(out), new=False)
+
+
+def _convert_stan(preset: Preset, out: Path, revision: str) -> Fetched:
+    """Fetch the released file (and the CLIP config) and convert it into `out` (under the lock)."""
     fix = fetch_commands(preset)
     checkpoint = hub_file(preset.stan_repo, preset.stan_checkpoint, revision, fix)
-    clip = hub_snapshot(preset.stan_clip, f"run `hf download {preset.stan_clip} config.json` on a machine with "
-                                          f"network (only the architecture config is read)", CLIP_CONFIG_FILES)
+    clip = hub_snapshot(preset.stan_clip, f"run `{clip_download(preset)}` on a machine with network (its "
+                                          f"architecture and tokenizer; no weights are read)", list(CLIP_CONFIG_FILES))
     from stanchat.convert.released import convert_official
 
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    partial = _partial(out)
     logger.warning("converting %s (%s) into %s", preset.stan_checkpoint, preset.stan_repo, out)
     try:
-        convert_official(checkpoint, clip=clip, out=partial)
-    except WeightsError as err:
+        convert_official(checkpoint.path, clip=clip.path, out=partial)
+    except BaseException as err:  # a refused file, Ctrl-C, a full disk: nothing half-made stays
         shutil.rmtree(partial, ignore_errors=True)
-        raise WeightsError(f"the cached {preset.stan_repo}/{preset.stan_checkpoint} ({checkpoint}) is not the "
-                           f"released Mug-STAN: {err}; fetch it again with `hf download {preset.stan_repo} "
-                           f"{preset.stan_checkpoint} --force-download`") from err
+        if isinstance(err, WeightsError):
+            raise WeightsError(f"the cached {preset.stan_repo}/{preset.stan_checkpoint} ({checkpoint.path}) is not "
+                               f"the released Mug-STAN: {err}; fetch it again with `hf download {preset.stan_repo} "
+                               f"{preset.stan_checkpoint} --force-download`") from err
+        raise
     (partial / ORIGIN_FILE).write_text(json.dumps({
         "repo": preset.stan_repo, "filename": preset.stan_checkpoint, "revision": revision,
-        "commit": checkpoint.parent.name, "clip": preset.stan_clip, "bytes": checkpoint.stat().st_size}, indent=2))
-    _replace(partial, out)
-    return Fetched(f"STAN ({preset.stan_checkpoint} from {preset.stan_repo}, {revision})", out, disk_size(out), new=True)
+        "commit": checkpoint.path.parent.name, "clip": preset.stan_clip, "bytes": checkpoint.bytes,
+        "backbone_vs_stock": backbone_vs_stock(partial, preset.stan_clip)}, indent=2))
+    _install(partial, out)
+    return Fetched(f"STAN ({preset.stan_checkpoint} from {preset.stan_repo}, {revision})", out, disk_size(out), new=True,
+                   downloads=(checkpoint, clip))
+
+
+def backbone_vs_stock(converted: Path, clip_repo: str) -> dict:
+    """How far the checkpoint's CLIP vision tower is from the stock `clip_repo` tower: the largest
+    absolute difference over the tower's tensors. Measured only when the stock weights are already in
+    the local hub cache (nothing is downloaded for this). The released Mug-STAN was post-pretrained
+    with its tower tuned, so a graft onto the stock tower is not the tower it was trained with."""
+    from huggingface_hub import try_to_load_from_cache
+
+    stock = try_to_load_from_cache(clip_repo, "model.safetensors")
+    if not isinstance(stock, str):
+        return {"stock": clip_repo, "measured": False, "why": "the stock weights are not in the local hub cache"}
+    from safetensors import safe_open
+
+    largest, tensors = 0.0, 0
+    with safe_open(converted / "model.safetensors", "pt") as ours, safe_open(stock, "pt") as theirs:
+        names = set(ours.keys())
+        for name in (k for k in theirs.keys() if k.startswith("vision_model.") and "clip." + k in names):
+            difference = ours.get_tensor("clip." + name).float() - theirs.get_tensor(name).float()
+            largest, tensors = max(largest, float(difference.abs().max())), tensors + 1
+    return {"stock": clip_repo, "measured": True, "tensors": tensors, "max_abs_diff": largest}
 
 
 def ensure_llava(preset: Preset) -> Fetched:
@@ -129,31 +224,38 @@ def ensure_llava(preset: Preset) -> Fetched:
         path = Path(preset_llava(preset))
         return Fetched("LLaVA (bundled)", path, disk_size(path), new=False)
     if not preset.llava_source:
-        cached = hub_cached(preset.llava)
         fix = f"run `hf download {preset.llava}` on a machine with network, or pass --llava DIR"
         snapshot = hub_snapshot(preset.llava, fix)
-        return Fetched(f"LLaVA {preset.llava}", snapshot, disk_size(snapshot), new=not cached)
+        return Fetched(f"LLaVA {preset.llava}", snapshot.path, snapshot.bytes, new=snapshot.new)
     out = Path(preset_llava(preset))
-    if (out / "config.json").is_file():
-        return Fetched(f"LLaVA {out.name}", out, disk_size(out), new=False)
+    if not (out / "config.json").is_file():
+        with _install_lock(out):
+            _recover(out)
+            if not (out / "config.json").is_file():  # else another process converted it while this one waited
+                return _convert_llava(preset, out)
+    return Fetched(f"LLaVA {out.name}", out, disk_size(out), new=False)
+
+
+def _convert_llava(preset: Preset, out: Path) -> Fetched:
+    """Fetch the original-layout LLaVA v1 and its tower, and convert it into `out` (under the lock)."""
     by_hand = f"`stanchat convert llava DIR --out {out}` on the files `hf download {preset.llava_source}` fetches"
     source = hub_snapshot(preset.llava_source, f"run `hf download {preset.llava_source}` on a machine with network, "
                                                f"then {by_hand}")
     from stanchat.convert.llava_v1 import convert_llava_v1, original_tower
 
-    tower = original_tower(source)
+    tower = original_tower(source.path)
     tower_dir = hub_snapshot(tower, f"run `hf download {tower} {' '.join(TOWER_FILES)}` on a machine with network",
                              TOWER_FILES)
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    partial = _partial(out)
     logger.warning("converting %s (original LLaVA layout) into %s", preset.llava_source, out)
     try:
-        convert_llava_v1(source, partial, clip=tower_dir)
-    except WeightsError:
+        convert_llava_v1(source.path, partial, clip=tower_dir.path)
+    except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    _replace(partial, out)
-    return Fetched(f"LLaVA ({preset.llava_source} converted, tower {tower})", out, disk_size(out), new=True)
+    _install(partial, out)
+    return Fetched(f"LLaVA ({preset.llava_source} converted, tower {tower})", out, disk_size(out), new=True,
+                   downloads=(source, tower_dir))
 
 
 def ensure(model: str | None = None, llava: str | None = None, stan: str | os.PathLike | None = None,

@@ -5,7 +5,10 @@ A preset is data, not code: a LLaVA (hub id or directory of a transformers
 original-layout LLaVA v1 hub repo converted once into `$STANCHAT_HOME`) and a STAN directory name
 under `$STANCHAT_HOME` (default `~/.cache/stanchat`), converted from the released file the preset
 names (hub repo + file; `stanchat.fetch` fetches and converts both on first use). Each preset
-also says which tower its STAN was trained on and which it runs on (`pairing`).
+also says which tower its STAN was trained on and which it runs on (`pairing`): the released
+Mug-STAN was post-pretrained with its whole CLIP-L/14 tuned and paired with that tower's layers 20-23,
+so every graft onto a stock tower (paired with layers 19-22, ending at LLaVA's feature layer -2) differs
+from training; the v1 preset runs on the paper's tower at 224 px, the closest pairing offered.
 A bundled preset (`tiny`) ships inside the package as `stanchat/presets/<name>/{llava,stan}`,
 so it works on a fresh install with no download.
 Unknown names fail with the list of valid names; nothing is chosen by substrings of names.
@@ -32,7 +35,9 @@ LLAVA_15_CHAT_TEMPLATE = (
 
 # LLaVA v1's template (vicuna v1.1 conversation, as LLaVA-Lightning and Video-ChatGPT prompt it; separators
 # " " and "</s>"): "{system} USER: {question}\n<im_start><im_patch><im_end> ASSISTANT: {answer}</s>USER: ...".
-# The one <im_patch> is expanded to the video's N tokens, as the original code expands it per image.
+# The one <im_patch> is expanded to the video's N tokens, as the original code expands it per image. The
+# converted tokenizer drops the whitespace beside <im_start>/<im_patch>/<im_end> (no "\n" token before
+# <im_start>), as the slow tokenizer LLaVA v1 was trained with did (stanchat.convert.llava_v1._tokenizer).
 LLAVA_V1_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
                    "The assistant gives helpful, detailed, and polite answers to the user's questions.")
 LLAVA_V1_CHAT_TEMPLATE = (
@@ -53,7 +58,13 @@ HOME_ENV = "STANCHAT_HOME"  # the one definition: converted weights, fetched LLa
 DEFAULT_HOME = "~/.cache/stanchat"
 STAN_FILES = ("config.json", "model.safetensors")  # what VideoCLIP.save_pretrained writes
 GB = 1e9
-PAIRINGS = ("paper", "transfer", "own")  # paper: STAN on the tower it was trained on; own: trained with this LLaVA
+# what `stanchat convert official` reads from --clip: the architecture config, and the text tokenizer and
+# image-processor files it copies beside the STAN (no CLIP weights: every weight is in the released file)
+CLIP_CONFIG_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
+                     "special_tokens_map.json", "preprocessor_config.json")
+# paper: the paper's tower (CLIP-L/14 at 224 px, as its chat demo): closer, not identical (stock weights,
+# layers 19-22); transfer: another tower; own: trained together with this LLaVA
+PAIRINGS = ("paper", "transfer", "own")
 
 
 @dataclass(frozen=True)
@@ -80,13 +91,24 @@ class Preset:
             raise ValueError(f"preset {self.name}: pairing {self.pairing!r} is not one of {PAIRINGS}")
 
 
+# layers are 0-based, of 24: the released STAN pairs with 20-23 (the last four); the graft ends it at LLaVA's
+# feature layer -2 (layer 22), so it pairs with 19-22
 _MUG_STAN_L14 = dict(stan="mug-stan-l14", stan_checkpoint="Mug-StanL14.bin", stan_clip="openai/clip-vit-large-patch14",
                      stan_repo="farewellthree/Mug_STAN_Weight", stan_bytes=2.0 * GB,
-                     stan_trained_on="openai/clip-vit-large-patch14, 224 px, its last 4 layers (21-24)")
-_TOWER_224 = "openai/clip-vit-large-patch14, 224 px (256 patches), branch ends at layer -2 (23 of 24)"
-_TOWER_336 = "openai/clip-vit-large-patch14-336, 336 px (576 patches), branch ends at layer -2 (23 of 24)"
+                     stan_trained_on="openai/clip-vit-large-patch14 at 224 px, the whole tower tuned in post-pretraining "
+                                     "(the authors' config: frozen_layers=False), STAN paired with its layers 20-23")
+_TOWER_224 = ("stock openai/clip-vit-large-patch14, 224 px (256 patches), STAN paired with layers 19-22 (ending at "
+              "LLaVA's feature layer -2)")
+_TOWER_336 = ("stock openai/clip-vit-large-patch14-336, 336 px (576 patches), STAN paired with layers 19-22 (ending "
+              "at LLaVA's feature layer -2)")
+_TUNED_336 = ("LLaVA-NeXT's tuned openai/clip-vit-large-patch14-336, 336 px (576 patches), STAN paired with layers "
+              "19-22 (ending at LLaVA's feature layer -2)")
+_V1_NOTE = ("the paper's tower, 224 px: a closer pairing, not identical (the STAN was trained with that tower tuned, "
+            "on layers 20-23; here it runs on the stock tower, layers 19-22). Original LLaVA layout: pulled once and "
+            "converted with `stanchat convert llava`; the prompt keeps <im_start>/<im_end> around the video tokens")
 _NEXT_NOTE = ("LLaVA-NeXT v1.6 tuned its tower in training, so even its weights are not stock CLIP; a video is "
-              "one base-resolution image (no anyres tiles) followed by the model's image_newline")
+              "one base-resolution image (each frame resized whole to 336 x 336, no anyres tiles) followed by the "
+              "model's image_newline")
 
 PRESETS: dict[str, Preset] = {
     p.name: p
@@ -98,12 +120,11 @@ PRESETS: dict[str, Preset] = {
         Preset("llava-v1-7b-lightening", "llava-v1-7b-lightening-hf", **_MUG_STAN_L14, pairing="paper",
                llava_source="mmaaz60/LLaVA-7B-Lightening-v1-1", runs_on=_TOWER_224, llava_bytes=(13.5 + 1.7) * GB,
                description="LLaVA v1 7B Lightening (CLIP-L/14 224 px, the LLaVA Video-ChatGPT loads) + Mug-STAN L/14",
-               note="original LLaVA layout: pulled once and converted with `stanchat convert llava`; "
-                    "prompt keeps <im_start>/<im_end> around the video tokens"),
-        Preset("llava-next-vicuna-7b", "llava-hf/llava-v1.6-vicuna-7b-hf", **_MUG_STAN_L14, runs_on=_TOWER_336,
+               note=_V1_NOTE),
+        Preset("llava-next-vicuna-7b", "llava-hf/llava-v1.6-vicuna-7b-hf", **_MUG_STAN_L14, runs_on=_TUNED_336,
                llava_bytes=14.1 * GB, note=_NEXT_NOTE,
                description="LLaVA-NeXT v1.6 Vicuna 7B (CLIP-L/14 336 px, tuned) + Mug-STAN L/14 branch"),
-        Preset("llava-next-mistral-7b", "llava-hf/llava-v1.6-mistral-7b-hf", **_MUG_STAN_L14, runs_on=_TOWER_336,
+        Preset("llava-next-mistral-7b", "llava-hf/llava-v1.6-mistral-7b-hf", **_MUG_STAN_L14, runs_on=_TUNED_336,
                llava_bytes=15.1 * GB, note=_NEXT_NOTE,
                description="LLaVA-NeXT v1.6 Mistral 7B (CLIP-L/14 336 px, tuned) + Mug-STAN L/14 branch"),
         Preset("tiny", "llava", "stan", stan_checkpoint="", stan_clip="", bundled=True, pairing="own",
@@ -164,11 +185,17 @@ def stan_is_converted(directory: Path) -> bool:
     return all((directory / f).is_file() for f in STAN_FILES)
 
 
+def clip_download(preset: Preset) -> str:
+    """The `hf download` of the files `stanchat convert official --clip` reads (no weights)."""
+    return f"hf download {preset.stan_clip} {' '.join(CLIP_CONFIG_FILES)}"
+
+
 def fetch_commands(preset: Preset) -> str:
-    """How to get a preset's STAN by hand: the hub download and the conversion, for one error line."""
+    """How to get a preset's STAN by hand: the hub downloads and the conversion, for one error line."""
     out = preset_stan_dir(preset)
     return (f"the released STAN is {preset.stan_checkpoint} in the hub repo {preset.stan_repo}: run "
-            f"`hf download {preset.stan_repo} {preset.stan_checkpoint}` on a machine with network, then "
+            f"`hf download {preset.stan_repo} {preset.stan_checkpoint}` and `{clip_download(preset)}` (its CLIP "
+            f"architecture and tokenizer, no weights) on a machine with network, then "
             f"`stanchat convert official FILE --clip {preset.stan_clip} --out {out}` (FILE: the path `hf download` "
             f"printed), or `stanchat pull {preset.name}` where the hub is reachable")
 

@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import shlex
+from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import try_to_load_from_cache
 
 import stanchat.convert.released as released
 from stanchat.cli import main
 from stanchat.convert import to_released_state_dict
-from stanchat.pretrained import PRESETS, get_preset, preset_names
+from stanchat.fetch import disk_size, ensure_stan, size_text
+from stanchat.pretrained import PRESETS, get_preset, preset_names, stan_is_converted
 from tests.hub_cache import put, use_cache
 from tests.test_convert_llava import write_original, write_tower
 from tests.tiny import tiny_clip
@@ -75,7 +80,9 @@ def test_first_ask_fetches_and_converts_then_later_asks_only_load(hub, parts, ca
     stan = hub.home / "mug-stan-l14"
     origin = json.loads((stan / "origin.json").read_text())
     assert (origin["repo"], origin["filename"], origin["revision"]) == (REPO, FILE, "main")
-    assert not (hub.home / "mug-stan-l14.partial").exists()
+    assert origin["backbone_vs_stock"] == {"stock": CLIP_REPO, "measured": False,
+                                           "why": "the stock weights are not in the local hub cache"}
+    assert not list(hub.home.glob("mug-stan-l14.*"))  # no unfinished or set-aside folder left
     written = (stan / "model.safetensors").stat().st_mtime_ns
     assert main(ask(parts)) == 0
     assert json.loads(capsys.readouterr().out)["answer"] == first["answer"]
@@ -91,6 +98,26 @@ def test_no_weights_offline_names_the_repo_file_and_commands(hub, parts, capsys)
     assert not (hub.home / "mug-stan-l14").exists()
 
 
+def test_the_offline_line_is_enough_to_convert_offline(hub, parts, capsys):
+    """Doing what the offline line says: each `hf download REPO FILES` it names stores those of the
+    files the hub has (this cache stands in for the hub; nothing else is put in it), then its
+    `stanchat convert official` runs offline and `ask` answers."""
+    assert main(ask(parts)) == 2
+    commands = re.findall(r"`([^`]+)`", error_line(capsys.readouterr().err))
+    on_the_hub = {REPO: {FILE: parts["released"]}, CLIP_REPO: {p.name: p for p in parts["clip"].iterdir()}}
+    cache, checkpoint = hub.home.parent / "hub", None
+    for repo, *names in (command.split()[2:] for command in commands if command.startswith("hf download ")):
+        snapshot = put(cache, repo, {name: on_the_hub[repo][name] for name in names if name in on_the_hub[repo]})
+        checkpoint = snapshot / FILE if repo == REPO else checkpoint
+    assert checkpoint is not None and "config.json" in next(c for c in commands if CLIP_REPO in c).split()
+    convert = next(c for c in commands if c.startswith("stanchat convert official"))
+    assert main([str(checkpoint) if arg == "FILE" else arg for arg in shlex.split(convert)[1:]]) == 0
+    capsys.readouterr()
+    put(cache, LLAVA_REPO, parts["llava"])
+    assert main(ask(parts)) == 0
+    assert json.loads(capsys.readouterr().out)["video_tokens"] == 4
+
+
 @pytest.mark.parametrize("content, message", [
     (released_bytes()[:3000], "not a PyTorch checkpoint"),
     (released_bytes(lambda s: {"head.weight": torch.zeros(2, 2)}), "not a Mug-STAN checkpoint"),
@@ -100,7 +127,7 @@ def test_a_truncated_or_foreign_cached_file_is_one_line(hub, parts, capsys, cont
     assert main(ask(parts)) == 2
     line = error_line(capsys.readouterr().err)
     assert message in line and f"{REPO}/{FILE}" in line and "--force-download" in line
-    assert not (hub.home / "mug-stan-l14").exists() and not (hub.home / "mug-stan-l14.partial").exists()
+    assert not (hub.home / "mug-stan-l14").exists() and not list(hub.home.glob("mug-stan-l14.*"))
 
 
 @pytest.mark.parametrize("wrap", [
@@ -120,8 +147,12 @@ def test_pull_fetches_ahead_and_revision_pins_another(hub, parts, capsys):
     assert hub_cache.is_dir()
     assert main(["pull", "llava-1.5-7b"]) == 0
     out = capsys.readouterr().out
-    assert f"STAN ({FILE} from {REPO}, main): fetched, {hub.home / 'mug-stan-l14'}" in out and "GB)" in out
-    assert f"LLaVA {LLAVA_REPO}" in out
+    converted = hub.home / "mug-stan-l14"
+    assert f"STAN ({FILE} from {REPO}, main): fetched, {converted} ({size_text(disk_size(converted))})" in out
+    released = try_to_load_from_cache(REPO, FILE)  # the released file in the hub cache, where pull says it is
+    assert f"  from {FILE} from {REPO} (main): found in the hub cache, {released} " \
+           f"({size_text(len(parts['released']))})" in out
+    assert f"  from {CLIP_REPO} (config.json, " in out and f"LLaVA {LLAVA_REPO}: already here" in out
     assert main(["pull", "llava-1.5-7b"]) == 0
     again = capsys.readouterr().out
     assert "STAN mug-stan-l14: already here" in again and f"LLaVA {LLAVA_REPO}: already here" in again
@@ -131,22 +162,120 @@ def test_pull_fetches_ahead_and_revision_pins_another(hub, parts, capsys):
     assert (hub.home / "mug-stan-l14" / "model.safetensors").read_bytes() != main_weights
 
 
+def test_two_first_uses_at_once_convert_once_and_both_get_the_folder(hub, monkeypatch):
+    """`serve` and `ask` started together on a fresh machine: the second waits at the lock while the
+    first converts (the first goes on only once the second is at the lock), then loads its result."""
+    import fcntl
+    import threading
+
+    hub.add()
+    inside, second_at_lock = threading.Event(), threading.Event()
+    flock, convert, conversions, results = fcntl.flock, released.convert_official, [], {}
+
+    def watched_flock(handle, operation):
+        if operation == fcntl.LOCK_EX and threading.current_thread().name == "second":
+            second_at_lock.set()
+        return flock(handle, operation)
+
+    def converting(*args, **kwargs):
+        conversions.append(threading.current_thread().name)
+        inside.set()
+        second_at_lock.wait(timeout=30)  # never set without a lock: then both convert and the test fails
+        return convert(*args, **kwargs)
+
+    def use():
+        try:
+            results[threading.current_thread().name] = ensure_stan(get_preset("llava-1.5-7b"))
+        except Exception as err:  # reported below, not lost in the thread
+            results[threading.current_thread().name] = err
+
+    monkeypatch.setattr(fcntl, "flock", watched_flock)
+    monkeypatch.setattr(released, "convert_official", converting)
+    first = threading.Thread(target=use, name="first")
+    first.start()
+    assert inside.wait(timeout=60)
+    second = threading.Thread(target=use, name="second")
+    second.start()
+    first.join()
+    second.join()
+    assert conversions == ["first"]
+    assert results["first"].new and not results["second"].new, results
+    assert results["second"].path == hub.home / "mug-stan-l14" and stan_is_converted(hub.home / "mug-stan-l14")
+    assert not list(hub.home.glob("mug-stan-l14.*"))
+
+
+def test_a_crash_while_installing_a_new_conversion_keeps_the_old_one(hub, parts, monkeypatch):
+    """Replacing a conversion (here: --revision v2) sets the old folder aside before the new one is
+    renamed in; a crash between the two leaves it aside, and the next use puts it back unconverted."""
+    import os
+
+    hub.add()
+    put(hub.home.parent / "hub", REPO, {FILE: released_bytes(seed=7)}, revision="v2")
+    preset, out = get_preset("llava-1.5-7b"), hub.home / "mug-stan-l14"
+    ensure_stan(preset)
+    weights = (out / "model.safetensors").read_bytes()
+    replace = os.replace
+
+    def crash_on_install(source, target):
+        if Path(target) == out:
+            raise KeyboardInterrupt  # the process dies just before the new conversion is renamed in
+        return replace(source, target)
+
+    monkeypatch.setattr(os, "replace", crash_on_install)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_stan(preset, revision="v2")
+    monkeypatch.setattr(os, "replace", replace)
+    assert not out.exists() and list(hub.home.glob("mug-stan-l14.old-*"))  # the crash window: set aside, not lost
+    monkeypatch.setattr(released, "convert_official", lambda *a, **k: pytest.fail("converted again"))
+    again = ensure_stan(preset)
+    assert not again.new and (out / "model.safetensors").read_bytes() == weights
+    assert not list(hub.home.glob("mug-stan-l14.*"))
+
+
 def test_models_lists_every_preset_with_its_pairing_and_presence(hub, parts, capsys):
     assert main(["models", "--json"]) == 0
     entries = {e["preset"]: e for e in map(json.loads, capsys.readouterr().out.splitlines())}
     assert sorted(entries) == preset_names()
     for name, entry in entries.items():
         assert entry["stan_trained_on"] and entry["runs_on"], name
-    assert entries["llava-v1-7b-lightening"]["pairing"] == "paper"
+    v1 = entries["llava-v1-7b-lightening"]
+    assert v1["pairing"] == "paper" and "a closer pairing, not identical" in v1["note"]
+    for entry in entries.values():  # the released STAN: tuned tower, layers 20-23; every graft: layers 19-22
+        if entry["preset"] != "tiny":
+            assert "whole tower tuned" in entry["stan_trained_on"] and "layers 20-23" in entry["stan_trained_on"]
+            assert "layers 19-22" in entry["runs_on"] and "feature layer -2" in entry["runs_on"]
     assert entries["llava-1.5-7b"]["pairing"] == "transfer" and not entries["llava-1.5-7b"]["stan_present"]
     assert entries["llava-1.5-7b"]["missing_bytes"] > 1e9
     hub.add()
     assert main(["pull", "llava-1.5-7b"]) == 0 and main(["models"]) == 0
     text = capsys.readouterr().out
-    assert "llava-1.5-7b (default)" in text and "a transfer" in text and "the paper's pairing" in text
+    assert "llava-1.5-7b (default)" in text and "a transfer" in text
+    assert "the paper's tower, 224 px: closer, not identical" in text
     assert main(["models", "--json"]) == 0
     entry = {e["preset"]: e for e in map(json.loads, capsys.readouterr().out.splitlines())}["llava-1.5-7b"]
     assert entry["stan_present"] and entry["llava_present"] and entry["missing_bytes"] == 0
+
+
+def test_origin_records_how_far_the_released_tower_is_from_a_cached_stock_tower(hub, capsys, tmp_path):
+    """With the stock CLIP weights in the hub cache, the conversion records the largest difference
+    between the checkpoint's vision tower and them (here: the same tiny tower, one weight moved by 0.25),
+    and `stanchat models` shows it."""
+    from safetensors.torch import save_file
+
+    hub.add()
+    stock = {k: v.clone().contiguous() for k, v in tiny_clip().state_dict().items()}  # the released file's tower
+    stock["vision_model.encoder.layers.1.mlp.fc1.weight"][3, 5] += 0.25
+    save_file(stock, tmp_path / "model.safetensors")
+    put(hub.home.parent / "hub", CLIP_REPO, {"model.safetensors": tmp_path / "model.safetensors"})
+    assert main(["pull", "llava-1.5-7b"]) == 0
+    measured = json.loads((hub.home / "mug-stan-l14" / "origin.json").read_text())["backbone_vs_stock"]
+    vision = [k for k in stock if k.startswith("vision_model.") and not k.endswith("position_ids")]
+    assert measured["measured"] and measured["tensors"] == len(vision)
+    assert measured["max_abs_diff"] == pytest.approx(0.25, rel=1e-5)
+    capsys.readouterr()
+    assert main(["models"]) == 0
+    assert f"differs from stock {CLIP_REPO} by up to 0.25 (largest |difference| over {len(vision)} tensors)" \
+        in capsys.readouterr().out
 
 
 def test_the_paper_pairing_preset_pulls_and_converts_llava_v1(hub, parts, capsys, tmp_path):
@@ -194,3 +323,9 @@ def test_an_uncached_llava_offline_is_one_line_naming_its_download(hub, parts, c
     put(hub.home.parent / "hub", CLIP_REPO, parts["clip"])
     assert main(ask(parts)) == 2
     assert f"`hf download {LLAVA_REPO}`" in error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("n, text", [(2_013_000_000, "2.01 GB"), (35_240_000, "35.2 MB"), (712_000, "712.0 kB"),
+                                     (12, "12 B")])
+def test_sizes_read_as_the_hub_shows_them(n, text):
+    assert size_text(n) == text

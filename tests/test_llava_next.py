@@ -1,5 +1,6 @@
 """LLaVA-NeXT (v1.6) as a graft family: a video is one base-resolution image plus LLaVA-NeXT's
-`image_newline`, as LLaVA-NeXT packs an image with only its base features. Tiny model built here."""
+`image_newline`, as LLaVA-NeXT packs an image with only its base features, each frame squashed to
+the base size as its processor makes the base image. Tiny model built here."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from transformers import (LlamaConfig, LlavaNextConfig, LlavaNextForConditionalG
 from stanchat.cli import main
 from stanchat.graft import Graft
 from stanchat.pretrained import LLAVA_15_CHAT_TEMPLATE, get_preset
+from tests.floats import FLOAT32
 from tests.tiny import randomise, tiny_vision_config
 from tests.tiny_llava import IMAGE_SIZE, PATCH_SIZE, VISION_LAYERS, tiny_tokenizer, tiny_videoclip, write_video
 
@@ -82,6 +84,25 @@ def test_concat_puts_a_newline_after_every_frame():
     features = graft.features(torch.randn(1, 3, 3, IMAGE_SIZE, IMAGE_SIZE), "concat")  # (1, 3 * (4 + 1), E)
     for frame in range(3):
         assert torch.equal(features[0, frame * 5 + 4], model.model.image_newline)
+
+
+@pytest.mark.parametrize("height, width", [(24, 40), (40, 20)])
+def test_frames_are_squashed_as_llava_next_makes_its_base_image(next_dir, height, width):
+    """LLaVA-NeXT's base image is the whole frame resized to size x size (no crop): the frame
+    preprocessing from its processor gives its pixel_values[0, 0] for a non-square frame."""
+    import numpy as np
+
+    from stanchat.video import Preprocessor
+
+    processor = LlavaNextProcessor.from_pretrained(next_dir)
+    frame = np.random.default_rng(height).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    expected = processor.image_processor(images=frame, return_tensors="pt")["pixel_values"][0, 0]  # (3, 16, 16)
+    preprocessor = Preprocessor.from_image_processor(processor.image_processor)
+    assert preprocessor.squash
+    ours = preprocessor(frame[None])[0, 0]  # (1, 1, 3, 16, 16) -> (3, 16, 16)
+    assert torch.allclose(ours, expected, **FLOAT32)  # the same uint8 resize kernel, then (x / 255 - mean) / std
+    cropped = Preprocessor(size=IMAGE_SIZE, crop_size=IMAGE_SIZE)(frame[None])[0, 0]
+    assert (cropped - expected).abs().max() > 0.5  # a centre crop of the frame is another picture
 
 
 def test_the_next_presets_say_their_tower_was_tuned():

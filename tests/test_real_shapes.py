@@ -5,9 +5,10 @@ layers of width 1024, STAN K = 4; the text tower kept to 2 layers of width 768 t
 plays no part in the graft) is written as a `.bin` and converted with `stanchat convert official`.
 The converted STAN is grafted onto three LLaVAs with a 2-layer LLM of width 64:
 - LLaVA-1.5 shape: the CLIP-L/14-336 tower (random), 576 video tokens for 8 and 16 frames;
-- LLaVA v1 (the paper's pairing): the 224 px tower (the checkpoint's own CLIP weights), its
+- LLaVA v1 (the paper's tower): the 224 px tower (the checkpoint's own CLIP weights), its
   single-linear projector as `stanchat convert llava` builds it, 256 tokens for 8 and 16 frames;
-- LLaVA-NeXT: the 336 tower (shared with the first), 576 + its image_newline = 577 tokens (8 frames).
+- LLaVA-NeXT: the 336 tower (shared with the first), 576 + its image_newline = 577 tokens for 8 and
+  16 frames.
 Each tower is built once per module; answers are 2 new tokens. Where the CPU computes bfloat16
 natively (AMX / AVX512-BF16: 3-4x faster than float32 here) the models run in bfloat16, as
 `stanchat.load(dtype="bfloat16")` runs them; elsewhere in float32.
@@ -137,13 +138,14 @@ def llava_v1(videoclip: VideoCLIP) -> tuple[LlavaForConditionalGeneration, Llava
         model.model.multi_modal_projector.linear_2.weight.copy_(torch.eye(64, dtype=DTYPE))
         model.model.multi_modal_projector.linear_2.bias.zero_()
     processor = LlavaProcessor(image_processor=image_processor(224), tokenizer=tokenizer, patch_size=14,
-                               vision_feature_select_strategy="default", chat_template=chat_template(True),
-                               image_token="<im_patch>")
+                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                               chat_template=chat_template(True), image_token="<im_patch>")
     return model.eval(), processor
 
 
 @pytest.mark.parametrize("family, frames, tokens", [
     ("llava-1.5", 8, 576), ("llava-1.5", 16, 576), ("llava-v1", 8, 256), ("llava-v1", 16, 256), ("llava-next", 8, 577),
+    ("llava-next", 16, 577),
 ])
 def test_real_shapes_answer_about_a_real_clip(stan, tower_336, family, frames, tokens):
     build = {"llava-1.5": lambda: llava_15(tower_336), "llava-next": lambda: llava_next(tower_336),

@@ -1,6 +1,7 @@
 """List every model preset: what it is made of, which tower its STAN was trained on and which it
-runs on (the paper's pairing or a transfer), which parts are on this machine, and how large the
-missing ones are to download. Reads the local caches only; never downloads."""
+runs on (the paper's tower, a closer pairing but not identical, or a transfer), which parts are on
+this machine, and how large the missing ones are to download. Reads the local caches only; never
+downloads."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ def status(name: str) -> dict:
     """One preset's entry: its parts, their pairing, and what is present locally."""
     from pathlib import Path
 
-    from stanchat.fetch import hub_cached
+    from stanchat.fetch import hub_cached, read_origin
     from stanchat.pretrained import DEFAULT_PRESET, get_preset, preset_llava, preset_stan_dir, stan_is_converted
 
     preset = get_preset(name)
@@ -27,17 +28,18 @@ def status(name: str) -> dict:
     else:
         llava_here = hub_cached(preset.llava)
     missing = (0 if stan_here else preset.stan_bytes) + (0 if llava_here else preset.llava_bytes)
+    measured = read_origin(preset_stan_dir(preset)).get("backbone_vs_stock") or {}  # {} before a fetch
     return {"preset": name, "description": preset.description, "default": name == DEFAULT_PRESET,
             "pairing": preset.pairing,
             "llava": preset.llava_source or llava, "llava_present": llava_here,
             "stan": f"{preset.stan_repo}/{preset.stan_checkpoint}" if preset.stan_repo else str(preset_stan_dir(preset)),
             "stan_present": stan_here, "stan_dir": str(preset_stan_dir(preset)),
             "stan_trained_on": preset.stan_trained_on, "runs_on": preset.runs_on, "note": preset.note,
-            "missing_bytes": missing}
+            "backbone_vs_stock": measured if measured.get("measured") else None, "missing_bytes": missing}
 
 
 def _text(entry: dict) -> str:
-    pairing = {"paper": "the paper's pairing (STAN on the tower it was trained on)",
+    pairing = {"paper": "the paper's tower, 224 px: closer, not identical (trained tuned, on layers 20-23)",
                "transfer": "a transfer (STAN trained on another tower)",
                "own": "trained together with this LLaVA"}[entry["pairing"]]
     here = lambda present: "present" if present else "missing"  # noqa: E731
@@ -47,6 +49,10 @@ def _text(entry: dict) -> str:
              f"             trained on {entry['stan_trained_on']}",
              f"             runs on {entry['runs_on']}",
              f"  LLaVA:     {entry['llava']} [{here(entry['llava_present'])}]"]
+    if entry["backbone_vs_stock"]:
+        measured = entry["backbone_vs_stock"]
+        lines.append(f"  measured:  the checkpoint's CLIP tower differs from stock {measured['stock']} by up to "
+                     f"{measured['max_abs_diff']:.4g} (largest |difference| over {measured['tensors']} tensors)")
     if entry["note"]:
         lines.append(f"  note:      {entry['note']}")
     if entry["missing_bytes"]:

@@ -1,6 +1,7 @@
 """Fetch and convert everything a preset needs now, for a machine that will be offline later:
 the released STAN file (converted into $STANCHAT_HOME), and the LLaVA (a hub snapshot, or an
-original-layout LLaVA v1 converted once). Prints what it fetched, where, and how big."""
+original-layout LLaVA v1 converted once). Prints each part, where it is and how big, and below a
+converted part the hub file or snapshot it was made from, where that sits in the hub cache and how big."""
 
 from __future__ import annotations
 
@@ -15,12 +16,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stanchat.fetch import pull
+    from stanchat.fetch import pull, size_text
     from stanchat.pretrained import get_preset
 
     get_preset(args.preset)  # an unknown name fails before any download
     for part in pull(args.preset, args.revision):
         state = "fetched" if part.new else "already here"
-        print(f"{part.what}: {state}, {part.path} ({part.bytes / 1e9:.2f} GB)")
+        print(f"{part.what}: {state}, {part.path} ({size_text(part.bytes)})")
+        for download in part.downloads:  # what a conversion read: the released file, the hub snapshots
+            how = "downloaded" if download.new else "found in the hub cache"
+            print(f"  from {download.what}: {how}, {download.path} ({size_text(download.bytes)})")
     print(f"ready: stanchat ask VIDEO \"What happens?\" --model {args.preset}")
     return 0

@@ -18,7 +18,9 @@ transformers' projector is `linear_2(act(linear_1(x)))`; with `projector_hidden_
 (identity) and `linear_2` the identity matrix with zero bias it computes `W x + b` exactly: each
 output is x_i * 1 plus exact zeros (0 * x_j), in any float format without TF32. `<im_patch>` becomes
 the `image_token_index`; `<im_start>`/`<im_end>` stay in the chat template
-(`stanchat.pretrained.LLAVA_V1_CHAT_TEMPLATE`). Every key is accounted for and every shape checked
+(`stanchat.pretrained.LLAVA_V1_CHAT_TEMPLATE`), and the tokenizer gives the prompt the ids the
+original was trained on (see `_tokenizer`). The processor expands the one `<im_patch>` to the tower's
+patch count (256 at 224 px), as stanchat does. Every key is accounted for and every shape checked
 before the model is written.
 """
 
@@ -159,25 +161,43 @@ def llava_config(original: dict, tower_config: dict, tokenizer):
 
 
 def _tokenizer(source: Path, use_start_end: bool):
-    """The original's tokenizer. LLaVA v1 ran the slow LlamaTokenizer, which prepends <s> unless told
-    not to; transformers 5 builds a Llama tokenizer from `tokenizer.model` without <s> unless the
-    config says `add_bos_token`, so the original default is passed when the config is silent."""
-    from transformers import AutoTokenizer
+    """The original's tokenizer, giving the ids LLaVA v1 was trained on (its training loaded the slow
+    LlamaTokenizer of transformers ~4.28, `use_fast=False`):
+
+    - <s> first: transformers 5 builds a Llama tokenizer from `tokenizer.model` without <s> unless the
+      config says `add_bos_token`, so the original default is passed when the config is silent.
+    - LLaVA added <im_patch>/<im_start>/<im_end> as plain strings, and the slow tokenizer strips the
+      whitespace on both sides of such tokens: the original never saw the "\n" before <im_start> nor
+      the space before "ASSISTANT:". Here they are added tokens with lstrip and rstrip.
+    - it ran sentencepiece on each piece between added tokens alone, so every piece starts with "▁"
+      (also "USER" after "</s>"): transformers' `legacy=True` (Metaspace prepend "always"), passed
+      when the config is silent and written into the converted tokenizer_config.json.
+    """
+    from tokenizers import AddedToken
+    from transformers import AutoTokenizer, LlamaTokenizer
 
     try:
         config = json.loads((source / "tokenizer_config.json").read_text())
     except (OSError, ValueError):
         config = {}
-    kwargs = {} if "add_bos_token" in config else {"add_bos_token": True}
+    kwargs = {key: True for key in ("add_bos_token", "legacy") if key not in config}
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     except (ImportError, ValueError, OSError) as err:  # a sentencepiece tokenizer.model needs sentencepiece + protobuf
         raise WeightsError(f"cannot read the tokenizer in {source} ({type(err).__name__}: {str(err).splitlines()[0]}); "
                            f"a tokenizer.model needs `pip install sentencepiece protobuf`") from err
-    needed = [IMAGE_PATCH] + ([IM_START, IM_END] if use_start_end else [])
-    absent = [t for t in needed if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)]
+    present = [t for t in (IMAGE_PATCH, IM_START, IM_END)
+               if tokenizer.convert_tokens_to_ids(t) not in (None, tokenizer.unk_token_id)]
+    absent = [t for t in [IMAGE_PATCH] + ([IM_START, IM_END] if use_start_end else []) if t not in present]
     if absent:
         raise WeightsError(f"the tokenizer in {source} has no {', '.join(absent)} token; expected LLaVA v1's added tokens")
+    size = len(tokenizer)
+    # same ids, new flags: the whitespace next to them is dropped as the slow tokenizer dropped it
+    tokenizer.add_tokens([AddedToken(t, lstrip=True, rstrip=True, special=True, normalized=False) for t in present],
+                         special_tokens=True)
+    assert len(tokenizer) == size, "re-flagging LLaVA's added tokens must not add tokens"
+    if isinstance(tokenizer, LlamaTokenizer):
+        tokenizer.init_kwargs["legacy"] = tokenizer.legacy  # not saved otherwise; a reload would prepend "▁" once
     return tokenizer
 
 
@@ -223,9 +243,12 @@ def convert_llava_v1(source: str | os.PathLike, out: str | os.PathLike, clip: st
     model.load_state_dict(state, strict=True, assign=True)
     model.save_pretrained(out)
     image_processor = CLIPImageProcessor.from_pretrained(tower_dir)
+    # the processor counts patches + num_additional_image_tokens and takes 1 off for strategy "default":
+    # the CLS it drops is the additional token (256 <im_patch> at 224 px, as llava-hf's LLaVA-1.5 sets it)
     processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer,
                                patch_size=config.vision_config.patch_size, vision_feature_select_strategy="default",
-                               chat_template=chat_template(use_start_end), image_token=IMAGE_PATCH)
+                               num_additional_image_tokens=1, chat_template=chat_template(use_start_end),
+                               image_token=IMAGE_PATCH)
     processor.save_pretrained(out)
     logger.info("wrote %s from %s (tower %s)", out, source, tower_dir)
     return out

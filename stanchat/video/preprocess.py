@@ -1,11 +1,13 @@
-"""Frames -> the vision tower's input: resize the shorter side, centre crop, normalise, batch.
+"""Frames -> the vision tower's input: resize the shorter side (or both sides), centre crop, normalise, batch.
 
     pre = Preprocessor.from_image_processor(CLIPImageProcessor.from_pretrained(tower))  # or Preprocessor()
     pixels = pre([clip_a, clip_b])                     # (B, T, 3, crop, crop) float32
 
 The steps follow transformers' `CLIPImageProcessor` (torchvision's antialiased bicubic resize on
 uint8 pictures, floor-centred crop, (x / 255 - mean) / std), so a frame gives the tower the input its
-processor would. With `augment=True` (training) each clip gets one random resized crop,
+processor would. With `squash=True` the whole frame is resized to size x size, aspect not kept, as
+LLaVA-NeXT's processor makes its base image (chosen from a processor config with `image_grid_pinpoints`).
+With `augment=True` (training) each clip gets one random resized crop,
 the same box for all of its frames so motion is not faked by jitter. torch is imported on first use.
 """
 
@@ -43,6 +45,7 @@ class Preprocessor:
     mean: tuple[float, float, float] = CLIP_MEAN  # per-channel mean of [0, 1] pixels (`image_mean`)
     std: tuple[float, float, float] = CLIP_STD  # per-channel std of [0, 1] pixels (`image_std`)
     interpolation: str = "bicubic"  # resize filter, "bicubic" or "bilinear" (`resample` 3 or 2)
+    squash: bool = False  # resize both sides to `size` (the whole frame, aspect not kept), then the centre crop
     augment: bool = False  # training: a random resized crop per clip instead of resize + centre crop
     scale: tuple[float, float] = (0.5, 1.0)  # augment: area of the crop box as a fraction of the frame
     ratio: tuple[float, float] = (3 / 4, 4 / 3)  # augment: aspect (width / height) range of the crop box
@@ -103,7 +106,7 @@ class Preprocessor:
             top, left, box_h, box_w = _random_box(height, width, self.scale, self.ratio, generator)
             x = self._resize(x[:, :, top : top + box_h, left : left + box_w], self.crop_size, self.crop_size)
             return x.float()
-        new_w, new_h = short_side_size(width, height, self.size)
+        new_w, new_h = (self.size, self.size) if self.squash else short_side_size(width, height, self.size)
         if (new_w, new_h) != (width, height):
             x = self._resize(x, new_h, new_w)
         left, top = center_crop_box(new_w, new_h, self.crop_size, self.crop_size)
@@ -141,7 +144,10 @@ def _from_config(config: Mapping) -> dict:
     if resample not in INTERPOLATIONS:
         raise StanchatError(f"resample {resample} is not supported; use {sorted(INTERPOLATIONS)} (bilinear, bicubic)")
     normalize = config.get("do_normalize", True)
+    # LLaVA-NeXT's anyres processors (the ones with grid pinpoints) make their base image by resizing the
+    # whole picture to size x size before the crop; their tiles are not made (a video is one base image)
     return {
+        "squash": "image_grid_pinpoints" in config,
         "size": int(size["shortest_edge"] if isinstance(size, Mapping) else size),
         "crop_size": int(crop["height"] if isinstance(crop, Mapping) else crop),
         "mean": tuple(config.get("image_mean", CLIP_MEAN)) if normalize else (0.0, 0.0, 0.0),
