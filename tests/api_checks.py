@@ -106,17 +106,20 @@ def check_local_paths(base: str, allowed: Path, tmp_path: Path, expected: str) -
     for url in (str(outside), outside.as_uri(), str(allowed / ".." / outside.name)):
         with pytest.raises(openai.PermissionDeniedError) as err:
             ask(base, [video_message(url)])
-        assert err.value.status_code == 403 and "outside" in err.value.body["message"]
+        message = err.value.body["message"]
+        assert err.value.status_code == 403 and "outside" in message
+        assert message.split(" is outside ")[1] == "the folder this server allows (--allowed-local-media-path)"
 
 
 def check_bad_requests(base: str) -> None:
     cases = [([{"role": "user", "content": QUESTION}], "video_url"),
+             ([video_message("data:text/plain;base64,aGVsbG8=")], "the uploaded video is a text file, not a video"),
              ([video_message("https://example.com/a.mp4")], "remote URLs"),
              ([video_message("data:video/mp4;base64,@@@")], "base64")]
     for messages, says in cases:
         with pytest.raises(openai.BadRequestError) as err:
             ask(base, messages)
-        assert says in err.value.body["message"]
+        assert says in err.value.body["message"] and "stanchat-api-" not in err.value.body["message"]
     with pytest.raises(openai.BadRequestError) as err:
         ask(base, [video_message(data_url(LEFT))], extra_body={"temporal": "sideways"})
     assert err.value.body["param"] == "temporal"

@@ -95,7 +95,9 @@ def test_request_size_and_video_duration_caps(chat):
     with serve_in_thread(_build(chat, max_video_seconds=0.5)) as base:
         with pytest.raises(openai.BadRequestError) as err:
             checks.ask(base, [video_message(data_url(LEFT))])
-        assert "0.5 s limit" in err.value.body["message"]
+        assert "0.5 s limit" in err.value.body["message"] and "time window (start/end)" in err.value.body["message"]
+        _, answer = checks.ask(base, [video_message(data_url(LEFT))], extra_body={"start": 1.0, "end": 1.5})
+        assert answer.model_extra["stanchat"]["timestamps"][0] >= 1.0  # the advice works: a window under the cap
 
 
 class _GatedEngine:
