@@ -119,7 +119,7 @@ class _GatedEngine:
 
 
 def test_full_queue_is_429(chat):
-    app = _build(chat, max_pending=1)
+    app = _build(chat, max_pending=1, max_request_bytes=64 << 10)
     service = app.state.service
     service.engine = gated = _GatedEngine(service.engine)
     with serve_in_thread(app) as base, ThreadPoolExecutor(1) as pool:
@@ -128,9 +128,15 @@ def test_full_queue_is_429(chat):
         with pytest.raises(openai.RateLimitError) as err:
             checks.ask(base, [video_message(data_url(LEFT))])
         assert err.value.status_code == 429 and "busy" in err.value.body["message"]
+        assert _post(base, b"{not json") == 429  # refused before its body is read, let alone parsed
         gated.gate.set()
         assert first.result()[1].choices[0].message.content == "a blue triangle moves left"
+        # requests refused after admission give their place back: each bad one leaves room for the next
+        bad = [b"{not json", json.dumps({"messages": []}).encode(), b"x" * (65 << 10),
+               json.dumps({"model": "gpt-4", "messages": [video_message(data_url(LEFT))]}).encode()]
+        assert [_post(base, body) for body in bad] == [400, 400, 413, 404]
         checks.ask(base, [video_message(data_url(LEFT))])  # room again
+        assert json.load(urllib.request.urlopen(f"{base}/health"))["pending"] == 0
 
 
 def _post(base: str, body: bytes) -> int:
