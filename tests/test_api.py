@@ -55,6 +55,24 @@ def test_answer_equals_the_library_and_counts_video_tokens(server, expected):
     checks.check_answer_and_usage(server, expected.text, expected.video_tokens)
 
 
+def test_an_image_url_png_is_answered_and_its_tokens_counted(server, chat, tmp_path):
+    from PIL import Image
+
+    from stanchat.video import load_video
+
+    png = tmp_path / "frame.png"
+    Image.fromarray(load_video(LEFT, frames=1).frames[0]).save(png)
+    alone = chat.ask(png, QUESTION, frames=1, max_new_tokens=checks.MAX_TOKENS)  # an image is one frame
+    message = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(png, "image/png")}},
+                                           {"type": "text", "text": QUESTION}]}
+    _, answer = checks.ask(server, [message])
+    assert answer.choices[0].message.content == alone.text and alone.text
+    usage = answer.usage
+    assert usage.video_tokens == alone.video_tokens == usage.prompt_tokens_details.video_tokens
+    assert usage.prompt_tokens > usage.video_tokens and usage.completion_tokens > 0
+    assert answer.model_extra["stanchat"]["frames"] == 1
+
+
 def test_stream(server, expected):
     checks.check_stream(server, expected.text)
 
