@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlparse
 
 import openai
 import pytest
@@ -123,3 +126,38 @@ def check_bad_requests(base: str) -> None:
     with pytest.raises(openai.BadRequestError) as err:
         ask(base, [video_message(data_url(LEFT))], extra_body={"temporal": "sideways"})
     assert err.value.body["param"] == "temporal"
+
+
+def _pending(base: str) -> int:
+    with urllib.request.urlopen(f"{base}/health") as response:
+        return json.load(response)["pending"]
+
+
+def _hold(base: str, body: bytes) -> socket.socket:
+    """A request whose body is half sent: admitted, it holds its place until the rest arrives."""
+    url = urlparse(base)
+    sock = socket.create_connection((url.hostname, url.port), timeout=120)
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Bearer {KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+    sock.sendall(head.encode() + body[: len(body) // 2])
+    return sock
+
+
+def check_full_queue(base: str, places: int) -> None:
+    """`places` requests held inside the server fill it: the next is refused with 429 whatever the
+    engine's speed; once the held ones finish sending, each is answered."""
+    body = json.dumps({"model": "tiny", "messages": [video_message(data_url(LEFT))], "max_tokens": 8}).encode()
+    held = [_hold(base, body) for _ in range(places)]
+    deadline = time.monotonic() + 60  # until the server has read their headers
+    while _pending(base) < places and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _pending(base) == places
+    with pytest.raises(openai.RateLimitError) as err:
+        ask(base, [video_message(data_url(LEFT))])
+    assert err.value.status_code == 429 and "busy" in err.value.body["message"]
+    for sock in held:
+        with sock:
+            sock.sendall(body[len(body) // 2:])
+            reply = b"".join(iter(lambda: sock.recv(65536), b""))
+        assert reply.startswith(b"HTTP/1.1 200") and b'"content":"a blue triangle moves left"' in reply.replace(b": ", b":")
+    assert _pending(base) == 0

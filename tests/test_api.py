@@ -157,6 +157,12 @@ def test_full_queue_is_429(chat):
         assert json.load(urllib.request.urlopen(f"{base}/health"))["pending"] == 0
 
 
+def test_requests_held_at_the_door_fill_the_server(chat):
+    """The engine-independent 429 check the vLLM test runs (tests/test_api_vllm.py), checked here too."""
+    with serve_in_thread(_build(chat, api_key=KEY, max_pending=2)) as base:
+        checks.check_full_queue(base, places=2)
+
+
 def _post(base: str, body: bytes) -> int:
     request = urllib.request.Request(f"{base}/v1/chat/completions", data=body,
                                      headers={"Content-Type": "application/json"})

