@@ -107,3 +107,18 @@ def test_a_decoder_crash_is_that_requests_error_and_ctrl_c_still_stops(chat, mon
     _counting_decode(monkeypatch, chat, fail={str(LEFT): KeyboardInterrupt()})
     with pytest.raises(KeyboardInterrupt):
         list(chat.ask_many(requests))
+
+
+def test_answers_are_written_as_batches_finish_so_an_interrupted_run_resumes(chat, monkeypatch, tmp_path):
+    from stanchat.batch import run_batch
+
+    requests, out = tmp_path / "requests.jsonl", tmp_path / "answers.jsonl"
+    requests.write_text("".join(json.dumps({"id": name, "video": str(video), "question": QUESTION}) + "\n"
+                                for name, video in (("left", LEFT), ("shrink", SHRINK))))
+    _counting_decode(monkeypatch, chat, fail={str(SHRINK): KeyboardInterrupt()})
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(chat, str(requests), str(out), batch_size=1)
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["left"]  # on disk before Ctrl-C
+    monkeypatch.undo()
+    assert run_batch(chat, str(requests), str(out), batch_size=1) == (1, 0)  # only the one left
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["left", "shrink"]
