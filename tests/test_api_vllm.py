@@ -41,7 +41,7 @@ def server(allowed, tmp_path_factory):
     log = tmp_path_factory.mktemp("vllm") / "server.log"
     args = ["--engine", "vllm", "--model", "tiny", "--device", "cpu", "--api-key", KEY,
             "--allowed-local-media-path", str(allowed), "--max-pending", "2"]
-    with serve_subprocess(_python(), args, STARTUP, log) as base:
+    with serve_subprocess(_python(), args, STARTUP, log) as (base, _):
         yield base
 
 
