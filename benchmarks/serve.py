@@ -175,8 +175,8 @@ def random_chat(args: argparse.Namespace, device, dtype):
 
     processor = AutoProcessor.from_pretrained(resolve("tiny", None, None).llava)
     side = bench_shape(args).image_size
-    processor.image_processor = CLIPImageProcessor.from_dict(
-        {**processor.image_processor.to_dict(), "size": {"shortest_edge": side}, "crop_size": {"height": side, "width": side}})
+    sized = {"size": {"shortest_edge": side}, "crop_size": {"height": side, "width": side}}
+    processor.image_processor = CLIPImageProcessor.from_dict({**processor.image_processor.to_dict(), **sized})
     shape = replace(bench_shape(args), image_token=processor.image_token_id)  # the tiny tokenizer's <image>
     graft = build(shape, "dense", device, dtype, max_frames=64, context=CONTEXT)
     return VideoChat(graft.llava, processor, _Grafted(graft.stan), f"{args.preset} (random weights)")

@@ -180,8 +180,9 @@ def run_batch(chat: "VideoChat", requests_path: str, out_path: str, batch_size: 
     bad = [r for r in requests if "error" in r]
     good = [r for r in requests if "error" not in r]
     answered = errors = 0
+    refused = ({"id": r["id"], "error": r["error"]} for r in bad)
     with open(out_path, "a") as out:  # each record written as its batch finishes
-        for record in itertools.chain(({"id": r["id"], "error": r["error"]} for r in bad), ask_many(chat, good, batch_size)):
+        for record in itertools.chain(refused, ask_many(chat, good, batch_size)):
             out.write(json.dumps(record) + "\n")
             out.flush()
             answered += "answer" in record

@@ -143,12 +143,14 @@ def test_with_vllm_only_the_tower_stan_and_projector_stay_resident(monkeypatch, 
     decoded = chat.decode(LEFT, 16)
     before = chat.features(decoded.pixel_values, "stan")[0]
     llava = chat.llava
-    kept = sum(p.numel() for p in [*llava.model.vision_tower.parameters(), *llava.model.multi_modal_projector.parameters()])
+    stays = [*llava.model.vision_tower.parameters(), *llava.model.multi_modal_projector.parameters()]
+    kept = sum(p.numel() for p in stays)
     engine = _engine_without_vllm(monkeypatch, tmp_path, chat, [])
     try:
         resident = [p for p in llava.parameters() if p.device.type != "meta"]
         assert sum(p.numel() for p in resident) == kept  # the LLM's layers, embeddings and head are freed
-        assert all(p.device.type == "meta" for p in [*llava.model.language_model.parameters(), *llava.lm_head.parameters()])
+        freed = [*llava.model.language_model.parameters(), *llava.lm_head.parameters()]
+        assert all(p.device.type == "meta" for p in freed)
         assert torch.equal(chat.features(decoded.pixel_values, "stan")[0], before)  # what stanchat still runs
         assert engine.engine.args["dtype"] == "float32" and engine.engine.args["kv_cache_memory_bytes"] == 1 << 30
         with pytest.raises(StanchatError, match="--engine vllm"):

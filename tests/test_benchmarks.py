@@ -54,7 +54,8 @@ def test_benchmark_runs_at_toy_size(name, tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("argv, reasons", [
     (["--vllm-python", "/no/such/python"], {"vllm": "no vLLM environment at /no/such/python"}),
-    (["--preset", "llava-1.5-7b", "--toy", "--device", "cpu"], {"vllm": "random weights", "cold": "not on this machine"}),
+    (["--preset", "llava-1.5-7b", "--toy", "--device", "cpu"],
+     {"vllm": "random weights", "cold": "not on this machine"}),
 ])
 def test_serve_records_the_rows_it_cannot_measure_and_why(argv, reasons, tmp_path, capsys):
     from benchmarks import serve
@@ -65,7 +66,8 @@ def test_serve_records_the_rows_it_cannot_measure_and_why(argv, reasons, tmp_pat
     result, printed = Result.load(out), capsys.readouterr().out
     assert sorted(result.data["not_measured"]) == sorted(reasons) and list(result.data["rows"]) == ["one"]
     for key, says in reasons.items():
-        assert says in result.data["not_measured"][key] and f"not measured: {result.data['not_measured'][key]}" in printed
+        why = result.data["not_measured"][key]
+        assert says in why and f"not measured: {why}" in printed
         assert any(says in note for note in result.notes)  # the page says so too
     assert result.data["weights"] == ("random" if "--toy" in argv else "bundled")
 

@@ -26,7 +26,7 @@ class ApiConfig:
     batch_wait_ms: float = 5.0  # how long the batching worker waits for more requests to join a batch
     cache_size: int = 32  # encoded videos kept (LRU), keyed by content hash and video options
     tensor_parallel_size: int = 1  # GPUs vLLM splits the LLM over (--engine vllm)
-    kv_cache_gib: float | None = None  # vLLM's KV cache size; None: vLLM's default on a GPU, CPU_KV_CACHE_GIB on the CPU
+    kv_cache_gib: float | None = None  # vLLM's KV cache; None: vLLM's default on a GPU, CPU_KV_CACHE_GIB on the CPU
     gpu_memory_utilization: float | None = None  # share of the GPU vLLM may fill (0-1]; None: vLLM's default
 
     def __post_init__(self) -> None:
