@@ -1,6 +1,7 @@
-"""`stanchat api` under concurrent clients, on the bundled tiny preset: engines compared in one run.
+"""`stanchat api` under concurrent clients: engines compared in one run.
 
     python benchmarks/serve.py [--requests 64] [--clients 16] [--engines one batched vllm]
+    python benchmarks/serve.py --preset llava-1.5-7b --device cuda   # a GPU: 7B shapes (or its weights)
 
 Measured in one run, over loopback: requests/s and p50/p95 latency of `--clients` concurrent
 clients sending `--requests` chat completions (the example video as a data URL, greedy, the same
@@ -8,6 +9,12 @@ question, so every request after the first reuses the encoded video) to a server
 transformers engine one request at a time (`--max-batch 1`), the same engine batched
 (`--max-batch 8`), and the vLLM engine (its own process, from .venv-vllm). Then one warm
 server's answer against a cold `stanchat ask` in a fresh process (imports and model load count).
+
+`--preset` (default the bundled tiny one) measures that preset: its weights when they are on this
+machine, else a random model at its real shapes built by benchmarks/gpu.py (`--toy`: gpu.py's toy
+shapes of its family), which speaks through the tiny preset's tokenizer and chat template. vLLM and
+the cold `stanchat ask` load a model from disk, so with random weights they are not measured; a row
+that is not measured is printed and recorded with its reason.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,10 +42,19 @@ from benchmarks.results import Figure, Result  # noqa: E402
 QUESTION = "What happens in this video?"
 ENGINES = {"one": "transformers, one at a time", "batched": "transformers, batched (8)", "vllm": "vLLM"}
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+CONTEXT = 4096  # the LLM's context of a random model (LLaVA-1.5's)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from stanchat.pretrained import preset_names
+
     p = parser(__doc__)
+    p.add_argument("--preset", default="tiny", choices=preset_names(),
+                   help="the model: its weights when on this machine, else random at its real shapes (default tiny)")
+    p.add_argument("--toy", action="store_true", help="with random weights: toy shapes of the preset's family")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: as stanchat chooses)")
+    p.add_argument("--dtype", default=None, choices=["bfloat16", "float16", "float32"],
+                   help="default: float16 on a GPU, float32 on the CPU (as stanchat chooses)")
     p.add_argument("--video", default=str(ROOT / "examples" / "blue-triangle-left.mp4"))
     p.add_argument("--requests", type=int, default=64)
     p.add_argument("--clients", type=int, default=16)
@@ -109,11 +126,20 @@ def in_process(chat, max_batch: int, body: bytes, args: argparse.Namespace) -> t
     return figures, warm
 
 
+def _env() -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+
+
+def _model_args(args: argparse.Namespace) -> list[str]:
+    """The `stanchat` options that load the measured model in another process."""
+    return ["--model", args.preset] + (["--device", args.device] if args.device else []) + (
+        ["--dtype", args.dtype] if args.dtype else [])
+
+
 def vllm(body: bytes, args: argparse.Namespace) -> dict:
     port = _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen([args.vllm_python, "-m", "stanchat", "api", "--engine", "vllm", "--model", "tiny",
-                                "--device", "cpu", "--port", str(port), "--max-pending", "256"], cwd=ROOT, env=env,
+    process = subprocess.Popen([args.vllm_python, "-m", "stanchat", "api", "--engine", "vllm", *_model_args(args),
+                                "--port", str(port), "--max-pending", "256"], cwd=ROOT, env=_env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait(f"http://127.0.0.1:{port}", 600)
@@ -124,41 +150,118 @@ def vllm(body: bytes, args: argparse.Namespace) -> dict:
 
 
 def cold_ask(args: argparse.Namespace) -> float:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "stanchat", "ask", args.video, QUESTION, "--model", "tiny", "--device",
-                    "cpu", "--max-new-tokens", str(args.max_tokens), "--json"], cwd=ROOT, env=env, check=True,
+    subprocess.run([sys.executable, "-m", "stanchat", "ask", args.video, QUESTION, *_model_args(args),
+                    "--max-new-tokens", str(args.max_tokens), "--json"], cwd=ROOT, env=_env(), check=True,
                    capture_output=True)
     return time.perf_counter() - start
 
 
-def measure(args: argparse.Namespace) -> Result:
+@dataclass
+class _Grafted:
+    """What `VideoChat` takes from a VideoCLIP: the STAN it grafts (here gpu.py's random one)."""
+
+    stan: object
+
+
+def random_chat(args: argparse.Namespace, device, dtype):
+    """A `VideoChat` at --preset's real shapes (gpu.py's `bench_shape`, `build`) with random weights;
+    the tiny preset's tokenizer and chat template, its image processor resized to the tower."""
+    from transformers import AutoProcessor, CLIPImageProcessor
+
+    from benchmarks.gpu import bench_shape, build
+    from stanchat.chat import VideoChat
+    from stanchat.pretrained import resolve
+
+    processor = AutoProcessor.from_pretrained(resolve("tiny", None, None).llava)
+    side = bench_shape(args).image_size
+    sized = {"size": {"shortest_edge": side}, "crop_size": {"height": side, "width": side}}
+    processor.image_processor = CLIPImageProcessor.from_dict({**processor.image_processor.to_dict(), **sized})
+    shape = replace(bench_shape(args), image_token=processor.image_token_id)  # the tiny tokenizer's <image>
+    graft = build(shape, "dense", device, dtype, max_frames=64, context=CONTEXT)
+    return VideoChat(graft.llava, processor, _Grafted(graft.stan), f"{args.preset} (random weights)")
+
+
+def weights_here(preset: str) -> bool:
+    from stanchat.commands.models import status
+
+    entry = status(preset)
+    return entry["stan_present"] and entry["llava_present"]
+
+
+def load_model(args: argparse.Namespace):
+    """(the VideoChat measured, which weights: "bundled", "real" or "random")."""
+    import stanchat
+    from stanchat.chat import resolve_device, resolve_dtype
+
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    if args.preset == "tiny":
+        return stanchat.load("tiny", device=device, dtype=dtype), "bundled"
+    if weights_here(args.preset) and not args.toy:
+        return stanchat.load(args.preset, device=device, dtype=dtype), "real"
+    return random_chat(args, device, dtype), "random"
+
+
+def in_process_rows(args: argparse.Namespace, body: bytes) -> tuple[dict, float | None, str, str]:
+    """The transformers rows, the best warm answer's seconds, which weights, and the GPU's name ("" on
+    the CPU); the model is let go (the GPU's cache emptied) before this returns, so vLLM can have the GPU."""
     import torch
 
-    import stanchat
+    chat, weights = load_model(args)
+    device = chat.vision_device
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    rows, warm = {}, None
+    for engine in [e for e in args.engines if e != "vllm"]:
+        rows[engine], seconds = in_process(chat, 1 if engine == "one" else 8, body, args)
+        warm = seconds if warm is None else min(warm, seconds)
+    del chat
+    if gpu:
+        torch.cuda.empty_cache()
+    return rows, warm, weights, gpu
 
-    chat = stanchat.load("tiny", device="cpu")
+
+def not_measured(args: argparse.Namespace, weights: str) -> dict[str, str]:
+    """The rows that cannot be measured here -> why."""
+    skipped = {}
+    if "vllm" in args.engines:
+        if weights == "random":
+            skipped["vllm"] = "random weights live in this process only, and vLLM loads a model from disk"
+        elif not Path(args.vllm_python).exists():
+            skipped["vllm"] = f"no vLLM environment at {args.vllm_python} (scripts/test makes .venv-vllm)"
+    if weights == "random":
+        skipped["cold"] = "it loads the preset's weights, which are not on this machine"
+    return skipped
+
+
+def measure(args: argparse.Namespace) -> Result:
     url = "data:video/mp4;base64," + base64.b64encode(Path(args.video).read_bytes()).decode()
     body = json.dumps({"messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": url}},
                                                                  {"type": "text", "text": QUESTION}]}],
                        "max_tokens": args.max_tokens, "temperature": 0}).encode()
-    rows, warm = {}, None
-    for engine in args.engines:
-        if engine == "vllm":
-            if not Path(args.vllm_python).exists():
-                continue  # no vLLM environment: its row is left out, the page says which ran
-            rows[engine] = vllm(body, args)
-        else:
-            rows[engine], seconds = in_process(chat, 1 if engine == "one" else 8, body, args)
-            warm = seconds if warm is None else min(warm, seconds)
-    cold = cold_ask(args)
-    result = Result("serve", "`stanchat api` under concurrent clients (tiny preset)",
-                    data={"rows": rows, "warm": warm, "cold": cold},
-                    setup=f"{args.requests} requests from {args.clients} clients over loopback, "
-                          f"{Path(args.video).name}, {args.max_tokens} tokens at most, greedy, on "
-                          f"{cpu_name(torch.get_num_threads())}; engines run: {', '.join(rows)}")
+    import torch
+
+    rows, warm, weights, gpu = in_process_rows(args, body)
+    skipped = not_measured(args, weights)
+    if "vllm" in args.engines and "vllm" not in skipped:
+        rows["vllm"] = vllm(body, args)
+    cold = None if "cold" in skipped else cold_ask(args)
+    model = f"{args.preset} preset" + (", toy shapes" if args.toy and weights == "random" else "")
+    result = Result("serve", f"`stanchat api` under concurrent clients ({model})",
+                    data={"rows": rows, "warm": warm, "cold": cold, "not_measured": skipped, "weights": weights},
+                    setup=f"{model}, {weights} weights, {args.requests} requests from {args.clients} clients over "
+                          f"loopback, {Path(args.video).name}, {args.max_tokens} tokens at most, greedy, on "
+                          f"{gpu or cpu_name(torch.get_num_threads())}; "
+                          f"engines run: {', '.join(rows)}")
+    result.notes += [f"{ENGINES.get(key, 'cold `stanchat ask`')}: not measured ({why})" for key, why in skipped.items()]
+    figures(result, gpu)
+    return result
+
+
+def figures(result: Result, device: str) -> None:
+    rows, warm, cold = result.data["rows"], result.data["warm"], result.data["cold"]
     for engine, row in rows.items():
-        result.figures.append(Figure(f"{ENGINES[engine]}: requests/s", row["rps"], "req/s",
+        result.figures.append(Figure(f"{ENGINES[engine]}: requests/s", row["rps"], "req/s", device=device,
                                      detail=f"p50 {row['p50']:.3f} s, p95 {row['p95']:.3f} s"))
     base = rows.get("one")
     for engine in ("batched", "vllm"):
@@ -166,10 +269,9 @@ def measure(args: argparse.Namespace) -> Result:
             result.figures.append(Figure(f"{ENGINES[engine]} / one at a time, requests/s",
                                          rows[engine]["rps"] / base["rps"], "x",
                                          detail=f"{rows[engine]['rps']:.2f} vs {base['rps']:.2f} req/s"))
-    if warm is not None:
+    if warm is not None and cold is not None:
         result.figures.append(Figure("cold `stanchat ask` / warm server answer", cold / warm, "x",
                                      detail=f"{cold:.2f} s vs {warm:.3f} s"))
-    return result
 
 
 def report(result: Result) -> None:
@@ -177,6 +279,8 @@ def report(result: Result) -> None:
     print(f"{'engine':<30}{'req/s':>8}{'p50 s':>9}{'p95 s':>9}")
     for engine, row in result.data["rows"].items():
         print(f"{ENGINES[engine]:<30}{row['rps']:>8.2f}{row['p50']:>9.3f}{row['p95']:>9.3f}")
+    for key, why in result.data["not_measured"].items():
+        print(f"{ENGINES.get(key, 'cold stanchat ask'):<30} not measured: {why}")
     result.print_figures()
 
 

@@ -1,16 +1,22 @@
 """Many questions, answered in batches: `VideoChat.ask_many` and `stanchat ask --batch`.
 
 A request is a dict: `video`, `question`, and optionally `id`, `frames`, `temporal`,
-`max_new_tokens`, `temperature`. Requests are encoded one by one (a video asked about twice is
-encoded once) and answered `batch_size` at a time by the transformers engine's padded `generate`,
-so greedy answers equal `VideoChat.ask`'s. A request that cannot be answered (missing video, bad
-field) gives an error record instead of stopping the rest.
+`max_new_tokens`, `temperature`. Requests are encoded one by one (the last few videos' features
+are kept, so a video asked about in a row is encoded once) and answered `batch_size` at a time by
+the transformers engine's padded `generate`, so greedy answers equal `VideoChat.ask`'s. A request
+that cannot be answered (missing or broken video, bad field, repeated id) gives an error record
+instead of stopping the rest; Ctrl-C still stops the run.
+
+Ids are a string or an integer, unique in one run; a request without one is called
+"request N" (`ask_many`) or "line N" (`--batch`), both counted from 1.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
@@ -23,9 +29,30 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FIELDS = ("id", "video", "question", "frames", "temporal", "max_new_tokens", "temperature")
+FEATURE_CACHE = 4  # encoded videos kept (LRU): a file asking several questions per video in a row encodes it once
 
 
-def _job(chat: "VideoChat", request: dict, cache: dict):
+class _Features:
+    """The last `size` videos' projected features, keyed by (video, frames, temporal)."""
+
+    def __init__(self, chat: "VideoChat", size: int = FEATURE_CACHE):
+        self.chat, self.size = chat, size
+        self._cache: OrderedDict[tuple, Any] = OrderedDict()
+
+    def get(self, video: str, frames: int, temporal: str):
+        key = (video, frames, temporal)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        decoded = self.chat.decode(video, frames)
+        features = self.chat.features(decoded.pixel_values, temporal)[0]  # (1, N, E)
+        self._cache[key] = features
+        while len(self._cache) > self.size:
+            self._cache.popitem(last=False)
+        return features
+
+
+def _job(chat: "VideoChat", request: dict, features_of: _Features):
     from stanchat.api.engines.base import Job, Sampling
     from stanchat.api.prompt import prompt_ids
 
@@ -35,11 +62,7 @@ def _job(chat: "VideoChat", request: dict, cache: dict):
     if not isinstance(request.get("video"), str) or not isinstance(request.get("question"), str):
         raise StanchatError("a request needs a \"video\" path and a \"question\"")
     frames, temporal = int(request.get("frames", DEFAULTS.frames)), check_temporal(request.get("temporal", DEFAULTS.temporal))
-    key = (request["video"], frames, temporal)
-    if key not in cache:
-        decoded = chat.decode(request["video"], frames)
-        cache[key] = chat.features(decoded.pixel_values, temporal)[0]
-    features = cache[key]
+    features = features_of.get(request["video"], frames, temporal)
     ids = prompt_ids(chat.processor, [], check_question(request["question"]))
     chat.check_context(len(ids) - 1 + features.shape[1], features.shape[1], temporal, frames)
     sampling = Sampling(max_tokens=int(request.get("max_new_tokens", DEFAULTS.max_new_tokens)),
@@ -47,23 +70,44 @@ def _job(chat: "VideoChat", request: dict, cache: dict):
     return Job(prompt_ids=ids, features=features, sampling=sampling), int(features.shape[1])
 
 
+def check_id(request_id: Any, seen: set, where: str) -> None:
+    """Refuse an id that is not a string or an integer, or that an earlier request has."""
+    if isinstance(request_id, bool) or not isinstance(request_id, (str, int)):
+        raise StanchatError(f"{where}: id must be a string or an integer, got {json.dumps(request_id)}")
+    if request_id in seen:
+        raise StanchatError(f"{where}: the id {json.dumps(request_id)} is taken by an earlier request; "
+                            "give each request its own id")
+    seen.add(request_id)
+
+
+def _prepare(chat: "VideoChat", request: Any, index: int, seen: set, features_of: _Features) -> tuple[dict, Any]:
+    """(record, (job, video tokens)), or (record with its error, None)."""
+    record = {"id": f"request {index + 1}"}
+    try:
+        if not isinstance(request, dict):
+            raise StanchatError("a request must be a JSON object")
+        if "id" in request:
+            check_id(request["id"], seen, f"request {index + 1}")
+            record["id"] = request["id"]
+        return record, _job(chat, request, features_of)
+    except (StanchatError, ValueError, TypeError) as err:
+        return {**record, "error": str(err)}, None
+    except Exception as err:  # a decoder or the tower failing on this video: this request's error only
+        logger.debug("request %s failed", record["id"], exc_info=True)
+        return {**record, "error": f"{type(err).__name__}: {err}"}, None
+
+
 def ask_many(chat: "VideoChat", requests: Iterable[dict], batch_size: int = 8) -> Iterator[dict]:
-    """One record per request, in order, as each batch finishes: the request's `id` (its index if
-    it has none) and `answer`, `video_tokens`, `finish_reason`; or `error`."""
+    """One record per request, in order, as each batch finishes: the request's `id` and `answer`,
+    `video_tokens`, `finish_reason`; or `error`."""
     from stanchat.api.engines.hf import TransformersEngine
 
     engine = TransformersEngine(chat, max_batch=batch_size, batch_wait_ms=0)
-    cache: dict = {}
+    features_of, seen = _Features(chat), set()
     pending: list[tuple[dict, Any]] = []  # (record, (job, video tokens) or None)
     try:
         for index, request in enumerate(requests):
-            record = {"id": request.get("id", index) if isinstance(request, dict) else index}
-            try:
-                if not isinstance(request, dict):
-                    raise StanchatError("a request must be a JSON object")
-                pending.append((record, _job(chat, request, cache)))
-            except (StanchatError, ValueError, TypeError) as err:
-                pending.append(({**record, "error": str(err)}, None))
+            pending.append(_prepare(chat, request, index, seen, features_of))
             if len(pending) >= batch_size:
                 yield from _answer(engine, pending)
                 pending = []
@@ -74,29 +118,42 @@ def ask_many(chat: "VideoChat", requests: Iterable[dict], batch_size: int = 8) -
 
 def _answer(engine, pending: list[tuple[dict, Any]]) -> Iterator[dict]:
     jobs = [prepared[0] for _, prepared in pending if prepared is not None]
-    results = iter(engine.generate_many(jobs) if jobs else [])
+    try:
+        results = iter(engine.generate_many(jobs) if jobs else [])
+    except Exception as err:  # e.g. out of memory: this batch's requests get the error, the run goes on
+        logger.debug("a batch failed", exc_info=True)
+        results = iter([f"{type(err).__name__}: {err}"] * len(jobs))
     for record, prepared in pending:
         if prepared is None:
             yield record
             continue
         result = next(results)
-        yield {**record, "answer": result.text, "video_tokens": prepared[1], "finish_reason": result.finish_reason}
+        if isinstance(result, str):
+            yield {**record, "error": result}
+        else:
+            yield {**record, "answer": result.text, "video_tokens": prepared[1], "finish_reason": result.finish_reason}
 
 
-def read_requests(path: str | Path, done: set) -> Iterator[dict | str]:
-    """The requests of a JSONL file not yet in `done` (by id, else by line number); a bad line
-    becomes a string (its error), so that it gets an error record."""
+def read_requests(path: str | Path, done: set) -> Iterator[dict]:
+    """The requests of a JSONL file not yet in `done`, each with its id (its own, else "line N");
+    a line that is not a request, or repeats an earlier line's id, comes as {"id", "error"}."""
+    seen: set = set()
     with open(path) as f:
-        for number, line in enumerate(f):
+        for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
+            where = f"line {number}"
             try:
                 request = json.loads(line)
             except ValueError as err:
-                request = {"error": f"line {number + 1} is not JSON ({err})"}
+                request = {"error": f"{where} is not JSON ({err})"}
             if not isinstance(request, dict):
-                request = {"error": f"line {number + 1} is not a JSON object"}
-            request.setdefault("id", number)
+                request = {"error": f"{where} is not a JSON object"}
+            request.setdefault("id", where)
+            try:
+                check_id(request["id"], seen, where)
+            except StanchatError as err:
+                request = {"id": where, "error": str(err)}
             if request["id"] not in done:
                 yield request
 
@@ -123,8 +180,9 @@ def run_batch(chat: "VideoChat", requests_path: str, out_path: str, batch_size: 
     bad = [r for r in requests if "error" in r]
     good = [r for r in requests if "error" not in r]
     answered = errors = 0
-    with open(out_path, "a") as out:
-        for record in [*({"id": r["id"], "error": r["error"]} for r in bad), *ask_many(chat, good, batch_size)]:
+    refused = ({"id": r["id"], "error": r["error"]} for r in bad)
+    with open(out_path, "a") as out:  # each record written as its batch finishes
+        for record in itertools.chain(refused, ask_many(chat, good, batch_size)):
             out.write(json.dumps(record) + "\n")
             out.flush()
             answered += "answer" in record

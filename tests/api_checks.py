@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlparse
 
 import openai
 import pytest
@@ -106,17 +109,56 @@ def check_local_paths(base: str, allowed: Path, tmp_path: Path, expected: str) -
     for url in (str(outside), outside.as_uri(), str(allowed / ".." / outside.name)):
         with pytest.raises(openai.PermissionDeniedError) as err:
             ask(base, [video_message(url)])
-        assert err.value.status_code == 403 and "outside" in err.value.body["message"]
+        message = err.value.body["message"]
+        assert err.value.status_code == 403 and "outside" in message
+        assert message.split(" is outside ")[1] == "the folder this server allows (--allowed-local-media-path)"
 
 
 def check_bad_requests(base: str) -> None:
     cases = [([{"role": "user", "content": QUESTION}], "video_url"),
+             ([video_message("data:text/plain;base64,aGVsbG8=")], "the uploaded video is a text file, not a video"),
              ([video_message("https://example.com/a.mp4")], "remote URLs"),
              ([video_message("data:video/mp4;base64,@@@")], "base64")]
     for messages, says in cases:
         with pytest.raises(openai.BadRequestError) as err:
             ask(base, messages)
-        assert says in err.value.body["message"]
+        assert says in err.value.body["message"] and "stanchat-api-" not in err.value.body["message"]
     with pytest.raises(openai.BadRequestError) as err:
         ask(base, [video_message(data_url(LEFT))], extra_body={"temporal": "sideways"})
     assert err.value.body["param"] == "temporal"
+
+
+def _pending(base: str) -> int:
+    with urllib.request.urlopen(f"{base}/health") as response:
+        return json.load(response)["pending"]
+
+
+def _hold(base: str, body: bytes) -> socket.socket:
+    """A request whose body is half sent: admitted, it holds its place until the rest arrives."""
+    url = urlparse(base)
+    sock = socket.create_connection((url.hostname, url.port), timeout=120)
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Bearer {KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+    sock.sendall(head.encode() + body[: len(body) // 2])
+    return sock
+
+
+def check_full_queue(base: str, places: int) -> None:
+    """`places` requests held inside the server fill it: the next is refused with 429 whatever the
+    engine's speed; once the held ones finish sending, each is answered."""
+    body = json.dumps({"model": "tiny", "messages": [video_message(data_url(LEFT))], "max_tokens": 8}).encode()
+    held = [_hold(base, body) for _ in range(places)]
+    deadline = time.monotonic() + 60  # until the server has read their headers
+    while _pending(base) < places and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _pending(base) == places
+    with pytest.raises(openai.RateLimitError) as err:
+        ask(base, [video_message(data_url(LEFT))])
+    assert err.value.status_code == 429 and "busy" in err.value.body["message"]
+    for sock in held:
+        with sock:
+            sock.sendall(body[len(body) // 2:])
+            reply = b"".join(iter(lambda: sock.recv(65536), b""))
+        assert reply.startswith(b"HTTP/1.1 200")
+        assert json.loads(reply.partition(b"\r\n\r\n")[2])["choices"][0]["message"]["content"] == "a blue triangle moves left"
+    assert _pending(base) == 0

@@ -69,7 +69,7 @@ def serve_in_thread(app, port: int | None = None):
 
 @contextlib.contextmanager
 def serve_subprocess(python: str, args: list[str], timeout: float, log: Path):
-    """`python -m stanchat api ARGS --port P` in its own process; yields its base URL."""
+    """`python -m stanchat api ARGS --port P` in its own process; yields (its base URL, the process)."""
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     with open(log, "w") as out:
@@ -81,7 +81,7 @@ def serve_subprocess(python: str, args: list[str], timeout: float, log: Path):
             wait_healthy(base, timeout, process)
         except RuntimeError as err:
             raise RuntimeError(f"{err}; its log:\n{log.read_text()[-3000:]}") from err
-        yield base
+        yield base, process
     finally:
         process.terminate()
         try:
@@ -91,3 +91,9 @@ def serve_subprocess(python: str, args: list[str], timeout: float, log: Path):
             process.wait()
 
 
+def peak_rss(pid: int) -> int:
+    """The most resident memory process `pid` has held so far, in bytes (Linux: VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024  # reported in kB
+    raise RuntimeError(f"no VmHWM in /proc/{pid}/status")

@@ -1,8 +1,10 @@
 """The engines behind `stanchat api`: batched greedy answers equal one-at-a-time answers."""
 
 import pytest
+import torch
 
 from stanchat.api.engines.base import Job, Sampling, TextTracker
+from stanchat.errors import StanchatError
 from tests.api_helpers import LEFT, QUESTION, SHRINK
 
 QUESTIONS = [QUESTION, "Which way does it move?", "What colour is the shape?", "What shape is it?"]
@@ -107,3 +109,68 @@ def test_one_data_url_spooled_by_many_threads_at_once(tmp_path):
         media = list(pool.map(lambda _: resolver.resolve(url, "video", "messages"), range(64)))
     assert len({m.sha256 for m in media}) == 1 and sorted(p.name for p in tmp_path.iterdir()) == [
         media[0].sha256 + ".mp4"]
+
+
+class _FakeVllm:
+    """Stands in for vLLM's AsyncLLM: what the engine would be started with."""
+
+    def __init__(self, args):
+        self.args = args
+
+    def shutdown(self):
+        pass
+
+
+def _engine_without_vllm(monkeypatch, tmp_path, chat, argv):
+    """`stanchat api ARGV`'s vLLM engine around `chat`, with vLLM itself replaced by `_FakeVllm`."""
+    from stanchat.api.engines import create_engine, vllm
+    from stanchat.cli import build_parser
+    from stanchat.commands.api import api_config
+
+    async def start(self, args):
+        return _FakeVllm(args)
+
+    monkeypatch.setenv("STANCHAT_HOME", str(tmp_path))  # the vLLM-ready copy of the weights goes here
+    monkeypatch.setattr(vllm, "check_available", lambda: None)
+    monkeypatch.setattr(vllm.VllmEngine, "_start", start)
+    return create_engine("vllm", chat, api_config(build_parser().parse_args(["api", "--engine", "vllm", *argv])))
+
+
+def test_with_vllm_only_the_tower_stan_and_projector_stay_resident(monkeypatch, tmp_path):
+    from stanchat.chat import load
+
+    chat = load("tiny", device="cpu")
+    decoded = chat.decode(LEFT, 16)
+    before = chat.features(decoded.pixel_values, "stan")[0]
+    llava = chat.llava
+    stays = [*llava.model.vision_tower.parameters(), *llava.model.multi_modal_projector.parameters()]
+    kept = sum(p.numel() for p in stays)
+    engine = _engine_without_vllm(monkeypatch, tmp_path, chat, [])
+    try:
+        resident = [p for p in llava.parameters() if p.device.type != "meta"]
+        assert sum(p.numel() for p in resident) == kept  # the LLM's layers, embeddings and head are freed
+        freed = [*llava.model.language_model.parameters(), *llava.lm_head.parameters()]
+        assert all(p.device.type == "meta" for p in freed)
+        assert torch.equal(chat.features(decoded.pixel_values, "stan")[0], before)  # what stanchat still runs
+        assert engine.engine.args["dtype"] == "float32" and engine.engine.args["kv_cache_memory_bytes"] == 1 << 30
+        with pytest.raises(StanchatError, match="--engine vllm"):
+            chat.ask(LEFT, QUESTION)  # the freed LLM says so instead of failing on a meta tensor
+    finally:
+        engine.close()
+
+
+def test_vllm_memory_options_reach_the_engine(monkeypatch, tmp_path, chat, capsys):
+    import copy
+
+    from stanchat.cli import main
+
+    engine = _engine_without_vllm(monkeypatch, tmp_path, copy.deepcopy(chat),
+                                  ["--kv-cache-gib", "2.5", "--gpu-memory-utilization", "0.6"])
+    try:
+        assert engine.engine.args["kv_cache_memory_bytes"] == int(2.5 * (1 << 30))
+        assert engine.engine.args["gpu_memory_utilization"] == 0.6
+    finally:
+        engine.close()
+    for bad in (["--gpu-memory-utilization", "1.5"], ["--kv-cache-gib", "0"]):
+        assert main(["api", "--engine", "vllm", *bad]) == 2
+        assert bad[0] in capsys.readouterr().err

@@ -21,7 +21,7 @@ def test_ask_many_equals_ask(chat):
                 {"id": "c", "video": str(LEFT), "question": "Which way does it move?"},
                 {"id": "bad", "video": "/no/such.mp4", "question": QUESTION}]
     records = list(chat.ask_many(requests, batch_size=2))
-    assert [r["id"] for r in records] == ["a", 1, "c", "bad"]
+    assert [r["id"] for r in records] == ["a", "request 2", "c", "bad"]
     for request, record in zip(requests[:3], records):
         assert record["answer"] == chat.ask(request["video"], request["question"]).text
     assert "error" in records[3] and "answer" not in records[3]
@@ -34,8 +34,8 @@ def test_cli_batch_writes_lines_and_a_rerun_skips_them(tmp_path, capsys):
     requests.write_text("\n".join(lines[:1] + lines[1:2]) + "\n")
     assert main(["ask", "--model", "tiny", "--device", "cpu", "--batch", str(requests), "--out", str(out)]) == 0
     first = [json.loads(line) for line in out.read_text().splitlines()]
-    assert {r["id"]: r.get("answer") for r in first} == {"left": "a blue triangle moves left", 1: None}
-    assert "not JSON" in next(r for r in first if r["id"] == 1)["error"]
+    assert {r["id"]: r.get("answer") for r in first} == {"left": "a blue triangle moves left", "line 2": None}
+    assert "not JSON" in next(r for r in first if r["id"] == "line 2")["error"]
     requests.write_text("\n".join(lines) + "\n")  # one more request: only it (and the bad line) run again
     assert main(["ask", "--model", "tiny", "--device", "cpu", "--batch", str(requests), "--out", str(out)]) == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
@@ -48,3 +48,77 @@ def test_cli_batch_needs_out(tmp_path, capsys):
     (tmp_path / "r.jsonl").write_text("{}\n")
     assert main(["ask", "--batch", str(tmp_path / "r.jsonl")]) == 2
     assert "--out" in capsys.readouterr().err
+
+
+def _counting_decode(monkeypatch, chat, fail: dict | None = None) -> list:
+    """chat.decode, recording each (video, frames) it decodes; `fail` maps a video to what it raises."""
+    calls, decode = [], chat.decode
+
+    def counted(video, frames=16):
+        calls.append((str(video), frames))
+        if fail and str(video) in fail:
+            raise fail[str(video)]
+        return decode(video, frames)
+
+    monkeypatch.setattr(chat, "decode", counted)
+    return calls
+
+
+def test_the_feature_cache_keeps_only_the_last_few_videos(chat, monkeypatch):
+    from stanchat.batch import FEATURE_CACHE
+
+    calls = _counting_decode(monkeypatch, chat)
+    frames = list(range(2, 3 + FEATURE_CACHE))  # one more distinct (video, frames) than the cache holds
+    requests = [{"video": str(LEFT), "question": QUESTION, "frames": f, "max_new_tokens": 2}
+                for f in [*frames, frames[-1], frames[0]]]
+    records = list(chat.ask_many(requests, batch_size=4))
+    assert all("answer" in r for r in records)
+    # the repeated last one is a hit; the first was dropped to keep FEATURE_CACHE, so it is decoded again
+    assert [f for _, f in calls] == [*frames, frames[0]]
+
+
+def test_ids_are_unique_and_generated_ones_cannot_clash(chat, tmp_path):
+    records = list(chat.ask_many([{"id": 2, "video": str(LEFT), "question": QUESTION, "max_new_tokens": 2},
+                                  {"video": str(LEFT), "question": QUESTION, "max_new_tokens": 2},
+                                  {"id": 2, "video": str(SHRINK), "question": QUESTION}]))
+    assert [r["id"] for r in records] == [2, "request 2", "request 3"]
+    assert "answer" in records[1] and "id 2 is taken" in records[2]["error"]
+    requests, out = tmp_path / "requests.jsonl", tmp_path / "answers.jsonl"
+    lines = [{"id": 2, "video": str(LEFT), "question": QUESTION, "max_new_tokens": 2},
+             {"video": str(LEFT), "question": QUESTION, "max_new_tokens": 2},
+             {"id": 2, "video": str(SHRINK), "question": QUESTION}, {"id": {"a": 1}, "video": str(LEFT)},
+             {"id": "line 2", "video": str(LEFT), "question": QUESTION}]
+    requests.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert main(["ask", "--model", "tiny", "--device", "cpu", "--batch", str(requests), "--out", str(out)]) == 0
+    records = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert sorted(records, key=str) == [2, "line 2", "line 3", "line 4", "line 5"]
+    assert "answer" in records[2] and "answer" in records["line 2"]
+    assert "id 2 is taken" in records["line 3"]["error"] and "string or an integer" in records["line 4"]["error"]
+    assert "taken" in records["line 5"]["error"]
+
+
+def test_a_decoder_crash_is_that_requests_error_and_ctrl_c_still_stops(chat, monkeypatch):
+    _counting_decode(monkeypatch, chat, fail={str(SHRINK): RuntimeError("decoder exploded")})
+    requests = [{"id": i, "video": str(video), "question": QUESTION, "max_new_tokens": 2}
+                for i, video in enumerate((LEFT, SHRINK, LEFT))]
+    records = list(chat.ask_many(requests))
+    assert [("answer" in r, r.get("error")) for r in records] == [
+        (True, None), (False, "RuntimeError: decoder exploded"), (True, None)]
+    _counting_decode(monkeypatch, chat, fail={str(LEFT): KeyboardInterrupt()})
+    with pytest.raises(KeyboardInterrupt):
+        list(chat.ask_many(requests))
+
+
+def test_answers_are_written_as_batches_finish_so_an_interrupted_run_resumes(chat, monkeypatch, tmp_path):
+    from stanchat.batch import run_batch
+
+    requests, out = tmp_path / "requests.jsonl", tmp_path / "answers.jsonl"
+    requests.write_text("".join(json.dumps({"id": name, "video": str(video), "question": QUESTION}) + "\n"
+                                for name, video in (("left", LEFT), ("shrink", SHRINK))))
+    _counting_decode(monkeypatch, chat, fail={str(SHRINK): KeyboardInterrupt()})
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(chat, str(requests), str(out), batch_size=1)
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["left"]  # on disk before Ctrl-C
+    monkeypatch.undo()
+    assert run_batch(chat, str(requests), str(out), batch_size=1) == (1, 0)  # only the one left
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["left", "shrink"]

@@ -51,6 +51,27 @@ def test_benchmark_runs_at_toy_size(name, tmp_path, capsys):
         assert f"{figure.label}: {figure.text()}" in printed  # every figure printed, with its target if any
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("argv, reasons", [
+    (["--vllm-python", "/no/such/python"], {"vllm": "no vLLM environment at /no/such/python"}),
+    (["--preset", "llava-1.5-7b", "--toy", "--device", "cpu"],
+     {"vllm": "random weights", "cold": "not on this machine"}),
+])
+def test_serve_records_the_rows_it_cannot_measure_and_why(argv, reasons, tmp_path, capsys):
+    from benchmarks import serve
+
+    out = tmp_path / "serve.json"
+    toy = [*TOY_ARGV["serve"][:-2], "one", "vllm"]  # ask for vLLM too
+    assert serve.main([*toy, *argv, "--json", str(out)]) == 0
+    result, printed = Result.load(out), capsys.readouterr().out
+    assert sorted(result.data["not_measured"]) == sorted(reasons) and list(result.data["rows"]) == ["one"]
+    for key, says in reasons.items():
+        why = result.data["not_measured"][key]
+        assert says in why and f"not measured: {why}" in printed
+        assert any(says in note for note in result.notes)  # the page says so too
+    assert result.data["weights"] == ("random" if "--toy" in argv else "bundled")
+
+
 def test_gpu_refuses_cuda_without_one(capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")

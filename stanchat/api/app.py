@@ -88,15 +88,15 @@ def create_app(service: ChatService) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         _check_key(request, config.api_key)
-        parsed = parse_request(await _read_json(request, config.max_request_bytes))
-        if parsed.model not in (None, "", service.model_name):
-            raise ApiError(404, f"model {parsed.model!r} is not served here; this server serves "
-                                f"{service.model_name!r}", param="model", code="model_not_found")
-        service.admit()
+        service.admit()  # before the body is read: a full server reads no more than the headers
         try:
+            parsed = parse_request(await _read_json(request, config.max_request_bytes))
+            if parsed.model not in (None, "", service.model_name):
+                raise ApiError(404, f"model {parsed.model!r} is not served here; this server serves "
+                                    f"{service.model_name!r}", param="model", code="model_not_found")
             loop = asyncio.get_running_loop()
             prepared = await loop.run_in_executor(service.pool, service.prepare, parsed)
-            if parsed.stream:
+            if parsed.stream:  # the response gives the place back when it ends
                 stream = _sse(service, parsed, prepared)
                 headers = {CACHE_HEADER: _hit(prepared)}
                 return _ReleasingStream(stream, service.release, media_type="text/event-stream", headers=headers)

@@ -11,6 +11,7 @@ LOCALHOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 API_KEY_ENV = "STANCHAT_API_KEY"  # the key clients must send as `Authorization: Bearer KEY`
 ENGINES = ("transformers", "vllm")
+CPU_KV_CACHE_GIB = 1.0  # vLLM's KV cache when the model runs on the CPU (its own default takes 92% of the memory)
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,8 @@ class ApiConfig:
     batch_wait_ms: float = 5.0  # how long the batching worker waits for more requests to join a batch
     cache_size: int = 32  # encoded videos kept (LRU), keyed by content hash and video options
     tensor_parallel_size: int = 1  # GPUs vLLM splits the LLM over (--engine vllm)
-    kv_cache_gib: float | None = None  # vLLM's KV cache size; None: vLLM's default on a GPU, 1 GiB on the CPU
+    kv_cache_gib: float | None = None  # vLLM's KV cache; None: vLLM's default on a GPU, CPU_KV_CACHE_GIB on the CPU
+    gpu_memory_utilization: float | None = None  # share of the GPU vLLM may fill (0-1]; None: vLLM's default
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -35,6 +37,10 @@ class ApiConfig:
                 raise StanchatError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.cache_size < 0 or self.batch_wait_ms < 0 or self.max_video_seconds <= 0:
             raise StanchatError("--cache-size and --batch-wait-ms must be >= 0 and --max-video-seconds > 0")
+        if self.kv_cache_gib is not None and not self.kv_cache_gib > 0:
+            raise StanchatError(f"--kv-cache-gib must be > 0, got {self.kv_cache_gib}")
+        if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
+            raise StanchatError(f"--gpu-memory-utilization must be in (0, 1], got {self.gpu_memory_utilization}")
         if self.allowed_local_media_path is not None and not os.path.isdir(self.allowed_local_media_path):
             raise StanchatError(f"--allowed-local-media-path {self.allowed_local_media_path} is not a folder")
 

@@ -94,20 +94,25 @@ class VideoEncoder:
         start = time.perf_counter()
         try:
             check_temporal(options.temporal)
+            # the probe checks the length sampled (the window, if given) before any frame is decoded
             clip = load_video(media.path, frames=options.frames, strategy="fps" if options.fps else "uniform",
-                              fps=options.fps, start=options.start, end=options.end)
-            if clip.duration > self.max_video_seconds:
-                raise ApiError(400, f"the video is {clip.duration:.0f} s long, more than this server's "
-                                    f"{self.max_video_seconds:g} s limit; send a shorter clip or a time window "
-                                    f"(start/end)", param="messages")
+                              fps=options.fps, start=options.start, end=options.end,
+                              max_seconds=self.max_video_seconds)
             decoded = self.chat.decode(clip, frames=len(clip.timestamps))
             features, _ = self.chat.features(decoded.pixel_values, options.temporal)
         except StanchatError as err:
-            raise ApiError(400, str(err), param="messages") from err
+            raise ApiError(400, self._public(str(err), media), param="messages") from err
         finally:
             self._drop_spooled(media)
         return Encoded(features=features, frames=len(clip.timestamps), timestamps=tuple(clip.timestamps),
                        duration=clip.duration, seconds=time.perf_counter() - start)
+
+    def _public(self, message: str, media: Media) -> str:
+        """`message` as a client may see it: the file called what the client called it, no server path."""
+        message = message.replace(media.path, media.label)
+        if self.spool_owned is not None:
+            message = message.replace(self.spool_owned, "(upload folder)")
+        return message
 
     def _drop_spooled(self, media: Media) -> None:
         import os

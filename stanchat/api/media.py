@@ -29,6 +29,7 @@ class Media:
     path: str  # a local file to decode
     sha256: str  # of its bytes: the encoded-video cache key
     kind: str  # "video" or "image"
+    label: str  # what errors call it: the client's own path or URL, or "the uploaded video" (never a server path)
 
 
 def file_hash(path: str | os.PathLike) -> str:
@@ -82,7 +83,7 @@ class MediaResolver:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.replace(tmp, path)
-        return Media(str(path), sha, kind)
+        return Media(str(path), sha, kind, f"the uploaded {kind}")
 
     def _local(self, path: str, kind: str, param: str) -> Media:
         if self.allowed is None:
@@ -90,7 +91,8 @@ class MediaResolver:
                                 "--allowed-local-media-path; send the file as a data: URL", param=param)
         resolved = Path(path).expanduser().resolve()
         if not resolved.is_relative_to(self.allowed):
-            raise ApiError(403, f"{path} is outside the allowed media folder {self.allowed}", param=param)
+            raise ApiError(403, f"{path} is outside the folder this server allows (--allowed-local-media-path)",
+                           param=param)
         if not resolved.is_file():
             raise ApiError(400, f"no such file: {path}", param=param)
-        return Media(str(resolved), file_hash(resolved), kind)
+        return Media(str(resolved), file_hash(resolved), kind, path)

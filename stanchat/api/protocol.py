@@ -5,10 +5,13 @@ user message. Later turns are text; the history is what the client resends, as t
 stanchat's own fields sit beside the API's: `frames`, `temporal`, `fps`, `start`, `end`
 (openai client: `extra_body={...}`). Sampling uses the API's fields: `temperature` (default 0,
 greedy, as in `stanchat ask`), `top_p`, `max_tokens` / `max_completion_tokens`, `seed`, `stop`.
+Fields of the API that stanchat does not do (tools, logprobs, several answers, JSON mode, ...)
+are refused with a 400 naming the field rather than ignored.
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -21,6 +24,12 @@ from stanchat.options import DEFAULTS, TEMPORAL_MODES
 
 MEDIA_PARTS = {"video_url": "video", "image_url": "image"}
 MAX_STOP = 4  # stop strings at most, as in the OpenAI API
+MAX_SEED = 2**63 - 1  # seeds are int64 in torch and vLLM
+# API fields stanchat does not do -> the values that mean "not used" (absent or null always do)
+UNSUPPORTED = {"tools": ([],), "tool_choice": ("none",), "functions": ([],), "function_call": ("none",),
+               "response_format": ({"type": "text"},), "logprobs": (False,), "top_logprobs": (0,),
+               "n": (1,), "logit_bias": ({},), "frequency_penalty": (0,), "presence_penalty": (0,),
+               "audio": (), "prediction": ()}
 
 
 @dataclass
@@ -111,12 +120,36 @@ def _stop(value: Any) -> tuple[str, ...]:
     return tuple(stops)
 
 
+def _unsupported(body: dict) -> None:
+    for name, unused in UNSUPPORTED.items():
+        value = body.get(name)
+        if value is not None and not any(value == u and isinstance(value, bool) == isinstance(u, bool) for u in unused):
+            hint = " (one answer per request)" if name == "n" else ""
+            raise ApiError(400, f"{name}={json.dumps(value)[:80]} is not supported by this server{hint}; "
+                                f"leave {name} out", param=name)
+
+
+def _flag(body: dict, name: str, param: str | None = None) -> bool:
+    value = body.get(name)
+    if value is not None and not isinstance(value, bool):
+        raise ApiError(400, f"{param or name} must be true or false, got {json.dumps(value)[:80]}", param=param or name)
+    return bool(value)
+
+
+def _streaming(body: dict) -> tuple[bool, bool]:
+    """(stream, stream_options.include_usage), both real booleans."""
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise ApiError(400, "stream_options must be an object such as {\"include_usage\": true}",
+                       param="stream_options")
+    return _flag(body, "stream"), _flag(options or {}, "include_usage", "stream_options.include_usage")
+
+
 def parse_request(body: Any) -> ChatRequest:
     """Check a chat-completions body; raises `ApiError(400)` naming the field at fault."""
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
-    if body.get("n", 1) != 1:
-        raise ApiError(400, "n must be 1: one answer per request", param="n")
+    _unsupported(body)
     system, history, question, (url, kind) = _conversation(body.get("messages"))
     temporal = body.get("temporal", DEFAULTS.temporal)
     if temporal not in TEMPORAL_MODES:
@@ -128,13 +161,12 @@ def parse_request(body: Any) -> ChatRequest:
     sampling = Sampling(
         max_tokens=_number({"max_tokens": max_tokens}, "max_tokens", int, DEFAULTS.max_new_tokens, 1),
         temperature=_number(body, "temperature", float, DEFAULTS.temperature, 0, 2),
-        top_p=_number(body, "top_p", float, 1.0, 1e-6, 1), seed=_number(body, "seed", int, None),
+        top_p=_number(body, "top_p", float, 1.0, 1e-6, 1), seed=_number(body, "seed", int, None, 0, MAX_SEED),
         stop=_stop(body.get("stop")))
-    stream_options = body.get("stream_options") or {}
+    stream, include_usage = _streaming(body)
     return ChatRequest(media_url=url, media_kind=kind, question=question, history=history, system=system,
-                       video=video, sampling=sampling, stream=bool(body.get("stream", False)),
-                       include_usage=bool(stream_options.get("include_usage", False)) if isinstance(
-                           stream_options, dict) else False, model=body.get("model"))
+                       video=video, sampling=sampling, stream=stream, include_usage=include_usage,
+                       model=body.get("model"))
 
 
 def completion_id() -> str:

@@ -11,7 +11,8 @@ import argparse
 import importlib.util
 import logging
 
-from stanchat.api.config import API_KEY_ENV, DEFAULT_PORT, ENGINES, LOCALHOST, ApiConfig, api_key_from_env
+from stanchat.api.config import (API_KEY_ENV, CPU_KV_CACHE_GIB, DEFAULT_PORT, ENGINES, LOCALHOST, ApiConfig,
+                                 api_key_from_env)
 from stanchat.commands._shared import add_model_arguments, load_chat
 from stanchat.errors import StanchatError
 
@@ -32,6 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "(pip install 'stanchat[vllm]')")
     group.add_argument("--tensor-parallel-size", type=int, default=API.tensor_parallel_size,
                        help="GPUs vLLM splits the LLM over (--engine vllm)")
+    group.add_argument("--kv-cache-gib", type=float, default=API.kv_cache_gib, metavar="GIB",
+                       help="memory vLLM reserves for its KV cache (--engine vllm; default: vLLM's choice on a GPU, "
+                            f"{CPU_KV_CACHE_GIB:g} on the CPU)")
+    group.add_argument("--gpu-memory-utilization", type=float, default=API.gpu_memory_utilization, metavar="FRACTION",
+                       help="share of the GPU's memory vLLM may fill, 0-1 (--engine vllm; default: vLLM's, 0.9); "
+                            "leave room for the tower and STAN, which run in this process")
     group.add_argument("--api-key", default=None,
                        help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV} if set, else no key)")
     group.add_argument("--allowed-local-media-path", default=None, metavar="DIR",
@@ -59,7 +66,8 @@ def api_config(args: argparse.Namespace) -> ApiConfig:
                      allowed_local_media_path=args.allowed_local_media_path, max_request_bytes=args.max_request_bytes,
                      max_video_seconds=args.max_video_seconds, max_pending=args.max_pending,
                      max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, cache_size=args.cache_size,
-                     tensor_parallel_size=args.tensor_parallel_size)
+                     tensor_parallel_size=args.tensor_parallel_size, kv_cache_gib=args.kv_cache_gib,
+                     gpu_memory_utilization=args.gpu_memory_utilization)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,6 +83,9 @@ def run(args: argparse.Namespace) -> int:
         from stanchat.api.engines.vllm import check_available
 
         check_available()  # one line naming what is missing, before the model loads
+        if args.load_4bit or args.load_8bit:
+            raise StanchatError("--engine vllm runs the LLM in vLLM, which does not take --load-4bit/--load-8bit; "
+                                "leave them out")
     from stanchat.api.server import build, serve
 
     app = build(load_chat(args), config, with_app=args.with_app)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from stanchat.errors import StanchatError, VideoError
 from stanchat.video.backends import AUTO, BACKENDS, PILLOW, Backend, BackendError, output_size
 from stanchat.video.probe import probe
-from stanchat.video.sample import check_request, draw_offsets, frames_at, sample_times
+from stanchat.video.sample import check_request, draw_offsets, frames_at, sample_times, window_seconds
 from stanchat.video.watchdog import run_guarded
 
 if TYPE_CHECKING:
@@ -67,6 +67,7 @@ class DecodeJob:
     offsets: tuple[float, ...] | None  # strategy "random": position in [0, 1) inside each segment
     folder_fps: float  # frame rate assumed for a folder of frames
     backend: Backend  # decoder for video containers
+    max_seconds: float | None = None  # refuse, before decoding, a window longer than this (None: any)
 
 
 def run_job(job: DecodeJob, tick: Callable[[], None] = lambda: None) -> VideoClip:
@@ -84,6 +85,8 @@ def run_job(job: DecodeJob, tick: Callable[[], None] = lambda: None) -> VideoCli
 
 def _decode_clip(job: DecodeJob, tick: Callable[[], None]) -> VideoClip:
     info = probe(job.path, job.folder_fps, tick)
+    if job.max_seconds is not None:
+        _check_length(job, info.duration)
     times = sample_times(info.duration, job.frames, job.strategy, job.fps, job.start, job.end, job.offsets)
     indices = frames_at(info.timestamps, times)
     distinct = sorted(set(indices))
@@ -119,6 +122,7 @@ def load_video(
     generator: np.random.Generator | int | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
     folder_fps: float = DEFAULT_FOLDER_FPS,
+    max_seconds: float | None = None,
 ) -> VideoClip:
     """Load `frames` frames of a video file, still image, GIF or folder of frames.
 
@@ -130,16 +134,18 @@ def load_video(
     timeout: seconds a decoder may go without progress before it is killed and the next backend
         tries; None decodes in this process without the watchdog (can hang on bad files).
     folder_fps: frame rate of a folder of frames (their timestamps are i / folder_fps).
+    max_seconds: refuse (VideoError, before decoding any frame) when the part sampled, the window
+        [start, end) or else the whole video, is longer than this many seconds.
     Raises VideoError (one line) for unreadable input, StanchatError for an impossible request.
     """
     check_request(frames, strategy, fps, start, end)
-    _check_options(size, timeout, folder_fps)
+    _check_options(size, timeout, folder_fps, max_seconds)
     source = check_source(path)
     chain = resolve_backends(backend)
     offsets = draw_offsets(strategy, frames, generator)
     failures = []
     for attempt in chain:
-        job = DecodeJob(source, frames, strategy, fps, start, end, size, offsets, folder_fps, attempt)
+        job = DecodeJob(source, frames, strategy, fps, start, end, size, offsets, folder_fps, attempt, max_seconds)
         try:
             return _run(job, timeout)
         except BackendError as err:
@@ -147,6 +153,16 @@ def load_video(
             if attempt is not chain[-1]:
                 _log_fallback(attempt.name, source, str(err))
     raise VideoError(f"could not decode {source}: {'; '.join(failures)}")
+
+
+def _check_length(job: DecodeJob, duration: float) -> None:
+    seconds = window_seconds(duration, job.start, job.end)
+    if seconds <= job.max_seconds:
+        return
+    limit = f"{seconds:.1f} s long, more than the {job.max_seconds:g} s limit"
+    if job.start is None and job.end is None:
+        raise VideoError(f"{job.path} is {limit}; send a shorter video or a time window (start/end)")
+    raise VideoError(f"the window sampled from {job.path} is {limit}; send a shorter window (start/end)")
 
 
 def _log_fallback(backend: str, source: str, reason: str) -> None:
@@ -177,13 +193,15 @@ def _run(job: DecodeJob, timeout: float | None) -> VideoClip:
     return run_guarded(job, timeout)
 
 
-def _check_options(size: int | None, timeout: float | None, folder_fps: float) -> None:
+def _check_options(size: int | None, timeout: float | None, folder_fps: float, max_seconds: float | None) -> None:
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
         raise StanchatError(f"size must be a whole number of pixels >= 1 or None, got {size!r}")
     if timeout is not None and not timeout > 0:
         raise StanchatError(f"timeout must be > 0 seconds or None, got {timeout!r}")
     if not folder_fps > 0:
         raise StanchatError(f"folder_fps must be > 0, got {folder_fps!r}")
+    if max_seconds is not None and not max_seconds > 0:
+        raise StanchatError(f"max_seconds must be > 0 or None, got {max_seconds!r}")
 
 
 def check_source(path: str | os.PathLike) -> str:

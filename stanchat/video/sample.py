@@ -104,6 +104,12 @@ def frames_at(timestamps: Sequence[float], times: Sequence[float]) -> list[int]:
     return np.clip(idx, 0, len(ts) - 1).tolist()
 
 
+def window_seconds(duration: float, start: float | None, end: float | None) -> float:
+    """How many seconds of a video lasting `duration` the window [start, end) covers."""
+    lo, hi = _window(duration, start, end)
+    return hi - lo
+
+
 def _window(duration: float, start: float | None, end: float | None) -> tuple[float, float]:
     """The sampled window [lo, hi) in seconds, checked against the video's duration."""
     lo = start or 0.0

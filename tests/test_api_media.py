@@ -1,0 +1,59 @@
+"""What the API server does with a video before the model: the duration cap and the file's name in errors."""
+
+import tempfile
+
+import pytest
+
+from stanchat.api.encoder import VideoEncoder, VideoOptions
+from stanchat.api.errors import ApiError
+from stanchat.api.media import MediaResolver
+from stanchat.errors import StanchatError, VideoError
+from stanchat.video import BACKENDS, load_video
+from tests.api_helpers import LEFT, data_url
+
+LEFT_SECONDS = 3.0  # examples/blue-triangle-left.mp4: 24 frames at 8 fps
+
+
+class _Watched:
+    """PyAV, counting the frames it is asked to decode."""
+
+    name = "watched"
+
+    def __init__(self):
+        self.calls = 0
+
+    def decode(self, info, indices, size, tick):
+        self.calls += 1
+        return BACKENDS["pyav"].decode(info, indices, size, tick)
+
+
+def test_the_length_cap_is_checked_on_the_window_before_decoding():
+    watched = _Watched()  # timeout=None: decoded in this process, so the count is seen here
+    with pytest.raises(VideoError, match=f"is {LEFT_SECONDS:.1f} s long, more than the 0.5 s limit.*start/end"):
+        load_video(LEFT, frames=4, max_seconds=0.5, backend=[watched], timeout=None)
+    with pytest.raises(VideoError, match="window sampled .* is 1.5 s long"):
+        load_video(LEFT, frames=4, start=0.5, end=2.0, max_seconds=0.5, backend=[watched], timeout=None)
+    assert watched.calls == 0
+    clip = load_video(LEFT, frames=4, start=1.0, end=1.5, max_seconds=0.5, backend=[watched], timeout=None)
+    assert watched.calls == 1 and clip.duration == LEFT_SECONDS
+    assert 1.0 <= min(clip.timestamps) < max(clip.timestamps) < 1.5
+    with pytest.raises(StanchatError, match="max_seconds must be > 0"):
+        load_video(LEFT, frames=4, max_seconds=0)
+
+
+def _encode_error(url: str, options: VideoOptions = VideoOptions(), max_seconds: float = 600.0) -> ApiError:
+    spool = tempfile.mkdtemp(prefix="stanchat-api-test-")
+    media = MediaResolver(spool).resolve(url, "video", "messages[0].content")
+    with pytest.raises(ApiError) as err:
+        VideoEncoder(chat=None, max_video_seconds=max_seconds, spool_owned=spool).encode(media, options)
+    assert err.value.status == 400 and spool not in err.value.message and tempfile.gettempdir() not in err.value.message
+    return err.value
+
+
+def test_errors_never_show_the_servers_spool_path():
+    text = _encode_error("data:text/plain;base64,aGVsbG8gd29ybGQ=")
+    assert text.message == "the uploaded video is a text file, not a video"
+    long = _encode_error(data_url(LEFT), max_seconds=0.5)
+    assert long.message.startswith("the uploaded video is 3.0 s long")
+    window = _encode_error(data_url(LEFT), VideoOptions(start=0.5, end=2.0), max_seconds=0.5)
+    assert window.message.startswith("the window sampled from the uploaded video is 1.5 s long")
