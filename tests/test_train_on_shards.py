@@ -174,3 +174,13 @@ def test_two_processes_read_disjoint_shards_and_resume_exactly(tiny_backbone, tm
     launch(tmp_path / "split", "run.stop_at_step=3")
     launch(tmp_path / "split", "--resume")
     assert [[line["keys"] for line in lines(tmp_path / "split" / f"samples-{r}.jsonl")] for r in (0, 1)] == per_rank
+
+
+def test_pipe_commands_and_a_shard_list_stream_the_same_samples(shards, tiny_backbone, tmp_path):
+    listing = tmp_path / "shards.txt"
+    listing.write_text("".join(f"pipe:cat {p}  # streamed through a command\n"
+                               for p in sorted((shards / "train").glob("*.tar"))))
+    common = ["schedule.steps=2", "data.shuffle=false", "data.batch_size=4", "run.log_samples=true"]
+    assert main(args(tiny_backbone, listing, tmp_path / "piped", *common)) == 0
+    assert main(args(tiny_backbone, shards, tmp_path / "folder", *common)) == 0
+    assert steps(tmp_path / "piped") == steps(tmp_path / "folder")
