@@ -1,7 +1,9 @@
 """Training throughput: clips/s and peak memory of one training step of a small Mug-STAN, with and
-without gradient checkpointing, and with CLIP trained versus frozen (STAN only), in one run.
+without gradient checkpointing, and with CLIP trained versus frozen (STAN only); and the data loader
+alone, loose files versus WebDataset shards with 0, 1 and 2 workers (`benchmarks/loader.py`), so the
+page shows whether the loader or the model is the bottleneck. All in one run.
 
-    python benchmarks/train_throughput.py [--steps 6] [--frames 8] [--batch 8] [--device cpu]
+    python benchmarks/train_throughput.py [--steps 6] [--frames 8] [--batch 8] [--device cpu] [--no-loader]
 
 Each variant runs in its own child process so that its peak memory is its own: the growth of peak
 memory over what the built model holds (optimizer state, gradients, activations); on a GPU from
@@ -24,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: its stanchat and benchmarks
 
 from benchmarks.common import MIB, PeakMemory, cpu_name, parser, run, sync  # noqa: E402
+from benchmarks.loader import WORKERS, add_arguments, measure_loaders  # noqa: E402
 from benchmarks.results import Figure, Result  # noqa: E402
 
 VARIANTS = (  # (name, gradient checkpointing, freeze CLIP)
@@ -43,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=int, default=6, help="CLIP vision and text layers")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--no-loader", action="store_true", help="time the training step only, not the data loader")
+    add_arguments(p)
     return p
 
 
@@ -139,15 +144,17 @@ def measure(args: argparse.Namespace) -> Result:
         peaks[name] = pipe.recv() / MIB
     for child in children:
         child.join()
-    return _result(args, trainable, times, peaks)
+    loader = {} if args.no_loader else measure_loaders(args)
+    return _result(args, trainable, times, peaks, loader)
 
 
-def _result(args: argparse.Namespace, trainable: dict, times: dict, peaks: dict) -> Result:
-    """Checkpointing's cost in speed and its saving in memory, for full training and STAN only."""
+def _result(args: argparse.Namespace, trainable: dict, times: dict, peaks: dict, loader: dict) -> Result:
+    """Checkpointing's cost in speed and its saving in memory, for full training and STAN only; the
+    loader's clips/s from shards against loose files, and against the model's step."""
     rate = {name: args.batch / statistics.median(t) for name, t in times.items()}
     device = args.device if args.device.startswith("cuda") else cpu_name()
     result = Result("train_throughput", "Training throughput (one Mug-STAN training step)",
-                    data={"trainable": trainable, "times": times, "peaks": peaks, "args": vars(args)},
+                    data={"trainable": trainable, "times": times, "peaks": peaks, "args": vars(args), "loader": loader},
                     setup=f"random CLIP width {args.width}, {args.layers} layers, {args.image_size} px, STAN K = 4, "
                           f"{args.frames} frames, batch {args.batch}, AdamW, on {device}; median of {args.steps} "
                           f"steps per variant, variants stepping in turns")
@@ -161,7 +168,25 @@ def _result(args: argparse.Namespace, trainable: dict, times: dict, peaks: dict)
                                  detail=f"{rate['stan only']:.2f} vs {rate['full']:.2f} clips/s"))
     result.notes.append("Peak memory is the growth over the built model and its inputs (optimizer state, gradients, "
                         "activations): CPU resident memory here, torch's allocated memory on a GPU.")
+    if loader:
+        _loader_figures(args, result, loader, rate["full"])
     return result
+
+
+def _loader_figures(args: argparse.Namespace, result: Result, loader: dict, model_rate: float) -> None:
+    for workers in WORKERS:
+        shards, loose = loader[f"shards w{workers}"], loader[f"loose w{workers}"]
+        result.figures.append(Figure(f"loader clips/s, shards / loose files, {workers} workers", shards / loose, "x",
+                                     detail=f"{shards:.1f} vs {loose:.1f} clips/s"))
+    best = max(loader, key=loader.get)
+    result.figures.append(Figure("fastest loader / full training step, clips/s", loader[best] / model_rate, "x",
+                                 detail=f"{best}: {loader[best]:.1f} vs {model_rate:.2f} clips/s; above 1 the model "
+                                        "is the bottleneck, below 1 the loader"))
+    result.notes.append(f"Loader: {args.loader_clips} synthetic clips of {args.clip_size} px x {args.clip_frames} frames "
+                        f"(mp4), decoded to {args.frames} frames at {args.image_size} px, augmented and tokenised as "
+                        f"training does, batches of {args.batch}; loose = jsonl + files, shards = tar shards of 8 "
+                        f"clips; median of {args.loader_rounds} epochs per loader, loaders in turns, clips/s after "
+                        "each epoch's first batch.")
 
 
 def report(result: Result) -> None:
@@ -175,6 +200,8 @@ def report(result: Result) -> None:
     for name in data["times"]:
         print(f"{name:<18} {data['trainable'][name] / 1e6:>11.2f} {rate[name]:>8.2f} {rate[name] / rate['full']:>7.2f} "
               f"{peaks[name]:>25.1f} {peaks[name] / peaks['full']:>7.2f}")
+    if data.get("loader"):
+        print("data loader alone, clips/s: " + ", ".join(f"{name} {value:.1f}" for name, value in data["loader"].items()))
     result.print_figures()
 
 

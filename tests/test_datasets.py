@@ -62,7 +62,7 @@ def _check(records, out) -> None:
     assert _by_video(records) == dict(zip(paths, _expected(out.format, out.split, out.specs)))
 
 
-@pytest.mark.parametrize("name", list(FORMATS))
+@pytest.mark.parametrize("name", [n for n in FORMATS if n != "webdataset"])  # shards: tests/test_eval_shards.py
 def test_reader_reads_what_the_world_wrote(tmp_path, name):
     out = write_dataset(tmp_path, name, n=4, seed=1, config=CONFIG, missing=1)
     records = read_dataset(name, tmp_path)

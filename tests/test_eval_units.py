@@ -83,8 +83,9 @@ def test_feature_cache_round_trip_and_key(tmp_path):
 
 
 def test_clip_keys():
-    assert Clip.of(type("R", (), {"video": "x.mp4", "start": None, "end": None})()).key == "x.mp4"
+    assert Clip.of(type("R", (), {"video": "x.mp4", "start": None, "end": None, "member": None})()).key == "x.mp4"
     assert Clip("x.mp4", 1.5, 3.0).key == "x.mp4@1.5-3.0"
+    assert Clip("00000.tar", member="k.mp4").key == "00000.tar#k.mp4"  # a shard's sample
 
 
 def test_view_loader_clips_crops_and_reversal(monkeypatch):

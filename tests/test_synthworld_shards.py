@@ -45,7 +45,9 @@ def test_webdataset_reads_the_layout(tmp_path):
 def test_command_line_writes_shards(tmp_path, capsys):
     assert main(["--out", str(tmp_path), "--format", "webdataset", "--n", "3", "--shard-size", "2",
                  "--size", "16", "--frames", "4", "--fps", "4", "--split", "val"]) == 0
-    assert sorted(p.name for p in (tmp_path / "val").iterdir()) == ["00000.tar", "00001.tar"]
+    assert sorted(p.name for p in (tmp_path / "val").iterdir()) == ["00000.tar", "00000_stats.json", "00001.tar",
+                                                                      "00001_stats.json"]
+    assert json.loads((tmp_path / "val" / "00001_stats.json").read_text())["successes"] == 1
     assert "3 samples in 2 shards" in capsys.readouterr().out
     assert main(["--out", str(tmp_path), "--format", "webdataset", "--shard-size", "0"]) == 2
     assert "--shard-size" in capsys.readouterr().err

@@ -1,12 +1,16 @@
-"""Shard sources (folder, brace pattern, list file, pipe:), their one-line errors, and the split of
-an epoch's shards over processes and workers."""
+"""Shard sources (folder, brace pattern, list file, pipe:), their one-line errors, the split of an
+epoch's shards over processes and workers, and reading samples (captions, labels, stats)."""
 
 from __future__ import annotations
 
+import io
+import json
+import tarfile
+
 import pytest
 
+from stanchat.datasets.shards import list_shards, shard_samples, shard_sizes, shards_for
 from stanchat.errors import StanchatError
-from training.shards import list_shards, shards_for
 from training.synthworld import WorldConfig, write_shards
 
 
@@ -59,21 +63,15 @@ def test_readers_get_disjoint_shards_that_cover_the_epoch(world, workers):
 
 
 def test_samples_read_back_and_restart_at_an_offset(shard_root, tmp_path):
-    import io
-    import json
-    import tarfile
-
-    from training.shards import shard_samples
-
     out = write_shards(tmp_path, n=4, seed=2, split="train", shard_size=4, config=WorldConfig(size=16, frames=4, fps=4),
                        loose=True)
     loose = [json.loads(line) for line in out.loose.read_text().splitlines()]
-    samples = list(shard_samples(str(out.shards[0])))
-    assert [(s.offset, s.key, s.caption) for s in samples] == [(i, k, e["caption"]) for i, (k, e) in
-                                                               enumerate(zip(out.keys, loose))]
+    samples = [got for _, got in shard_samples(str(out.shards[0]))]
+    assert [(s.offset, s.key, s.text) for s in samples] == [(i, k, e["caption"]) for i, (k, e) in
+                                                            enumerate(zip(out.keys, loose))]
     assert samples[1].video == (out.loose.parent / loose[1]["video"]).read_bytes() and samples[1].extension == "mp4"
-    assert [s.key for s in shard_samples(str(out.shards[0]), start=2)] == out.keys[2:]
-    assert [s.caption for s in shard_samples(str(out.shards[0]), caption_field="caption")] == [e["caption"] for e in loose]
+    assert [(o, s.key) for o, s in shard_samples(str(out.shards[0]), start=2)] == list(enumerate(out.keys))[2:]
+    assert [s.text for _, s in shard_samples(str(out.shards[0]), caption_field="caption")] == [e["caption"] for e in loose]
     # a sample without a caption and one without a video keep their places and say what they lack
     bad = tmp_path / "bad.tar"
     with tarfile.open(bad, "w") as tar:
@@ -82,5 +80,22 @@ def test_samples_read_back_and_restart_at_an_offset(shard_root, tmp_path):
             info.size = len(payload)
             tar.addfile(info, io.BytesIO(payload))
     got = list(shard_samples(str(bad)))
-    assert [type(g).__name__ for g in got] == ["StanchatError", "StanchatError", "ShardSample"]
-    assert "no caption" in str(got[0]) and "no video" in str(got[1]) and got[2].offset == 2
+    assert [(o, type(g).__name__) for o, g in got] == [(0, "StanchatError"), (1, "StanchatError"), (2, "ShardSample")]
+    assert "no caption" in str(got[0][1]) and "no video" in str(got[1][1])
+
+
+def test_labels_come_from_the_named_json_field(tmp_path):
+    out = write_shards(tmp_path, n=3, seed=2, split="train", shard_size=3, config=WorldConfig(size=16, frames=4, fps=4),
+                       task="recognition", loose=True)
+    loose = [json.loads(line) for line in out.loose.read_text().splitlines()]
+    got = [s for _, s in shard_samples(str(out.shards[0]), label_field="label")]
+    assert [s.text for s in got] == [e["label"] for e in loose]
+    assert "no label" in str(next(iter(shard_samples(str(out.shards[0]), label_field="class")))[1])
+
+
+def test_stats_files_give_the_epoch_length(tmp_path):
+    out = write_shards(tmp_path, n=5, seed=2, split="train", shard_size=2, config=WorldConfig(size=16, frames=4, fps=4))
+    assert shard_sizes([str(p) for p in out.shards]) == [2, 2, 1]
+    (out.shards[1].parent / "00001_stats.json").unlink()
+    assert shard_sizes([str(p) for p in out.shards]) is None
+    assert shard_sizes(["pipe:cat x.tar"]) is None

@@ -7,6 +7,7 @@ A checkpoint is a directory `<output_dir>/checkpoints/step-00001000/` holding
   trainer_state.pt                   optimizer, scheduler and loop position (tensors and plain
                                      Python values only: loads with `torch.load(weights_only=True)`)
   rng-<rank>.pt                      python / numpy / torch RNG states of each process
+  stream-<rank>.json                 shards only: each process's place in the stream (training.stream)
 
 It is written into `.tmp-step-...` and renamed into place when complete, so a `step-*`
 directory is always whole: a run killed mid-write leaves only a `.tmp-*` directory, which the next
@@ -77,6 +78,23 @@ def write_rng(directory: Path, rank: int) -> None:
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
     _save_torch(state, directory / f"rng-{rank}.pt")
+
+
+def write_stream(directory: Path, rank: int, state: dict) -> None:
+    """This process's place in the shard stream (`training.stream.StreamState.to_dict()`)."""
+    _write_text(directory / f"stream-{rank}.json", json.dumps(state, indent=1) + "\n")
+
+
+def read_stream(directory: Path, rank: int) -> dict:
+    """What `write_stream` wrote for `rank`; one line naming the cause when it is not there."""
+    path = directory / f"stream-{rank}.json"
+    if not path.is_file():
+        raise StanchatError(f"cannot resume the shard stream from {directory}: it has no {path.name} (it was saved by "
+                            "a run on loose files, or by fewer processes); resume with the data it was trained on")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise StanchatError(f"{path} does not load ({err.msg}); resume from an earlier checkpoint") from None
 
 
 def write_main(directory: Path, model_state: dict[str, torch.Tensor], model_config: dict, tokenizer,

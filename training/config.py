@@ -39,8 +39,8 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "jsonl"  # annotation format, a name in stanchat.datasets.FORMATS (webvid, msrvtt, didemo, lsmdc, k400, ucf101, hmdb51, jsonl, csv, ...)
-    root: str = ""  # data root holding the dataset in its usual layout (annotation files and video folder)
+    dataset: str = "jsonl"  # annotation format, a name in stanchat.datasets.FORMATS (webvid, msrvtt, didemo, lsmdc, k400, ucf101, hmdb51, jsonl, csv, ...), or webdataset: stream tar shards (training/stream.py)
+    root: str = ""  # data root holding the dataset in its usual layout (annotation files and video folder); webdataset: a folder of shards (<split>/*.tar), a brace pattern or a .txt list of shards (pipe: commands allowed)
     split: str = "train"  # training split: its default annotation file under `root` is read
     annotations: str = ""  # training annotation file instead of the split's default
     val_split: str = ""  # held-out split validated every run.val_every steps, e.g. "test" (MSR-VTT 1k-A); "" = none
@@ -53,6 +53,10 @@ class DataConfig:
     batch_size: int = 32  # clips per process per micro-batch
     val_batch_size: int = 32  # clips per forward pass in validation
     num_workers: int = 4  # DataLoader worker processes per training process; 0 decodes in the main process
+    shuffle: bool = True  # training order: loose files in a new permutation each epoch; shards in a new order each epoch and their samples within windows of shuffle_buffer
+    shuffle_buffer: int = 1000  # webdataset: samples a reader holds (encoded) and emits in a random order; memory per reader is this many encoded videos
+    caption_field: str = ""  # webdataset: the .json field holding the caption; "" = the .txt member (video2dataset's caption)
+    label_field: str = "label"  # webdataset, recognition: the .json field holding the class name (classes from data.class_names)
 
 
 @dataclass
@@ -88,6 +92,7 @@ class RunConfig:
     resume: str = ""  # "" = start fresh; "latest" = newest intact checkpoint in output_dir; or a checkpoint directory
     overwrite: bool = False  # start fresh in an output_dir that already holds a run (its metrics and checkpoints are deleted); without it such a start is refused
     stop_at_step: int = 0  # stop after this step (checkpointed) without changing the schedule; 0 = run to the end
+    log_samples: bool = False  # write samples-<rank>.jsonl: per step, the keys of the clips each process trained on (to audit what a run saw)
     progress: bool = True  # show a progress bar on the main process
 
 
@@ -117,7 +122,7 @@ class TrainConfig:
                             ("data.max_tokens", self.data.max_tokens), ("data.val_batch_size", self.data.val_batch_size),
                             ("optim.accumulation_steps", self.optim.accumulation_steps),
                             ("run.save_every", self.run.save_every), ("run.log_every", self.run.log_every),
-                            ("run.keep_last", self.run.keep_last)):
+                            ("run.keep_last", self.run.keep_last), ("data.shuffle_buffer", self.data.shuffle_buffer)):
             if value < 1:
                 raise StanchatError(f"{name} must be >= 1, got {value}")
         if not 0.0 <= self.schedule.warmup < 1.0:

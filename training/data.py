@@ -124,26 +124,33 @@ class Collator:
                                         max_length=self.max_tokens, return_tensors="pt"))
         if self.with_labels:
             batch["labels"] = torch.tensor([s["label"] for s in kept])
+        if "stream" in kept[-1]:  # shards: every sample of a batch comes from one reader; where it is now
+            batch["stream"] = kept[-1]["stream"]
         return batch
 
 
 @dataclass
 class Loaders:
-    """What the loop iterates: the training loader and its sampler, and an optional validation loader."""
+    """What the loop iterates: the training loader with its sampler (loose files) or its stream
+    (shards, `training.stream`), and an optional validation loader."""
 
     train: DataLoader
-    sampler: ResumableSampler
+    sampler: ResumableSampler | None  # loose files
     val: DataLoader | None
-    train_size: int  # present training records
+    train_size: int | None  # present training records; shards: samples per their stats files, None if unknown
     missing: int  # training records whose video file was missing at start
+    stream: object | None = None  # shards: the training.stream.ShardStream the loader reads
+    stream_state: object | None = None  # shards: this process's training.stream.StreamState
 
 
-def make_loader(dataset: Dataset, sampler: Sampler, batch_size: int, collate: Collator, workers: int) -> DataLoader:
+def make_loader(dataset: Dataset, batch_size: int, collate: Collator, workers: int, sampler: Sampler | None = None,
+                drop_last: bool = False) -> DataLoader:
     """A DataLoader with its own generator, so creating an iterator never draws from the global
-    RNG (which drop-path uses; a resumed run must see the same draws)."""
+    RNG (which drop-path uses; a resumed run must see the same draws). A sampled dataset keeps its
+    workers across epochs; a stream starts them afresh, since they take the epoch's start with them."""
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, num_workers=workers,
-                      drop_last=False, persistent_workers=workers > 0, generator=torch.Generator().manual_seed(0),
-                      pin_memory=torch.cuda.is_available())
+                      drop_last=drop_last, persistent_workers=workers > 0 and sampler is not None,
+                      generator=torch.Generator().manual_seed(0), pin_memory=torch.cuda.is_available())
 
 
 def tokenize_classes(tokenizer, classes: Sequence[str], prompt: str, max_tokens: int) -> dict[str, torch.Tensor]:
@@ -216,15 +223,20 @@ def build_loaders(config, inputs: Inputs, tokenizer, image_size: int, rank: int,
     from training.decode import ClipDecoder
 
     data = config.data
-    labels = {name: i for i, name in enumerate(inputs.classes)} if inputs.classes is not None else None
+    labels = class_index(inputs.classes)
     collate = Collator(tokenizer, data.max_tokens, with_text=labels is None, with_labels=labels is not None)
     train_set = ClipDataset(inputs.train, ClipDecoder(data.frames, image_size, train=True), labels,
                             stills=config.model.motion_still_weight > 0)
-    sampler = ResumableSampler(len(train_set), data.batch_size, config.run.seed, rank, world)
-    train = make_loader(train_set, sampler, data.batch_size, collate, data.num_workers)
+    sampler = ResumableSampler(len(train_set), data.batch_size, config.run.seed, rank, world, data.shuffle)
+    train = make_loader(train_set, data.batch_size, collate, data.num_workers, sampler)
     val = None
     if inputs.val:
         val_set = ClipDataset(inputs.val, ClipDecoder(data.frames, image_size, train=False), labels, attempts=1)
         val_sampler = [(i, 0) for i in range(len(val_set))]
-        val = make_loader(val_set, val_sampler, data.val_batch_size, collate, data.num_workers)
+        val = make_loader(val_set, data.val_batch_size, collate, data.num_workers, val_sampler)
     return Loaders(train=train, sampler=sampler, val=val, train_size=len(inputs.train), missing=inputs.missing)
+
+
+def class_index(classes: list[str] | None) -> dict[str, int] | None:
+    """Class name -> label index (recognition), None for text tasks."""
+    return {name: i for i, name in enumerate(classes)} if classes is not None else None

@@ -11,11 +11,13 @@ from __future__ import annotations
 import torch
 
 from stanchat.video import Preprocessor, load_video
+from stanchat.video.spool import spooled
 
 
 class ClipDecoder:
-    """`decoder(record, seed)` -> (T, 3, size, size) float32, CLIP-normalised; `decoder.still(record,
-    seed)` -> the record's motion still, (3, size, size).
+    """`decoder(record, seed)` -> (T, 3, size, size) float32, CLIP-normalised; `decoder.from_bytes(
+    data, suffix, seed)` the same for a video held in memory; `decoder.still(record, seed)` -> the
+    record's motion still, (3, size, size).
 
     Raises `VideoError` for a file that cannot be decoded (the dataset then moves on). Picklable,
     so DataLoader workers get their own copy.
@@ -26,9 +28,18 @@ class ClipDecoder:
         self.preprocess = Preprocessor(size=size, crop_size=size, augment=train)
 
     def __call__(self, record, seed: int) -> torch.Tensor:
+        return self.clip(record.video, record.start, record.end, seed)
+
+    def from_bytes(self, data: bytes, suffix: str, seed: int) -> torch.Tensor:
+        """The clip of an encoded video held in memory (a WebDataset sample), `suffix` its
+        container's extension (".mp4"): decoded like a file, through a short-lived temporary copy."""
+        with spooled(data, suffix) as path:
+            return self.clip(path, None, None, seed)
+
+    def clip(self, path, start: float | None, end: float | None, seed: int) -> torch.Tensor:
+        """(T, 3, S, S) from the file at `path`, in [start, end) seconds (None: the whole video)."""
         clip = load_video(
-            record.video, frames=self.frames, strategy="random" if self.train else "uniform",
-            start=record.start, end=record.end,
+            path, frames=self.frames, strategy="random" if self.train else "uniform", start=start, end=end,
             size=self.size,  # decode straight to the model's scale: the crop box then covers 50-100% of it
             generator=seed if self.train else None,
         )

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 METRICS = "metrics.jsonl"
+SAMPLES = "samples-{rank}.jsonl"  # run.log_samples: the clips each process trained on, per step
 
 
 @dataclass
@@ -31,6 +32,7 @@ class TrainingRun:
     total_steps: int
     state: object  # training.checkpoint.TrainerState
     metrics: "MetricsLog" = field(default=None)
+    samples: "MetricsLog" = field(default=None)  # this process's samples-<rank>.jsonl (run.log_samples)
 
 
 class Window:
@@ -91,3 +93,12 @@ class MetricsLog:
             tmp.write_text("".join(f"{line}\n" for line in kept))
             tmp.replace(self.path)
         return dropped
+
+
+def samples_log(config, rank: int, step: int) -> MetricsLog:
+    """`samples-<rank>.jsonl` when `run.log_samples` (one line per step: the keys of the clips this
+    process trained on); a resumed run first drops the lines after its checkpoint's `step`."""
+    log = MetricsLog(Path(config.run.output_dir) / SAMPLES.format(rank=rank), enabled=config.run.log_samples)
+    if config.run.resume:
+        log.truncate_after(step)
+    return log

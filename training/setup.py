@@ -22,8 +22,9 @@ from training.config import TrainConfig, dump_config
 from training.data import build_loaders, read_inputs, tokenize_classes
 from training.model import build_model, count_parameters
 from training.optim import build_optimizer, build_scheduler
+from training.run import METRICS, SAMPLES, MetricsLog, TrainingRun, samples_log
+from training.stream import STREAM, StreamInputs, StreamState, build_stream_loaders, read_stream_inputs
 from training.tasks import ContrastiveTask, RecognitionTask, VideoTextForward
-from training.run import METRICS, MetricsLog, TrainingRun
 
 logger = logging.getLogger("training")
 
@@ -38,12 +39,15 @@ def build_run(config: TrainConfig) -> TrainingRun:
         logger.setLevel(logging.WARNING)
     resume_dir = checkpoint.resolve_resume(config.run.resume, config.run.output_dir)
     check_output_dir(config, acc)
-    inputs = read_inputs(config)  # user errors in the data surface here, before the model loads
+    streamed = config.data.dataset == STREAM
+    # user errors in the data surface here, before the model loads
+    inputs = read_stream_inputs(config) if streamed else read_inputs(config)
     seed_everything(config.run.seed)  # the same initial weights on every process
     with acc.main_process_first():  # one process writes the tiny backbone / fills the hub cache
         model, tokenizer = build_model(config, resume_dir)
     image_size = config.data.image_size or model.image_size
-    loaders = build_loaders(config, inputs, tokenizer, image_size, acc.process_index, acc.num_processes)
+    build = build_stream_loaders if streamed else build_loaders
+    loaders = build(config, inputs, tokenizer, image_size, acc.process_index, acc.num_processes)
     task = make_task(config, model, tokenizer, inputs.classes)
     total = total_steps(config, loaders, acc.num_processes)
     optimizer = build_optimizer(model, config.optim)
@@ -56,14 +60,25 @@ def build_run(config: TrainConfig) -> TrainingRun:
     seed_everything(config.run.seed + acc.process_index)  # per-process randomness: drop-path
     if resume_dir is not None:
         state = resume(resume_dir, acc, forward, optimizer, scheduler)
+        if loaders.stream_state is not None:
+            loaders.stream_state = StreamState.from_dict(checkpoint.read_stream(resume_dir, acc.process_index))
     metrics = start_output(config, acc, resume_dir)
+    samples = samples_log(config, acc.process_index, state.step)
     counts = count_parameters(model)
-    logger.info("%s: %d training clips (%d missing), %d steps, %d/%d parameters trainable, %d process(es) on %s",
-                config.task, loaders.train_size, loaders.missing, total, counts["trainable"], counts["total"],
+    logger.info("%s: %s, %d steps, %d/%d parameters trainable, %d process(es) on %s",
+                config.task, describe_data(inputs, loaders), total, counts["trainable"], counts["total"],
                 acc.num_processes, f"{acc.device} ({acc.distributed_type.value})")
     return TrainingRun(config=config, accelerator=acc, model=model, forward=forward, tokenizer=tokenizer, task=task,
-                   optimizer=optimizer, scheduler=scheduler, loaders=loaders, total_steps=total, state=state,
-                   metrics=metrics)
+                       optimizer=optimizer, scheduler=scheduler, loaders=loaders, total_steps=total, state=state,
+                       metrics=metrics, samples=samples)
+
+
+def describe_data(inputs, loaders) -> str:
+    """The training data in a few words for the start-up log line."""
+    if isinstance(inputs, StreamInputs):
+        count = f"{inputs.samples} samples" if inputs.samples is not None else "samples not counted"
+        return f"{len(inputs.shards)} shards ({count})"
+    return f"{loaders.train_size} training clips ({loaders.missing} missing)"
 
 
 def make_accelerator(config: TrainConfig):
@@ -108,7 +123,14 @@ def total_steps(config: TrainConfig, loaders, processes: int) -> int:
     """Optimizer steps of the whole schedule: `schedule.steps`, or epochs x full steps per epoch."""
     if config.schedule.steps:
         return config.schedule.steps
-    per_epoch = loaders.sampler.batches_per_epoch // config.optim.accumulation_steps
+    if loaders.stream is not None:
+        if loaders.train_size is None:
+            raise StanchatError("schedule.epochs needs the number of training samples, which shards do not tell before "
+                                "they are read: set schedule.steps, or keep video2dataset's NNNNN_stats.json beside each shard")
+        batches = loaders.train_size // (processes * config.data.batch_size)  # about: each reader drops a partial batch
+    else:
+        batches = loaders.sampler.batches_per_epoch
+    per_epoch = batches // config.optim.accumulation_steps
     if per_epoch == 0:
         raise StanchatError(
             f"{loaders.train_size} training clips make no full step of {config.data.batch_size} clips x "
@@ -156,7 +178,8 @@ def check_output_dir(config: TrainConfig, acc) -> None:
     out = Path(config.run.output_dir)
     if config.run.resume:
         return
-    previous = [p for p in (out / METRICS, out / checkpoint.CHECKPOINTS) if p.exists()]
+    previous = [p for p in (out / METRICS, out / checkpoint.CHECKPOINTS, *sorted(out.glob(SAMPLES.format(rank="*"))))
+                if p.exists()]
     if not previous:
         return
     if not config.run.overwrite:

@@ -100,12 +100,47 @@ def fit(job: TrainingRun) -> dict:
 def micro_batches(job: TrainingRun):
     """Training micro-batches forever, across epochs, advancing `state.epoch` / `state.batch`."""
     state, loaders = job.state, job.loaders
+    if loaders.stream is not None:
+        yield from stream_batches(job)
+        return
     while True:
         loaders.sampler.set_position(state.epoch, state.batch)
         for batch in loaders.train:
             state.batch += 1
             yield batch
         state.epoch, state.batch = state.epoch + 1, 0
+
+
+def stream_batches(job: TrainingRun):
+    """Micro-batches from shards forever (`training.stream`): each epoch starts every reader where
+    the stream state says, each consumed batch moves its reader's position on, and an epoch ends for
+    every process as soon as one of them has no batch left."""
+    state, loaders, acc = job.state, job.loaders, job.accelerator
+    while True:
+        loaders.stream.start(state.epoch, loaders.stream_state)
+        batches, taken = iter(loaders.train), 0
+        while everyone_has(acc, (batch := next(batches, None)) is not None):
+            loaders.stream_state.consumed(*batch["stream"])
+            state.batch, taken = state.batch + 1, taken + 1
+            yield batch
+        del batches  # stops this epoch's workers
+        if taken == 0 and state.batch == 0:
+            raise StanchatError(f"the shards gave no full batch of {job.config.data.batch_size} clips per process in an "
+                                "epoch; lower data.batch_size or add shards")
+        state.epoch, state.batch = state.epoch + 1, 0
+        loaders.stream_state.new_epoch()
+
+
+def everyone_has(acc, has: bool) -> bool:
+    """True when every process has a batch (one tiny all-reduce with several processes)."""
+    if acc.num_processes == 1:
+        return has
+    import torch
+    import torch.distributed as dist
+
+    flag = torch.tensor([int(has)], device=acc.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
 
 
 def train_step(job: TrainingRun, batches) -> tuple[float, int, int, float, dict[str, float]]:
@@ -118,8 +153,10 @@ def train_step(job: TrainingRun, batches) -> tuple[float, int, int, float, dict[
     job.forward.train()
     total = torch.zeros(3, device=acc.device)  # loss sum, clips, skipped
     terms: dict[str, list[float]] = {}
+    keys: list[str] = []
     for micro in range(optim.accumulation_steps):
         batch = next(batches)
+        keys += batch.get("videos", [])
         if batch["size"] == 0:
             raise StanchatError(f"every clip of a training batch failed to decode ({batch['skipped']} tries); "
                                 "check the videos under data.root")
@@ -139,6 +176,7 @@ def train_step(job: TrainingRun, batches) -> tuple[float, int, int, float, dict[
     job.scheduler.step()
     job.optimizer.zero_grad(set_to_none=True)
     loss_sum, clips, skipped = acc.reduce(total, reduction="sum").tolist()
+    job.samples.write({"step": job.state.step + 1, "keys": keys})
     means = {name: sum(values) / len(values) for name, values in terms.items()}
     return loss_sum / (optim.accumulation_steps * acc.num_processes), int(clips), int(skipped), float(grad_norm), means
 
@@ -171,6 +209,8 @@ def save(job: TrainingRun) -> Path:
         checkpoint.begin(final)
     acc.wait_for_everyone()
     checkpoint.write_rng(tmp, acc.process_index)
+    if job.loaders.stream_state is not None:
+        checkpoint.write_stream(tmp, acc.process_index, job.loaders.stream_state.to_dict())
     model_state = {k.removeprefix("model."): v for k, v in acc.get_state_dict(job.forward).items()}
     optimizer_state = optimizer_state_dict(job)
     if acc.is_main_process:

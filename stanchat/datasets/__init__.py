@@ -6,7 +6,8 @@
 
 Formats (`FORMATS`, see `registry.py` for files and layouts): webvid, msrvtt, didemo, lsmdc
 (retrieval); k400, k600, k700, ucf101, hmdb51 (recognition); msvd-qa, msrvtt-qa,
-activitynet-qa (video QA); jsonl, csv (generic, any task). Pure standard library: importing
+activitynet-qa (video QA); jsonl, csv (generic, any task); webdataset (tar shards: retrieval or
+recognition, see `shards.py`). Pure standard library: importing
 this package loads no torch, numpy or video decoder.
 """
 

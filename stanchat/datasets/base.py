@@ -43,6 +43,7 @@ class Record:
     start: float | None = None  # seconds into the file where the sample starts; None: file start
     end: float | None = None  # seconds into the file where the sample ends; None: file end
     still: Path | None = None  # an image showing the video's whole motion (a synthetic clip's trail still), the target of training's motion-still loss
+    member: str | None = None  # a sample of WebDataset shards: `video` is the tar shard and this the video's member in it
 
     @property
     def task(self) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from stanchat.datasets import generic, qa, recognition, retrieval
+from stanchat.datasets import generic, qa, recognition, retrieval, shards
 from stanchat.datasets.base import Record, first_dir
 from stanchat.errors import StanchatError
 
@@ -30,6 +30,11 @@ class DatasetFormat:
     video_dirs: tuple[str, ...]  # video folder under the data root: first existing wins; "{split}" filled in
     description: str  # one line for `--help` and error messages
     classes: Callable[[Path, str], list[str]] | None = None  # (annotation, split) -> class list; None: sorted labels
+    any_of: tuple[str, ...] = TASKS  # task "any": the tasks its entries can hold
+
+    def serves(self, task: str) -> bool:
+        """Whether this format can hold `task` data."""
+        return self.task == task or (self.task == "any" and task in self.any_of)
 
 
 def _splits(pattern: str, names: tuple[str, ...] = ("train", "val", "test")) -> dict[str, str]:
@@ -89,6 +94,11 @@ FORMATS: dict[str, DatasetFormat] = {f.name: f for f in (
         "jsonl", "any", generic.read_jsonl, _splits("{split}.jsonl"), "test", video_dirs=(".",),
         description="generic JSONL: video + caption | label | question+answer, paths relative to the data root"),
     DatasetFormat(
+        "webdataset", "any", shards.read_shard_records, _splits("{split}"), "test", video_dirs=(".",),
+        description="WebDataset tar shards (video2dataset's layout): {split}/*.tar holding KEY.mp4 + KEY.txt "
+                    "(caption) or KEY.json with a label; --ann a folder of shards or a .txt list of them",
+        any_of=("retrieval", "recognition")),
+    DatasetFormat(
         "csv", "any", generic.read_generic_csv, _splits("{split}.csv"), "test", video_dirs=(".",),
         description="generic CSV with a header: video + caption | label | question+answer"),
 )}
@@ -98,7 +108,7 @@ def dataset_names(task: str | None = None) -> list[str]:
     """Registered names, optionally only those that can serve `task` (generic formats serve all)."""
     if task is not None and task not in TASKS:
         raise StanchatError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
-    return [name for name, f in FORMATS.items() if task is None or f.task in (task, "any")]
+    return [name for name, f in FORMATS.items() if task is None or f.serves(task)]
 
 
 def get_format(name: str) -> DatasetFormat:
@@ -145,7 +155,7 @@ def read_dataset(
     """
     fmt, root = get_format(name), Path(data_root).expanduser()
     split = resolve_split(fmt, split)
-    if task is not None and fmt.task not in (task, "any"):
+    if task is not None and not fmt.serves(task):
         raise StanchatError(f"dataset {name} is for {fmt.task}, not {task}; valid: {', '.join(dataset_names(task))}")
     if not root.is_dir():
         raise StanchatError(f"data root {root} is not a folder; check --data-root")

@@ -21,6 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -35,23 +37,40 @@ CACHE_BLOCK = 256  # videos per cache file: the most work an interruption can lo
 
 @dataclass(frozen=True)
 class Clip:
-    """One video to encode: a file, or a segment of one (seconds; None = from the start / to the end)."""
+    """One video to encode: a file, or a segment of one (seconds; None = from the start / to the
+    end), or the video member of a sample in a WebDataset shard (`path` is then the shard)."""
 
     path: Path
     start: float | None = None
     end: float | None = None
+    member: str | None = None  # the video's member name inside the tar shard `path`
 
     @classmethod
     def of(cls, record) -> "Clip":
         """The clip a `stanchat.datasets.Record` points at."""
-        return cls(Path(record.video), record.start, record.end)
+        return cls(Path(record.video), record.start, record.end, record.member)
 
     @property
     def key(self) -> str:
-        """The clip as one string: the path, with `@start-end` for a segment."""
+        """The clip as one string: the path (`shard#member` for a shard's sample), with `@start-end`
+        for a segment."""
+        name = str(self.path) if self.member is None else f"{self.path}#{self.member}"
         if self.start is None and self.end is None:
-            return str(self.path)
-        return f"{self.path}@{self.start}-{self.end}"
+            return name
+        return f"{name}@{self.start}-{self.end}"
+
+    @contextmanager
+    def local_file(self) -> Iterator[Path]:
+        """A path the decoders can open: the file itself, or a shard member's bytes spooled to a
+        temporary file for the duration of the `with`."""
+        if self.member is None:
+            yield self.path
+            return
+        from stanchat.datasets.shards import read_member
+        from stanchat.video.spool import spooled
+
+        with spooled(read_member(str(self.path), self.member), Path(self.member).suffix) as path:
+            yield Path(path)
 
 
 @dataclass

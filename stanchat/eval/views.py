@@ -64,7 +64,8 @@ class ViewLoader:
 
         from stanchat.video import load_video
 
-        video = load_video(clip.path, frames=self.frames * self.clips, start=clip.start, end=clip.end)
+        with clip.local_file() as path:
+            video = load_video(path, frames=self.frames * self.clips, start=clip.start, end=clip.end)
         frames = video.frames  # (T*C, H, W, 3) uint8; frame k*C + c belongs to temporal view c
         views = []
         for c in range(self.clips):

@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=16, help="number of clips")
     p.add_argument("--seed", type=int, default=0, help="seed of the clip specs")
     p.add_argument("--split", help="split to write (default: the format's evaluation split)")
-    p.add_argument("--task", choices=["retrieval", "recognition", "qa"], help="task of jsonl/csv data")
+    p.add_argument("--task", choices=["retrieval", "recognition", "qa"], help="task of jsonl/csv/webdataset data")
     p.add_argument("--stills", action="store_true", help="jsonl/csv only: PNG stills with a motion trail")
     p.add_argument("--motion-stills", action="store_true",
                    help="jsonl/csv retrieval only: videos, and beside each one-event clip its trail still (field `still`)")
@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.format == "webdataset":
             start = time.perf_counter()
             out = write_shards(args.out, n=args.n, seed=args.seed, split=args.split or "train",
-                               shard_size=args.shard_size, config=config, exclude=exclude, only=only)
+                               shard_size=args.shard_size, config=config, exclude=exclude, only=only,
+                               task=args.task or "retrieval")
             print(f"webdataset: {len(out.keys)} samples in {len(out.shards)} shards under {args.out / out.split} "
                   f"({time.perf_counter() - start:.1f} s)")
             return 0
