@@ -11,7 +11,7 @@ import torch
 import stanchat
 from stanchat.chat import load
 from stanchat.cli import main
-from tests.tiny_llava import IMAGE_SIZE, PATCH_SIZE, error_line, tiny_models  # noqa: F401  (fixture)
+from tests.tiny_llava import IMAGE_SIZE, PATCH_SIZE, error_line, sessions_opened, tiny_models  # noqa: F401  (fixture)
 
 L = (IMAGE_SIZE // PATCH_SIZE) ** 2  # 4 patches per frame
 KEYS = {"answer", "video", "frames", "timestamps", "video_tokens", "temporal", "model", "preset", "timings"}  # preset: None with --llava + --stan
@@ -197,17 +197,9 @@ def test_chat_ctrl_c_while_the_first_question_encodes_keeps_the_chat(capsys, tin
 
 def test_chat_commands_keep_the_sampling_options(capsys, tiny_models, monkeypatch):
     """/frames and /video sample with the chat's --strategy/--start/--end/--seed; /temporal reuses the frames."""
-    from stanchat.chat import VideoChat
     from stanchat.video import load_video
 
-    clips = []
-    make_session = VideoChat.session
-
-    def spy(self, video, frames=16, temporal="stan", history=None):
-        clips.append(video)
-        return make_session(self, video, frames, temporal, history)
-
-    monkeypatch.setattr(VideoChat, "session", spy)
+    clips = sessions_opened(monkeypatch)
     monkeypatch.setattr("sys.stdin", io.StringIO(f"/frames 3\n/temporal mean\n/video {tiny_models['other']}\nWhy?\n"))
     options = {"strategy": "random", "start": 0.5, "end": 2.0}
     argv = chat_argv(tiny_models, "--frames", "5", "--strategy", "random", "--seed", "7", "--start", "0.5", "--end", "2.0")

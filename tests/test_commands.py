@@ -9,7 +9,7 @@ from stanchat.cli import main
 from stanchat.errors import StanchatError, WeightsError
 from stanchat.pretrained import DEFAULT_PRESET, get_preset, preset_names, resolve
 from tests.hub_cache import use_cache
-from tests.tiny_llava import error_line, tiny_models  # noqa: F401  (fixture)
+from tests.tiny_llava import error_line, sessions_opened, tiny_models  # noqa: F401  (fixture)
 
 
 def ask(tiny_models, *extra, video=None, question="What happens?"):
@@ -136,14 +136,7 @@ def test_ask_samples_by_fps_in_a_time_window(capsys, tiny_models):
 
 
 def test_chat_samples_in_a_time_window(capsys, tiny_models, monkeypatch):
-    clips = []
-    make_session = VideoChat.session
-
-    def spy(self, video, frames=16, temporal="stan", history=None):
-        clips.append(video)
-        return make_session(self, video, frames, temporal, history)
-
-    monkeypatch.setattr(VideoChat, "session", spy)
+    clips = sessions_opened(monkeypatch)
     monkeypatch.setattr("sys.stdin", io.StringIO("What happens?\n"))
     argv = ["chat", tiny_models["video"], "--llava", tiny_models["default"], "--stan", tiny_models["stan"],
             "--max-new-tokens", "4", "--frames", "4", "--start", "0.5", "--end", "1.0"]

@@ -133,3 +133,17 @@ def error_line(stderr: str) -> str:
     lines = [line for line in stderr.splitlines() if line.startswith("stanchat: error: ")]
     assert len(lines) == 1 and stderr.endswith(lines[0] + "\n"), stderr
     return lines[0]
+
+
+def sessions_opened(monkeypatch) -> list:
+    """The clips `VideoChat.session` is given from now on (it still opens the session)."""
+    from stanchat.chat import VideoChat
+
+    clips, make_session = [], VideoChat.session
+
+    def spy(self, video, frames=16, temporal="stan", history=None):
+        clips.append(video)
+        return make_session(self, video, frames, temporal, history)
+
+    monkeypatch.setattr(VideoChat, "session", spy)
+    return clips
