@@ -300,3 +300,16 @@ def test_the_app_keeps_its_uploads_in_a_private_folder(chat, monkeypatch):
         app = build_app(chat, CONFIG)
         assert app.GRADIO_CACHE == folder and stat.S_IMODE(os.stat(folder).st_mode) == 0o700
     assert not os.path.exists(folder) and os.environ["GRADIO_TEMP_DIR"] == "/somewhere/else"
+
+
+def test_quiet_launch_prints_nothing_and_keeps_python_errors_off_the_page(chat, capsys):
+    """`launch(quiet=True)` (the tests, scripts) prints no banner; a Python error's text never
+    reaches the browser (show_error off), only the one-line messages the app words itself."""
+    app = build_app(chat, CONFIG)
+    capsys.readouterr()
+    launch(app, CONFIG, port=0, block=False, quiet=True)
+    try:
+        printed = capsys.readouterr().out
+    finally:
+        app.close()
+    assert printed == "" and app.show_error is False

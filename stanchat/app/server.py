@@ -67,7 +67,8 @@ def launch(app: gr.Blocks, config: AppConfig, host: str = LOCALHOST, port: int =
         _, url, _ = app.launch(
             server_name=host, server_port=port or _free_port(host), share=share, prevent_thread_lock=not block,
             max_file_size=parse_size(config.max_file_size), state_session_capacity=config.max_sessions,
-            allowed_paths=list(config.examples),  # the files themselves: never their folders show_error=False, quiet=quiet,
+            allowed_paths=list(config.examples),  # the files themselves: never their folders
+            show_error=False, quiet=quiet,
             ssr_mode=False, mcp_server=False, enable_monitoring=False, theme=theme(), css=CSS,
         )
     except OSError as err:
