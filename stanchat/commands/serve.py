@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
     group.add_argument("--share", action="store_true", help="also make a public gradio.live link (off by default)")
     group.add_argument("--examples", action="append", metavar="PATH",
-                       help="an example video, or a folder of them; repeatable")
+                       help="an example video, GIF or image, or a folder of them; repeatable")
     group.add_argument("--max-file-size", default=APP.max_file_size,
                        help=f"largest upload accepted, e.g. 50MB (default {APP.max_file_size})")
     group.add_argument("--max-duration", type=float, default=APP.max_duration,
