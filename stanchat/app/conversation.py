@@ -5,13 +5,15 @@ question, encoded once), the messages the chat shows, and the answer being gener
 Stop can end it. It knows nothing of Gradio: `stanchat.app.ui` turns its state into components.
 Problems a user can cause (a bad upload, a too-long video, a prompt over the context) become a
 message in the chat, never an exception out of the app, worded for the app (`wording`); a value out
-of a control's range is clamped, and the line saying so is in `notices`.
+of a control's range is clamped, and the line saying so is in `notices`. Its files (the upload it
+uses, its frame strip) go when it does (`files`).
 """
 
 from __future__ import annotations
 
 import html
 import logging
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from stanchat.app.config import AppConfig
+from stanchat.app.files import ConversationFiles, Uploads
 from stanchat.app.wording import clamp, for_the_app
 from stanchat.errors import StanchatError, VideoError
 from stanchat.video import VideoClip, load_video
@@ -81,13 +84,17 @@ class Conversation:
     decodes), `strip` (the sampled frames' image files and timestamps), `weights` (the last
     question's `FrameWeights`; None before one, or without a text tower), `answer` (the last finished
     `Answer`), `compared` (each side's `Answer` of the last comparison), `notices` (lines about the
-    last event's values: what a control was clamped to)."""
+    last event's values: what a control was clamped to). `uploads` is shared by the app's tabs;
+    `root` is where the strip is written (Gradio's cache folder, which serves it)."""
 
-    def __init__(self, chat: "VideoChat", config: AppConfig):
+    def __init__(self, chat: "VideoChat", config: AppConfig, uploads: Uploads | None = None,
+                 root: str | None = None):
         self.chat = chat
         self.config = config
+        self.files = ConversationFiles(uploads if uploads is not None else Uploads(), root)
+        weakref.finalize(self, self.files.close)  # when Gradio drops the tab's state
         self.messages: list[dict[str, str]] = []
-        self.strip: list[tuple[np.ndarray, str]] = []
+        self.strip: list[tuple[str, str]] = []
         self.notices: list[str] = []
         self.session: Session | None = None
         self.weights: FrameWeights | None = None
@@ -133,6 +140,7 @@ class Conversation:
         self._frame_features = None
         self._show(None)
         if path is None:
+            self.files.use_upload(None)
             return
         self.display_name = Path(path).name  # gradio keeps the uploaded file's name
         try:
@@ -140,6 +148,7 @@ class Conversation:
             self.session = self.chat.session(clip, frames, temporal)
         except Exception as err:
             self._warn(err, path)
+        self.files.use_upload(path if self.session is not None else None)  # a video that failed is not kept
         self._show(self.clip)
 
     def configure(self, frames: int, temporal: str) -> None:
@@ -157,11 +166,12 @@ class Conversation:
         self._show(self.clip)
 
     def _show(self, clip: VideoClip | None) -> None:
-        """Make the strip for `clip` (None: no strip) unless it shows that clip already."""
+        """Write the strip for `clip` (None: no strip) unless it shows that clip already."""
         if clip is None:
+            self.files.clear_strip()
             self.strip, self._shown = [], None
         elif clip is not self._shown:
-            self.strip = list(zip(thumbnails(clip), frame_labels(clip.timestamps)))
+            self.strip = list(zip(self.files.write_strip(thumbnails(clip)), frame_labels(clip.timestamps)))
             self._shown = clip
 
     def _load(self, path: str, frames: int) -> VideoClip:

@@ -3,11 +3,14 @@ and returns the components' new values (Gradio updates), in the order `stanchat.
 
 Values arrive as the browser sent them (`preprocess=False`: an upload as Gradio's file dict, a
 number as typed). A value a control sent out of its range is clamped by the conversation and sent
-back to the control, with the reason in the info line.
+back to the control, with the reason in the info line. After each event that frees a video's buffers, the
+allocator's free memory goes back to the system (`memory`).
 """
 
 from __future__ import annotations
 
+import gc
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
@@ -22,6 +25,8 @@ from stanchat.app.conversation import (
     describe_video,
     frame_labels,
 )
+from stanchat.app.files import Uploads
+from stanchat.app.memory import release_free_memory
 
 if TYPE_CHECKING:
     from stanchat.chat import VideoChat
@@ -33,16 +38,26 @@ PLOT_QUESTION_CHARS = 60  # the question is quoted in the plot's label up to thi
 
 
 class Events:
-    """The event handlers of one app."""
+    """The event handlers of one app. `app`: the Blocks they serve, whose cache folder holds the
+    conversations' strips and whose upload set says which files came as uploads."""
 
-    def __init__(self, chat: "VideoChat", config: AppConfig):
+    def __init__(self, chat: "VideoChat", config: AppConfig, app: gr.Blocks):
         self.chat = chat
         self.config = config
+        self.uploads = Uploads(is_upload=lambda path: path in app.upload_file_set)
+        self.root = app.GRADIO_CACHE
+        self.live: weakref.WeakSet[Conversation] = weakref.WeakSet()  # conversations not yet freed
 
     def _conversation(self, conversation: Conversation | None) -> Conversation:
         """The tab's conversation (a new one on its first event), its notices cleared for this event."""
         if conversation is None:
-            conversation = Conversation(self.chat, self.config)
+            if len(self.live) >= self.config.max_sessions:
+                # Gradio drops the oldest tab's state to make room, but that state sits in reference
+                # cycles of Gradio's own: without a collection now its video and its files would stay
+                # until the interpreter's next full collection, however late that comes
+                gc.collect()
+            conversation = Conversation(self.chat, self.config, self.uploads, self.root)
+            self.live.add(conversation)
         conversation.notices = []
         return conversation
 
@@ -50,6 +65,7 @@ class Events:
         conversation = self._conversation(conversation)
         frames = conversation.frame_count(frames)
         conversation.open(upload["path"] if upload else None, frames, temporal)
+        release_free_memory()  # the last video's buffers, and those of a conversation Gradio dropped
         video, image = _previews(conversation)
         return (conversation, frames, video, image, strip(conversation), conversation.messages, plot(conversation),
                 _info(conversation))
@@ -58,6 +74,7 @@ class Events:
         conversation = self._conversation(conversation)
         frames = conversation.frame_count(frames)
         conversation.configure(frames, temporal)
+        release_free_memory()
         return conversation, frames, strip(conversation), conversation.messages, _info(conversation)
 
     def ask(self, question: str, conversation: Conversation | None, max_new_tokens: float, temperature: float):
@@ -77,6 +94,7 @@ class Events:
             update = gr.skip() if conversation.weights is shown else plot(conversation)
             shown = conversation.weights
             yield conversation, conversation.messages, "", update, gr.skip(), gr.skip(), gr.skip()
+        release_free_memory()
         yield (conversation, conversation.messages, "", plot(conversation), _info(conversation, answer=True),
                generation["max_new_tokens"], generation["temperature"])
 
@@ -87,6 +105,7 @@ class Events:
     def clear(self, conversation: Conversation | None):
         conversation = self._conversation(conversation)
         conversation.clear()
+        release_free_memory()
         return conversation, conversation.messages, plot(conversation), _info(conversation)
 
     def compare(self, question: str, mode_a: str, frames_a: float, mode_b: str, frames_b: float,
@@ -99,6 +118,7 @@ class Events:
         texts = ["", ""]
         for texts in conversation.compare(question, sides, **generation):
             yield conversation, *used, texts[0], texts[1], gr.skip()
+        release_free_memory()
         lines = [f"**{name}** · {describe_answer(answer)}" for name, answer in zip("AB", conversation.compared)
                  if answer is not None]
         yield conversation, *used, texts[0], texts[1], "\n\n".join(filter(None, [describe_notices(conversation),

@@ -62,7 +62,7 @@ def build_app(chat: "VideoChat", config: AppConfig | None = None) -> gr.Blocks:
                         chat_tab = _chat_tab()
                     with gr.Tab("Compare", id="compare"):
                         compare_tab = _compare_tab(chat, config)
-        _wire(Events(chat, config), state, controls, chat_tab, compare_tab, strip)
+        _wire(Events(chat, config, app), state, controls, chat_tab, compare_tab, strip)
     return app
 
 
