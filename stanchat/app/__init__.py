@@ -7,7 +7,7 @@
     memory        freed memory given back to the system after each event (no gradio)
     events        what each event does: component values in, component updates out
     ui            build_app(chat, config) -> gr.Blocks: layout and event wiring
-    server        launch(app, config, host, port, share): queue, limits and safe defaults
+    server        launch(app, config, ...) or mount(parent, chat, config, path): the same protections
 
 The app lives in the package, not in the checkout's demo/, so that a pip-installed stanchat can
 serve it; demo/app.py is the checkout's entry point. Nothing here is imported by `import stanchat`.

@@ -1,4 +1,5 @@
-"""`launch(app, config, ...)`: serve a `build_app` result with these protections:
+"""Serve a `build_app` result: `launch` on its own port, or `mount` inside another FastAPI app
+(`stanchat api --with-app`). Both give it the same protections:
 
 bind 127.0.0.1 (only this machine can connect) unless a host is given, no public share link unless
 asked, uploads in a private folder and under a size limit, the conversations kept in memory capped,
@@ -11,19 +12,25 @@ prints the app's address with the hint worded for `stanchat serve`.
 from __future__ import annotations
 
 import contextlib
+import hmac
 import logging
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
 from stanchat.app.config import DEFAULT_PORT, LOCALHOST, AppConfig, parse_size
-from stanchat.app.ui import COMMIT_ON_ENTER
+from stanchat.app.ui import COMMIT_ON_ENTER, build_app
 from stanchat.errors import StanchatError
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from stanchat.chat import VideoChat
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +49,7 @@ JS = f"""() => {{
   }});
 }}"""
 SHARE_HINT = "add --share (`stanchat serve --share`) for a public gradio.live link"
+SIGN_IN = "Sign in with the server's API key as the password (any user name)."
 
 
 def theme() -> gr.themes.Base:
@@ -69,7 +77,7 @@ def private_upload_folder() -> Iterator[str]:
 
 
 def protect(app: gr.Blocks, config: AppConfig) -> dict[str, Any]:
-    """Queue `app` within the limits of `config`; returns the settings `launch` passes Gradio."""
+    """Queue `app` within the limits of `config`; returns what `launch` and `mount` both pass Gradio."""
     app.queue(max_size=config.queue_size, default_concurrency_limit=config.concurrency, api_open=False)
     app.state_session_capacity = config.max_sessions  # conversations kept, each with its video; oldest dropped
     return dict(max_file_size=parse_size(config.max_file_size),
@@ -114,6 +122,22 @@ def address(url: str, share: bool, share_url: str | None) -> str:
     else:
         lines.append(f"({SHARE_HINT})")
     return "\n".join(lines)
+
+
+def mount(parent: "FastAPI", chat: "VideoChat", config: AppConfig, path: str, password: str | None = None) -> "FastAPI":
+    """Build the app for `chat` and mount it on `parent` at `path`, with `launch`'s protections: its
+    uploads in a private folder for the server's life (removed at shutdown), the same limits and
+    queue. With `password` (the API's key), the browser signs in with it (Gradio's login page;
+    every page, upload, file and event under `path` answers 401 before that)."""
+    folder = contextlib.ExitStack()
+    folder.enter_context(private_upload_folder())  # GRADIO_TEMP_DIR is read while serving too
+    parent.router.add_event_handler("shutdown", folder.close)
+    app = build_app(chat, config)
+    settings = protect(app, config)
+    if password is not None:
+        settings.update(auth=lambda _user, given: hmac.compare_digest(given.encode(), password.encode()),
+                        auth_message=SIGN_IN)
+    return gr.mount_gradio_app(parent, app, path=path, **settings)
 
 
 def _free_port(host: str) -> int:
