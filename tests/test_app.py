@@ -59,13 +59,22 @@ def texts(messages):
     return [(m["role"], html.unescape("".join(part["text"] for part in m["content"]))) for m in messages]
 
 
+LOAD_OUTPUTS = ("frames", "video", "image", "strip", "messages", "plot", "info")  # /load_video's, in order
+
+
+def load_outputs(client, path, frames=FRAMES, temporal="stan"):
+    """Every output of opening `path`, by name."""
+    return dict(zip(LOAD_OUTPUTS, client.predict(handle_file(path), frames, temporal, api_name="/load_video")))
+
+
 def open_video(client, path, frames=FRAMES, temporal="stan"):
-    strip, messages, _plot, info = client.predict(handle_file(path), frames, temporal, api_name="/load_video")
-    return strip, texts(messages), info
+    out = load_outputs(client, path, frames, temporal)
+    return out["strip"], texts(out["messages"]), out["info"]
 
 
 def ask(client, question, max_new_tokens=10):
-    """Every streamed update of the chat, and the final outputs (chat, textbox, plot, info)."""
+    """Every streamed update of the chat, and the final outputs (chat, textbox, plot, info, and the
+    max new tokens and temperature used)."""
     job = client.submit(question, max_new_tokens, 0.0, api_name="/ask")
     updates = [texts(out[0]) for out in job]
     return updates, job.result()
@@ -83,7 +92,7 @@ def test_upload_shows_the_sampled_frames_with_timestamps(client, app_models):
 
 def test_answers_stream_over_several_turns(client, app_models):
     open_video(client, app_models["video"])
-    updates, (messages, textbox, _plot, info) = ask(client, "What moves?")
+    updates, (messages, textbox, _plot, info, *_) = ask(client, "What moves?")
     answers = [u[-1][1] for u in updates if u and u[-1][0] == "assistant"]
     assert len(set(answers)) > 2  # the answer arrived in pieces, each a prefix of the next
     assert all(b.startswith(a) for a, b in zip(answers, answers[1:]))
@@ -97,7 +106,7 @@ def test_answers_stream_over_several_turns(client, app_models):
 
 def test_plot_shows_the_question_weight_on_each_frame(client, app_models):
     strip, _, _ = open_video(client, app_models["video"])
-    _, (_, _, plot, _) = ask(client, "Where is the square?")
+    _, (_, _, plot, *_) = ask(client, "Where is the square?")
     rows = plot["value"]["data"]
     assert [label for label, _ in rows] == [item["caption"] for item in strip["value"]] == plot["sort"]
     assert sum(weight for _, weight in rows) == pytest.approx(1.0, abs=1e-6)
@@ -148,14 +157,14 @@ def test_stop_ends_generation_and_keeps_the_partial_answer(client, chat, app_mod
 def test_settings_resample_and_keep_the_conversation(client, app_models):
     open_video(client, app_models["video"])
     ask(client, "What moves?")
-    strip, messages, info = client.predict(3, "concat", api_name="/settings")
-    assert len(strip["value"]) == 3 and len(messages) == 2
+    frames, strip, messages, info = client.predict(3, "concat", api_name="/settings")
+    assert frames == 3 and len(strip["value"]) == 3 and len(messages) == 2
     assert f"3 frames → {3 * L} video tokens · `concat`" in info
 
 
 def test_compare_answers_two_ways_side_by_side(client, app_models):
     open_video(client, app_models["video"])
-    a, b, info = client.predict("What moves?", "stan", FRAMES, "concat", 2, 10, 0.0, api_name="/compare")
+    *_, a, b, info = client.predict("What moves?", "stan", FRAMES, "concat", 2, 10, 0.0, api_name="/compare")
     assert a and b and not a.startswith(WARNING) and not b.startswith(WARNING)
     assert f"**A** · last answer: `stan`, {FRAMES} frames, {L} video tokens" in info
     assert f"**B** · last answer: `concat`, 2 frames, {2 * L} video tokens" in info
@@ -210,7 +219,7 @@ def test_plot_stays_hidden_without_a_text_tower(chat, app_models):
     client = Client(launch(app, CONFIG, port=0, block=False, quiet=True), verbose=False)
     try:
         open_video(client, app_models["video"])
-        _, (messages, _, plot, _) = ask(client, "Where is the square?")
+        _, (messages, _, plot, *_) = ask(client, "Where is the square?")
     finally:
         app.close()
     assert texts(messages)[-1][1] and plot["visible"] is False
@@ -300,3 +309,16 @@ def test_the_app_keeps_its_uploads_in_a_private_folder(chat, monkeypatch):
         app = build_app(chat, CONFIG)
         assert app.GRADIO_CACHE == folder and stat.S_IMODE(os.stat(folder).st_mode) == 0o700
     assert not os.path.exists(folder) and os.environ["GRADIO_TEMP_DIR"] == "/somewhere/else"
+
+
+def test_quiet_launch_prints_nothing_and_keeps_python_errors_off_the_page(chat, capsys):
+    """`launch(quiet=True)` (the tests, scripts) prints no banner; a Python error's text never
+    reaches the browser (show_error off), only the one-line messages the app words itself."""
+    app = build_app(chat, CONFIG)
+    capsys.readouterr()
+    launch(app, CONFIG, port=0, block=False, quiet=True)
+    try:
+        printed = capsys.readouterr().out
+    finally:
+        app.close()
+    assert printed == "" and app.show_error is False

@@ -98,3 +98,51 @@ def test_upload_ask_and_see_the_streamed_answer_in_chromium(sync_playwright, ser
         finally:
             browser.close()
     assert screenshot.stat().st_size > 10_000
+
+
+def _gif(path: Path, frames: int = 6, size: int = 48) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    images = []
+    for i in range(frames):  # a white square moving right
+        pixels = np.zeros((size, size, 3), np.uint8)
+        pixels[16:32, 5 * i:5 * i + 16] = 255
+        images.append(Image.fromarray(pixels))
+    images[0].save(path, save_all=True, append_images=images[1:], duration=125, loop=0)
+    return path
+
+
+@pytest.mark.browser
+def test_enter_in_the_frame_box_resamples_and_the_plot_stays_in_the_chat_tab(sync_playwright, served, tmp_path):
+    _require(CHROMIUM.is_file() and shutil.which(str(CHROMIUM)) is not None,
+             f"{CHROMIUM} is missing: apt-get install -y chromium (scripts/test does it when run as root)")
+    from playwright.sync_api import expect
+
+    url, chat = served
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(url)
+            page.locator("#video input[type=file]").set_input_files(str(_gif(tmp_path / "moving.gif")))
+            expect(page.locator("#preview-image img")).to_be_visible()  # a GIF: shown as an image
+            expect(page.locator("#frames img")).to_have_count(FRAMES)
+            box = page.locator("#frames-slider input[type=number]")
+            box.fill("3")
+            box.press("Enter")  # no click elsewhere: Enter alone re-samples
+            expect(page.locator("#frames img")).to_have_count(3)
+            box.fill("999")
+            box.press("Enter")
+            expect(page.locator("#frames img")).to_have_count(chat.graft.max_frames)
+            expect(box).to_have_value(str(chat.graft.max_frames))
+            expect(page.locator("#info")).to_contain_text("Frames sampled: 999 is more than the maximum")
+            page.locator("#question textarea").fill(QUESTION)
+            page.locator("#question textarea").press("Enter")
+            expect(page.locator("#weights")).to_be_visible()
+            page.get_by_role("tab", name="Compare").click()
+            expect(page.locator("#compare-question")).to_be_visible()
+            expect(page.locator("#weights")).to_be_hidden()  # the Chat question's plot is not the Compare tab's
+        finally:
+            browser.close()

@@ -10,6 +10,7 @@ from stanchat.api.config import LOCALHOST, ApiConfig
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from stanchat.app.config import AppConfig
     from stanchat.chat import VideoChat
 
 logger = logging.getLogger(__name__)
@@ -17,8 +18,11 @@ logger = logging.getLogger(__name__)
 APP_PATH = "/app"
 
 
-def build(chat: "VideoChat", config: ApiConfig, with_app: bool = False) -> "FastAPI":
-    """The FastAPI app serving `chat` with `config.engine`; `with_app` mounts the chat UI at /app."""
+def build(chat: "VideoChat", config: ApiConfig, with_app: bool = False,
+          app_config: "AppConfig | None" = None) -> "FastAPI":
+    """The FastAPI app serving `chat` with `config.engine`; `with_app` mounts the chat UI at /app with
+    `stanchat serve`'s protections and `app_config`'s limits (default: serve's), signed in with
+    `config.api_key` when there is one."""
     from stanchat.api.app import create_app
     from stanchat.api.engines import create_engine
     from stanchat.api.service import ChatService
@@ -27,14 +31,10 @@ def build(chat: "VideoChat", config: ApiConfig, with_app: bool = False) -> "Fast
     app = create_app(service)
     app.router.add_event_handler("shutdown", service.close)
     if with_app:
-        import gradio as gr
+        from stanchat.app.config import AppConfig
+        from stanchat.app.server import mount
 
-        from stanchat.app.server import CSS, theme
-        from stanchat.app.ui import build_app
-
-        demo = build_app(chat)
-        demo.queue(default_concurrency_limit=1, api_open=False)
-        app = gr.mount_gradio_app(app, demo, path=APP_PATH, theme=theme(), css=CSS, ssr_mode=False)
+        app = mount(app, chat, app_config or AppConfig(), APP_PATH, password=config.api_key)
     return app
 
 

@@ -7,16 +7,21 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from stanchat.datasets.base import VIDEO_EXTENSIONS
 from stanchat.errors import StanchatError
 from stanchat.options import DEFAULTS, check_frames, check_temporal
+from stanchat.video.probe import IMAGE_SUFFIXES
 
 LOCALHOST = "127.0.0.1"  # the default address: only this machine can connect
 DEFAULT_PORT = 7860  # gradio's usual port; 0 picks a free one
 
-# files offered as examples when a folder is given (what the decoders read; see stanchat.video)
 SIZE_UNITS = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}  # what --max-file-size takes
 SIZE_FORM = "a number and a unit, e.g. 500kB, 200MB or 1.5GB"
-VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v", ".gif")
+# What the app takes, as stanchat.video reads it: the video containers the dataset readers know, GIF
+# (decoded as a video), and the still images the decoders read. The upload box offers these, and
+# a folder given to --examples contributes these.
+ANIMATED_SUFFIXES = (".gif",)
+UPLOAD_SUFFIXES = tuple(dict.fromkeys((*VIDEO_EXTENSIONS, *ANIMATED_SUFFIXES, *IMAGE_SUFFIXES)))
 
 
 @dataclass(frozen=True)
@@ -74,9 +79,14 @@ def find_examples(paths: list[str | os.PathLike] | None) -> tuple[str, ...]:
     for path in paths or []:
         path = Path(path).expanduser()
         if path.is_dir():
-            found += sorted(str(p.resolve()) for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+            found += sorted(str(p.resolve()) for p in path.iterdir() if p.suffix.lower() in UPLOAD_SUFFIXES)
         elif path.is_file():
             found.append(str(path.resolve()))
         else:
             raise StanchatError(f"--examples {path}: no such file or folder")
     return tuple(found)
+
+
+def is_video_file(path: str) -> bool:
+    """True for a video container (the app previews it as a video), False for a GIF or an image."""
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS

@@ -4,13 +4,16 @@ A `Conversation` holds the tab's `stanchat.Session` (the video decoded and, afte
 question, encoded once), the messages the chat shows, and the answer being generated, so that
 Stop can end it. It knows nothing of Gradio: `stanchat.app.ui` turns its state into components.
 Problems a user can cause (a bad upload, a too-long video, a prompt over the context) become a
-message in the chat, never an exception out of the app.
+message in the chat, never an exception out of the app, worded for the app (`wording`); a value out
+of a control's range is clamped, and the line saying so is in `notices`. Its files (the upload it
+uses, its frame strip) go when it does (`files`).
 """
 
 from __future__ import annotations
 
 import html
 import logging
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from stanchat.app.config import AppConfig
+from stanchat.app.files import ConversationFiles, Uploads
+from stanchat.app.wording import clamp, for_the_app
 from stanchat.errors import StanchatError, VideoError
 from stanchat.video import VideoClip, load_video
 
@@ -33,6 +38,18 @@ NO_VIDEO = "Upload a video or pick an example first, then ask about it."
 STOPPED = " ⏹ (stopped)"  # after an answer that Stop ended
 EMPTY = "(empty answer)"
 WARNING = "⚠️ "
+TEMPERATURE_RANGE = (0.0, 2.0)  # the temperature control's range
+MIN_MAX_NEW_TOKENS = 1024  # the answer-length control reaches at least this far
+
+
+def max_frames(chat: "VideoChat", config: AppConfig) -> int:
+    """The frame-count controls' maximum: what STAN's temporal embedding covers (else the start value)."""
+    return chat.graft.max_frames or config.frames
+
+
+def max_new_tokens_limit(config: AppConfig) -> int:
+    """The answer-length control's maximum."""
+    return max(MIN_MAX_NEW_TOKENS, config.max_new_tokens)
 
 
 def message(role: str, text: str, note: str = "") -> dict[str, str]:
@@ -64,13 +81,21 @@ class Side:
 
 class Conversation:
     """The state of one tab: `messages` (what the chat shows), `session` (None until a video
-    decodes), `weights` (the last question's `FrameWeights`; None before one, or without a text tower),
-    `answer` (the last finished `Answer`), `compared` (each side's `Answer` of the last comparison)."""
+    decodes), `strip` (the sampled frames' image files and timestamps), `weights` (the last
+    question's `FrameWeights`; None before one, or without a text tower), `answer` (the last finished
+    `Answer`), `compared` (each side's `Answer` of the last comparison), `notices` (lines about the
+    last event's values: what a control was clamped to). `uploads` is shared by the app's tabs;
+    `root` is where the strip is written (Gradio's cache folder, which serves it)."""
 
-    def __init__(self, chat: "VideoChat", config: AppConfig):
+    def __init__(self, chat: "VideoChat", config: AppConfig, uploads: Uploads | None = None,
+                 root: str | None = None):
         self.chat = chat
         self.config = config
+        self.files = ConversationFiles(uploads if uploads is not None else Uploads(), root)
+        weakref.finalize(self, self.files.close)  # when Gradio drops the tab's state
         self.messages: list[dict[str, str]] = []
+        self.strip: list[tuple[str, str]] = []
+        self.notices: list[str] = []
         self.session: Session | None = None
         self.weights: FrameWeights | None = None
         self.answer: Answer | None = None
@@ -79,6 +104,7 @@ class Conversation:
         self._stream: Stream | None = None  # the answer in progress, for stop()
         self._stopped = False
         self._frame_features: Any = None  # (T, P) text-tower features of the current clip
+        self._shown: VideoClip | None = None  # the clip the strip shows
 
     @property
     def clip(self) -> VideoClip | None:
@@ -86,13 +112,35 @@ class Conversation:
 
     # ---- the video ----
 
+    def frame_count(self, requested: float, control: str = "Frames sampled") -> int:
+        """`requested` frames as the model can take them (1..max_frames), noting any change."""
+        high = max_frames(self.chat, self.config)
+        why = "what STAN's temporal embedding covers" if self.chat.graft.max_frames else ""
+        used, note = clamp(round(requested), 1, high, control, why)
+        self._note(note)
+        return int(used)
+
+    def generation(self, max_new_tokens: float, temperature: float) -> dict[str, Any]:
+        """The generation settings as the controls allow them, noting any change."""
+        tokens, note = clamp(round(max_new_tokens), 1, max_new_tokens_limit(self.config), "Max new tokens")
+        self._note(note)
+        temperature, note = clamp(float(temperature), *TEMPERATURE_RANGE, "Temperature")
+        self._note(note)
+        return {"max_new_tokens": int(tokens), "temperature": temperature}
+
+    def _note(self, note: str) -> None:
+        if note:
+            self.notices.append(note)
+
     def open(self, path: str | None, frames: int, temporal: str) -> None:
         """Start over with the video at `path` (None: no video). A video that cannot be used
         leaves a message in the chat and no session."""
         self.stop()
         self.messages, self.session, self.weights, self.answer = [], None, None, None
         self._frame_features = None
+        self._show(None)
         if path is None:
+            self.files.use_upload(None)
             return
         self.display_name = Path(path).name  # gradio keeps the uploaded file's name
         try:
@@ -100,6 +148,8 @@ class Conversation:
             self.session = self.chat.session(clip, frames, temporal)
         except Exception as err:
             self._warn(err, path)
+        self.files.use_upload(path if self.session is not None else None)  # a video that failed is not kept
+        self._show(self.clip)
 
     def configure(self, frames: int, temporal: str) -> None:
         """Re-sample the video or switch the temporal mode, keeping the conversation."""
@@ -113,6 +163,16 @@ class Conversation:
             self.session = self.chat.session(clip, frames, temporal, history=self.session.history)
         except Exception as err:
             self._warn(err, self.session.video.path)
+        self._show(self.clip)
+
+    def _show(self, clip: VideoClip | None) -> None:
+        """Write the strip for `clip` (None: no strip) unless it shows that clip already."""
+        if clip is None:
+            self.files.clear_strip()
+            self.strip, self._shown = [], None
+        elif clip is not self._shown:
+            self.strip = list(zip(self.files.write_strip(thumbnails(clip)), frame_labels(clip.timestamps)))
+            self._shown = clip
 
     def _load(self, path: str, frames: int) -> VideoClip:
         config = self.config
@@ -238,25 +298,26 @@ class Conversation:
 
 
 def problem(err: Exception, doing: str) -> str:
-    """One line for the chat. A user's problem (StanchatError) is its own message; anything else is
-    logged with its traceback and named after what failed, so that the app lives on."""
+    """One line for the chat. A user's problem (StanchatError) is its own message, in the app's
+    words; anything else is logged with its traceback and named after what failed, so that the app
+    lives on."""
     if isinstance(err, StanchatError):
-        return str(err)
+        return for_the_app(str(err))
     logger.error("%s", doing, exc_info=err)
     return f"{doing} ({type(err).__name__}: {err})"
 
 
-def thumbnails(clip: VideoClip, height: int = THUMBNAIL_HEIGHT) -> list[tuple[np.ndarray, str]]:
-    """The sampled frames, shrunk to `height` pixels, each captioned with its timestamp."""
+def thumbnails(clip: VideoClip, height: int = THUMBNAIL_HEIGHT) -> list[np.ndarray]:
+    """The sampled frames, shrunk to `height` pixels: (h, w, 3) uint8 each."""
     from PIL import Image
 
     strip = []
-    for frame, label in zip(clip.frames, frame_labels(clip.timestamps)):  # frame (H, W, 3) uint8
+    for frame in clip.frames:  # (H, W, 3) uint8
         h, w = frame.shape[:2]
         image = Image.fromarray(frame)
         if h > height:
             image = image.resize((max(1, round(w * height / h)), height), Image.Resampling.BILINEAR)
-        strip.append((np.asarray(image), label))
+        strip.append(np.asarray(image))
     return strip
 
 
@@ -276,9 +337,14 @@ def describe_video(conversation: Conversation) -> str:
     if session is None:
         return ""
     clip = session.video
-    return (f"**{conversation.display_name}** · {clip.duration:.1f} s · {clip.fps:.0f} fps · "
-            f"{clip.width}×{clip.height} · {session.frames} frames → {session.video_tokens} video tokens · "
-            f"`{session.temporal}`")
+    timing = "still image" if clip.duration == 0 else f"{clip.duration:.1f} s · {clip.fps:.0f} fps"
+    return (f"**{conversation.display_name}** · {timing} · {clip.width}×{clip.height} · "
+            f"{session.frames} frames → {session.video_tokens} video tokens · `{session.temporal}`")
+
+
+def describe_notices(conversation: Conversation) -> str:
+    """The last event's notices as Markdown lines (what a control was clamped to)."""
+    return "\n\n".join(WARNING + note for note in conversation.notices)
 
 
 def describe_answer(answer: "Answer | None") -> str:

@@ -3,7 +3,8 @@ GET /health. A video is a content part {"type": "video_url", "video_url": {"url"
 (or a path under --allowed-local-media-path); stanchat's options (frames, temporal, fps, start,
 end) are extra body fields. Binds 127.0.0.1 unless --host says otherwise; --api-key (or
 STANCHAT_API_KEY) makes clients send `Authorization: Bearer KEY`. --with-app also serves the
-Gradio chat app at /app from the same model. Needs `pip install 'stanchat[api]'`."""
+Gradio chat app at /app from the same model, with `stanchat serve`'s limits (the "app" options) and,
+with a key, a sign-in page that takes the key as its password. Needs `pip install 'stanchat[api]'`."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import logging
 from stanchat.api.config import (API_KEY_ENV, CPU_KV_CACHE_GIB, DEFAULT_PORT, ENGINES, LOCALHOST, ApiConfig,
                                  api_key_from_env)
 from stanchat.commands._shared import add_model_arguments, load_chat
+from stanchat.commands.serve import add_app_arguments, app_limits
 from stanchat.errors import StanchatError
 
 logger = logging.getLogger(__name__)
@@ -58,7 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--cache-size", type=int, default=API.cache_size,
                        help=f"encoded videos kept for follow-up questions (default {API.cache_size})")
     group.add_argument("--with-app", action="store_true",
-                       help=f"also serve the Gradio chat app at {APP_PATH} on the same model (needs stanchat[demo])")
+                       help=f"also serve the Gradio chat app at {APP_PATH} on the same model (needs stanchat[demo]); "
+                            "with a key, the browser signs in with it as the password")
+    add_app_arguments(parser.add_argument_group(f"app (with --with-app: the app at {APP_PATH}, as stanchat serve)"))
 
 
 def api_config(args: argparse.Namespace) -> ApiConfig:
@@ -72,6 +76,11 @@ def api_config(args: argparse.Namespace) -> ApiConfig:
 
 def run(args: argparse.Namespace) -> int:
     config = api_config(args)
+    app = None
+    if args.with_app:
+        from stanchat.app.config import AppConfig
+
+        app = AppConfig(**app_limits(args))  # checked before the model loads, as in stanchat serve
     missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
     if missing:
         raise StanchatError(f"stanchat api needs {' and '.join(missing)}: pip install 'stanchat[api]'")
@@ -79,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
         raise StanchatError("--with-app needs gradio: pip install 'stanchat[demo]'")
     if not 0 <= args.port <= 65535:
         raise StanchatError(f"--port must be 0..65535, got {args.port}")
+    if config.engine == "vllm" and args.with_app:  # the app answers from this process's LLM, which vLLM then holds
+        raise StanchatError("--with-app needs the transformers engine (with --engine vllm the LLM lives in vLLM); "
+                            "drop --with-app and run the app beside it with stanchat serve, or leave out --engine vllm")
     if config.engine == "vllm":
         from stanchat.api.engines.vllm import check_available
 
@@ -88,6 +100,5 @@ def run(args: argparse.Namespace) -> int:
                                 "leave them out")
     from stanchat.api.server import build, serve
 
-    app = build(load_chat(args), config, with_app=args.with_app)
-    serve(app, args.host, args.port)
+    serve(build(load_chat(args), config, with_app=args.with_app, app_config=app), args.host, args.port)
     return 0

@@ -28,8 +28,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--port", type=int, default=DEFAULT_PORT,
                        help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
     group.add_argument("--share", action="store_true", help="also make a public gradio.live link (off by default)")
+    add_app_arguments(parser.add_argument_group("app"))
+    add_generation_arguments(parser)  # the UI's initial frames, temporal mode and decoding settings
+    add_sampling_arguments(parser)  # how every video's frames are picked (by fps, in a time window)
+
+
+def add_app_arguments(group: argparse._ArgumentGroup) -> None:
+    """The app's examples and limits: `stanchat serve`'s, and `stanchat api --with-app`'s."""
     group.add_argument("--examples", action="append", metavar="PATH",
-                       help="an example video, or a folder of them; repeatable")
+                       help="an example video, GIF or image, or a folder of them; repeatable")
     group.add_argument("--max-file-size", default=APP.max_file_size,
                        help=f"largest upload accepted, e.g. 50MB (default {APP.max_file_size})")
     group.add_argument("--max-duration", type=float, default=APP.max_duration,
@@ -41,17 +48,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-sessions", type=int, default=APP.max_sessions,
                        help=f"conversations kept in memory, each with its video; the oldest are dropped "
                             f"(default {APP.max_sessions})")
-    add_generation_arguments(parser)  # the UI's initial frames, temporal mode and decoding settings
-    add_sampling_arguments(parser)  # how every video's frames are picked (by fps, in a time window)
+
+
+def app_limits(args: argparse.Namespace) -> dict:
+    """The values of `add_app_arguments`, as AppConfig fields."""
+    return dict(max_duration=args.max_duration, max_file_size=args.max_file_size, concurrency=args.concurrency,
+                queue_size=args.queue_size, max_sessions=args.max_sessions, examples=find_examples(args.examples))
 
 
 def app_config(args: argparse.Namespace) -> AppConfig:
     """The app's settings from the parsed arguments (checked: a bad value fails before loading)."""
     return AppConfig(frames=args.frames, temporal=args.temporal, max_new_tokens=args.max_new_tokens,
-                     temperature=args.temperature, max_duration=args.max_duration, max_file_size=args.max_file_size,
-                     concurrency=args.concurrency, queue_size=args.queue_size, max_sessions=args.max_sessions,
-                     examples=find_examples(args.examples), strategy=args.strategy, fps=args.fps, start=args.start,
-                     end=args.end, seed=args.seed)
+                     temperature=args.temperature, strategy=args.strategy, fps=args.fps, start=args.start,
+                     end=args.end, seed=args.seed, **app_limits(args))
 
 
 def run(args: argparse.Namespace) -> int:
