@@ -50,12 +50,15 @@ def wait_healthy(base: str, timeout: float, process: subprocess.Popen | None = N
 
 
 @contextlib.contextmanager
-def serve_in_thread(app, port: int | None = None):
-    """Serve a FastAPI app on 127.0.0.1 from a thread; yields its base URL."""
+def serve_in_thread(app, port: int | None = None, graceful_seconds: float | None = None):
+    """Serve a FastAPI app on 127.0.0.1 from a thread; yields its base URL. `graceful_seconds`
+    bounds how long shutting down waits for open connections (a Gradio client's heartbeat stream
+    stays open until its next beat) before the app's shutdown handlers run; None waits for them."""
     import uvicorn
 
     port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           timeout_graceful_shutdown=graceful_seconds))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"

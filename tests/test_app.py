@@ -25,7 +25,7 @@ from stanchat.app.ui import MODEL, build_app  # noqa: E402
 from stanchat.chat import load  # noqa: E402
 from stanchat.cli import main  # noqa: E402
 from stanchat.video import load_video  # noqa: E402
-from tests.tiny_app import app_models  # noqa: E402,F401  (fixture)
+from tests.tiny_app import app_models, chat, client, launched  # noqa: E402,F401  (fixtures)
 
 # gradio's queue calls pandas options that pandas 3 deprecates; not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")
@@ -36,22 +36,8 @@ CONFIG = AppConfig(frames=FRAMES, max_new_tokens=10, max_duration=5.0, max_file_
 
 
 @pytest.fixture(scope="module")
-def chat(app_models):
-    return load(llava=app_models["llava"], stan=app_models["stan"], device="cpu")
-
-
-@pytest.fixture(scope="module")
 def url(chat):
-    app = build_app(chat, CONFIG)
-    address = launch(app, CONFIG, port=0, block=False, quiet=True)
-    yield address
-    app.close()
-
-
-@pytest.fixture
-def client(url):
-    """A fresh browser tab: its own session, so its own conversation."""
-    return Client(url, verbose=False)
+    yield from launched(chat, CONFIG)
 
 
 def texts(messages):

@@ -6,6 +6,7 @@ machine), never from a browser download by a test tool. Without it the test fail
 skips elsewhere, saying why.
 """
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from stanchat.app.config import AppConfig
-from tests.tiny_app import app_models  # noqa: F401  (fixture)
+from tests.tiny_app import app_models, moving_gif  # noqa: F401  (fixture)
 
 # gradio's queue calls pandas options that pandas 3 deprecates; not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")
@@ -47,6 +48,23 @@ def sync_playwright():
     return sync_playwright
 
 
+@contextlib.contextmanager
+def app_page(sync_playwright, url: str):
+    """A Chromium page on the app at `url` (the test fails under CI, and skips elsewhere, without
+    Debian's chromium)."""
+    _require(CHROMIUM.is_file() and shutil.which(str(CHROMIUM)) is not None,
+             f"{CHROMIUM} is missing: apt-get install -y chromium (scripts/test does it when run as root)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(url)
+            yield page
+        finally:
+            browser.close()
+
+
 @pytest.fixture(scope="module")
 def served(app_models):
     from stanchat.app.server import launch
@@ -63,86 +81,55 @@ def served(app_models):
 
 @pytest.mark.browser
 def test_upload_ask_and_see_the_streamed_answer_in_chromium(sync_playwright, served, tmp_path):
-    _require(CHROMIUM.is_file() and shutil.which(str(CHROMIUM)) is not None,
-             f"{CHROMIUM} is missing: apt-get install -y chromium (scripts/test does it when run as root)")
     from playwright.sync_api import expect
 
     url, chat = served
     expected = chat.ask(CLIP, QUESTION, frames=FRAMES, max_new_tokens=MAX_NEW_TOKENS).text  # greedy: the same answer
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.set_default_timeout(TIMEOUT_MS)
-            page.goto(url)
-            page.locator("#video input[type=file]").set_input_files(str(CLIP))
-            # the strip: one captioned thumbnail per sampled frame, over the clip's 10 s
-            expect(page.locator("#frames img")).to_have_count(FRAMES)
-            expect(page.locator("#info")).to_contain_text("yoga.mp4 · 10.0 s · 30 fps · 568×320")
-            expect(page.locator("#info")).to_contain_text(f"{FRAMES} frames → 4 video tokens · stan")
-            page.locator("#question textarea").fill(QUESTION)
-            page.locator("#question textarea").press("Enter")
-            expect(page.locator("#chatbot [data-testid=user]")).to_have_text(QUESTION)
-            expect(page.locator("#info")).to_contain_text("last answer: stan")  # set when streaming ends
-            shown = page.locator("#chatbot [data-testid=bot]").inner_text()
-            # the random model's answer, every `<`, `&` and `*` in it, shown literally (HTML folds whitespace)
-            assert expected and shown.split() == expected.split()
-            # the Mug weights: one bar per sampled frame, labelled with the strip's timestamps
-            expect(page.locator("#weights [aria-roledescription=bar]")).to_have_count(FRAMES)
-            captions = [c.strip() for c in page.locator("#frames .caption-label").all_inner_texts()]
-            assert len(captions) == FRAMES and captions[0] == "0.83 s"
-            axis = page.locator("#weights [aria-roledescription=axis]").first.get_attribute("aria-label")
-            assert ", ".join(captions) in axis
-            screenshot = tmp_path / "app.png"
-            page.screenshot(path=str(screenshot), full_page=True)
-        finally:
-            browser.close()
+    with app_page(sync_playwright, url) as page:
+        page.locator("#video input[type=file]").set_input_files(str(CLIP))
+        # the strip: one captioned thumbnail per sampled frame, over the clip's 10 s
+        expect(page.locator("#frames img")).to_have_count(FRAMES)
+        expect(page.locator("#info")).to_contain_text("yoga.mp4 · 10.0 s · 30 fps · 568×320")
+        expect(page.locator("#info")).to_contain_text(f"{FRAMES} frames → 4 video tokens · stan")
+        page.locator("#question textarea").fill(QUESTION)
+        page.locator("#question textarea").press("Enter")
+        expect(page.locator("#chatbot [data-testid=user]")).to_have_text(QUESTION)
+        expect(page.locator("#info")).to_contain_text("last answer: stan")  # set when streaming ends
+        shown = page.locator("#chatbot [data-testid=bot]").inner_text()
+        # the random model's answer, every `<`, `&` and `*` in it, shown literally (HTML folds whitespace)
+        assert expected and shown.split() == expected.split()
+        # the Mug weights: one bar per sampled frame, labelled with the strip's timestamps
+        expect(page.locator("#weights [aria-roledescription=bar]")).to_have_count(FRAMES)
+        captions = [c.strip() for c in page.locator("#frames .caption-label").all_inner_texts()]
+        assert len(captions) == FRAMES and captions[0] == "0.83 s"
+        axis = page.locator("#weights [aria-roledescription=axis]").first.get_attribute("aria-label")
+        assert ", ".join(captions) in axis
+        screenshot = tmp_path / "app.png"
+        page.screenshot(path=str(screenshot), full_page=True)
     assert screenshot.stat().st_size > 10_000
-
-
-def _gif(path: Path, frames: int = 6, size: int = 48) -> Path:
-    import numpy as np
-    from PIL import Image
-
-    images = []
-    for i in range(frames):  # a white square moving right
-        pixels = np.zeros((size, size, 3), np.uint8)
-        pixels[16:32, 5 * i:5 * i + 16] = 255
-        images.append(Image.fromarray(pixels))
-    images[0].save(path, save_all=True, append_images=images[1:], duration=125, loop=0)
-    return path
 
 
 @pytest.mark.browser
 def test_enter_in_the_frame_box_resamples_and_the_plot_stays_in_the_chat_tab(sync_playwright, served, tmp_path):
-    _require(CHROMIUM.is_file() and shutil.which(str(CHROMIUM)) is not None,
-             f"{CHROMIUM} is missing: apt-get install -y chromium (scripts/test does it when run as root)")
     from playwright.sync_api import expect
 
     url, chat = served
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.set_default_timeout(TIMEOUT_MS)
-            page.goto(url)
-            page.locator("#video input[type=file]").set_input_files(str(_gif(tmp_path / "moving.gif")))
-            expect(page.locator("#preview-image img")).to_be_visible()  # a GIF: shown as an image
-            expect(page.locator("#frames img")).to_have_count(FRAMES)
-            box = page.locator("#frames-slider input[type=number]")
-            box.fill("3")
-            box.press("Enter")  # no click elsewhere: Enter alone re-samples
-            expect(page.locator("#frames img")).to_have_count(3)
-            box.fill("999")
-            box.press("Enter")
-            expect(page.locator("#frames img")).to_have_count(chat.graft.max_frames)
-            expect(box).to_have_value(str(chat.graft.max_frames))
-            expect(page.locator("#info")).to_contain_text("Frames sampled: 999 is more than the maximum")
-            page.locator("#question textarea").fill(QUESTION)
-            page.locator("#question textarea").press("Enter")
-            expect(page.locator("#weights")).to_be_visible()
-            page.get_by_role("tab", name="Compare").click()
-            expect(page.locator("#compare-question")).to_be_visible()
-            expect(page.locator("#weights")).to_be_hidden()  # the Chat question's plot is not the Compare tab's
-        finally:
-            browser.close()
+    with app_page(sync_playwright, url) as page:
+        page.locator("#video input[type=file]").set_input_files(str(moving_gif(tmp_path / "moving.gif", size=48)))
+        expect(page.locator("#preview-image img")).to_be_visible()  # a GIF: shown as an image
+        expect(page.locator("#frames img")).to_have_count(FRAMES)
+        box = page.locator("#frames-slider input[type=number]")
+        box.fill("3")
+        box.press("Enter")  # no click elsewhere: Enter alone re-samples
+        expect(page.locator("#frames img")).to_have_count(3)
+        box.fill("999")
+        box.press("Enter")
+        expect(page.locator("#frames img")).to_have_count(chat.graft.max_frames)
+        expect(box).to_have_value(str(chat.graft.max_frames))
+        expect(page.locator("#info")).to_contain_text("Frames sampled: 999 is more than the maximum")
+        page.locator("#question textarea").fill(QUESTION)
+        page.locator("#question textarea").press("Enter")
+        expect(page.locator("#weights")).to_be_visible()
+        page.get_by_role("tab", name="Compare").click()
+        expect(page.locator("#compare-question")).to_be_visible()
+        expect(page.locator("#weights")).to_be_hidden()  # the Chat question's plot is not the Compare tab's

@@ -21,7 +21,7 @@ from stanchat.app.ui import build_app  # noqa: E402
 from stanchat.app.wording import CONTROLS, for_the_app  # noqa: E402
 from stanchat.chat import load  # noqa: E402
 from stanchat.errors import StanchatError  # noqa: E402
-from tests.tiny_app import app_models  # noqa: E402,F401  (fixture)
+from tests.tiny_app import app_models, chat, client, launched, moving_gif  # noqa: E402,F401  (fixtures)
 from tests.tiny_llava import save_tiny_llava  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")
@@ -34,20 +34,8 @@ FLAGS = re.compile("|".join(CONTROLS))
 
 
 @pytest.fixture(scope="module")
-def chat(app_models):
-    return load(llava=app_models["llava"], stan=app_models["stan"], device="cpu")
-
-
-@pytest.fixture(scope="module")
 def url(chat):
-    app = build_app(chat, CONFIG)
-    yield launch(app, CONFIG, port=0, block=False, quiet=True)
-    app.close()
-
-
-@pytest.fixture
-def client(url):
-    return Client(url, verbose=False)
+    yield from launched(chat, CONFIG)
 
 
 def opened(client, path, frames=FRAMES, temporal="stan"):
@@ -153,24 +141,12 @@ def test_a_prompt_over_the_context_is_explained_in_the_app_words(app_models, tmp
     assert not FLAGS.search(answer)
 
 
-def _gif(path, frames=6, size=24):
-    from PIL import Image
-
-    images = []
-    for i in range(frames):  # a white square moving right
-        pixels = np.zeros((size, size, 3), np.uint8)
-        pixels[8:16, 3 * i:3 * i + 8] = 255
-        images.append(Image.fromarray(pixels))
-    images[0].save(path, save_all=True, append_images=images[1:], duration=125, loop=0)
-    return path
-
-
 def test_gif_and_still_image_uploads_are_used_and_previewed_as_images(client, app_models, tmp_path):
     from PIL import Image
 
     png = tmp_path / "still.png"
     Image.fromarray(np.full((20, 30, 3), 200, np.uint8)).save(png)
-    gif = _gif(tmp_path / "moving.gif")
+    gif = moving_gif(tmp_path / "moving.gif")
     for path, says in ((gif, "moving.gif** · 0.7 s · 8 fps · 24×24"), (png, "still.png** · still image · 30×20")):
         out = opened(client, path)
         assert out["messages"] == [] and says in out["info"] and f"{FRAMES} frames →" in out["info"]

@@ -2,11 +2,9 @@
 (private upload folder, upload size limit, session cap, bounded queue, examples, no Python error
 text) and, with --api-key, asks for the key before anything under /app answers."""
 
-import contextlib
 import os
 import shutil
 import stat
-import threading
 from contextlib import closing
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from stanchat.api.server import build  # noqa: E402
 from stanchat.app.config import AppConfig  # noqa: E402
 from stanchat.chat import load  # noqa: E402
 from stanchat.cli import main  # noqa: E402
-from tests.api_helpers import free_port, wait_healthy  # noqa: E402
+from tests.api_helpers import serve_in_thread  # noqa: E402
 from tests.tiny_app import app_models  # noqa: E402,F401  (fixture)
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")
@@ -46,27 +44,6 @@ def example(app_models, tmp_path):
     return Path(shutil.copy(app_models["video"], folder / "example.mp4"))
 
 
-@contextlib.contextmanager
-def serve_in_thread(app):
-    """Serve on 127.0.0.1 from a thread; yields the base URL. Shutting down closes what connections
-    are left after a second (a Gradio client's heartbeat stream stays open until its next beat), then
-    runs the app's shutdown handlers."""
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           timeout_graceful_shutdown=1))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(base, 60)
-        yield base
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-
-
 def _blocks(app):
     """The Gradio app mounted at /app."""
     (mounted,) = [route.app for route in app.routes if getattr(route, "path", None) == "/app"]
@@ -80,7 +57,7 @@ def test_the_mounted_app_has_the_serve_protections(chat, app_models, example, tm
     folder = Path(os.environ["GRADIO_TEMP_DIR"])
     big = tmp_path / "big.mp4"
     big.write_bytes(b"\0" * 200_000)
-    with serve_in_thread(app) as base:
+    with serve_in_thread(app, graceful_seconds=1) as base:
         with closing(Client(f"{base}/app/", verbose=False, download_files=False)) as client:  # its heartbeat
             outputs = client.predict(handle_file(app_models["video"]), FRAMES, "stan", api_name="/load_video")
             uploaded = list(folder.rglob("clip.mp4"))  # stream would hold the server's shutdown
@@ -101,7 +78,7 @@ def test_the_mounted_app_has_the_serve_protections(chat, app_models, example, tm
 
 def test_with_an_api_key_the_app_asks_for_it(chat, app_models, example):
     app = build(chat, ApiConfig(api_key=KEY), with_app=True, app_config=AppConfig(examples=(str(example),)))
-    with serve_in_thread(app) as base:
+    with serve_in_thread(app, graceful_seconds=1) as base:
         anonymous = {path: httpx.get(f"{base}/app/{path}").status_code
                      for path in ("config", "gradio_api/info", f"gradio_api/file={example}")}
         upload = httpx.post(f"{base}/app/gradio_api/upload", files={"files": ("x.mp4", b"x")}).status_code
@@ -135,6 +112,6 @@ def test_api_with_app_takes_the_serve_options_and_checks_them_before_loading(cha
 def test_the_private_folder_is_private(chat):
     app = build(chat, ApiConfig(), with_app=True)
     folder = os.environ["GRADIO_TEMP_DIR"]
-    with serve_in_thread(app):
+    with serve_in_thread(app, graceful_seconds=1):
         mode = stat.S_IMODE(os.stat(folder).st_mode)
     assert mode == 0o700 and _blocks(app).GRADIO_CACHE == folder

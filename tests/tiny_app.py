@@ -60,3 +60,46 @@ def app_models(tmp_path_factory) -> dict[str, str]:
         "long": str(write_video(root / "long.mp4", frames=48)),
         **write_bad_uploads(root / "bad"),
     }
+
+
+@pytest.fixture(scope="module")
+def chat(app_models):
+    """The app's tiny models, loaded once per test module."""
+    from stanchat.chat import load
+
+    return load(llava=app_models["llava"], stan=app_models["stan"], device="cpu")
+
+
+@pytest.fixture
+def client(url):
+    """A fresh browser tab on the test module's app (its `url` fixture): its own session, so its
+    own conversation."""
+    from gradio_client import Client
+
+    return Client(url, verbose=False)
+
+
+def launched(chat, config):
+    """For a module fixture: yields the address of the app built on `chat` with `config`, launched
+    on a free port; closes it afterwards."""
+    from stanchat.app.server import launch
+    from stanchat.app.ui import build_app
+
+    app = build_app(chat, config)
+    yield launch(app, config, port=0, block=False, quiet=True)
+    app.close()
+
+
+def moving_gif(path: Path, frames: int = 6, size: int = 24) -> Path:
+    """An animated GIF of a white square (a third of the frame) moving right, 8 frames/s."""
+    import numpy as np
+    from PIL import Image
+
+    side, step = size // 3, size // 8
+    images = []
+    for i in range(frames):
+        pixels = np.zeros((size, size, 3), np.uint8)
+        pixels[side:2 * side, step * i:step * i + side] = 255
+        images.append(Image.fromarray(pixels))
+    images[0].save(path, save_all=True, append_images=images[1:], duration=125, loop=0)
+    return path
