@@ -82,10 +82,13 @@ def test_a_killed_run_resumes_without_repeating_or_skipping_a_sample(shards, tin
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     straight = steps(tmp_path / "straight")
     assert steps(out) == straight  # the same clips at every step, in the same order
+    # and augmented alike: bit-exact weights (one machine, the same seeds and kernels in the same order)
+    a, b = (load_file(checkpoint.checkpoint_dir(o, 9) / "model.safetensors") for o in (tmp_path / "straight", out))
+    assert all(torch.equal(a[k], b[k]) for k in a)
     first_epoch = [key for step in straight[:6] for key in step]
     assert len(first_epoch) == len(set(first_epoch)) == 12  # one pass: every sample once
     assert straight[6:9] != straight[:3]  # the second epoch in a new order
-    assert json.loads((checkpoint.list_checkpoints(out)[0] / "stream-0.json").read_text())["workers"] == 2
+    assert json.loads((checkpoint.list_checkpoints(out)[0] / "stream-0.json").read_text())["layout"]["workers"] == 2
 
 
 def rewrite_with_bad_samples(source: Path, target: Path) -> None:
@@ -152,9 +155,11 @@ def test_bad_shards_are_one_line_before_training(shards, tiny_backbone, tmp_path
 @pytest.mark.slow
 def test_two_processes_read_disjoint_shards_and_resume_exactly(tiny_backbone, tmp_path):
     """`accelerate launch` with 2 CPU processes (gloo): each reads its own shards, together all of
-    them once an epoch; stopped and resumed, each process trains on what it would have."""
+    them once an epoch; with 5 shards one process has 3, the other 2, and the epoch ends for both
+    when the second runs out (it would hang in the loss's gather otherwise); stopped and resumed,
+    each process trains on what it would have."""
     root = tmp_path / "data"
-    written = write_shards(root, n=16, seed=5, split="train", shard_size=4, config=WORLD)
+    written = write_shards(root, n=20, seed=5, split="train", shard_size=4, config=WORLD)
 
     def launch(out: Path, *extra: str) -> None:
         argv = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
@@ -162,15 +167,20 @@ def test_two_processes_read_disjoint_shards_and_resume_exactly(tiny_backbone, tm
                 *args(tiny_backbone, root, out, "schedule.steps=6", "run.cpu=true", "data.batch_size=2",
                       "run.log_samples=true"), *extra]
         env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-        done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
 
     launch(tmp_path / "straight")
     per_rank = [[line["keys"] for line in lines(tmp_path / "straight" / f"samples-{r}.jsonl")] for r in (0, 1)]
-    epoch = [{key for step in steps[:4] for key in step} for steps in per_rank]  # 16 clips / (2 x 2) = 4 steps
-    assert not epoch[0] & epoch[1] and epoch[0] | epoch[1] == set(written.keys)
     shard_of = {key: i // 4 for i, key in enumerate(written.keys)}
-    assert all(len({shard_of[k] for k in keys}) == 2 for keys in epoch)  # whole shards, two each
+    # epoch 1 is 4 steps: the process with 2 shards (8 clips, 4 batches) runs out first
+    epoch = [[key for step in steps[:4] for key in step] for steps in per_rank]
+    assert [len(set(keys)) for keys in epoch] == [8, 8] and not set(epoch[0]) & set(epoch[1])
+    shards = [{shard_of[k] for k in keys} for keys in epoch]
+    assert sorted(len(s) for s in shards) == [2, 3] and not shards[0] & shards[1]  # 3 shards vs 2, disjoint
+    three = max((0, 1), key=lambda r: len(shards[r]))
+    left = {k for k in written.keys if shard_of[k] in shards[three]} - set(epoch[three])  # 4 clips not trained on
+    assert len(left) == 4 and {k for step in per_rank[three][4:] for k in step} != left  # it went on into epoch 2
     launch(tmp_path / "split", "run.stop_at_step=3")
     launch(tmp_path / "split", "--resume")
     assert [[line["keys"] for line in lines(tmp_path / "split" / f"samples-{r}.jsonl")] for r in (0, 1)] == per_rank

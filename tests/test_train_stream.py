@@ -4,6 +4,7 @@ exactly, with and without DataLoader workers; bad samples skipped and counted.""
 from __future__ import annotations
 
 import io
+import re
 import tarfile
 from pathlib import Path
 
@@ -103,20 +104,34 @@ def loader(dataset: ShardStream, workers: int) -> DataLoader:
                       generator=torch.Generator().manual_seed(0))
 
 
+def seen(batches: list[list[dict]]) -> list[list[tuple[str, int]]]:
+    """(key, augmentation seed) of every sample, batch by batch (the fake decoder's pixels are the seed)."""
+    return [[(s["video"], int(s["pixel_values"])) for s in batch] for batch in batches]
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_a_resumed_loader_gives_the_same_batches_in_the_same_order(shards, workers):
     data = stream(shards, workers=max(workers, 1))
     for epoch in (0, 1):
-        data.start(epoch, StreamState(1, max(workers, 1)))
+        data.start(epoch, data.fresh_state())
         full = list(loader(data, workers))
         assert len({k for batch in full for k in keys_of(batch)}) == 2 * len(full)  # none twice
         for stop in range(len(full)):  # consume `stop` batches, checkpoint, resume
-            state = StreamState(1, max(workers, 1))
+            state = data.fresh_state()
             for batch in full[:stop]:
                 state.consumed(*batch[-1]["stream"])
             data.start(epoch, state)
-            assert [keys_of(b) for b in loader(data, workers)] == [keys_of(b) for b in full[stop:]]
-        data.start(epoch, StreamState(1, max(workers, 1)))
+            assert seen(list(loader(data, workers))) == seen(full[stop:])  # the same clips, augmented alike
+
+
+def test_windows_shuffle_the_samples_of_a_shard(shards):
+    order = {}
+    for shuffle in (False, True):
+        data = stream(shards[:1], shuffle=shuffle, buffer=4)
+        data.start(0, data.fresh_state())
+        order[shuffle] = keys_of(list(data))
+    assert order[False] == ["s0k0", "s0k1", "s0k2", "s0k3"]
+    assert sorted(order[True]) == order[False] and order[True] != order[False]
 
 
 def test_readers_of_two_processes_see_disjoint_samples_that_make_the_whole_set(shards):
@@ -125,7 +140,7 @@ def test_readers_of_two_processes_see_disjoint_samples_that_make_the_whole_set(s
         seen = []
         for rank in (0, 1):
             data = stream(shards, rank=rank, world=2, workers=2)
-            data.start(epoch, StreamState(2, 2))
+            data.start(epoch, data.fresh_state())
             seen += keys_of(list(data_for_each_worker(data)))
         assert sorted(seen) == sorted(every)
 
@@ -152,22 +167,27 @@ def test_bad_samples_are_skipped_counted_and_the_position_moves_past_them(tmp_pa
     cut.write_bytes(Path(whole).read_bytes()[:3000])  # headers and data in 512-byte blocks: c1.mp4's data starts at 2560
     after = write_shard(tmp_path / "00002.tar", [("d0", {"mp4": b"d0", "txt": b"cap"})])
     data = stream([shard, str(cut), after], shuffle=False)
-    data.start(0, StreamState())
+    data.start(0, data.fresh_state())
     got = list(data)
     assert keys_of(got) == ["k0", "k1", "k2", "c0", "d0"]
     assert [s["skipped"] for s in got] == [0, 3, 0, 0, 1]  # three bad samples before k1, the cut shard's rest before d0
 
 
-def test_a_stream_position_saved_for_another_layout_is_refused(shards):
-    data = stream(shards, workers=2)
-    with pytest.raises(StanchatError, match="saved for 1 process.*x 1 reader.*not 1 x 2"):
-        data.start(0, StreamState(1, 1))
+@pytest.mark.parametrize("change, says", [({"workers": 2}, "data.num_workers readers per process = 1, not 2"),
+                                          ({"buffer": 5}, "data.shuffle_buffer = 3, not 5"),
+                                          ({"shuffle": False}, "data.shuffle = True, not False")])
+def test_a_stream_position_saved_under_another_layout_is_refused(shards, change, says):
+    saved = stream(shards).fresh_state()
+    with pytest.raises(StanchatError, match=re.escape(says)):
+        stream(shards, **change).start(0, saved)
+    with pytest.raises(StanchatError, match="the shards"):
+        stream(shards[:4]).start(0, saved)
 
 
-def test_stream_state_round_trips_through_json():
+def test_stream_state_round_trips_through_json(shards):
     import json
 
-    state = StreamState(2, 3)
+    state = stream(shards, workers=3).fresh_state()
     state.consumed(1, Position(2, 3, 4, 5))
     again = StreamState.from_dict(json.loads(json.dumps(state.to_dict())))
     assert again == state and again.next_worker == 2

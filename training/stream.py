@@ -13,8 +13,11 @@ sample is decoded (from its bytes, through the same watchdog-protected decode as
 Position. After each slot it emits, a reader is at (window, shard, offset, taken): the window's
 number, where the window starts (index into the reader's shard list, sample offset in that shard)
 and how many of its slots are done. A reader's output is a function of (seed, epoch, reader, its
-shards), so starting from a position re-reads that one window (B samples, undecoded) and goes on
-exactly as before. The main process keeps, per worker, the position after the last batch it
+shards), so starting from a position re-reads that window (B samples, undecoded) and goes on exactly
+as before. Getting there reads the window's first shard from its start (a tar stream has no index;
+the skipped samples are read, not decoded; a `pipe:` shard is streamed again). A position holds only
+under the layout it was saved with (processes, workers, seed, shuffle, window, shards): another is
+refused in one line. The main process keeps, per worker, the position after the last batch it
 consumed (prefetched batches do not count) and which worker's batch comes next (DataLoader takes
 workers in turn); checkpoints store that per process (`stream-<rank>.json`). A resumed loader starts
 each worker at its position and renumbers the workers so that the turn starts where it stopped:
@@ -28,16 +31,20 @@ emitted at most once, and a resume neither repeats nor skips one. Not trained on
   ends for all of them together (one collective check per micro-batch keeps them in step). Shards
   are dealt round robin, so that is at most about one shard per reader;
 - samples that cannot be used (no video or text, undecodable, the rest of a damaged shard, a label
-  outside data.class_names): skipped, logged once per cause, and counted in `skipped`.
+  outside data.class_names): skipped, warned once per cause in each loader worker (workers start
+  afresh each epoch), and counted in `skipped` (those after a reader's last sample of an epoch are
+  warned about but not counted).
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import random
 import re
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -68,27 +75,31 @@ class Position:
 class StreamState:
     """One process's place in the stream: what `stream-<rank>.json` holds."""
 
-    world: int = 1  # processes the stream was dealt over
-    workers: int = 1  # readers per process (DataLoader workers, 1 without workers)
+    layout: dict  # what the positions are positions in (ShardStream.layout): processes, readers, seed, order, shards
     positions: dict[int, Position] = field(default_factory=dict)  # worker -> position after its last consumed batch
     next_worker: int = 0  # whose batch the DataLoader hands over next
 
     def consumed(self, worker: int, position: Position) -> None:
         """Record a batch the loop took from `worker`, ending at `position`."""
         self.positions[worker] = position
-        self.next_worker = (worker + 1) % self.workers
+        self.next_worker = (worker + 1) % self.layout["workers"]
 
     def new_epoch(self) -> None:
         self.positions, self.next_worker = {}, 0
 
     def to_dict(self) -> dict:
-        return {"world": self.world, "workers": self.workers, "next_worker": self.next_worker,
+        return {"layout": self.layout, "next_worker": self.next_worker,
                 "positions": {str(w): asdict(p) for w, p in self.positions.items()}}
 
     @classmethod
     def from_dict(cls, data: dict) -> "StreamState":
         positions = {int(w): Position(**p) for w, p in data["positions"].items()}
-        return cls(data["world"], data["workers"], positions, data["next_worker"])
+        return cls(data["layout"], positions, data["next_worker"])
+
+
+# what a saved position depends on, named as the user sets it
+LAYOUT_NAMES = {"world": "processes", "workers": "data.num_workers readers per process", "seed": "run.seed",
+                "shuffle": "data.shuffle", "buffer": "data.shuffle_buffer", "shards": "the shards (their names)"}
 
 
 @dataclass(frozen=True)
@@ -114,13 +125,28 @@ class ShardStream(IterableDataset):
         self.shards, self.decode, self.reading = shards, decode, reading
         self.seed, self.rank, self.world, self.workers = seed, rank, world, workers
         self.shuffle, self.buffer = shuffle, buffer
-        self.epoch, self.state = 0, StreamState(world, workers)
+        self.epoch, self.state = 0, self.fresh_state()
+
+    @property
+    def layout(self) -> dict:
+        """Everything a reader's position depends on besides the epoch: a position saved under
+        another layout would point at other samples."""
+        names = hashlib.sha256("\n".join(Path(s).name for s in self.shards).encode()).hexdigest()[:16]
+        return {"world": self.world, "workers": self.workers, "seed": self.seed, "shuffle": self.shuffle,
+                "buffer": self.buffer, "shards": f"{len(self.shards)} shards, names {names}"}
+
+    def fresh_state(self) -> StreamState:
+        """The state of an epoch's start (no reader has begun)."""
+        return StreamState(self.layout)
 
     def start(self, epoch: int, state: StreamState) -> None:
-        if (state.world, state.workers) != (self.world, self.workers):
+        changed = [key for key in LAYOUT_NAMES if state.layout.get(key) != self.layout[key]]
+        if changed:
+            key = changed[0]
             raise StanchatError(
-                f"the stream position was saved for {state.world} process(es) x {state.workers} reader(s) each, "
-                f"not {self.world} x {self.workers}; resume with the same number of processes and data.num_workers"
+                f"the stream position was saved with {LAYOUT_NAMES[key]} = {state.layout.get(key)}, not "
+                f"{self.layout[key]}; resume with the run's processes, data.num_workers, run.seed, data.shuffle, "
+                "data.shuffle_buffer and shards"
             )
         self.epoch, self.state = epoch, copy.deepcopy(state)  # the loop goes on updating its own
 
@@ -247,7 +273,8 @@ def reading_for(config, classes: list[str] | None) -> Reading:
 
 def check_first_sample(shard: str, reading: Reading) -> None:
     """The shard's first sample must have a video and a text (and a known label)."""
-    _, got = next(iter(shard_samples(shard, 0, reading.caption_field, reading.label_field)), (0, None))
+    with closing(shard_samples(shard, 0, reading.caption_field, reading.label_field)) as samples:  # (ends a pipe:)
+        _, got = next(samples, (0, None))
     if got is None:
         raise StanchatError(f"shard {shard} holds no samples; check the shards")
     if isinstance(got, StanchatError):
@@ -271,10 +298,10 @@ def build_stream_loaders(config, inputs: StreamInputs, tokenizer, image_size: in
     val = None
     if inputs.val:
         val_stream = ShardStream(inputs.val, ClipDecoder(data.frames, image_size, train=False).from_bytes, reading,
-                                 seed=0, workers=workers, shuffle=False, buffer=data.shuffle_buffer)
+                                 seed=0, workers=workers, shuffle=False, buffer=1)  # in order: no window to hold
         val = make_loader(val_stream, data.val_batch_size, collate, data.num_workers)
     return Loaders(train=train, sampler=None, val=val, train_size=inputs.samples, missing=0, stream=stream,
-                   stream_state=StreamState(world, workers))
+                   stream_state=stream.fresh_state())
 
 
 _WARNED: set[str] = set()

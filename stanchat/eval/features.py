@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from stanchat.datasets.shards import read_member
 from stanchat.errors import StanchatError
+from stanchat.video.spool import spooled
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +68,6 @@ class Clip:
         if self.member is None:
             yield self.path
             return
-        from stanchat.datasets.shards import read_member
-        from stanchat.video.spool import spooled
-
         with spooled(read_member(str(self.path), self.member), Path(self.member).suffix) as path:
             yield Path(path)
 
