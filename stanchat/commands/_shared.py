@@ -63,11 +63,12 @@ def check_sampling(args: argparse.Namespace) -> None:
     check_request(args.frames, args.strategy, args.fps, args.start, args.end)
 
 
-def load_clip(args: argparse.Namespace):
-    """The video sampled as the arguments ask (--frames checked first against the graft's limit by the caller)."""
+def load_clip(args: argparse.Namespace, path=None, frames: int | None = None):
+    """The video (`path`, else the command's) sampled as the arguments ask, `frames` frames (else
+    --frames; checked first against the graft's limit by the caller)."""
     from stanchat.video import load_video
 
-    return load_video(args.video, frames=args.frames, **sampling(args))
+    return load_video(path or args.video, frames=frames or args.frames, **sampling(args))
 
 
 def check_args(args: argparse.Namespace) -> None:

@@ -13,10 +13,10 @@ import sys
 from collections.abc import Iterator
 
 from stanchat.commands._shared import (add_generation_arguments, add_model_arguments, add_sampling_arguments,
-                                       check_args, check_sampling, generation, load_chat, load_clip, sampling)
+                                       check_args, check_sampling, generation, load_chat, load_clip)
 from stanchat.errors import StanchatError
 from stanchat.options import check_frames, check_temporal
-from stanchat.video import check_source, load_video
+from stanchat.video import check_source
 
 logger = logging.getLogger(__name__)
 
@@ -96,22 +96,16 @@ def _command(chat, session, line: str, args: argparse.Namespace):
         session.reset()
         return session
     if name == "/video" and arg:
-        return chat.session(_sample(check_source(arg), args.frames, args), args.frames, session.temporal)
+        return chat.session(load_clip(args, check_source(arg), session.frames), session.frames, session.temporal)
     if name == "/frames" and arg:
         if not arg.isdigit():
             raise StanchatError(f"/frames takes a whole number, got {arg!r}")
         frames = check_frames(int(arg), chat.graft.max_frames)
-        clip = _sample(session.video.path, frames, args)
-        args.frames = frames  # the conversation's frame count from now on (/video samples as many)
+        clip = load_clip(args, session.video.path, frames)
         return chat.session(clip, frames, session.temporal, history=session.history)
     if name == "/temporal" and arg:  # the same frames, encoded the other way: nothing is decoded again
         return chat.session(session.video, session.frames, check_temporal(arg), session.history)
     raise StanchatError(f"unknown command {line!r}; commands: {HELP}")
-
-
-def _sample(path, frames: int, args: argparse.Namespace):
-    """`frames` frames of `path`, picked by the conversation's sampling options."""
-    return load_video(path, frames=frames, **sampling(args))
 
 
 def _status(session) -> str:
