@@ -143,12 +143,14 @@ class Conversation:
             self.files.use_upload(None)
             return
         self.display_name = Path(path).name  # gradio keeps the uploaded file's name
+        self.files.use_upload(path)  # held while it is read
         try:
             clip = self._load(path, frames)
             self.session = self.chat.session(clip, frames, temporal)
         except Exception as err:
             self._warn(err, path)
-        self.files.use_upload(path if self.session is not None else None)  # a video that failed is not kept
+        if self.session is None:  # a file that cannot be used is given back: an upload no one else holds goes now
+            self.files.use_upload(None)
         self._show(self.clip)
 
     def configure(self, frames: int, temporal: str) -> None:
