@@ -3,7 +3,6 @@ stop, regenerate, clear, compare, the Mug frame-weight plot, bad uploads and the
 The app runs in this process on 127.0.0.1 on a free port, with a tiny model built in code (its
 answers are gibberish: the tests check the mechanics, not the words)."""
 
-import html
 import importlib.util
 import threading
 import time
@@ -25,7 +24,7 @@ from stanchat.app.ui import MODEL, build_app  # noqa: E402
 from stanchat.chat import load  # noqa: E402
 from stanchat.cli import main  # noqa: E402
 from stanchat.video import load_video  # noqa: E402
-from tests.tiny_app import app_models, chat, client, launched  # noqa: E402,F401  (fixtures)
+from tests.tiny_app import app_models, chat, client, launched, load_outputs, texts  # noqa: E402,F401  (fixtures)
 
 # gradio's queue calls pandas options that pandas 3 deprecates; not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")
@@ -38,19 +37,6 @@ CONFIG = AppConfig(frames=FRAMES, max_new_tokens=10, max_duration=5.0, max_file_
 @pytest.fixture(scope="module")
 def url(chat):
     yield from launched(chat, CONFIG)
-
-
-def texts(messages):
-    """(role, text) of each chat message (the chat shows escaped plain text)."""
-    return [(m["role"], html.unescape("".join(part["text"] for part in m["content"]))) for m in messages]
-
-
-LOAD_OUTPUTS = ("frames", "video", "image", "strip", "messages", "plot", "info")  # /load_video's, in order
-
-
-def load_outputs(client, path, frames=FRAMES, temporal="stan"):
-    """Every output of opening `path`, by name."""
-    return dict(zip(LOAD_OUTPUTS, client.predict(handle_file(path), frames, temporal, api_name="/load_video")))
 
 
 def open_video(client, path, frames=FRAMES, temporal="stan"):
