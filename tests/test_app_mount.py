@@ -16,7 +16,7 @@ pytest.importorskip("fastapi")
 import httpx  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 
-from stanchat.api.config import ApiConfig  # noqa: E402
+from stanchat.api.config import APP_PATH, ApiConfig  # noqa: E402
 from stanchat.api.server import build  # noqa: E402
 from stanchat.app.config import AppConfig  # noqa: E402
 from stanchat.cli import main  # noqa: E402
@@ -40,7 +40,7 @@ def example(app_models, tmp_path):
 
 def _blocks(app):
     """The Gradio app mounted at /app."""
-    (mounted,) = [route.app for route in app.routes if getattr(route, "path", None) == "/app"]
+    (mounted,) = [route.app for route in app.routes if getattr(route, "path", None) == APP_PATH]
     return mounted.get_blocks()
 
 
