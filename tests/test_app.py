@@ -24,6 +24,7 @@ from stanchat.app.ui import MODEL, build_app  # noqa: E402
 from stanchat.chat import load  # noqa: E402
 from stanchat.cli import main  # noqa: E402
 from stanchat.video import load_video  # noqa: E402
+from tests.floats import FLOAT32_APPROX  # noqa: E402
 from tests.tiny_app import app_models, chat, client, launched, load_outputs, texts  # noqa: E402,F401  (fixtures)
 
 # gradio's queue calls pandas options that pandas 3 deprecates; not ours to fix
@@ -81,7 +82,7 @@ def test_plot_shows_the_question_weight_on_each_frame(client, app_models):
     _, (_, _, plot, *_) = ask(client, "Where is the square?")
     rows = plot["value"]["data"]
     assert [label for label, _ in rows] == [item["caption"] for item in strip["value"]] == plot["sort"]
-    assert sum(weight for _, weight in rows) == pytest.approx(1.0, abs=1e-6)
+    assert sum(weight for _, weight in rows) == pytest.approx(1.0, **FLOAT32_APPROX)
     assert plot["visible"] is True and "“Where is the square?”" in plot["label"]
 
 
