@@ -63,6 +63,31 @@ def test_upload_shows_the_sampled_frames_with_timestamps(client, app_models):
     assert f"{FRAMES} frames → {L} video tokens" in info and "clip.mp4" in info
 
 
+@pytest.mark.parametrize("squash, colours", [(False, ["green"] * 3), (True, ["red", "green", "blue"])])
+def test_the_strip_shows_each_frame_as_the_tower_is_fed_it(chat, tmp_path, monkeypatch, squash, colours):
+    """A frame three times as wide as high, red | green | blue: the centre crop of LLaVA-1.5's
+    processor is its green middle; LLaVA-NeXT's squash keeps all three, side by side."""
+    import dataclasses
+
+    import numpy as np
+    from PIL import Image
+
+    from stanchat.app.conversation import Conversation
+
+    monkeypatch.setattr(chat, "preprocessor", dataclasses.replace(chat.preprocessor, squash=squash))
+    side = chat.preprocessor.crop_size
+    wide = np.zeros((side, 3 * side, 3), np.uint8)
+    for k in range(3):
+        wide[:, k * side:(k + 1) * side, k] = 255
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    conversation = Conversation(chat, CONFIG, root=str(tmp_path))
+    conversation.open(str(tmp_path / "wide.png"), 2, "stan")
+    assert len(conversation.strip) == 2
+    shown = np.asarray(Image.open(conversation.strip[0][0]).convert("RGB"))  # (side, side, 3): the strip is a lossy WebP
+    dominant = [("red", "green", "blue")[int(shown[:, x].mean(axis=0).argmax())] for x in (0, side // 2, side - 1)]
+    assert shown.shape == (side, side, 3) and dominant == colours
+
+
 def test_answers_stream_over_several_turns(client, app_models):
     open_video(client, app_models["video"])
     updates, (messages, textbox, _plot, info, *_) = ask(client, "What moves?")
