@@ -85,7 +85,7 @@ def test_many_tabs_leave_bounded_state(app_models, tmp_path, no_automatic_gc):
 
 def test_freed_memory_goes_back_where_the_c_library_can_give_it(monkeypatch):
     """glibc (Linux) has malloc_trim, called after each event; elsewhere the call is a no-op that
-    says so. Its effect on resident memory is measured in stanchat/app/memory.py's docstring."""
+    says so. Its effect on resident memory, measured once by hand, is in stanchat/app/memory.py's docstring."""
     import platform
 
     from stanchat.app import memory
