@@ -14,10 +14,11 @@ Two baselines share the code path: `mean` (mean_t CLIP tokens: stock LLaVA image
 and `concat` (every frame's selected tokens in time order, FreeVA-style).
 
 LLaVA-NeXT (`LlavaNextForConditionalGeneration`) is accepted too: a video goes in as one
-base-resolution image (the processor's resize and centre crop, no anyres tiles), and its projected
-tokens are followed by the model's learned `image_newline`, exactly as LLaVA-NeXT itself packs an
-image that has only its base features (`pack_image_features` with one patch): L+1 (+1 with CLS)
-tokens. Under `concat` every frame is such an image and gets its own `image_newline`.
+base-resolution image (the whole frame squashed to the base size, as its processor makes the base
+image; no anyres tiles), and its projected tokens are followed by the model's learned
+`image_newline`, exactly as LLaVA-NeXT itself packs an image that has only its base features
+(`pack_image_features` with one patch): L+1 (+1 with CLS) tokens. Under `concat` every frame is
+such an image and gets its own `image_newline`.
 
 Shape letters: B batch, T frames, L patches per frame, D tower width, E LLM width.
 """

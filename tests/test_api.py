@@ -209,7 +209,7 @@ def test_api_help_imports_nothing_heavy():
 
     code = ("import sys; from stanchat.cli import main\n"
             "try:\n    main(['api', '--help'])\nexcept SystemExit:\n    pass\n"
-            "print([m for m in ('torch', 'fastapi', 'uvicorn', 'vllm') if m in sys.modules])")
+            "print([m for m in ('torch', 'transformers', 'gradio', 'fastapi', 'uvicorn', 'vllm') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "--allowed-local-media-path" in out and out.strip().endswith("[]")
 

@@ -3,7 +3,6 @@ stop, regenerate, clear, compare, the Mug frame-weight plot, bad uploads and the
 The app runs in this process on 127.0.0.1 on a free port, with a tiny model built in code (its
 answers are gibberish: the tests check the mechanics, not the words)."""
 
-import html
 import importlib.util
 import threading
 import time
@@ -25,7 +24,8 @@ from stanchat.app.ui import MODEL, build_app  # noqa: E402
 from stanchat.chat import load  # noqa: E402
 from stanchat.cli import main  # noqa: E402
 from stanchat.video import load_video  # noqa: E402
-from tests.tiny_app import app_models, chat, client, launched  # noqa: E402,F401  (fixtures)
+from tests.floats import FLOAT32_APPROX  # noqa: E402
+from tests.tiny_app import app_models, chat, client, launched, load_outputs, texts  # noqa: E402,F401  (fixtures)
 
 # gradio's queue calls pandas options that pandas 3 deprecates; not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")
@@ -38,19 +38,6 @@ CONFIG = AppConfig(frames=FRAMES, max_new_tokens=10, max_duration=5.0, max_file_
 @pytest.fixture(scope="module")
 def url(chat):
     yield from launched(chat, CONFIG)
-
-
-def texts(messages):
-    """(role, text) of each chat message (the chat shows escaped plain text)."""
-    return [(m["role"], html.unescape("".join(part["text"] for part in m["content"]))) for m in messages]
-
-
-LOAD_OUTPUTS = ("frames", "video", "image", "strip", "messages", "plot", "info")  # /load_video's, in order
-
-
-def load_outputs(client, path, frames=FRAMES, temporal="stan"):
-    """Every output of opening `path`, by name."""
-    return dict(zip(LOAD_OUTPUTS, client.predict(handle_file(path), frames, temporal, api_name="/load_video")))
 
 
 def open_video(client, path, frames=FRAMES, temporal="stan"):
@@ -76,6 +63,31 @@ def test_upload_shows_the_sampled_frames_with_timestamps(client, app_models):
     assert f"{FRAMES} frames → {L} video tokens" in info and "clip.mp4" in info
 
 
+@pytest.mark.parametrize("squash, colours", [(False, ["green"] * 3), (True, ["red", "green", "blue"])])
+def test_the_strip_shows_each_frame_as_the_tower_is_fed_it(chat, tmp_path, monkeypatch, squash, colours):
+    """A frame three times as wide as high, red | green | blue: the centre crop of LLaVA-1.5's
+    processor is its green middle; LLaVA-NeXT's squash keeps all three, side by side."""
+    import dataclasses
+
+    import numpy as np
+    from PIL import Image
+
+    from stanchat.app.conversation import Conversation
+
+    monkeypatch.setattr(chat, "preprocessor", dataclasses.replace(chat.preprocessor, squash=squash))
+    side = chat.preprocessor.crop_size
+    wide = np.zeros((side, 3 * side, 3), np.uint8)
+    for k in range(3):
+        wide[:, k * side:(k + 1) * side, k] = 255
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    conversation = Conversation(chat, CONFIG, root=str(tmp_path))
+    conversation.open(str(tmp_path / "wide.png"), 2, "stan")
+    assert len(conversation.strip) == 2
+    shown = np.asarray(Image.open(conversation.strip[0][0]).convert("RGB"))  # (side, side, 3): the strip is a lossy WebP
+    dominant = [("red", "green", "blue")[int(shown[:, x].mean(axis=0).argmax())] for x in (0, side // 2, side - 1)]
+    assert shown.shape == (side, side, 3) and dominant == colours
+
+
 def test_answers_stream_over_several_turns(client, app_models):
     open_video(client, app_models["video"])
     updates, (messages, textbox, _plot, info, *_) = ask(client, "What moves?")
@@ -95,7 +107,7 @@ def test_plot_shows_the_question_weight_on_each_frame(client, app_models):
     _, (_, _, plot, *_) = ask(client, "Where is the square?")
     rows = plot["value"]["data"]
     assert [label for label, _ in rows] == [item["caption"] for item in strip["value"]] == plot["sort"]
-    assert sum(weight for _, weight in rows) == pytest.approx(1.0, abs=1e-6)
+    assert sum(weight for _, weight in rows) == pytest.approx(1.0, **FLOAT32_APPROX)
     assert plot["visible"] is True and "“Where is the square?”" in plot["label"]
 
 

@@ -3,8 +3,8 @@ explained; messages name the app's controls, not the command line's flags; GIFs 
 upload like videos; the frame-weight plot lives in the Chat tab; the address line names --share.
 Driven over HTTP with gradio_client, as tests/test_app.py does, on the tiny models of tests/tiny_app."""
 
-import html
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,16 +12,16 @@ import pytest
 gr = pytest.importorskip("gradio")
 pytest.importorskip("gradio_client")
 
-from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client import Client  # noqa: E402
 
-from stanchat.app.config import UPLOAD_SUFFIXES, AppConfig  # noqa: E402
+from stanchat.app.config import AppConfig  # noqa: E402
 from stanchat.app.conversation import WARNING  # noqa: E402
 from stanchat.app.server import launch  # noqa: E402
 from stanchat.app.ui import build_app  # noqa: E402
 from stanchat.app.wording import CONTROLS, for_the_app  # noqa: E402
 from stanchat.chat import load  # noqa: E402
 from stanchat.errors import StanchatError  # noqa: E402
-from tests.tiny_app import app_models, chat, client, launched, moving_gif  # noqa: E402,F401  (fixtures)
+from tests.tiny_app import app_models, chat, client, launched, load_outputs, moving_gif, texts  # noqa: E402,F401
 from tests.tiny_llava import save_tiny_llava  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")
@@ -29,8 +29,10 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy ke
 FRAMES = 5
 MAX_FRAMES = 64  # the tiny STAN's temporal embedding
 CONFIG = AppConfig(frames=FRAMES, max_new_tokens=10, max_duration=5.0, queue_size=4)
-LOAD = ("frames", "video", "image", "strip", "messages", "plot", "info")  # /load_video's outputs
 FLAGS = re.compile("|".join(CONTROLS))
+# one encoder each container the upload box offers takes (PyAV's wheels carry them all)
+VIDEO_ENCODERS = {".mp4": "mpeg4", ".avi": "mpeg4", ".mkv": "mpeg4", ".mov": "mpeg4", ".m4v": "mpeg4",
+                  ".webm": "libvpx", ".mpg": "mpeg1video", ".flv": "flv"}
 
 
 @pytest.fixture(scope="module")
@@ -38,16 +40,8 @@ def url(chat):
     yield from launched(chat, CONFIG)
 
 
-def opened(client, path, frames=FRAMES, temporal="stan"):
-    return dict(zip(LOAD, client.predict(handle_file(str(path)), frames, temporal, api_name="/load_video")))
-
-
-def chat_texts(messages):
-    return [html.unescape("".join(part["text"] for part in m["content"])) for m in messages]
-
-
 def test_a_frame_count_past_the_maximum_is_clamped_sent_back_and_explained(client, app_models):
-    out = opened(client, app_models["video"], frames=999)
+    out = load_outputs(client, app_models["video"], frames=999)
     assert out["frames"] == MAX_FRAMES and len(out["strip"]["value"]) == MAX_FRAMES
     assert (f"{WARNING}Frames sampled: 999 is more than the maximum, {MAX_FRAMES} (what STAN's temporal "
             f"embedding covers); {MAX_FRAMES} is used.") in out["info"]
@@ -59,7 +53,7 @@ def test_a_frame_count_past_the_maximum_is_clamped_sent_back_and_explained(clien
 
 
 def test_generation_settings_and_compare_frames_are_clamped_too(client, app_models):
-    opened(client, app_models["video"])
+    load_outputs(client, app_models["video"], FRAMES)
     job = client.submit("What moves?", 5000, 9.0, api_name="/ask")
     *_, info, max_new_tokens, temperature = job.result()
     assert (max_new_tokens, temperature) == (1024, 2.0)
@@ -131,11 +125,11 @@ def test_a_prompt_over_the_context_is_explained_in_the_app_words(app_models, tmp
     app = build_app(short, CONFIG)
     client = Client(launch(app, CONFIG, port=0, block=False, quiet=True), verbose=False)
     try:
-        opened(client, app_models["video"], frames=40, temporal="concat")
+        load_outputs(client, app_models["video"], frames=40, temporal="concat")
         messages, *_ = client.submit("What moves?", 10, 0.0, api_name="/ask").result()
     finally:
         app.close()
-    answer = chat_texts(messages)[-1]
+    _, answer = texts(messages)[-1]
     assert answer.startswith(f"{WARNING}Temporal mode concat with 40 frames needs")
     assert re.search(r"set Frames sampled to \d+ or fewer, or Temporal mode to stan", answer)
     assert not FLAGS.search(answer)
@@ -148,23 +142,47 @@ def test_gif_and_still_image_uploads_are_used_and_previewed_as_images(client, ap
     Image.fromarray(np.full((20, 30, 3), 200, np.uint8)).save(png)
     gif = moving_gif(tmp_path / "moving.gif")
     for path, says in ((gif, "moving.gif** · 0.7 s · 8 fps · 24×24"), (png, "still.png** · still image · 30×20")):
-        out = opened(client, path)
+        out = load_outputs(client, path, FRAMES)
         assert out["messages"] == [] and says in out["info"] and f"{FRAMES} frames →" in out["info"]
         assert len(out["strip"]["value"]) == FRAMES
         assert out["image"]["visible"] is True and out["video"]["visible"] is False
         assert out["image"]["value"].endswith(path.name)  # the client's download of the preview
-    out = opened(client, app_models["video"])  # a video keeps its video preview
+    out = load_outputs(client, app_models["video"], FRAMES)  # a video keeps its video preview
     assert out["video"]["visible"] is True and out["image"]["visible"] is False
 
 
-def test_the_upload_box_offers_what_stanchat_video_reads(chat):
-    from stanchat.datasets.base import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
-    from stanchat.video.probe import IMAGE_SUFFIXES
+def _write_upload(path: Path, size: int = 32) -> Path:
+    """A tiny file of `path`'s kind, `size` pixels square: a 12-frame video in one encoder its
+    container takes, an animated GIF, or a still image."""
+    import av
+    from PIL import Image
+
+    if path.suffix == ".gif":
+        return moving_gif(path, size=size)
+    if path.suffix not in VIDEO_ENCODERS:
+        Image.fromarray(np.full((size, size, 3), 200, np.uint8)).save(path)
+        return path
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(VIDEO_ENCODERS[path.suffix], rate=25)  # a rate MPEG-1 allows
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for i in range(12):
+            frame = av.VideoFrame.from_ndarray(np.full((size, size, 3), 20 * i, np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def test_every_kind_of_file_the_upload_box_offers_is_read(chat, tmp_path):
+    from stanchat.video import load_video
 
     app = build_app(chat, CONFIG)
     (box,) = [c for c in app.get_config_file()["components"] if c["props"].get("elem_id") == "video"]
-    assert box["type"] == "file" and box["props"]["file_types"] == list(UPLOAD_SUFFIXES)
-    assert set(UPLOAD_SUFFIXES) >= {*VIDEO_EXTENSIONS, *IMAGE_EXTENSIONS, *IMAGE_SUFFIXES, ".gif"}
+    offered = box["props"]["file_types"]
+    read = {suffix: load_video(_write_upload(tmp_path / f"upload{suffix}"), frames=FRAMES).frames.shape
+            for suffix in offered}
+    assert box["type"] == "file" and {".mp4", ".gif", ".png"} <= set(offered)
+    assert read == {suffix: (FRAMES, 32, 32, 3) for suffix in offered}
 
 
 def test_the_plot_is_in_the_chat_tab_only(chat):

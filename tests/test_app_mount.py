@@ -16,23 +16,17 @@ pytest.importorskip("fastapi")
 import httpx  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 
-from stanchat.api.config import ApiConfig  # noqa: E402
+from stanchat.api.config import APP_PATH, ApiConfig  # noqa: E402
 from stanchat.api.server import build  # noqa: E402
 from stanchat.app.config import AppConfig  # noqa: E402
-from stanchat.chat import load  # noqa: E402
 from stanchat.cli import main  # noqa: E402
 from tests.api_helpers import serve_in_thread  # noqa: E402
-from tests.tiny_app import app_models  # noqa: E402,F401  (fixture)
+from tests.tiny_app import app_models, chat, load_outputs  # noqa: E402,F401  (fixtures)
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")
 
 KEY = "sk-app-test"
 FRAMES = 4
-
-
-@pytest.fixture(scope="module")
-def chat(app_models):
-    return load(llava=app_models["llava"], stan=app_models["stan"], device="cpu")
 
 
 @pytest.fixture
@@ -46,7 +40,7 @@ def example(app_models, tmp_path):
 
 def _blocks(app):
     """The Gradio app mounted at /app."""
-    (mounted,) = [route.app for route in app.routes if getattr(route, "path", None) == "/app"]
+    (mounted,) = [route.app for route in app.routes if getattr(route, "path", None) == APP_PATH]
     return mounted.get_blocks()
 
 
@@ -59,7 +53,7 @@ def test_the_mounted_app_has_the_serve_protections(chat, app_models, example, tm
     big.write_bytes(b"\0" * 200_000)
     with serve_in_thread(app, graceful_seconds=1) as base:
         with closing(Client(f"{base}/app/", verbose=False, download_files=False)) as client:  # its heartbeat
-            outputs = client.predict(handle_file(app_models["video"]), FRAMES, "stan", api_name="/load_video")
+            opened = load_outputs(client, app_models["video"], FRAMES)
             uploaded = list(folder.rglob("clip.mp4"))  # stream would hold the server's shutdown
             with pytest.raises(Exception, match="(?i)size|large|413"):
                 client.predict(handle_file(str(big)), FRAMES, "stan", api_name="/load_video")
@@ -67,7 +61,7 @@ def test_the_mounted_app_has_the_serve_protections(chat, app_models, example, tm
                   for path in (example, example.parent / "notes.txt")}
     blocks = _blocks(app)
     assert folder.name.startswith("stanchat-gradio-") and len(uploaded) == 1  # not the shared /tmp/gradio
-    assert outputs[0] == FRAMES and len(outputs[3]["value"]) == FRAMES  # the app works there
+    assert opened["frames"] == FRAMES and len(opened["strip"]["value"]) == FRAMES  # the app works there
     assert served["example.mp4"] == 200 and served["notes.txt"] in (403, 404)
     assert (blocks.state_session_capacity, blocks._queue.max_size, blocks.max_file_size) == (2, 3, 100 << 10)
     assert blocks.show_error is False and not blocks.ssr_mode and blocks.api_open is False
@@ -86,7 +80,7 @@ def test_with_an_api_key_the_app_asks_for_it(chat, app_models, example):
         with pytest.raises(Exception):
             Client(f"{base}/app/", auth=("anyone", "wrong key"), verbose=False)
         with closing(Client(f"{base}/app/", auth=("anyone", KEY), verbose=False, download_files=False)) as client:
-            frames, *_ = client.predict(handle_file(app_models["video"]), FRAMES, "stan", api_name="/load_video")
+            frames = load_outputs(client, app_models["video"], FRAMES)["frames"]
         api = httpx.get(f"{base}/v1/models").status_code
     assert set(anonymous.values()) == {401} and upload == 401
     assert "auth_required" in page  # the sign-in page (Gradio still lists its endpoints' names there)

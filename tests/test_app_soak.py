@@ -1,6 +1,7 @@
 """Many conversations against one running app with a small --max-sessions: what the server keeps
 (conversations and their encoded videos, Gradio's session states, uploads, frame strips) stays
-bounded by the cap however many tabs come and go. Counts objects and files, not time or memory.
+bounded by the cap however many tabs come and go, and an upload that cannot be used is not kept.
+Counts objects and files, not time or memory.
 
 Python's automatic garbage collection is paused while the tabs run, so that only what the app
 frees itself counts: Gradio drops a tab's state in reference cycles of its own, which without the
@@ -61,6 +62,7 @@ def test_many_tabs_leave_bounded_state(app_models, tmp_path, no_automatic_gc):
     chat = load(llava=app_models["llava"], stan=app_models["stan"], device="cpu")
     config = AppConfig(frames=FRAMES, max_new_tokens=4, max_sessions=MAX_SESSIONS)
     videos = [write_video(tmp_path / f"clip{i}.mp4", frames=12 + i) for i in range(2 * TABS)]  # each a new upload
+    bad = [app_models[kind] for kind in ("text", "truncated", "noise")]
     counts = []
     with private_upload_folder() as folder:
         app = build_app(chat, config)
@@ -68,7 +70,8 @@ def test_many_tabs_leave_bounded_state(app_models, tmp_path, no_automatic_gc):
         try:
             for tab in range(TABS):
                 client = Client(url, verbose=False, download_files=False)  # nothing of the client's in the folder
-                for video in videos[2 * tab: 2 * tab + 2]:  # a tab opens a second video in place of its first
+                first, second = videos[2 * tab: 2 * tab + 2]  # a tab opens a second video in place of its first,
+                for video in (first, bad[tab % len(bad)], second):  # and before it a file it cannot use
                     client.predict(handle_file(str(video)), FRAMES, "stan", api_name="/load_video")
                 client.submit("What moves?", 4, 0.0, api_name="/ask").result()
                 counts.append(_kept(app, chat, Path(folder)))
@@ -82,7 +85,7 @@ def test_many_tabs_leave_bounded_state(app_models, tmp_path, no_automatic_gc):
 
 def test_freed_memory_goes_back_where_the_c_library_can_give_it(monkeypatch):
     """glibc (Linux) has malloc_trim, called after each event; elsewhere the call is a no-op that
-    says so. Its effect on resident memory is measured in stanchat/app/memory.py's docstring."""
+    says so. Its effect on resident memory, measured once by hand, is in stanchat/app/memory.py's docstring."""
     import platform
 
     from stanchat.app import memory

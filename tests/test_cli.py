@@ -19,11 +19,12 @@ def test_import_is_light():
     assert _run_python(code) == "[]"
 
 
-def test_help_is_light():
+@pytest.mark.parametrize("argv", [["--help"], ["serve", "--help"]])  # serve's reads the app's settings
+def test_help_is_light(argv):
     code = (
         "import sys\nfrom stanchat.cli import main\n"
-        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-        "print('LOADED', sorted(m for m in ('torch', 'transformers', 'gradio') if m in sys.modules))"
+        f"try:\n    main({argv})\nexcept SystemExit:\n    pass\n"
+        "print('LOADED', sorted(m for m in ('torch', 'transformers', 'gradio', 'numpy') if m in sys.modules))"
     )
     assert _run_python(code).splitlines()[-1] == "LOADED []"
 

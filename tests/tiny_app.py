@@ -1,4 +1,5 @@
-"""Fixtures for the chat app: tiny models with and without a text tokenizer, bad uploads, a running app.
+"""Fixtures for the chat app: tiny models with and without a text tokenizer, bad uploads, a running
+app, and what a client sees of it (the outputs of opening a video, the chat's texts).
 
 The tiny VideoCLIP's text tower has 99 token ids and 16 positions; `tiny_text_tokenizer` is a
 character-level tokenizer (lower-cased letters, digits, a little punctuation) that fits in them,
@@ -7,6 +8,7 @@ saved beside the STAN weights as `stanchat convert` saves CLIP's.
 
 from __future__ import annotations
 
+import html
 import string
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from tests.tiny_llava import save_tiny_llava, save_tiny_stan, write_video
 
 TEXT_SPECIALS = ["<|unk|>", "<|startoftext|>", "<|endoftext|>"]
 TEXT_CHARS = string.ascii_lowercase + string.digits + "?!.,'-"
+LOAD_OUTPUTS = ("frames", "video", "image", "strip", "messages", "plot", "info")  # /load_video's, in order
 
 
 def tiny_text_tokenizer() -> PreTrainedTokenizerFast:
@@ -88,6 +91,18 @@ def launched(chat, config):
     app = build_app(chat, config)
     yield launch(app, config, port=0, block=False, quiet=True)
     app.close()
+
+
+def load_outputs(client, path, frames: int, temporal: str = "stan") -> dict:
+    """Every output of opening `path` in the app through `client`, by name (LOAD_OUTPUTS)."""
+    from gradio_client import handle_file
+
+    return dict(zip(LOAD_OUTPUTS, client.predict(handle_file(str(path)), frames, temporal, api_name="/load_video")))
+
+
+def texts(messages) -> list[tuple[str, str]]:
+    """(role, text) of each chat message (the chat shows escaped plain text)."""
+    return [(m["role"], html.unescape("".join(part["text"] for part in m["content"]))) for m in messages]
 
 
 def moving_gif(path: Path, frames: int = 6, size: int = 24) -> Path:

@@ -12,6 +12,7 @@ DEFAULT_PORT = 8000
 API_KEY_ENV = "STANCHAT_API_KEY"  # the key clients must send as `Authorization: Bearer KEY`
 ENGINES = ("transformers", "vllm")
 CPU_KV_CACHE_GIB = 1.0  # vLLM's KV cache when the model runs on the CPU (its own default takes 92% of the memory)
+APP_PATH = "/app"  # where --with-app mounts the Gradio chat app
 
 
 @dataclass(frozen=True)

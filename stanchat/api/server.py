@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from stanchat.api.config import LOCALHOST, ApiConfig
+from stanchat.api.config import APP_PATH, LOCALHOST, ApiConfig
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -15,12 +15,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-APP_PATH = "/app"
-
 
 def build(chat: "VideoChat", config: ApiConfig, with_app: bool = False,
           app_config: "AppConfig | None" = None) -> "FastAPI":
-    """The FastAPI app serving `chat` with `config.engine`; `with_app` mounts the chat UI at /app with
+    """The FastAPI app serving `chat` with `config.engine`; `with_app` mounts the chat UI at APP_PATH with
     `stanchat serve`'s protections and `app_config`'s limits (default: serve's), signed in with
     `config.api_key` when there is one."""
     from stanchat.api.app import create_app

@@ -1,4 +1,6 @@
-"""What the chat app starts with and what it allows: one dataclass, no heavy imports."""
+"""What the chat app starts with and what it allows: one dataclass. `stanchat serve --help` reads it,
+so it imports stanchat's video and dataset modules (for the kinds of file they read) and nothing
+heavier: no torch, numpy or gradio."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from stanchat.datasets.base import VIDEO_EXTENSIONS
 from stanchat.errors import StanchatError
 from stanchat.options import DEFAULTS, check_frames, check_temporal
 from stanchat.video.probe import IMAGE_SUFFIXES
+from stanchat.video.sample import check_request
 
 LOCALHOST = "127.0.0.1"  # the default address: only this machine can connect
 DEFAULT_PORT = 7860  # gradio's usual port; 0 picks a free one
@@ -46,8 +49,6 @@ class AppConfig:
     def __post_init__(self) -> None:
         check_frames(self.frames)
         check_temporal(self.temporal)
-        from stanchat.video.sample import check_request  # the video package only when an app is configured
-
         check_request(self.frames, self.strategy, self.fps, self.start, self.end)
         parse_size(self.max_file_size)
         if not self.max_duration > 0:

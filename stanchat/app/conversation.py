@@ -25,7 +25,7 @@ from stanchat.app.config import AppConfig
 from stanchat.app.files import ConversationFiles, Uploads
 from stanchat.app.wording import clamp, for_the_app
 from stanchat.errors import StanchatError, VideoError
-from stanchat.video import VideoClip, load_video
+from stanchat.video import Preprocessor, VideoClip, load_video
 
 if TYPE_CHECKING:
     from stanchat.chat import VideoChat
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-THUMBNAIL_HEIGHT = 112  # pixels: frames in the strip are shown this tall
+THUMBNAIL_HEIGHT = 112  # pixels: frames in the strip are at most this tall (and as wide: the tower's squares)
 NO_VIDEO = "Upload a video or pick an example first, then ask about it."
 STOPPED = " ⏹ (stopped)"  # after an answer that Stop ended
 EMPTY = "(empty answer)"
@@ -143,12 +143,14 @@ class Conversation:
             self.files.use_upload(None)
             return
         self.display_name = Path(path).name  # gradio keeps the uploaded file's name
+        self.files.use_upload(path)  # held while it is read
         try:
             clip = self._load(path, frames)
             self.session = self.chat.session(clip, frames, temporal)
         except Exception as err:
             self._warn(err, path)
-        self.files.use_upload(path if self.session is not None else None)  # a video that failed is not kept
+        if self.session is None:  # a file that cannot be used is given back: an upload no one else holds goes now
+            self.files.use_upload(None)
         self._show(self.clip)
 
     def configure(self, frames: int, temporal: str) -> None:
@@ -171,7 +173,8 @@ class Conversation:
             self.files.clear_strip()
             self.strip, self._shown = [], None
         elif clip is not self._shown:
-            self.strip = list(zip(self.files.write_strip(thumbnails(clip)), frame_labels(clip.timestamps)))
+            images = thumbnails(clip, self.chat.preprocessor)
+            self.strip = list(zip(self.files.write_strip(images), frame_labels(clip.timestamps)))
             self._shown = clip
 
     def _load(self, path: str, frames: int) -> VideoClip:
@@ -307,16 +310,16 @@ def problem(err: Exception, doing: str) -> str:
     return f"{doing} ({type(err).__name__}: {err})"
 
 
-def thumbnails(clip: VideoClip, height: int = THUMBNAIL_HEIGHT) -> list[np.ndarray]:
-    """The sampled frames, shrunk to `height` pixels: (h, w, 3) uint8 each."""
+def thumbnails(clip: VideoClip, preprocessor: Preprocessor, height: int = THUMBNAIL_HEIGHT) -> list[np.ndarray]:
+    """The sampled frames as `preprocessor` feeds them to the tower (its centre crop, or the whole
+    frame squashed to a square), shrunk to at most `height` pixels: (h, h, 3) uint8 each."""
     from PIL import Image
 
     strip = []
-    for frame in clip.frames:  # (H, W, 3) uint8
-        h, w = frame.shape[:2]
-        image = Image.fromarray(frame)
-        if h > height:
-            image = image.resize((max(1, round(w * height / h)), height), Image.Resampling.BILINEAR)
+    for picture in preprocessor.pictures(clip):  # (crop, crop, 3) uint8
+        image = Image.fromarray(picture)
+        if picture.shape[0] > height:
+            image = image.resize((height, height), Image.Resampling.BILINEAR)
         strip.append(np.asarray(image))
     return strip
 

@@ -4,11 +4,11 @@ Gradio keeps every upload, and every image an event returns, in its cache folder
 only by age (`delete_cache`, an hour here), so without this a busy server would hold the files of
 every conversation of the last hour however few conversations it keeps (--max-sessions). Here a
 conversation owns its files: its frame strip is written to a folder of its own inside Gradio's
-cache (served from there as is), and its upload is held while it uses it. When the conversation
-opens another video, or is dropped (Gradio lets go of its state: the session cap, the idle
-timeout), the strip goes and the upload is given back; an upload that no kept conversation holds
-is deleted. Only files that arrived as uploads are ever deleted: an example's cached copy is shared
-by every tab.
+cache (served from there as is), and its upload is held from the moment it is opened. When the
+conversation opens another video, finds that the file it opened cannot be used (a bad upload), or
+is dropped (Gradio lets go of its state: the session cap, the idle timeout), the strip goes and the
+upload is given back; an upload that no kept conversation holds is deleted then. Only files that
+arrived as uploads are ever deleted: an example's cached copy is shared by every tab.
 """
 
 from __future__ import annotations

@@ -54,9 +54,9 @@ def build_app(chat: "VideoChat", config: AppConfig | None = None) -> gr.Blocks:
             with gr.Column(scale=2, min_width=320):
                 controls = _controls(chat, config)
             with gr.Column(scale=3, min_width=420):
-                # square thumbnails cropped like the tower's centre crop: what the model sees of each frame
+                # square thumbnails of what the tower is fed (conversation.thumbnails), shown whole
                 strip = gr.Gallery(label="Sampled frames", columns=MAX_FRAMES_SHOWN, height=strip_height(1),
-                                   object_fit="cover", allow_preview=True, elem_id="frames", interactive=False)
+                                   object_fit="contain", allow_preview=True, elem_id="frames", interactive=False)
                 with gr.Tabs():
                     with gr.Tab("Chat", id="chat"):
                         chat_tab = _chat_tab()

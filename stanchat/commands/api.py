@@ -12,8 +12,8 @@ import argparse
 import importlib.util
 import logging
 
-from stanchat.api.config import (API_KEY_ENV, CPU_KV_CACHE_GIB, DEFAULT_PORT, ENGINES, LOCALHOST, ApiConfig,
-                                 api_key_from_env)
+from stanchat.api.config import (API_KEY_ENV, APP_PATH, CPU_KV_CACHE_GIB, DEFAULT_PORT, ENGINES, LOCALHOST,
+                                 ApiConfig, api_key_from_env)
 from stanchat.commands._shared import add_model_arguments, load_chat
 from stanchat.commands.serve import add_app_arguments, app_limits
 from stanchat.errors import StanchatError
@@ -21,7 +21,6 @@ from stanchat.errors import StanchatError
 logger = logging.getLogger(__name__)
 
 API = ApiConfig()  # the defaults, shown in --help
-APP_PATH = "/app"  # where --with-app mounts the Gradio app
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

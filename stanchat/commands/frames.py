@@ -1,9 +1,10 @@
 """Show the frames (and timestamps) the model will see: decode, sample, and optionally save them.
 
 Prints a table of frame numbers and times, or one JSON object with --json; --out DIR writes the
-frames as PNG files named with their timestamps (frame03_0004.367s.png). The PNGs are what the
-vision tower receives before normalisation: the shorter side resized to --size and, with --crop
-(the default), the centre square.
+frames as PNG files named with their timestamps (frame03_0004.367s.png): the shorter side resized
+to --size and, with --crop (the default), the centre square, as LLaVA-1.5's processor crops (up to
+the resize filter). The LLaVA-NeXT presets squash the whole frame to a square instead; `stanchat
+serve` shows each frame as the loaded model's processor prepares it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_sampling_arguments(parser)
     parser.add_argument("--size", type=int, default=DEFAULT_SIZE, metavar="PX", help="shorter side in pixels (default: %(default)s)")
     parser.add_argument(
-        "--crop", action=argparse.BooleanOptionalAction, default=True, help="centre-crop to a square, as the model does"
+        "--crop", action=argparse.BooleanOptionalAction, default=True,
+        help="centre-crop to a square, as LLaVA-1.5's processor does (LLaVA-NeXT's squashes the whole frame instead)",
     )
     parser.add_argument("--backend", choices=["auto", *BACKENDS], default="auto", help=f"auto: {' then '.join(AUTO)}")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SEC", help="kill a decoder stuck this long (default: %(default)s)")
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _center_square(frames, size: int):
-    """(T, H, W, 3) with min(H, W) == size -> (T, size, size, 3), the model's centre crop."""
+    """(T, H, W, 3) with min(H, W) == size -> (T, size, size, 3), LLaVA-1.5's processor's centre crop."""
     from stanchat.video.geometry import center_crop_box
 
     left, top = center_crop_box(frames.shape[2], frames.shape[1], size, size)

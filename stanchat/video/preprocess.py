@@ -93,24 +93,28 @@ class Preprocessor:
             )
         mean = torch.tensor(self.mean).view(1, 3, 1, 1)  # (1, 3, 1, 1): broadcast over T, H, W
         std = torch.tensor(self.std).view(1, 3, 1, 1)
-        out = [((self._crop(_frames(c), generator) / 255.0) - mean) / std for c in batch]  # B x (T, 3, crop, crop)
+        out = [(self._crop(_frames(c), generator) / 255.0 - mean) / std for c in batch]  # B x (T, 3, crop, crop)
         return torch.stack(out)  # (B, T, 3, crop, crop)
 
+    def pictures(self, clip: VideoClip | np.ndarray, generator: torch.Generator | None = None) -> np.ndarray:
+        """One clip's frames as the tower is fed them, before normalisation (resized and centre-cropped,
+        or squashed): (T, H, W, 3) uint8 -> (T, crop, crop, 3) uint8, e.g. to show them."""
+        return self._crop(_frames(clip), generator).permute(0, 2, 3, 1).contiguous().numpy()
+
     def _crop(self, frames: np.ndarray, generator: torch.Generator | None) -> torch.Tensor:
-        """(T, H, W, 3) uint8 -> (T, 3, crop, crop) float in 0-255."""
+        """(T, H, W, 3) uint8 -> (T, 3, crop, crop) uint8."""
         import torch
 
         x = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (T, H, W, 3) -> (T, 3, H, W), still uint8
         height, width = x.shape[-2:]
         if self.augment:
             top, left, box_h, box_w = _random_box(height, width, self.scale, self.ratio, generator)
-            x = self._resize(x[:, :, top : top + box_h, left : left + box_w], self.crop_size, self.crop_size)
-            return x.float()
+            return self._resize(x[:, :, top : top + box_h, left : left + box_w], self.crop_size, self.crop_size)
         new_w, new_h = (self.size, self.size) if self.squash else short_side_size(width, height, self.size)
         if (new_w, new_h) != (width, height):
             x = self._resize(x, new_h, new_w)
         left, top = center_crop_box(new_w, new_h, self.crop_size, self.crop_size)
-        return x[:, :, top : top + self.crop_size, left : left + self.crop_size].float()
+        return x[:, :, top : top + self.crop_size, left : left + self.crop_size]
 
     def _resize(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """(T, 3, h, w) uint8 -> (T, 3, height, width) uint8 with antialias: torchvision's uint8 kernel,
