@@ -43,8 +43,8 @@ class Download:
 
     what: str  # e.g. "Mug-StanL14.bin from farewellthree/Mug_STAN_Weight (main)"
     path: Path  # the file, or the snapshot folder, in the hub cache
-    bytes: int  # its size on disk
-    new: bool  # downloaded by this call (False: it was in the hub cache already)
+    bytes: int  # its size on disk (of a snapshot: the files requested from it, not every file it holds)
+    new: bool  # downloaded by this call, in part or whole (False: it was in the hub cache already)
 
 
 @dataclass(frozen=True)
@@ -87,18 +87,41 @@ def hub_file(repo: str, filename: str, revision: str, fix: str) -> Download:
     return Download(f"{filename} from {repo} ({revision})", path, path.stat().st_size, new=not cached)
 
 
-def hub_snapshot(repo: str, fix: str, allow_patterns: list[str] | None = None) -> Download:
-    """The local snapshot folder of the hub `repo` (main), with the files `allow_patterns` select."""
+def hub_snapshot(repo: str, fix: str, files: list[str] | None = None) -> Download:
+    """The local snapshot folder of the hub `repo` (main) holding `files` (exact names; None: every file
+    but other frameworks' copies). Its `new` and `bytes` are those of the requested files alone: the
+    folder may hold others an earlier call fetched (a tower's weights beside its config files)."""
     from huggingface_hub import snapshot_download
 
-    cached = hub_cached(repo)
+    patterns = dict(allow_patterns=files, ignore_patterns=None if files else SKIPPED_FORMATS)
+    cached = _cached_files(repo, files, patterns)
     try:
-        path = Path(snapshot_download(repo, allow_patterns=allow_patterns,
-                                      ignore_patterns=None if allow_patterns else SKIPPED_FORMATS))
+        path = Path(snapshot_download(repo, **patterns))
     except Exception as err:  # offline and not cached, refused, gated, not found, network down
         raise WeightsError(f"cannot fetch the hub repo {repo} ({type(err).__name__}); {fix}") from err
-    what = repo + (f" ({', '.join(allow_patterns)})" if allow_patterns else "")
-    return Download(what, path, disk_size(path), new=not cached)
+    wanted = _snapshot_files(path, patterns)
+    what = repo + (f" ({', '.join(files)})" if files else "")
+    return Download(what, path, sum((path / name).stat().st_size for name in wanted), new=bool(wanted - cached))
+
+
+def _cached_files(repo: str, files: list[str] | None, patterns: dict) -> set[str]:
+    """Which of the requested files the hub cache holds for `repo` (main) before a download."""
+    from huggingface_hub import snapshot_download, try_to_load_from_cache
+
+    if files:
+        return {name for name in files if isinstance(try_to_load_from_cache(repo, name), str)}
+    try:  # the whole repo: its names are known only to the hub, so whatever the cached snapshot holds
+        return _snapshot_files(Path(snapshot_download(repo, local_files_only=True, **patterns)), patterns)
+    except Exception:  # nothing cached, or a snapshot the hub cache knows to be incomplete
+        return set()
+
+
+def _snapshot_files(snapshot: Path, patterns: dict) -> set[str]:
+    """The files of a snapshot folder that `patterns` select, as paths relative to it."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    names = [p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file()]
+    return set(filter_repo_objects(names, **patterns))
 
 
 def read_origin(directory: Path) -> dict:

@@ -19,9 +19,9 @@ from huggingface_hub import try_to_load_from_cache
 import stanchat.convert.released as released
 from stanchat.cli import main
 from stanchat.convert import to_released_state_dict
-from stanchat.fetch import disk_size, ensure_stan, size_text
-from stanchat.pretrained import PRESETS, get_preset, preset_names, stan_is_converted
-from tests.hub_cache import put, use_cache
+from stanchat.fetch import TOWER_FILES, disk_size, ensure_stan, size_text
+from stanchat.pretrained import CLIP_CONFIG_FILES, PRESETS, get_preset, preset_names, stan_is_converted
+from tests.hub_cache import FakeHub, put, use_cache
 from tests.test_convert_llava import write_original, write_tower
 from tests.tiny import tiny_clip
 from tests.tiny_llava import error_line, save_tiny_llava, tiny_videoclip, write_video
@@ -63,6 +63,40 @@ def hub(tmp_path, monkeypatch, parts):
             return self
 
     return Hub()
+
+
+def moved_tower(path: Path, value: bytes | None = None) -> Path:
+    """Stock CLIP weights for the released file's tower: the same tiny tower with one weight moved by
+    0.25 (or `value`, other bytes), as model.safetensors in `path`."""
+    from safetensors.torch import save_file
+
+    stock = {k: v.clone().contiguous() for k, v in tiny_clip().state_dict().items()}  # the released file's tower
+    stock["vision_model.encoder.layers.1.mlp.fc1.weight"][3, 5] += 0.25
+    path.mkdir(parents=True, exist_ok=True)
+    save_file(stock, path / "model.safetensors")
+    if value is not None:
+        (path / "model.safetensors").write_bytes(value)
+    return path / "model.safetensors"
+
+
+@pytest.fixture
+def online(hub, parts, tmp_path, monkeypatch):
+    """Every file the presets fetch, on a hub with downloads behind the empty cache: the released file
+    (main, and v2 with other weights), the stock CLIP (config, image processor, weights), the LLaVA-1.5
+    and the original LLaVA v1 reading that CLIP as its tower."""
+    write_tower(tmp_path / "tower")  # for its preprocessor_config.json (16 px, as the tiny tower)
+    write_original(tmp_path / "v1", CLIP_REPO)
+    clip = {"config.json": parts["clip"] / "config.json", "model.safetensors": moved_tower(tmp_path / "stock"),
+            "preprocessor_config.json": tmp_path / "tower" / "preprocessor_config.json"}
+    repos = {REPO: {FILE: parts["released"]}, f"{REPO}@v2": {FILE: released_bytes(seed=7)}, CLIP_REPO: clip,
+             LLAVA_REPO: {str(p.relative_to(parts["llava"])): p for p in parts["llava"].rglob("*") if p.is_file()},
+             V1_REPO: {p.name: p for p in (tmp_path / "v1").iterdir()}}
+    return FakeHub(monkeypatch, hub.home.parent / "hub", repos)
+
+
+def hub_bytes(online: FakeHub, repo: str, names) -> int:
+    files = online.repos[repo]
+    return sum(len(files[n]) if isinstance(files[n], bytes) else files[n].stat().st_size for n in names if n in files)
 
 
 def ask(parts, *extra):
@@ -160,6 +194,25 @@ def test_pull_fetches_ahead_and_revision_pins_another(hub, parts, capsys):
     assert main(["pull", "llava-1.5-7b", "--revision", "v2"]) == 0
     assert json.loads((hub.home / "mug-stan-l14" / "origin.json").read_text())["revision"] == "v2"
     assert (hub.home / "mug-stan-l14" / "model.safetensors").read_bytes() != main_weights
+
+
+def test_a_fresh_pull_says_which_files_it_downloaded_and_counts_only_those(online, hub, capsys):
+    """The v1 preset on an empty cache: the STAN step downloads the CLIP's config files, and the LLaVA
+    step then downloads the tower's weights beside them (some of its files cached, one not: downloaded).
+    A later conversion finds the config files cached, and counts their bytes, not the weights beside them."""
+    assert main(["pull", "llava-v1-7b-lightening"]) == 0
+    out = capsys.readouterr().out
+    snapshot = Path(try_to_load_from_cache(CLIP_REPO, "config.json")).parent
+    configs = f"  from {CLIP_REPO} ({', '.join(CLIP_CONFIG_FILES)}): "
+    assert f"{configs}downloaded, {snapshot} ({size_text(hub_bytes(online, CLIP_REPO, CLIP_CONFIG_FILES))})" in out
+    assert f"  from {CLIP_REPO} ({', '.join(TOWER_FILES)}): downloaded, {snapshot} " \
+           f"({size_text(hub_bytes(online, CLIP_REPO, TOWER_FILES))})" in out
+    assert f"  from {V1_REPO}: downloaded" in out and (CLIP_REPO, "model.safetensors") in online.downloaded
+    assert main(["pull", "llava-v1-7b-lightening", "--revision", "v2"]) == 0  # converts the STAN again
+    again = capsys.readouterr().out
+    assert f"{configs}found in the hub cache, {snapshot} " \
+           f"({size_text(hub_bytes(online, CLIP_REPO, CLIP_CONFIG_FILES))})" in again
+    assert f"LLaVA llava-v1-7b-lightening-hf: already here" in again
 
 
 def test_two_first_uses_at_once_convert_once_and_both_get_the_folder(hub, monkeypatch):
