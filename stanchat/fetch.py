@@ -35,6 +35,7 @@ DEFAULT_REVISION = "main"
 # the tower files an original-layout LLaVA v1 conversion reads (its weights come from the CLIP checkpoint)
 TOWER_FILES = ["config.json", "preprocessor_config.json", "model.safetensors"]
 SKIPPED_FORMATS = ["*.h5", "*.msgpack", "*.ot", "*.onnx"]  # other frameworks' copies of the same weights
+STOCK_NOT_CACHED = "the stock weights are not in the local hub cache"  # origin.json: measure once they are
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,10 @@ def _convert_stan(preset: Preset, out: Path, revision: str) -> Fetched:
     logger.warning("converting %s (%s) into %s", preset.stan_checkpoint, preset.stan_repo, out)
     try:
         convert_official(checkpoint.path, clip=clip.path, out=partial)
+        _write_origin(partial, {
+            "repo": preset.stan_repo, "filename": preset.stan_checkpoint, "revision": revision,
+            "commit": checkpoint.path.parent.name, "clip": preset.stan_clip, "bytes": checkpoint.bytes,
+            "backbone_vs_stock": backbone_vs_stock(partial, preset.stan_clip)})
     except BaseException as err:  # a refused file, Ctrl-C, a full disk: nothing half-made stays
         shutil.rmtree(partial, ignore_errors=True)
         if isinstance(err, WeightsError):
@@ -210,34 +215,67 @@ def _convert_stan(preset: Preset, out: Path, revision: str) -> Fetched:
                                f"the released Mug-STAN: {err}; fetch it again with `hf download {preset.stan_repo} "
                                f"{preset.stan_checkpoint} --force-download`") from err
         raise
-    (partial / ORIGIN_FILE).write_text(json.dumps({
-        "repo": preset.stan_repo, "filename": preset.stan_checkpoint, "revision": revision,
-        "commit": checkpoint.path.parent.name, "clip": preset.stan_clip, "bytes": checkpoint.bytes,
-        "backbone_vs_stock": backbone_vs_stock(partial, preset.stan_clip)}, indent=2))
     _install(partial, out)
     return Fetched(f"STAN ({preset.stan_checkpoint} from {preset.stan_repo}, {revision})", out, disk_size(out), new=True,
                    downloads=(checkpoint, clip))
 
 
+def _write_origin(directory: Path, origin: dict) -> None:
+    """origin.json in `directory`, replaced whole (a reader sees the old one or the new one)."""
+    new = directory / f".{ORIGIN_FILE}.new"
+    new.write_text(json.dumps(origin, indent=2))
+    os.replace(new, directory / ORIGIN_FILE)
+
+
 def backbone_vs_stock(converted: Path, clip_repo: str) -> dict:
     """How far the checkpoint's CLIP vision tower is from the stock `clip_repo` tower: the largest
     absolute difference over the tower's tensors. Measured only when the stock weights are already in
-    the local hub cache (nothing is downloaded for this). The released Mug-STAN was post-pretrained
-    with its tower tuned, so a graft onto the stock tower is not the tower it was trained with."""
+    the local hub cache (nothing is downloaded for this; `measure_backbone` measures once they are).
+    The released Mug-STAN was post-pretrained with its tower tuned, so a graft onto the stock tower is
+    not the tower it was trained with. A measurement is information only: an unreadable file is
+    recorded as not measured, with why."""
     from huggingface_hub import try_to_load_from_cache
 
     stock = try_to_load_from_cache(clip_repo, "model.safetensors")
     if not isinstance(stock, str):
-        return {"stock": clip_repo, "measured": False, "why": "the stock weights are not in the local hub cache"}
+        return {"stock": clip_repo, "measured": False, "why": STOCK_NOT_CACHED}
     from safetensors import safe_open
 
     largest, tensors = 0.0, 0
-    with safe_open(converted / "model.safetensors", "pt") as ours, safe_open(stock, "pt") as theirs:
-        names = set(ours.keys())
-        for name in (k for k in theirs.keys() if k.startswith("vision_model.") and "clip." + k in names):
-            difference = ours.get_tensor("clip." + name).float() - theirs.get_tensor(name).float()
-            largest, tensors = max(largest, float(difference.abs().max())), tensors + 1
+    try:
+        with safe_open(converted / "model.safetensors", "pt") as ours, safe_open(stock, "pt") as theirs:
+            names = set(ours.keys())
+            for name in (k for k in theirs.keys() if k.startswith("vision_model.") and "clip." + k in names):
+                difference = ours.get_tensor("clip." + name).float() - theirs.get_tensor(name).float()
+                largest, tensors = max(largest, float(difference.abs().max())), tensors + 1
+    except Exception as err:  # a truncated or foreign stock file, another tower's shapes
+        why = f"cannot compare with the cached stock weights {stock} ({type(err).__name__}: {str(err).splitlines()[0]})"
+        logger.warning("not measured: %s", why)
+        return {"stock": clip_repo, "measured": False, "why": why}
     return {"stock": clip_repo, "measured": True, "tensors": tensors, "max_abs_diff": largest}
+
+
+def measure_backbone(preset: Preset) -> None:
+    """Measure a fetched STAN's tower against the stock one (`backbone_vs_stock`) if its conversion
+    could not because the stock weights were not cached then and they are now: the v1 preset's LLaVA
+    step fetches them after the STAN is converted, and every preset shares the one STAN folder."""
+    out = preset_stan_dir(preset)
+    if preset.bundled or _stock_now_cached(out) is None:
+        return
+    with _install_lock(out):  # not while another process replaces the folder
+        if (stock := _stock_now_cached(out)) is not None and stan_is_converted(out):
+            _write_origin(out, {**read_origin(out), "backbone_vs_stock": backbone_vs_stock(out, stock)})
+
+
+def _stock_now_cached(out: Path) -> str | None:
+    """The stock CLIP repo a conversion's origin.json could not measure against for want of its
+    weights, when they are in the hub cache now (else None)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    record = read_origin(out).get("backbone_vs_stock") or {}
+    if record.get("why") != STOCK_NOT_CACHED:
+        return None
+    return record["stock"] if isinstance(try_to_load_from_cache(record["stock"], "model.safetensors"), str) else None
 
 
 def ensure_llava(preset: Preset) -> Fetched:
@@ -295,6 +333,8 @@ def ensure(model: str | None = None, llava: str | None = None, stan: str | os.Pa
         done.append(ensure_stan(preset, revision))
     if llava is None and not preset.bundled and (preset.llava_source or not hub_cached(preset.llava)):
         done.append(ensure_llava(preset))
+    if stan is None and not preset.bundled:
+        measure_backbone(preset)  # the LLaVA step may have fetched the stock tower it needs
     return done
 
 
@@ -311,4 +351,6 @@ def pull(name: str, revision: str | None = None) -> list[Fetched]:
     if preset.bundled:
         return [Fetched("STAN (bundled)", preset_stan_dir(preset), disk_size(preset_stan_dir(preset)), new=False),
                 ensure_llava(preset)]
-    return [ensure_stan(preset, revision), ensure_llava(preset)]
+    done = [ensure_stan(preset, revision), ensure_llava(preset)]
+    measure_backbone(preset)  # the LLaVA step may have fetched the stock tower it needs
+    return done

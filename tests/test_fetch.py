@@ -19,7 +19,7 @@ from huggingface_hub import try_to_load_from_cache
 import stanchat.convert.released as released
 from stanchat.cli import main
 from stanchat.convert import to_released_state_dict
-from stanchat.fetch import TOWER_FILES, disk_size, ensure_stan, size_text
+from stanchat.fetch import STOCK_NOT_CACHED, TOWER_FILES, disk_size, ensure_stan, size_text
 from stanchat.pretrained import CLIP_CONFIG_FILES, PRESETS, get_preset, preset_names, stan_is_converted
 from tests.hub_cache import FakeHub, put, use_cache
 from tests.test_convert_llava import write_original, write_tower
@@ -313,22 +313,53 @@ def test_origin_records_how_far_the_released_tower_is_from_a_cached_stock_tower(
     """With the stock CLIP weights in the hub cache, the conversion records the largest difference
     between the checkpoint's vision tower and them (here: the same tiny tower, one weight moved by 0.25),
     and `stanchat models` shows it."""
-    from safetensors.torch import save_file
-
     hub.add()
-    stock = {k: v.clone().contiguous() for k, v in tiny_clip().state_dict().items()}  # the released file's tower
-    stock["vision_model.encoder.layers.1.mlp.fc1.weight"][3, 5] += 0.25
-    save_file(stock, tmp_path / "model.safetensors")
-    put(hub.home.parent / "hub", CLIP_REPO, {"model.safetensors": tmp_path / "model.safetensors"})
+    put(hub.home.parent / "hub", CLIP_REPO, {"model.safetensors": moved_tower(tmp_path)})
     assert main(["pull", "llava-1.5-7b"]) == 0
     measured = json.loads((hub.home / "mug-stan-l14" / "origin.json").read_text())["backbone_vs_stock"]
-    vision = [k for k in stock if k.startswith("vision_model.") and not k.endswith("position_ids")]
+    vision = [k for k in tiny_clip().state_dict() if k.startswith("vision_model.") and not k.endswith("position_ids")]
     assert measured["measured"] and measured["tensors"] == len(vision)
     assert measured["max_abs_diff"] == pytest.approx(0.25, rel=1e-5)
     capsys.readouterr()
     assert main(["models"]) == 0
     assert f"differs from stock {CLIP_REPO} by up to 0.25 (largest |difference| over {len(vision)} tensors)" \
         in capsys.readouterr().out
+
+
+def backbone(hub) -> dict:
+    return json.loads((hub.home / "mug-stan-l14" / "origin.json").read_text())["backbone_vs_stock"]
+
+
+def test_a_fresh_pull_of_the_v1_preset_measures_the_tower_its_llava_step_fetched(online, hub):
+    """On an empty cache the STAN is converted before the LLaVA v1 step downloads the stock tower:
+    the tower is measured once that step has fetched it."""
+    assert main(["pull", "llava-v1-7b-lightening"]) == 0
+    assert (CLIP_REPO, "model.safetensors") in online.downloaded
+    assert backbone(hub)["measured"] and backbone(hub)["max_abs_diff"] == pytest.approx(0.25, rel=1e-5)
+
+
+def test_a_stan_converted_for_another_preset_is_measured_when_the_stock_tower_arrives(online, hub, capsys, monkeypatch):
+    """llava-1.5 never fetches the 224 px stock tower: not measured. The v1 preset shares its STAN
+    (not converted again) and fetches that tower: measured then, and `stanchat models` shows it."""
+    assert main(["pull", "llava-1.5-7b"]) == 0
+    assert backbone(hub) == {"stock": CLIP_REPO, "measured": False, "why": STOCK_NOT_CACHED}
+    monkeypatch.setattr(released, "convert_official", lambda *a, **k: pytest.fail("converted again"))
+    assert main(["pull", "llava-v1-7b-lightening"]) == 0
+    assert backbone(hub)["measured"] and backbone(hub)["max_abs_diff"] == pytest.approx(0.25, rel=1e-5)
+    capsys.readouterr()
+    assert main(["models"]) == 0 and f"differs from stock {CLIP_REPO} by up to 0.25" in capsys.readouterr().out
+
+
+def test_an_unreadable_stock_tower_is_recorded_as_not_measured(hub, parts, capsys, tmp_path):
+    """A truncated stock model.safetensors in the hub cache: the STAN still converts, origin.json
+    says why the tower was not measured, and no unfinished folder is left."""
+    hub.add()
+    put(hub.home.parent / "hub", CLIP_REPO, {"model.safetensors": b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\""})
+    assert main(["pull", "llava-1.5-7b"]) == 0
+    record = backbone(hub)
+    assert not record["measured"] and record["why"].startswith("cannot compare with the cached stock weights")
+    assert not list(hub.home.glob("mug-stan-l14.*")) and stan_is_converted(hub.home / "mug-stan-l14")
+    assert main(["pull", "llava-1.5-7b"]) == 0 and backbone(hub) == record  # not tried again on every use
 
 
 def test_the_paper_pairing_preset_pulls_and_converts_llava_v1(hub, parts, capsys, tmp_path):
