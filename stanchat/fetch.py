@@ -182,13 +182,14 @@ def ensure_stan(preset: Preset, revision: str | None = None) -> Fetched:
     """The preset's converted STAN directory, fetching and converting the released file if it is not
     there yet (or was converted from another revision than a pinned `revision`)."""
     out = preset_stan_dir(preset)
-    if not _stan_ready(out, revision) and not preset.stan_repo:
+    if _stan_ready(out, revision):
+        return Fetched(f"STAN {out.name}", out, disk_size(out), new=False)
+    if not preset.stan_repo:
         raise WeightsError(f"STAN weights for preset {preset.name!r} are not in {out} and it has no hub file to fetch")
-    if not _stan_ready(out, revision):
-        with _install_lock(out):
-            _recover(out)
-            if not _stan_ready(out, revision):  # else another process converted it while this one waited
-                return _convert_stan(preset, out, revision or DEFAULT_REVISION)
+    with _install_lock(out):
+        _recover(out)
+        if not _stan_ready(out, revision):  # else another process converted it while this one waited
+            return _convert_stan(preset, out, revision or DEFAULT_REVISION)
     return Fetched(f"STAN {out.name}", out, disk_size(out), new=False)
 
 

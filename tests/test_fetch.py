@@ -215,6 +215,22 @@ def test_a_fresh_pull_says_which_files_it_downloaded_and_counts_only_those(onlin
     assert f"LLaVA llava-v1-7b-lightening-hf: already here" in again
 
 
+def test_a_converted_stan_is_checked_once_before_loading(hub, monkeypatch):
+    """Each load of a converted STAN pinned to a revision reads its origin.json once, and takes no lock."""
+    import fcntl
+
+    import stanchat.fetch as fetch
+
+    hub.add()
+    preset = get_preset("llava-1.5-7b")
+    ensure_stan(preset, revision="main")
+    reads, read_origin = [], fetch.read_origin
+    monkeypatch.setattr(fetch, "read_origin", lambda directory: reads.append(directory) or read_origin(directory))
+    monkeypatch.setattr(fcntl, "flock", lambda *a: pytest.fail("locked to load a converted STAN"))
+    assert not ensure_stan(preset, revision="main").new
+    assert reads == [hub.home / "mug-stan-l14"]
+
+
 def test_two_first_uses_at_once_convert_once_and_both_get_the_folder(hub, monkeypatch):
     """`serve` and `ask` started together on a fresh machine: the second waits at the lock while the
     first converts (the first goes on only once the second is at the lock), then loads its result."""
