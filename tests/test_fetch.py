@@ -20,7 +20,7 @@ import stanchat.convert.released as released
 from stanchat.cli import main
 from stanchat.convert import to_released_state_dict
 from stanchat.fetch import STOCK_NOT_CACHED, TOWER_FILES, disk_size, ensure_stan, size_text
-from stanchat.pretrained import CLIP_CONFIG_FILES, PRESETS, get_preset, preset_names, stan_is_converted
+from stanchat.pretrained import CLIP_CONFIG_FILES, get_preset, preset_names, stan_is_converted
 from tests.hub_cache import FakeHub, put, use_cache
 from tests.test_convert_llava import write_original, write_tower
 from tests.tiny import tiny_clip
@@ -400,32 +400,8 @@ def test_the_v1_preset_offline_names_its_repo_and_the_convert_command(hub, parts
     assert V1_REPO in line and "stanchat convert llava DIR --out" in line
 
 
-def test_every_preset_records_its_hub_file():
-    for preset in PRESETS.values():
-        if not preset.bundled:
-            assert (preset.stan_repo, preset.stan_checkpoint) == (REPO, FILE)
-    assert get_preset("llava-v1-7b-lightening").llava_source == V1_REPO
-
-
-def test_models_and_pull_help_stay_light():
-    """`stanchat models` reads registries and caches only: no torch, no transformers."""
-    import subprocess
-    import sys
-
-    code = ("import sys; from stanchat.cli import main; main(['models']); "
-            "print('heavy:', sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip().endswith("heavy: []")
-
-
 def test_an_uncached_llava_offline_is_one_line_naming_its_download(hub, parts, capsys):
     put(hub.home.parent / "hub", REPO, {FILE: parts["released"]})
     put(hub.home.parent / "hub", CLIP_REPO, parts["clip"])
     assert main(ask(parts)) == 2
     assert f"`hf download {LLAVA_REPO}`" in error_line(capsys.readouterr().err)
-
-
-@pytest.mark.parametrize("n, text", [(2_013_000_000, "2.01 GB"), (35_240_000, "35.2 MB"), (712_000, "712.0 kB"),
-                                     (12, "12 B")])
-def test_sizes_read_as_the_hub_shows_them(n, text):
-    assert size_text(n) == text
