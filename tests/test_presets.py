@@ -59,6 +59,17 @@ def test_the_preset_describes_its_tower_without_claiming_an_unpublished_config()
     assert "B/32 on WebVid" in README.read_text() and "the L/14 one is not published" in README.read_text()
 
 
+def test_models_gives_the_download_left_in_the_hub_s_units(tmp_path, monkeypatch, capsys):
+    from stanchat.cli import main
+
+    use_cache(monkeypatch, tmp_path / "hub")
+    monkeypatch.setenv("STANCHAT_HOME", str(tmp_path / "home"))
+    assert main(["models"]) == 0
+    v1 = get_preset("llava-v1-7b-lightening")
+    assert f"to fetch:  about {size_text(int(v1.stan_bytes + v1.llava_bytes))} (`stanchat pull {v1.name}`)" \
+        in capsys.readouterr().out
+
+
 def test_every_preset_records_its_hub_file():
     for preset in PRESETS.values():
         if not preset.bundled:
