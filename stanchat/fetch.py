@@ -9,7 +9,8 @@ deleted last), so an interrupted conversion never looks done and never loses the
 file beside the folder makes two first uses at once (`serve` and `ask`) convert once: the second
 waits and loads the first one's result. Every failure is one `WeightsError` line naming the hub repo, the file, the `hf download`
 command and the `stanchat convert` command that do the same by hand. `stanchat pull` runs all of it
-ahead of time. Transformers-native LLaVAs come through `from_pretrained` as before.
+ahead of time. Transformers-native LLaVAs come through `from_pretrained` as before. A fetched STAN's
+origin.json records how far its tower is from the stock CLIP once the stock weights are cached.
 """
 
 from __future__ import annotations
@@ -250,7 +251,8 @@ def backbone_vs_stock(converted: Path, clip_repo: str) -> dict:
                 difference = ours.get_tensor("clip." + name).float() - theirs.get_tensor(name).float()
                 largest, tensors = max(largest, float(difference.abs().max())), tensors + 1
     except Exception as err:  # a truncated or foreign stock file, another tower's shapes
-        why = f"cannot compare with the cached stock weights {stock} ({type(err).__name__}: {str(err).splitlines()[0]})"
+        detail = next(iter(str(err).splitlines()), "")
+        why = f"cannot compare with the cached stock weights {stock} ({type(err).__name__}: {detail})"
         logger.warning("not measured: %s", why)
         return {"stock": clip_repo, "measured": False, "why": why}
     return {"stock": clip_repo, "measured": True, "tensors": tensors, "max_abs_diff": largest}
