@@ -1,7 +1,8 @@
 """First use fetches: a preset's released STAN (and LLaVA v1) from a hub cache the test writes itself.
 
 HF_HUB_OFFLINE=1 throughout (tests/conftest.py): every file comes from the cache folder below, laid
-out as huggingface_hub's cache, or is missing as it would be on an offline machine.
+out as huggingface_hub's cache, or is missing as it would be on an offline machine; the `online`
+fixture puts a hub with downloads behind it (tests.hub_cache.FakeHub) for a first pull on an empty cache.
 """
 
 from __future__ import annotations
@@ -212,7 +213,7 @@ def test_a_fresh_pull_says_which_files_it_downloaded_and_counts_only_those(onlin
     again = capsys.readouterr().out
     assert f"{configs}found in the hub cache, {snapshot} " \
            f"({size_text(hub_bytes(online, CLIP_REPO, CLIP_CONFIG_FILES))})" in again
-    assert f"LLaVA llava-v1-7b-lightening-hf: already here" in again
+    assert "LLaVA llava-v1-7b-lightening-hf: already here" in again
 
 
 def test_a_converted_stan_is_checked_once_before_loading(hub, monkeypatch):
