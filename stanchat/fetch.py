@@ -9,7 +9,8 @@ deleted last), so an interrupted conversion never looks done and never loses the
 file beside the folder makes two first uses at once (`serve` and `ask`) convert once: the second
 waits and loads the first one's result. Every failure is one `WeightsError` line naming the hub repo, the file, the `hf download`
 command and the `stanchat convert` command that do the same by hand. `stanchat pull` runs all of it
-ahead of time. Transformers-native LLaVAs come through `from_pretrained` as before.
+ahead of time. Transformers-native LLaVAs come through `from_pretrained` as before. A fetched STAN's
+origin.json records how far its tower is from the stock CLIP once the stock weights are cached.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ DEFAULT_REVISION = "main"
 # the tower files an original-layout LLaVA v1 conversion reads (its weights come from the CLIP checkpoint)
 TOWER_FILES = ["config.json", "preprocessor_config.json", "model.safetensors"]
 SKIPPED_FORMATS = ["*.h5", "*.msgpack", "*.ot", "*.onnx"]  # other frameworks' copies of the same weights
+STOCK_NOT_CACHED = "the stock weights are not in the local hub cache"  # origin.json: measure once they are
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,8 @@ class Download:
 
     what: str  # e.g. "Mug-StanL14.bin from farewellthree/Mug_STAN_Weight (main)"
     path: Path  # the file, or the snapshot folder, in the hub cache
-    bytes: int  # its size on disk
-    new: bool  # downloaded by this call (False: it was in the hub cache already)
+    bytes: int  # its size on disk (of a snapshot: the files requested from it, not every file it holds)
+    new: bool  # downloaded by this call, in part or whole (False: it was in the hub cache already)
 
 
 @dataclass(frozen=True)
@@ -87,18 +89,41 @@ def hub_file(repo: str, filename: str, revision: str, fix: str) -> Download:
     return Download(f"{filename} from {repo} ({revision})", path, path.stat().st_size, new=not cached)
 
 
-def hub_snapshot(repo: str, fix: str, allow_patterns: list[str] | None = None) -> Download:
-    """The local snapshot folder of the hub `repo` (main), with the files `allow_patterns` select."""
+def hub_snapshot(repo: str, fix: str, files: list[str] | None = None) -> Download:
+    """The local snapshot folder of the hub `repo` (main) holding `files` (exact names; None: every file
+    but other frameworks' copies). Its `new` and `bytes` are those of the requested files alone: the
+    folder may hold others an earlier call fetched (a tower's weights beside its config files)."""
     from huggingface_hub import snapshot_download
 
-    cached = hub_cached(repo)
+    patterns = dict(allow_patterns=files, ignore_patterns=None if files else SKIPPED_FORMATS)
+    cached = _cached_files(repo, files, patterns)
     try:
-        path = Path(snapshot_download(repo, allow_patterns=allow_patterns,
-                                      ignore_patterns=None if allow_patterns else SKIPPED_FORMATS))
+        path = Path(snapshot_download(repo, **patterns))
     except Exception as err:  # offline and not cached, refused, gated, not found, network down
         raise WeightsError(f"cannot fetch the hub repo {repo} ({type(err).__name__}); {fix}") from err
-    what = repo + (f" ({', '.join(allow_patterns)})" if allow_patterns else "")
-    return Download(what, path, disk_size(path), new=not cached)
+    wanted = _snapshot_files(path, patterns)
+    what = repo + (f" ({', '.join(files)})" if files else "")
+    return Download(what, path, sum((path / name).stat().st_size for name in wanted), new=bool(wanted - cached))
+
+
+def _cached_files(repo: str, files: list[str] | None, patterns: dict) -> set[str]:
+    """Which of the requested files the hub cache holds for `repo` (main) before a download."""
+    from huggingface_hub import snapshot_download, try_to_load_from_cache
+
+    if files:
+        return {name for name in files if isinstance(try_to_load_from_cache(repo, name), str)}
+    try:  # the whole repo: its names are known only to the hub, so whatever the cached snapshot holds
+        return _snapshot_files(Path(snapshot_download(repo, local_files_only=True, **patterns)), patterns)
+    except Exception:  # nothing cached, or a snapshot the hub cache knows to be incomplete
+        return set()
+
+
+def _snapshot_files(snapshot: Path, patterns: dict) -> set[str]:
+    """The files of a snapshot folder that `patterns` select, as paths relative to it."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    names = [p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file()]
+    return set(filter_repo_objects(names, **patterns))
 
 
 def read_origin(directory: Path) -> dict:
@@ -158,13 +183,14 @@ def ensure_stan(preset: Preset, revision: str | None = None) -> Fetched:
     """The preset's converted STAN directory, fetching and converting the released file if it is not
     there yet (or was converted from another revision than a pinned `revision`)."""
     out = preset_stan_dir(preset)
-    if not _stan_ready(out, revision) and not preset.stan_repo:
+    if _stan_ready(out, revision):
+        return Fetched(f"STAN {out.name}", out, disk_size(out), new=False)
+    if not preset.stan_repo:
         raise WeightsError(f"STAN weights for preset {preset.name!r} are not in {out} and it has no hub file to fetch")
-    if not _stan_ready(out, revision):
-        with _install_lock(out):
-            _recover(out)
-            if not _stan_ready(out, revision):  # else another process converted it while this one waited
-                return _convert_stan(preset, out, revision or DEFAULT_REVISION)
+    with _install_lock(out):
+        _recover(out)
+        if not _stan_ready(out, revision):  # else another process converted it while this one waited
+            return _convert_stan(preset, out, revision or DEFAULT_REVISION)
     return Fetched(f"STAN {out.name}", out, disk_size(out), new=False)
 
 
@@ -180,6 +206,10 @@ def _convert_stan(preset: Preset, out: Path, revision: str) -> Fetched:
     logger.warning("converting %s (%s) into %s", preset.stan_checkpoint, preset.stan_repo, out)
     try:
         convert_official(checkpoint.path, clip=clip.path, out=partial)
+        _write_origin(partial, {
+            "repo": preset.stan_repo, "filename": preset.stan_checkpoint, "revision": revision,
+            "commit": checkpoint.path.parent.name, "clip": preset.stan_clip, "bytes": checkpoint.bytes,
+            "backbone_vs_stock": backbone_vs_stock(partial, preset.stan_clip)})
     except BaseException as err:  # a refused file, Ctrl-C, a full disk: nothing half-made stays
         shutil.rmtree(partial, ignore_errors=True)
         if isinstance(err, WeightsError):
@@ -187,34 +217,68 @@ def _convert_stan(preset: Preset, out: Path, revision: str) -> Fetched:
                                f"the released Mug-STAN: {err}; fetch it again with `hf download {preset.stan_repo} "
                                f"{preset.stan_checkpoint} --force-download`") from err
         raise
-    (partial / ORIGIN_FILE).write_text(json.dumps({
-        "repo": preset.stan_repo, "filename": preset.stan_checkpoint, "revision": revision,
-        "commit": checkpoint.path.parent.name, "clip": preset.stan_clip, "bytes": checkpoint.bytes,
-        "backbone_vs_stock": backbone_vs_stock(partial, preset.stan_clip)}, indent=2))
     _install(partial, out)
     return Fetched(f"STAN ({preset.stan_checkpoint} from {preset.stan_repo}, {revision})", out, disk_size(out), new=True,
                    downloads=(checkpoint, clip))
 
 
+def _write_origin(directory: Path, origin: dict) -> None:
+    """origin.json in `directory`, replaced whole (a reader sees the old one or the new one)."""
+    new = directory / f".{ORIGIN_FILE}.new"
+    new.write_text(json.dumps(origin, indent=2))
+    os.replace(new, directory / ORIGIN_FILE)
+
+
 def backbone_vs_stock(converted: Path, clip_repo: str) -> dict:
     """How far the checkpoint's CLIP vision tower is from the stock `clip_repo` tower: the largest
     absolute difference over the tower's tensors. Measured only when the stock weights are already in
-    the local hub cache (nothing is downloaded for this). The released Mug-STAN was post-pretrained
-    with its tower tuned, so a graft onto the stock tower is not the tower it was trained with."""
+    the local hub cache (nothing is downloaded for this; `measure_backbone` measures once they are).
+    The released Mug-STAN was post-pretrained with its tower tuned, so a graft onto the stock tower is
+    not the tower it was trained with. A measurement is information only: an unreadable file is
+    recorded as not measured, with why."""
     from huggingface_hub import try_to_load_from_cache
 
     stock = try_to_load_from_cache(clip_repo, "model.safetensors")
     if not isinstance(stock, str):
-        return {"stock": clip_repo, "measured": False, "why": "the stock weights are not in the local hub cache"}
+        return {"stock": clip_repo, "measured": False, "why": STOCK_NOT_CACHED}
     from safetensors import safe_open
 
     largest, tensors = 0.0, 0
-    with safe_open(converted / "model.safetensors", "pt") as ours, safe_open(stock, "pt") as theirs:
-        names = set(ours.keys())
-        for name in (k for k in theirs.keys() if k.startswith("vision_model.") and "clip." + k in names):
-            difference = ours.get_tensor("clip." + name).float() - theirs.get_tensor(name).float()
-            largest, tensors = max(largest, float(difference.abs().max())), tensors + 1
+    try:
+        with safe_open(converted / "model.safetensors", "pt") as ours, safe_open(stock, "pt") as theirs:
+            names = set(ours.keys())
+            for name in (k for k in theirs.keys() if k.startswith("vision_model.") and "clip." + k in names):
+                difference = ours.get_tensor("clip." + name).float() - theirs.get_tensor(name).float()
+                largest, tensors = max(largest, float(difference.abs().max())), tensors + 1
+    except Exception as err:  # a truncated or foreign stock file, another tower's shapes
+        detail = next(iter(str(err).splitlines()), "")
+        why = f"cannot compare with the cached stock weights {stock} ({type(err).__name__}: {detail})"
+        logger.warning("not measured: %s", why)
+        return {"stock": clip_repo, "measured": False, "why": why}
     return {"stock": clip_repo, "measured": True, "tensors": tensors, "max_abs_diff": largest}
+
+
+def measure_backbone(preset: Preset) -> None:
+    """Measure a fetched STAN's tower against the stock one (`backbone_vs_stock`) if its conversion
+    could not because the stock weights were not cached then and they are now: the v1 preset's LLaVA
+    step fetches them after the STAN is converted, and every preset shares the one STAN folder."""
+    out = preset_stan_dir(preset)
+    if preset.bundled or _stock_now_cached(out) is None:
+        return
+    with _install_lock(out):  # not while another process replaces the folder
+        if (stock := _stock_now_cached(out)) is not None and stan_is_converted(out):
+            _write_origin(out, {**read_origin(out), "backbone_vs_stock": backbone_vs_stock(out, stock)})
+
+
+def _stock_now_cached(out: Path) -> str | None:
+    """The stock CLIP repo a conversion's origin.json could not measure against for want of its
+    weights, when they are in the hub cache now (else None)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    record = read_origin(out).get("backbone_vs_stock") or {}
+    if record.get("why") != STOCK_NOT_CACHED:
+        return None
+    return record["stock"] if isinstance(try_to_load_from_cache(record["stock"], "model.safetensors"), str) else None
 
 
 def ensure_llava(preset: Preset) -> Fetched:
@@ -272,6 +336,8 @@ def ensure(model: str | None = None, llava: str | None = None, stan: str | os.Pa
         done.append(ensure_stan(preset, revision))
     if llava is None and not preset.bundled and (preset.llava_source or not hub_cached(preset.llava)):
         done.append(ensure_llava(preset))
+    if stan is None and not preset.bundled:
+        measure_backbone(preset)  # the LLaVA step may have fetched the stock tower it needs
     return done
 
 
@@ -288,4 +354,6 @@ def pull(name: str, revision: str | None = None) -> list[Fetched]:
     if preset.bundled:
         return [Fetched("STAN (bundled)", preset_stan_dir(preset), disk_size(preset_stan_dir(preset)), new=False),
                 ensure_llava(preset)]
-    return [ensure_stan(preset, revision), ensure_llava(preset)]
+    done = [ensure_stan(preset, revision), ensure_llava(preset)]
+    measure_backbone(preset)  # the LLaVA step may have fetched the stock tower it needs
+    return done

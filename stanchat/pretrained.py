@@ -92,11 +92,13 @@ class Preset:
 
 
 # layers are 0-based, of 24: the released STAN pairs with 20-23 (the last four); the graft ends it at LLaVA's
-# feature layer -2 (layer 22), so it pairs with 19-22
+# feature layer -2 (layer 22), so it pairs with 19-22 (tests/test_presets.py derives both from stanchat.stan)
 _MUG_STAN_L14 = dict(stan="mug-stan-l14", stan_checkpoint="Mug-StanL14.bin", stan_clip="openai/clip-vit-large-patch14",
                      stan_repo="farewellthree/Mug_STAN_Weight", stan_bytes=2.0 * GB,
                      stan_trained_on="openai/clip-vit-large-patch14 at 224 px, the whole tower tuned in post-pretraining "
-                                     "(the authors' config: frozen_layers=False), STAN paired with its layers 20-23")
+                                     "(the file carries its own tower weights; the L/14 config is not published, the "
+                                     "authors' one published config, B/32 on WebVid, sets frozen_layers=False), STAN "
+                                     "paired with its layers 20-23")
 _TOWER_224 = ("stock openai/clip-vit-large-patch14, 224 px (256 patches), STAN paired with layers 19-22 (ending at "
               "LLaVA's feature layer -2)")
 _TOWER_336 = ("stock openai/clip-vit-large-patch14-336, 336 px (576 patches), STAN paired with layers 19-22 (ending "

@@ -1,7 +1,8 @@
 """First use fetches: a preset's released STAN (and LLaVA v1) from a hub cache the test writes itself.
 
 HF_HUB_OFFLINE=1 throughout (tests/conftest.py): every file comes from the cache folder below, laid
-out as huggingface_hub's cache, or is missing as it would be on an offline machine.
+out as huggingface_hub's cache, or is missing as it would be on an offline machine; the `online`
+fixture puts a hub with downloads behind it (tests.hub_cache.FakeHub) for a first pull on an empty cache.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from huggingface_hub import try_to_load_from_cache
 import stanchat.convert.released as released
 from stanchat.cli import main
 from stanchat.convert import to_released_state_dict
-from stanchat.fetch import disk_size, ensure_stan, size_text
-from stanchat.pretrained import PRESETS, get_preset, preset_names, stan_is_converted
-from tests.hub_cache import put, use_cache
+from stanchat.fetch import STOCK_NOT_CACHED, TOWER_FILES, disk_size, ensure_stan, size_text
+from stanchat.pretrained import CLIP_CONFIG_FILES, get_preset, preset_names, stan_is_converted
+from tests.hub_cache import FakeHub, put, use_cache
 from tests.test_convert_llava import write_original, write_tower
 from tests.tiny import tiny_clip
 from tests.tiny_llava import error_line, save_tiny_llava, tiny_videoclip, write_video
@@ -63,6 +64,40 @@ def hub(tmp_path, monkeypatch, parts):
             return self
 
     return Hub()
+
+
+def moved_tower(path: Path, value: bytes | None = None) -> Path:
+    """Stock CLIP weights for the released file's tower: the same tiny tower with one weight moved by
+    0.25 (or `value`, other bytes), as model.safetensors in `path`."""
+    from safetensors.torch import save_file
+
+    stock = {k: v.clone().contiguous() for k, v in tiny_clip().state_dict().items()}  # the released file's tower
+    stock["vision_model.encoder.layers.1.mlp.fc1.weight"][3, 5] += 0.25
+    path.mkdir(parents=True, exist_ok=True)
+    save_file(stock, path / "model.safetensors")
+    if value is not None:
+        (path / "model.safetensors").write_bytes(value)
+    return path / "model.safetensors"
+
+
+@pytest.fixture
+def online(hub, parts, tmp_path, monkeypatch):
+    """Every file the presets fetch, on a hub with downloads behind the empty cache: the released file
+    (main, and v2 with other weights), the stock CLIP (config, image processor, weights), the LLaVA-1.5
+    and the original LLaVA v1 reading that CLIP as its tower."""
+    write_tower(tmp_path / "tower")  # for its preprocessor_config.json (16 px, as the tiny tower)
+    write_original(tmp_path / "v1", CLIP_REPO)
+    clip = {"config.json": parts["clip"] / "config.json", "model.safetensors": moved_tower(tmp_path / "stock"),
+            "preprocessor_config.json": tmp_path / "tower" / "preprocessor_config.json"}
+    repos = {REPO: {FILE: parts["released"]}, f"{REPO}@v2": {FILE: released_bytes(seed=7)}, CLIP_REPO: clip,
+             LLAVA_REPO: {str(p.relative_to(parts["llava"])): p for p in parts["llava"].rglob("*") if p.is_file()},
+             V1_REPO: {p.name: p for p in (tmp_path / "v1").iterdir()}}
+    return FakeHub(monkeypatch, hub.home.parent / "hub", repos)
+
+
+def hub_bytes(online: FakeHub, repo: str, names) -> int:
+    files = online.repos[repo]
+    return sum(len(files[n]) if isinstance(files[n], bytes) else files[n].stat().st_size for n in names if n in files)
 
 
 def ask(parts, *extra):
@@ -160,6 +195,41 @@ def test_pull_fetches_ahead_and_revision_pins_another(hub, parts, capsys):
     assert main(["pull", "llava-1.5-7b", "--revision", "v2"]) == 0
     assert json.loads((hub.home / "mug-stan-l14" / "origin.json").read_text())["revision"] == "v2"
     assert (hub.home / "mug-stan-l14" / "model.safetensors").read_bytes() != main_weights
+
+
+def test_a_fresh_pull_says_which_files_it_downloaded_and_counts_only_those(online, hub, capsys):
+    """The v1 preset on an empty cache: the STAN step downloads the CLIP's config files, and the LLaVA
+    step then downloads the tower's weights beside them (some of its files cached, one not: downloaded).
+    A later conversion finds the config files cached, and counts their bytes, not the weights beside them."""
+    assert main(["pull", "llava-v1-7b-lightening"]) == 0
+    out = capsys.readouterr().out
+    snapshot = Path(try_to_load_from_cache(CLIP_REPO, "config.json")).parent
+    configs = f"  from {CLIP_REPO} ({', '.join(CLIP_CONFIG_FILES)}): "
+    assert f"{configs}downloaded, {snapshot} ({size_text(hub_bytes(online, CLIP_REPO, CLIP_CONFIG_FILES))})" in out
+    assert f"  from {CLIP_REPO} ({', '.join(TOWER_FILES)}): downloaded, {snapshot} " \
+           f"({size_text(hub_bytes(online, CLIP_REPO, TOWER_FILES))})" in out
+    assert f"  from {V1_REPO}: downloaded" in out and (CLIP_REPO, "model.safetensors") in online.downloaded
+    assert main(["pull", "llava-v1-7b-lightening", "--revision", "v2"]) == 0  # converts the STAN again
+    again = capsys.readouterr().out
+    assert f"{configs}found in the hub cache, {snapshot} " \
+           f"({size_text(hub_bytes(online, CLIP_REPO, CLIP_CONFIG_FILES))})" in again
+    assert "LLaVA llava-v1-7b-lightening-hf: already here" in again
+
+
+def test_a_converted_stan_is_checked_once_before_loading(hub, monkeypatch):
+    """Each load of a converted STAN pinned to a revision reads its origin.json once, and takes no lock."""
+    import fcntl
+
+    import stanchat.fetch as fetch
+
+    hub.add()
+    preset = get_preset("llava-1.5-7b")
+    ensure_stan(preset, revision="main")
+    reads, read_origin = [], fetch.read_origin
+    monkeypatch.setattr(fetch, "read_origin", lambda directory: reads.append(directory) or read_origin(directory))
+    monkeypatch.setattr(fcntl, "flock", lambda *a: pytest.fail("locked to load a converted STAN"))
+    assert not ensure_stan(preset, revision="main").new
+    assert reads == [hub.home / "mug-stan-l14"]
 
 
 def test_two_first_uses_at_once_convert_once_and_both_get_the_folder(hub, monkeypatch):
@@ -260,22 +330,53 @@ def test_origin_records_how_far_the_released_tower_is_from_a_cached_stock_tower(
     """With the stock CLIP weights in the hub cache, the conversion records the largest difference
     between the checkpoint's vision tower and them (here: the same tiny tower, one weight moved by 0.25),
     and `stanchat models` shows it."""
-    from safetensors.torch import save_file
-
     hub.add()
-    stock = {k: v.clone().contiguous() for k, v in tiny_clip().state_dict().items()}  # the released file's tower
-    stock["vision_model.encoder.layers.1.mlp.fc1.weight"][3, 5] += 0.25
-    save_file(stock, tmp_path / "model.safetensors")
-    put(hub.home.parent / "hub", CLIP_REPO, {"model.safetensors": tmp_path / "model.safetensors"})
+    put(hub.home.parent / "hub", CLIP_REPO, {"model.safetensors": moved_tower(tmp_path)})
     assert main(["pull", "llava-1.5-7b"]) == 0
     measured = json.loads((hub.home / "mug-stan-l14" / "origin.json").read_text())["backbone_vs_stock"]
-    vision = [k for k in stock if k.startswith("vision_model.") and not k.endswith("position_ids")]
+    vision = [k for k in tiny_clip().state_dict() if k.startswith("vision_model.") and not k.endswith("position_ids")]
     assert measured["measured"] and measured["tensors"] == len(vision)
     assert measured["max_abs_diff"] == pytest.approx(0.25, rel=1e-5)
     capsys.readouterr()
     assert main(["models"]) == 0
     assert f"differs from stock {CLIP_REPO} by up to 0.25 (largest |difference| over {len(vision)} tensors)" \
         in capsys.readouterr().out
+
+
+def backbone(hub) -> dict:
+    return json.loads((hub.home / "mug-stan-l14" / "origin.json").read_text())["backbone_vs_stock"]
+
+
+def test_a_fresh_pull_of_the_v1_preset_measures_the_tower_its_llava_step_fetched(online, hub):
+    """On an empty cache the STAN is converted before the LLaVA v1 step downloads the stock tower:
+    the tower is measured once that step has fetched it."""
+    assert main(["pull", "llava-v1-7b-lightening"]) == 0
+    assert (CLIP_REPO, "model.safetensors") in online.downloaded
+    assert backbone(hub)["measured"] and backbone(hub)["max_abs_diff"] == pytest.approx(0.25, rel=1e-5)
+
+
+def test_a_stan_converted_for_another_preset_is_measured_when_the_stock_tower_arrives(online, hub, capsys, monkeypatch):
+    """llava-1.5 never fetches the 224 px stock tower: not measured. The v1 preset shares its STAN
+    (not converted again) and fetches that tower: measured then, and `stanchat models` shows it."""
+    assert main(["pull", "llava-1.5-7b"]) == 0
+    assert backbone(hub) == {"stock": CLIP_REPO, "measured": False, "why": STOCK_NOT_CACHED}
+    monkeypatch.setattr(released, "convert_official", lambda *a, **k: pytest.fail("converted again"))
+    assert main(["pull", "llava-v1-7b-lightening"]) == 0
+    assert backbone(hub)["measured"] and backbone(hub)["max_abs_diff"] == pytest.approx(0.25, rel=1e-5)
+    capsys.readouterr()
+    assert main(["models"]) == 0 and f"differs from stock {CLIP_REPO} by up to 0.25" in capsys.readouterr().out
+
+
+def test_an_unreadable_stock_tower_is_recorded_as_not_measured(hub, parts, capsys, tmp_path):
+    """A truncated stock model.safetensors in the hub cache: the STAN still converts, origin.json
+    says why the tower was not measured, and no unfinished folder is left."""
+    hub.add()
+    put(hub.home.parent / "hub", CLIP_REPO, {"model.safetensors": b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\""})
+    assert main(["pull", "llava-1.5-7b"]) == 0
+    record = backbone(hub)
+    assert not record["measured"] and record["why"].startswith("cannot compare with the cached stock weights")
+    assert not list(hub.home.glob("mug-stan-l14.*")) and stan_is_converted(hub.home / "mug-stan-l14")
+    assert main(["pull", "llava-1.5-7b"]) == 0 and backbone(hub) == record  # not tried again on every use
 
 
 def test_the_paper_pairing_preset_pulls_and_converts_llava_v1(hub, parts, capsys, tmp_path):
@@ -300,32 +401,8 @@ def test_the_v1_preset_offline_names_its_repo_and_the_convert_command(hub, parts
     assert V1_REPO in line and "stanchat convert llava DIR --out" in line
 
 
-def test_every_preset_records_its_hub_file():
-    for preset in PRESETS.values():
-        if not preset.bundled:
-            assert (preset.stan_repo, preset.stan_checkpoint) == (REPO, FILE)
-    assert get_preset("llava-v1-7b-lightening").llava_source == V1_REPO
-
-
-def test_models_and_pull_help_stay_light():
-    """`stanchat models` reads registries and caches only: no torch, no transformers."""
-    import subprocess
-    import sys
-
-    code = ("import sys; from stanchat.cli import main; main(['models']); "
-            "print('heavy:', sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip().endswith("heavy: []")
-
-
 def test_an_uncached_llava_offline_is_one_line_naming_its_download(hub, parts, capsys):
     put(hub.home.parent / "hub", REPO, {FILE: parts["released"]})
     put(hub.home.parent / "hub", CLIP_REPO, parts["clip"])
     assert main(ask(parts)) == 2
     assert f"`hf download {LLAVA_REPO}`" in error_line(capsys.readouterr().err)
-
-
-@pytest.mark.parametrize("n, text", [(2_013_000_000, "2.01 GB"), (35_240_000, "35.2 MB"), (712_000, "712.0 kB"),
-                                     (12, "12 B")])
-def test_sizes_read_as_the_hub_shows_them(n, text):
-    assert size_text(n) == text

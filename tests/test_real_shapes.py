@@ -28,7 +28,7 @@ from transformers import (CLIPConfig, CLIPImageProcessor, CLIPTextConfig, CLIPVi
 from stanchat.chat import VideoChat
 from stanchat.cli import main
 from stanchat.convert import to_released_state_dict
-from stanchat.convert.llava_v1 import chat_template, llava_config
+from stanchat.convert.llava_v1 import llava_config, v1_processor
 from stanchat.pretrained import LLAVA_15_CHAT_TEMPLATE
 from stanchat.stan import STANConfig
 from stanchat.videoclip import VideoCLIP
@@ -137,10 +137,7 @@ def llava_v1(videoclip: VideoCLIP) -> tuple[LlavaForConditionalGeneration, Llava
     with torch.no_grad():
         model.model.multi_modal_projector.linear_2.weight.copy_(torch.eye(64, dtype=DTYPE))
         model.model.multi_modal_projector.linear_2.bias.zero_()
-    processor = LlavaProcessor(image_processor=image_processor(224), tokenizer=tokenizer, patch_size=14,
-                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                               chat_template=chat_template(True), image_token="<im_patch>")
-    return model.eval(), processor
+    return model.eval(), v1_processor(image_processor(224), tokenizer, patch_size=14, use_start_end=True)
 
 
 @pytest.mark.parametrize("family, frames, tokens", [

@@ -39,6 +39,8 @@ def status(name: str) -> dict:
 
 
 def _text(entry: dict) -> str:
+    from stanchat.fetch import size_text
+
     pairing = {"paper": "the paper's tower, 224 px: closer, not identical (trained tuned, on layers 20-23)",
                "transfer": "a transfer (STAN trained on another tower)",
                "own": "trained together with this LLaVA"}[entry["pairing"]]
@@ -56,7 +58,7 @@ def _text(entry: dict) -> str:
     if entry["note"]:
         lines.append(f"  note:      {entry['note']}")
     if entry["missing_bytes"]:
-        lines.append(f"  to fetch:  about {entry['missing_bytes'] / 1e9:.1f} GB (`stanchat pull {entry['preset']}`)")
+        lines.append(f"  to fetch:  about {size_text(int(entry['missing_bytes']))} (`stanchat pull {entry['preset']}`)")
     return "\n".join(lines)
 
 

@@ -209,6 +209,18 @@ def chat_template(use_start_end: bool) -> str:
     return LLAVA_V1_CHAT_TEMPLATE.replace(f"{IM_START}{IMAGE_PATCH}{IM_END}", IMAGE_PATCH)
 
 
+def v1_processor(image_processor, tokenizer, patch_size: int, use_start_end: bool):
+    """transformers' LlavaProcessor for a converted LLaVA v1: `<im_patch>` as the image token, the v1
+    chat template. It counts patches + num_additional_image_tokens and takes 1 off for strategy
+    "default": the CLS it drops is the additional token (256 <im_patch> at 224 px, as llava-hf's
+    LLaVA-1.5 sets it)."""
+    from transformers import LlavaProcessor
+
+    return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
+                          vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                          chat_template=chat_template(use_start_end), image_token=IMAGE_PATCH)
+
+
 def convert_llava_v1(source: str | os.PathLike, out: str | os.PathLike, clip: str | os.PathLike | None = None) -> Path:
     """Convert the original LLaVA v1 in `source` (directory or hub id) into a transformers LLaVA
     directory `out`, written only after every key and shape has been checked.
@@ -216,7 +228,7 @@ def convert_llava_v1(source: str | os.PathLike, out: str | os.PathLike, clip: st
     `clip` (hub id or directory) is the CLIP tower; default the original's `mm_vision_tower`. Its
     vision weights are used unless the original carries its own tower weights.
     """
-    from transformers import CLIPImageProcessor, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers import CLIPImageProcessor, LlavaForConditionalGeneration
 
     from stanchat.hub import resolve_model_dir
 
@@ -242,13 +254,8 @@ def convert_llava_v1(source: str | os.PathLike, out: str | os.PathLike, clip: st
         raise WeightsError(f"{source}: the embedding has fewer rows than the tokenizer's {len(tokenizer)} tokens")
     model.load_state_dict(state, strict=True, assign=True)
     model.save_pretrained(out)
-    image_processor = CLIPImageProcessor.from_pretrained(tower_dir)
-    # the processor counts patches + num_additional_image_tokens and takes 1 off for strategy "default":
-    # the CLS it drops is the additional token (256 <im_patch> at 224 px, as llava-hf's LLaVA-1.5 sets it)
-    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                               patch_size=config.vision_config.patch_size, vision_feature_select_strategy="default",
-                               num_additional_image_tokens=1, chat_template=chat_template(use_start_end),
-                               image_token=IMAGE_PATCH)
+    processor = v1_processor(CLIPImageProcessor.from_pretrained(tower_dir), tokenizer, config.vision_config.patch_size,
+                             use_start_end)
     processor.save_pretrained(out)
     logger.info("wrote %s from %s (tower %s)", out, source, tower_dir)
     return out
