@@ -1,11 +1,13 @@
 """`stanchat api` with the transformers engine, asked with the official `openai` client over loopback."""
 
+import gc
 import json
 import os
 import sys
 import threading
 import urllib.error
 import urllib.request
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import openai
@@ -232,6 +234,30 @@ def test_with_app_serves_the_browser_app_on_the_same_model(chat):
             assert response.status == 200 and b"gradio" in response.read().lower()
         _, answer = checks.ask(base, [video_message(data_url(LEFT))])
         assert answer.choices[0].message.content == "a blue triangle moves left"
+
+
+def _served_and_dropped() -> weakref.ref:
+    """A weak reference to the LLaVA of a tiny chat whose app served a plain and a streamed answer,
+    was shut down and dropped: nothing of this function's survives it but what others keep."""
+    from stanchat.chat import load
+
+    chat = load("tiny", device="cpu")
+    llava = weakref.ref(chat.llava)
+    with serve_in_thread(_build(chat, api_key=KEY)) as base:
+        checks.check_models_and_health(base)
+        checks.ask(base, [video_message(data_url(LEFT))])
+        stream = checks.client(base).chat.completions.create(
+            model="tiny", messages=[video_message(data_url(LEFT))], max_tokens=2, stream=True)
+        assert [event for event in stream]
+    return llava
+
+
+def test_a_dropped_app_lets_its_model_go():
+    """benchmarks/serve.py drops the transformers server's model before vLLM starts on the same GPU:
+    nothing (FastAPI's module-level caches of the endpoints it classified included) keeps it."""
+    llava = _served_and_dropped()
+    gc.collect()
+    assert llava() is None
 
 
 def test_a_stream_gives_its_place_back_when_the_client_is_gone_before_the_first_event():
