@@ -1,6 +1,7 @@
 """`stanchat api` with the transformers engine, asked with the official `openai` client over loopback."""
 
 import gc
+import importlib.util
 import json
 import os
 import sys
@@ -258,6 +259,18 @@ def test_a_dropped_app_lets_its_model_go():
     llava = _served_and_dropped()
     gc.collect()
     assert llava() is None
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="needs an environment without vLLM")
+def test_serve_benchmark_stops_at_once_when_its_vllm_server_exits():
+    """benchmarks/serve.py's vLLM row: a server that exits before it answers /health is reported with
+    its exit code and the tail of its log, not waited on for the whole start-up allowance."""
+    from benchmarks import serve
+
+    args = serve.build_parser().parse_args(["--vllm-python", sys.executable])  # this environment has no vLLM
+    with pytest.raises(RuntimeError, match="exited with 2") as err:
+        serve.vllm(b"{}", args)
+    assert "--engine vllm needs vLLM in this environment" in str(err.value)
 
 
 def test_a_stream_gives_its_place_back_when_the_client_is_gone_before_the_first_event():
