@@ -122,16 +122,15 @@ def _answer(engine, pending: list[tuple[dict, Any]]) -> Iterator[dict]:
         results = iter(engine.generate_many(jobs) if jobs else [])
     except Exception as err:  # e.g. out of memory: this batch's requests get the error, the run goes on
         logger.debug("a batch failed", exc_info=True)
-        results = iter([f"{type(err).__name__}: {err}"] * len(jobs))
+        error = f"{type(err).__name__}: {err}"
+        yield from (record if prepared is None else {**record, "error": error} for record, prepared in pending)
+        return
     for record, prepared in pending:
         if prepared is None:
             yield record
             continue
         result = next(results)
-        if isinstance(result, str):
-            yield {**record, "error": result}
-        else:
-            yield {**record, "answer": result.text, "video_tokens": prepared[1], "finish_reason": result.finish_reason}
+        yield {**record, "answer": result.text, "video_tokens": prepared[1], "finish_reason": result.finish_reason}
 
 
 def read_requests(path: str | Path, done: set) -> Iterator[dict]:

@@ -109,6 +109,34 @@ def test_a_decoder_crash_is_that_requests_error_and_ctrl_c_still_stops(chat, mon
         list(chat.ask_many(requests))
 
 
+def test_a_failed_batch_is_its_requests_error_and_the_run_goes_on(chat, monkeypatch):
+    from stanchat.api.engines.hf import TransformersEngine
+
+    generate_many, batches = TransformersEngine.generate_many, []
+
+    def first_fails(engine, jobs):
+        batches.append(len(jobs))
+        if len(batches) == 1:
+            raise RuntimeError("CUDA out of memory")
+        return generate_many(engine, jobs)
+
+    def interrupted(engine, jobs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(TransformersEngine, "generate_many", first_fails)
+    requests = [{"id": i, "video": str(video), "question": QUESTION, "max_new_tokens": 2}
+                for i, video in enumerate((LEFT, "/no/such.mp4", SHRINK, LEFT, SHRINK))]
+    records = list(chat.ask_many(requests, batch_size=3))
+    assert batches == [2, 2]  # the missing video never reached a batch
+    assert [r["id"] for r in records] == [0, 1, 2, 3, 4]
+    assert [records[i]["error"] for i in (0, 2)] == ["RuntimeError: CUDA out of memory"] * 2
+    assert "such.mp4" in records[1]["error"]  # its own error, not the batch's
+    assert all("answer" in r and "error" not in r for r in records[3:])
+    monkeypatch.setattr(TransformersEngine, "generate_many", interrupted)  # Ctrl-C still stops the run
+    with pytest.raises(KeyboardInterrupt):
+        list(chat.ask_many(requests))
+
+
 def test_answers_are_written_as_batches_finish_so_an_interrupted_run_resumes(chat, monkeypatch, tmp_path):
     from stanchat.batch import run_batch
 
