@@ -203,6 +203,7 @@ def test_load_200_requests_16_clients(tmp_path):
     assert set(statuses) <= {200, 429} and statuses.count(200) > 0
     assert health["pending"] == 0 and health["batches"] < health["batched_requests"]  # some ran together
     assert server_peak < SERVER_PEAK_BOUND, f"the server's peak RSS was {server_peak / GIB:.2f} GiB"
+    assert worker_peaks, "no decode worker under the server: their memory was not measured"
     assert all(peak < WORKER_PEAK_BOUND for peak in worker_peaks), f"decode workers' peaks: {worker_peaks}"
 
 
