@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gc
 import json
 import os
 import statistics
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 import urllib.request
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,11 +40,13 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import cpu_name, parser, run  # noqa: E402
 from benchmarks.results import Figure, Result  # noqa: E402
+from tests.api_helpers import serve_in_thread, serve_subprocess  # noqa: E402  (as the API tests start servers)
 
 QUESTION = "What happens in this video?"
 ENGINES = {"one": "transformers, one at a time", "batched": "transformers, batched (8)", "vllm": "vLLM"}
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 CONTEXT = 4096  # the LLM's context of a random model (LLaVA-1.5's)
+VLLM_START_SECONDS = 600  # vLLM loads the model and compiles before it answers /health
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,14 +68,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _post(base: str, body: bytes) -> float:
     start = time.perf_counter()
     request = urllib.request.Request(f"{base}/v1/chat/completions", data=body,
@@ -79,17 +75,6 @@ def _post(base: str, body: bytes) -> float:
     with urllib.request.urlopen(request, timeout=600) as response:
         json.load(response)
     return time.perf_counter() - start
-
-
-def _wait(base: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{base}/health", timeout=2)
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"no server at {base} after {timeout:.0f} s")
 
 
 def load(base: str, body: bytes, args: argparse.Namespace) -> dict:
@@ -105,24 +90,12 @@ def load(base: str, body: bytes, args: argparse.Namespace) -> dict:
 
 def in_process(chat, max_batch: int, body: bytes, args: argparse.Namespace) -> tuple[dict, float]:
     """Load figures of an in-process transformers server, and one warm answer's seconds."""
-    import uvicorn
-
     from stanchat.api.config import ApiConfig
     from stanchat.api.server import build
 
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(build(chat, ApiConfig(max_batch=max_batch, max_pending=256)),
-                                           host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait(base, 60)
+    with serve_in_thread(build(chat, ApiConfig(max_batch=max_batch, max_pending=256))) as base:
         figures = load(base, body, args)
         warm = min(_post(base, body) for _ in range(3))
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
     return figures, warm
 
 
@@ -137,16 +110,13 @@ def _model_args(args: argparse.Namespace) -> list[str]:
 
 
 def vllm(body: bytes, args: argparse.Namespace) -> dict:
-    port = _free_port()
-    process = subprocess.Popen([args.vllm_python, "-m", "stanchat", "api", "--engine", "vllm", *_model_args(args),
-                                "--port", str(port), "--max-pending", "256"], cwd=ROOT, env=_env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait(f"http://127.0.0.1:{port}", 600)
-        return load(f"http://127.0.0.1:{port}", body, args)
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
+    """Load figures of `stanchat api --engine vllm` in its own process; a server that exits before it
+    answers /health fails at once with its log's tail."""
+    server_args = ["--engine", "vllm", *_model_args(args), "--max-pending", "256"]
+    with tempfile.TemporaryDirectory(prefix="stanchat-serve-bench-") as folder:
+        log = Path(folder) / "server.log"
+        with serve_subprocess(args.vllm_python, server_args, VLLM_START_SECONDS, log) as (base, _):
+            return load(base, body, args)
 
 
 def cold_ask(args: argparse.Namespace) -> float:
@@ -215,7 +185,11 @@ def in_process_rows(args: argparse.Namespace, body: bytes) -> tuple[dict, float 
     for engine in [e for e in args.engines if e != "vllm"]:
         rows[engine], seconds = in_process(chat, 1 if engine == "one" else 8, body, args)
         warm = seconds if warm is None else min(warm, seconds)
+    llava = weakref.ref(chat.llava)
     del chat
+    gc.collect()  # the dropped apps hold reference cycles
+    if llava() is not None:
+        raise RuntimeError("the transformers engines' model is still referenced; vLLM would start beside it")
     if gpu:
         torch.cuda.empty_cache()
     return rows, warm, weights, gpu

@@ -8,15 +8,17 @@ that cannot be answered (missing or broken video, bad field, repeated id) gives 
 instead of stopping the rest; Ctrl-C still stops the run.
 
 Ids are a string or an integer, unique in one run; a request without one is called
-"request N" (`ask_many`) or "line N" (`--batch`), both counted from 1.
+"request N" (`ask_many`) or "line N" (`--batch`), both counted from 1. That form is reserved: an id
+of it given explicitly is that request's error (it could be another request's).
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
+import re
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
@@ -70,26 +72,50 @@ def _job(chat: "VideoChat", request: dict, features_of: _Features):
     return Job(prompt_ids=ids, features=features, sampling=sampling), int(features.shape[1])
 
 
-def check_id(request_id: Any, seen: set, where: str) -> None:
-    """Refuse an id that is not a string or an integer, or that an earlier request has."""
-    if isinstance(request_id, bool) or not isinstance(request_id, (str, int)):
-        raise StanchatError(f"{where}: id must be a string or an integer, got {json.dumps(request_id)}")
+@dataclass
+class Named:
+    """A request with its id, or (request None) the id its refusal is recorded under and why."""
+
+    id: Any
+    request: dict | None = None
+    error: str | None = None
+
+
+def claim_id(request: dict, seen: set, form: str, number: int) -> Any:
+    """The request's id, added to `seen`: its own, else f"{form} {number}". Refuses an id that is
+    not a string or an integer, that has the reserved form "{form} N", or that is in `seen`."""
+    where = f"{form} {number}"
+    request_id = request.get("id", where)
+    if "id" in request:
+        if isinstance(request_id, bool) or not isinstance(request_id, (str, int)):
+            raise StanchatError(f"{where}: id must be a string or an integer, got {json.dumps(request_id)}")
+        if isinstance(request_id, str) and re.fullmatch(rf"{form} [0-9]+", request_id):
+            raise StanchatError(f"{where}: the id {json.dumps(request_id)} has the form \"{form} N\" given to "
+                                f"{form}s without an id; choose another id")
     if request_id in seen:
         raise StanchatError(f"{where}: the id {json.dumps(request_id)} is taken by an earlier request; "
                             "give each request its own id")
     seen.add(request_id)
+    return request_id
 
 
-def _prepare(chat: "VideoChat", request: Any, index: int, seen: set, features_of: _Features) -> tuple[dict, Any]:
-    """(record, (job, video tokens)), or (record with its error, None)."""
-    record = {"id": f"request {index + 1}"}
+def name_request(request: Any, seen: set, form: str, number: int) -> Named:
+    """The request named by `claim_id`, or its refusal recorded as f"{form} {number}"."""
     try:
         if not isinstance(request, dict):
-            raise StanchatError("a request must be a JSON object")
-        if "id" in request:
-            check_id(request["id"], seen, f"request {index + 1}")
-            record["id"] = request["id"]
-        return record, _job(chat, request, features_of)
+            raise StanchatError(f"{form} {number} is not a JSON object")
+        return Named(claim_id(request, seen, form, number), request)
+    except StanchatError as err:
+        return Named(f"{form} {number}", error=str(err))
+
+
+def _prepare(chat: "VideoChat", named: Named, features_of: _Features) -> tuple[dict, Any]:
+    """(record, (job, video tokens)), or (record with its error, None)."""
+    record = {"id": named.id}
+    if named.request is None:
+        return {**record, "error": named.error}, None
+    try:
+        return record, _job(chat, named.request, features_of)
     except (StanchatError, ValueError, TypeError) as err:
         return {**record, "error": str(err)}, None
     except Exception as err:  # a decoder or the tower failing on this video: this request's error only
@@ -99,15 +125,22 @@ def _prepare(chat: "VideoChat", request: Any, index: int, seen: set, features_of
 
 def ask_many(chat: "VideoChat", requests: Iterable[dict], batch_size: int = 8) -> Iterator[dict]:
     """One record per request, in order, as each batch finishes: the request's `id` and `answer`,
-    `video_tokens`, `finish_reason`; or `error`."""
+    `video_tokens`, `finish_reason`; or `error`. A request without an id is called "request N"."""
+    seen: set = set()
+    return answer_named((name_request(request, seen, "request", number) for number, request in enumerate(requests, 1)),
+                        chat, batch_size)
+
+
+def answer_named(requests: Iterable[Named], chat: "VideoChat", batch_size: int) -> Iterator[dict]:
+    """`ask_many` of requests already named (refused ones give their error record in their place)."""
     from stanchat.api.engines.hf import TransformersEngine
 
     engine = TransformersEngine(chat, max_batch=batch_size, batch_wait_ms=0)
-    features_of, seen = _Features(chat), set()
+    features_of = _Features(chat)
     pending: list[tuple[dict, Any]] = []  # (record, (job, video tokens) or None)
     try:
-        for index, request in enumerate(requests):
-            pending.append(_prepare(chat, request, index, seen, features_of))
+        for named in requests:
+            pending.append(_prepare(chat, named, features_of))
             if len(pending) >= batch_size:
                 yield from _answer(engine, pending)
                 pending = []
@@ -122,40 +155,31 @@ def _answer(engine, pending: list[tuple[dict, Any]]) -> Iterator[dict]:
         results = iter(engine.generate_many(jobs) if jobs else [])
     except Exception as err:  # e.g. out of memory: this batch's requests get the error, the run goes on
         logger.debug("a batch failed", exc_info=True)
-        results = iter([f"{type(err).__name__}: {err}"] * len(jobs))
+        error = f"{type(err).__name__}: {err}"
+        yield from (record if prepared is None else {**record, "error": error} for record, prepared in pending)
+        return
     for record, prepared in pending:
         if prepared is None:
             yield record
             continue
         result = next(results)
-        if isinstance(result, str):
-            yield {**record, "error": result}
-        else:
-            yield {**record, "answer": result.text, "video_tokens": prepared[1], "finish_reason": result.finish_reason}
+        yield {**record, "answer": result.text, "video_tokens": prepared[1], "finish_reason": result.finish_reason}
 
 
-def read_requests(path: str | Path, done: set) -> Iterator[dict]:
-    """The requests of a JSONL file not yet in `done`, each with its id (its own, else "line N");
-    a line that is not a request, or repeats an earlier line's id, comes as {"id", "error"}."""
+def read_requests(path: str | Path, done: set) -> Iterator[Named]:
+    """The requests of a JSONL file whose id is not in `done`, named as `name_request` does ("line N"); a
+    line that is not a request, or whose id is refused, comes as its refusal under "line N"."""
     seen: set = set()
     with open(path) as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            where = f"line {number}"
             try:
-                request = json.loads(line)
+                named = name_request(json.loads(line), seen, "line", number)
             except ValueError as err:
-                request = {"error": f"{where} is not JSON ({err})"}
-            if not isinstance(request, dict):
-                request = {"error": f"{where} is not a JSON object"}
-            request.setdefault("id", where)
-            try:
-                check_id(request["id"], seen, where)
-            except StanchatError as err:
-                request = {"id": where, "error": str(err)}
-            if request["id"] not in done:
-                yield request
+                named = Named(f"line {number}", error=f"line {number} is not JSON ({err})")
+            if named.id not in done:
+                yield named
 
 
 def answered_ids(path: str | Path) -> set:
@@ -175,14 +199,10 @@ def answered_ids(path: str | Path) -> set:
 def run_batch(chat: "VideoChat", requests_path: str, out_path: str, batch_size: int = 8) -> tuple[int, int]:
     """Answer a JSONL file into `out_path`, appending one flushed line per request; returns
     (answered, errors). Rerunning skips the requests already answered."""
-    done = answered_ids(out_path)
-    requests = list(read_requests(requests_path, done))
-    bad = [r for r in requests if "error" in r]
-    good = [r for r in requests if "error" not in r]
+    requests = list(read_requests(requests_path, answered_ids(out_path)))
     answered = errors = 0
-    refused = ({"id": r["id"], "error": r["error"]} for r in bad)
     with open(out_path, "a") as out:  # each record written as its batch finishes
-        for record in itertools.chain(refused, ask_many(chat, good, batch_size)):
+        for record in answer_named(requests, chat, batch_size):
             out.write(json.dumps(record) + "\n")
             out.flush()
             answered += "answer" in record

@@ -135,7 +135,7 @@ def read_origin(directory: Path) -> dict:
 
 
 @contextmanager
-def _install_lock(out: Path):
+def install_lock(out: Path):
     """One conversion into `out` at a time, across threads and processes (`serve` and `ask` started
     together on a fresh machine): a later one waits here, then finds the first one's result."""
     import fcntl
@@ -146,9 +146,9 @@ def _install_lock(out: Path):
         yield
 
 
-def _recover(out: Path) -> None:
+def recover(out: Path) -> None:
     """Under the lock, what a crashed conversion left: its unfinished folders go, and an older
-    conversion set aside by `_install` but not yet replaced goes back in place."""
+    conversion set aside by `install` but not yet replaced goes back in place."""
     for partial in out.parent.glob(f"{out.name}.partial-*"):
         shutil.rmtree(partial, ignore_errors=True)
     asides = sorted(out.parent.glob(f"{out.name}.old-*"))  # named by time: the last is the newest
@@ -159,15 +159,15 @@ def _recover(out: Path) -> None:
         shutil.rmtree(aside, ignore_errors=True)
 
 
-def _partial(out: Path) -> Path:
+def new_partial(out: Path) -> Path:
     """A new, uniquely named folder beside `out` to convert into."""
     return Path(tempfile.mkdtemp(prefix=f"{out.name}.partial-", dir=out.parent))
 
 
-def _install(partial: Path, final: Path) -> None:
+def install(partial: Path, final: Path) -> None:
     """Put a finished conversion in place. A folder cannot replace a folder in one rename, so an older
     one is renamed aside first and deleted only once the new one is in: a crash in between leaves the
-    older one aside, and `_recover` puts it back. Readers see a whole folder or none."""
+    older one aside, and `recover` puts it back. Readers see a whole folder or none."""
     aside = final.with_name(f"{final.name}.old-{time.time_ns()}")
     if final.exists():
         os.replace(final, aside)
@@ -187,8 +187,8 @@ def ensure_stan(preset: Preset, revision: str | None = None) -> Fetched:
         return Fetched(f"STAN {out.name}", out, disk_size(out), new=False)
     if not preset.stan_repo:
         raise WeightsError(f"STAN weights for preset {preset.name!r} are not in {out} and it has no hub file to fetch")
-    with _install_lock(out):
-        _recover(out)
+    with install_lock(out):
+        recover(out)
         if not _stan_ready(out, revision):  # else another process converted it while this one waited
             return _convert_stan(preset, out, revision or DEFAULT_REVISION)
     return Fetched(f"STAN {out.name}", out, disk_size(out), new=False)
@@ -202,7 +202,7 @@ def _convert_stan(preset: Preset, out: Path, revision: str) -> Fetched:
                                           f"architecture and tokenizer; no weights are read)", list(CLIP_CONFIG_FILES))
     from stanchat.convert.released import convert_official
 
-    partial = _partial(out)
+    partial = new_partial(out)
     logger.warning("converting %s (%s) into %s", preset.stan_checkpoint, preset.stan_repo, out)
     try:
         convert_official(checkpoint.path, clip=clip.path, out=partial)
@@ -217,7 +217,7 @@ def _convert_stan(preset: Preset, out: Path, revision: str) -> Fetched:
                                f"the released Mug-STAN: {err}; fetch it again with `hf download {preset.stan_repo} "
                                f"{preset.stan_checkpoint} --force-download`") from err
         raise
-    _install(partial, out)
+    install(partial, out)
     return Fetched(f"STAN ({preset.stan_checkpoint} from {preset.stan_repo}, {revision})", out, disk_size(out), new=True,
                    downloads=(checkpoint, clip))
 
@@ -265,7 +265,7 @@ def measure_backbone(preset: Preset) -> None:
     out = preset_stan_dir(preset)
     if preset.bundled or _stock_now_cached(out) is None:
         return
-    with _install_lock(out):  # not while another process replaces the folder
+    with install_lock(out):  # not while another process replaces the folder
         if (stock := _stock_now_cached(out)) is not None and stan_is_converted(out):
             _write_origin(out, {**read_origin(out), "backbone_vs_stock": backbone_vs_stock(out, stock)})
 
@@ -293,8 +293,8 @@ def ensure_llava(preset: Preset) -> Fetched:
         return Fetched(f"LLaVA {preset.llava}", snapshot.path, snapshot.bytes, new=snapshot.new)
     out = Path(preset_llava(preset))
     if not (out / "config.json").is_file():
-        with _install_lock(out):
-            _recover(out)
+        with install_lock(out):
+            recover(out)
             if not (out / "config.json").is_file():  # else another process converted it while this one waited
                 return _convert_llava(preset, out)
     return Fetched(f"LLaVA {out.name}", out, disk_size(out), new=False)
@@ -310,14 +310,14 @@ def _convert_llava(preset: Preset, out: Path) -> Fetched:
     tower = original_tower(source.path)
     tower_dir = hub_snapshot(tower, f"run `hf download {tower} {' '.join(TOWER_FILES)}` on a machine with network",
                              TOWER_FILES)
-    partial = _partial(out)
+    partial = new_partial(out)
     logger.warning("converting %s (original LLaVA layout) into %s", preset.llava_source, out)
     try:
         convert_llava_v1(source.path, partial, clip=tower_dir.path)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    _install(partial, out)
+    install(partial, out)
     return Fetched(f"LLaVA ({preset.llava_source} converted, tower {tower})", out, disk_size(out), new=True,
                    downloads=(source, tower_dir))
 

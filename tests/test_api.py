@@ -1,11 +1,14 @@
 """`stanchat api` with the transformers engine, asked with the official `openai` client over loopback."""
 
+import gc
+import importlib.util
 import json
 import os
 import sys
 import threading
 import urllib.error
 import urllib.request
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import openai
@@ -200,6 +203,7 @@ def test_load_200_requests_16_clients(tmp_path):
     assert set(statuses) <= {200, 429} and statuses.count(200) > 0
     assert health["pending"] == 0 and health["batches"] < health["batched_requests"]  # some ran together
     assert server_peak < SERVER_PEAK_BOUND, f"the server's peak RSS was {server_peak / GIB:.2f} GiB"
+    assert worker_peaks, "no decode worker under the server: their memory was not measured"
     assert all(peak < WORKER_PEAK_BOUND for peak in worker_peaks), f"decode workers' peaks: {worker_peaks}"
 
 
@@ -232,6 +236,42 @@ def test_with_app_serves_the_browser_app_on_the_same_model(chat):
             assert response.status == 200 and b"gradio" in response.read().lower()
         _, answer = checks.ask(base, [video_message(data_url(LEFT))])
         assert answer.choices[0].message.content == "a blue triangle moves left"
+
+
+def _served_and_dropped() -> weakref.ref:
+    """A weak reference to the LLaVA of a tiny chat whose app served a plain and a streamed answer,
+    was shut down and dropped: nothing of this function's survives it but what others keep."""
+    from stanchat.chat import load
+
+    chat = load("tiny", device="cpu")
+    llava = weakref.ref(chat.llava)
+    with serve_in_thread(_build(chat, api_key=KEY)) as base:
+        checks.check_models_and_health(base)
+        checks.ask(base, [video_message(data_url(LEFT))])
+        stream = checks.client(base).chat.completions.create(
+            model="tiny", messages=[video_message(data_url(LEFT))], max_tokens=2, stream=True)
+        assert [event for event in stream]
+    return llava
+
+
+def test_a_dropped_app_lets_its_model_go():
+    """benchmarks/serve.py drops the transformers server's model before vLLM starts on the same GPU:
+    nothing (FastAPI's module-level caches of the endpoints it classified included) keeps it."""
+    llava = _served_and_dropped()
+    gc.collect()
+    assert llava() is None
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="needs an environment without vLLM")
+def test_serve_benchmark_stops_at_once_when_its_vllm_server_exits():
+    """benchmarks/serve.py's vLLM row: a server that exits before it answers /health is reported with
+    its exit code and the tail of its log, not waited on for the whole start-up allowance."""
+    from benchmarks import serve
+
+    args = serve.build_parser().parse_args(["--vllm-python", sys.executable])  # this environment has no vLLM
+    with pytest.raises(RuntimeError, match="exited with 2") as err:
+        serve.vllm(b"{}", args)
+    assert "--engine vllm needs vLLM in this environment" in str(err.value)
 
 
 def test_a_stream_gives_its_place_back_when_the_client_is_gone_before_the_first_event():

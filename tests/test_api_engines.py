@@ -174,3 +174,22 @@ def test_vllm_memory_options_reach_the_engine(monkeypatch, tmp_path, chat, capsy
     for bad in (["--gpu-memory-utilization", "1.5"], ["--kv-cache-gib", "0"]):
         assert main(["api", "--engine", "vllm", *bad]) == 2
         assert bad[0] in capsys.readouterr().err
+
+
+def test_the_vllm_engine_frees_this_process_copy_of_the_llm_and_keeps_the_tower():
+    """`--engine vllm` frees the language model and lm_head here (vLLM holds its own); the tower,
+    STAN and projector still encode; running the freed LLM, or its embeddings alone, is one line."""
+    from stanchat.api.engines.vllm import release_language_model
+    from stanchat.chat import load
+
+    chat = load("tiny", device="cpu")  # its own: this one is left without its LLM
+    features_before = chat.features(chat.decode(LEFT, 4).pixel_values, "stan")[0]
+    release_language_model(chat)
+    language = [*chat.llava.get_submodule("model.language_model").parameters(), *chat.llava.lm_head.parameters()]
+    assert language and all(p.device.type == "meta" for p in language)
+    assert all(p.device.type == "cpu" for p in chat.llava.get_submodule("model.vision_tower").parameters())
+    assert torch.equal(chat.features(chat.decode(LEFT, 4).pixel_values, "stan")[0], features_before)
+    with pytest.raises(StanchatError, match="freed for --engine vllm"):
+        chat.ask(LEFT, QUESTION, frames=4)
+    with pytest.raises(StanchatError, match="freed for --engine vllm"):
+        chat.llava.get_input_embeddings()(torch.tensor([[1, 2]]))

@@ -1,6 +1,7 @@
 """What the API server does with a video before the model: the duration cap and the file's name in errors."""
 
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -41,19 +42,20 @@ def test_the_length_cap_is_checked_on_the_window_before_decoding():
         load_video(LEFT, frames=4, max_seconds=0)
 
 
-def _encode_error(url: str, options: VideoOptions = VideoOptions(), max_seconds: float = 600.0) -> ApiError:
-    spool = tempfile.mkdtemp(prefix="stanchat-api-test-")
+def _encode_error(spool: Path, url: str, options: VideoOptions = VideoOptions(),
+                  max_seconds: float = 600.0) -> ApiError:
     media = MediaResolver(spool).resolve(url, "video", "messages[0].content")
     with pytest.raises(ApiError) as err:
-        VideoEncoder(chat=None, max_video_seconds=max_seconds, spool_owned=spool).encode(media, options)
-    assert err.value.status == 400 and spool not in err.value.message and tempfile.gettempdir() not in err.value.message
+        VideoEncoder(chat=None, max_video_seconds=max_seconds, spool_owned=str(spool)).encode(media, options)
+    assert err.value.status == 400 and str(spool) not in err.value.message
+    assert tempfile.gettempdir() not in err.value.message
     return err.value
 
 
-def test_errors_never_show_the_servers_spool_path():
-    text = _encode_error("data:text/plain;base64,aGVsbG8gd29ybGQ=")
+def test_errors_never_show_the_servers_spool_path(tmp_path):
+    text = _encode_error(tmp_path, "data:text/plain;base64,aGVsbG8gd29ybGQ=")
     assert text.message == "the uploaded video is a text file, not a video"
-    long = _encode_error(data_url(LEFT), max_seconds=0.5)
+    long = _encode_error(tmp_path, data_url(LEFT), max_seconds=0.5)
     assert long.message.startswith("the uploaded video is 3.0 s long")
-    window = _encode_error(data_url(LEFT), VideoOptions(start=0.5, end=2.0), max_seconds=0.5)
+    window = _encode_error(tmp_path, data_url(LEFT), VideoOptions(start=0.5, end=2.0), max_seconds=0.5)
     assert window.message.startswith("the window sampled from the uploaded video is 1.5 s long")

@@ -47,6 +47,10 @@ def test_stream_and_include_usage_must_be_real_booleans():
     ("logit_bias", {"42": 5}),
     ("frequency_penalty", 0.5),
     ("presence_penalty", 1),
+    ("modalities", ["text", "audio"]),
+    ("reasoning_effort", "high"),
+    ("verbosity", "low"),
+    ("web_search_options", {}),
 ])
 def test_unsupported_fields_are_refused_by_name(name, value):
     err = _refused(**{name: value})
@@ -56,6 +60,14 @@ def test_unsupported_fields_are_refused_by_name(name, value):
 def test_the_unused_values_of_unsupported_fields_are_accepted():
     parsed = parse_request({"messages": MESSAGES, "tools": [], "tool_choice": "none",
                             "response_format": {"type": "text"}, "logprobs": False, "top_logprobs": 0, "n": 1,
-                            "logit_bias": {}, "frequency_penalty": 0.0, "presence_penalty": 0, "audio": None})
+                            "logit_bias": {}, "frequency_penalty": 0.0, "presence_penalty": 0, "audio": None,
+                            "modalities": ["text"], "reasoning_effort": None, "verbosity": "medium"})
     assert parsed.question == "What happens?"
     assert _refused(logprobs=0).param == "logprobs"  # false only as a boolean
+
+
+def test_fields_that_do_not_change_the_answer_are_ignored():
+    """The fields protocol.py's docstring lists as ignored (parallel_tool_calls: tools are refused)."""
+    values = {"metadata": {"run": "a"}, "store": True, "user": "u-1", "safety_identifier": "s-1",
+              "prompt_cache_key": "k", "service_tier": "auto", "parallel_tool_calls": False}
+    assert parse_request({"messages": MESSAGES, **values}) == parse_request({"messages": MESSAGES})

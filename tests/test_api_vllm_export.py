@@ -1,12 +1,17 @@
 """The vLLM-ready copy of a LLaVA folder (`stanchat.api.engines.vllm_export`): no vLLM needed."""
 
+import contextlib
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 from safetensors.torch import load_file, save_file
 
+from stanchat.api.engines import vllm_export
 from stanchat.api.engines.vllm_export import INDEX, export_for_vllm, rename
 from stanchat.pretrained import resolve
 
@@ -28,11 +33,24 @@ def home(tmp_path, monkeypatch):
     return tmp_path / "home"
 
 
+def _made(home: Path) -> list[str]:
+    """The folders under $STANCHAT_HOME/vllm (each export's lock file aside)."""
+    return sorted(p.name for p in home.joinpath("vllm").iterdir() if not p.name.endswith(".lock"))
+
+
+def _check_copy(target: Path, source: Path) -> None:
+    original = load_file(source / "model.safetensors")
+    exported = load_file(target / "model.safetensors")
+    assert sorted(exported) == sorted(rename(k) for k in original)
+    assert all(torch.equal(exported[rename(k)], v) for k, v in original.items())
+    assert (target / "config.json").read_bytes() == (source / "config.json").read_bytes()
+
+
 def test_export_renames_every_tower_tensor_and_copies_the_rest(home):
     source = Path(resolve("tiny", None, None).llava)
     original = load_file(f"{source}/model.safetensors")
     target = export_for_vllm(source)
-    assert target.parent == home / "vllm" and sorted(p.name for p in home.joinpath("vllm").iterdir()) == [target.name]
+    assert target.parent == home / "vllm" and _made(home) == [target.name]
     exported = load_file(target / "model.safetensors")
     assert sorted(exported) == sorted(rename(k) for k in original) and len(exported) == len(original)
     tower = [k for k in original if k.startswith("vision_tower.")]
@@ -59,7 +77,7 @@ def test_export_of_sharded_weights_renames_the_index(home, tmp_path):
         "model.language_model.norm.weight": "model-00002-of-00002.safetensors"}
     first = load_file(target / "model-00001-of-00002.safetensors")
     assert list(first) == ["model.vision_tower.vision_model.embeddings.w"]
-    assert not list(target.parent.glob("*.partial"))
+    assert _made(home) == [target.name]
 
 
 def test_export_without_weights_leaves_nothing_half_made(home, tmp_path):
@@ -69,6 +87,59 @@ def test_export_without_weights_leaves_nothing_half_made(home, tmp_path):
     with pytest.raises(FileNotFoundError, match="no .safetensors"):
         export_for_vllm(empty)
     assert not list(home.glob("vllm/*"))
+
+
+def test_two_exports_at_once_both_end_with_the_one_whole_copy(home, monkeypatch):
+    """The second export starts while the first is writing (held there until the second has reached
+    the lock); both return the same whole folder, written once."""
+    source = Path(resolve("tiny", None, None).llava)
+    write, lock = safetensors.torch.save_file, vllm_export.install_lock
+    writing, second_at_lock, go, writes = threading.Event(), threading.Event(), threading.Event(), []
+
+    def held_write(*args, **kwargs):
+        writes.append(threading.current_thread().name)
+        if writing.is_set():
+            second_at_lock.set()  # a second export writing beside the held first: nothing kept it out
+        writing.set()
+        assert go.wait(60)
+        write(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def noted_lock(out):
+        if writing.is_set():
+            second_at_lock.set()  # the second export, about to wait for the first
+        with lock(out):
+            yield
+
+    monkeypatch.setattr(safetensors.torch, "save_file", held_write)
+    monkeypatch.setattr(vllm_export, "install_lock", noted_lock)
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(export_for_vllm, source)
+        assert writing.wait(60)
+        second = pool.submit(export_for_vllm, source)
+        assert second_at_lock.wait(60)
+        go.set()
+        targets = {first.result(), second.result()}
+    target = targets.pop()
+    assert not targets and _made(home) == [target.name] and len(writes) == 1
+    _check_copy(target, source)
+
+
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_an_export_failing_part_way_leaves_nothing_half_made(home, monkeypatch, failure):
+    source = Path(resolve("tiny", None, None).llava)
+    target = vllm_export.vllm_dir(source)
+    target.with_name(f"{target.name}.partial-killed").mkdir(parents=True)  # an export killed outright left it
+
+    def fails(*args, **kwargs):
+        raise failure
+
+    with monkeypatch.context() as patched, pytest.raises(type(failure)):
+        patched.setattr(safetensors.torch, "save_file", fails)
+        export_for_vllm(source)
+    assert _made(home) == []  # the failed export's folder and the killed one's both gone
+    assert export_for_vllm(source) == target and _made(home) == [target.name]
+    _check_copy(target, source)
 
 
 def test_scripts_test_remakes_the_vllm_env_when_the_lock_changes(tmp_path):

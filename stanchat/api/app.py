@@ -57,60 +57,74 @@ async def _read_json(request: Request, limit: int) -> Any:
 
 
 def create_app(service: ChatService) -> FastAPI:
-    """The FastAPI app over a ready `ChatService`."""
+    """The FastAPI app over a ready `ChatService`, kept in `app.state.service`: the routes below are
+    module functions that read it from the request, not closures over it, because FastAPI keeps
+    every endpoint it has classified in module-level caches; a closure would keep the service and
+    its model alive after the app is dropped (benchmarks/serve.py lets one model go before vLLM)."""
     app = FastAPI(title="stanchat", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
-    config = service.config
-
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, err: ApiError) -> JSONResponse:
-        return _error(err)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
-        return _error(ApiError(err.status_code, str(err.detail)))
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, err: Exception) -> JSONResponse:
-        logger.exception("request failed")
-        return _error(ApiError(500, f"internal error ({type(err).__name__}); see the server's log"))
-
-    @app.get("/health")
-    async def health() -> dict:
-        return service.health()
-
-    @app.get("/v1/models")
-    async def models(request: Request) -> dict:
-        _check_key(request, config.api_key)
-        return {"object": "list", "data": [{"id": service.model_name, "object": "model", "created": 0,
-                                            "owned_by": "stanchat"}]}
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request):
-        _check_key(request, config.api_key)
-        service.admit()  # before the body is read: a full server reads no more than the headers
-        try:
-            parsed = parse_request(await _read_json(request, config.max_request_bytes))
-            if parsed.model not in (None, "", service.model_name):
-                raise ApiError(404, f"model {parsed.model!r} is not served here; this server serves "
-                                    f"{service.model_name!r}", param="model", code="model_not_found")
-            loop = asyncio.get_running_loop()
-            prepared = await loop.run_in_executor(service.pool, service.prepare, parsed)
-            if parsed.stream:  # the response gives the place back when it ends
-                stream = _sse(service, parsed, prepared)
-                headers = {CACHE_HEADER: _hit(prepared)}
-                return _ReleasingStream(stream, service.release, media_type="text/event-stream", headers=headers)
-            result = await loop.run_in_executor(service.pool, service.engine.generate, prepared.job)
-        except BaseException:
-            service.release()
-            raise
-        service.release()
-        body = completion(completion_id(), service.model_name, result.text, result.finish_reason,
-                          usage(prepared.prompt_tokens, result.completion_tokens, prepared.video_tokens),
-                          _extra(prepared))
-        return JSONResponse(body, headers={CACHE_HEADER: _hit(prepared)})
-
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+    app.add_api_route("/health", _health, methods=["GET"])
+    app.add_api_route("/v1/models", _models, methods=["GET"])
+    app.add_api_route("/v1/chat/completions", _chat_completions, methods=["POST"])
     return app
+
+
+def _service(request: Request) -> ChatService:
+    return request.app.state.service
+
+
+async def _api_error(request: Request, err: ApiError) -> JSONResponse:
+    return _error(err)
+
+
+async def _http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+    return _error(ApiError(err.status_code, str(err.detail)))
+
+
+async def _unexpected(request: Request, err: Exception) -> JSONResponse:
+    logger.exception("request failed")
+    return _error(ApiError(500, f"internal error ({type(err).__name__}); see the server's log"))
+
+
+async def _health(request: Request) -> dict:
+    return _service(request).health()
+
+
+async def _models(request: Request) -> dict:
+    service = _service(request)
+    _check_key(request, service.config.api_key)
+    return {"object": "list", "data": [{"id": service.model_name, "object": "model", "created": 0,
+                                        "owned_by": "stanchat"}]}
+
+
+async def _chat_completions(request: Request):
+    service = _service(request)
+    config = service.config
+    _check_key(request, config.api_key)
+    service.admit()  # before the body is read: a full server reads no more than the headers
+    try:
+        parsed = parse_request(await _read_json(request, config.max_request_bytes))
+        if parsed.model not in (None, "", service.model_name):
+            raise ApiError(404, f"model {parsed.model!r} is not served here; this server serves "
+                                f"{service.model_name!r}", param="model", code="model_not_found")
+        loop = asyncio.get_running_loop()
+        prepared = await loop.run_in_executor(service.pool, service.prepare, parsed)
+        if parsed.stream:  # the response gives the place back when it ends
+            stream = _sse(service, parsed, prepared)
+            headers = {CACHE_HEADER: _hit(prepared)}
+            return _ReleasingStream(stream, service.release, media_type="text/event-stream", headers=headers)
+        result = await loop.run_in_executor(service.pool, service.engine.generate, prepared.job)
+    except BaseException:
+        service.release()
+        raise
+    service.release()
+    body = completion(completion_id(), service.model_name, result.text, result.finish_reason,
+                      usage(prepared.prompt_tokens, result.completion_tokens, prepared.video_tokens),
+                      _extra(prepared))
+    return JSONResponse(body, headers={CACHE_HEADER: _hit(prepared)})
 
 
 class _ReleasingStream(StreamingResponse):

@@ -5,8 +5,13 @@ user message. Later turns are text; the history is what the client resends, as t
 stanchat's own fields sit beside the API's: `frames`, `temporal`, `fps`, `start`, `end`
 (openai client: `extra_body={...}`). Sampling uses the API's fields: `temperature` (default 0,
 greedy, as in `stanchat ask`), `top_p`, `max_tokens` / `max_completion_tokens`, `seed`, `stop`.
-Fields of the API that stanchat does not do (tools, logprobs, several answers, JSON mode, ...)
-are refused with a 400 naming the field rather than ignored.
+Fields of the API that stanchat does not do and that would change the answer are refused with a
+400 naming the field, unless they hold the value that means "not used" (`UNSUPPORTED`): tools,
+tool_choice, functions, function_call, response_format, logprobs, top_logprobs, n, logit_bias,
+frequency_penalty, presence_penalty, audio, prediction, modalities, reasoning_effort, verbosity,
+web_search_options. Fields that do not change the answer are ignored: metadata, store, user,
+safety_identifier, prompt_cache_key, service_tier, and parallel_tool_calls (it matters only with
+tools); so is any other field this module does not read.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ MAX_SEED = 2**63 - 1  # seeds are int64 in torch and vLLM
 UNSUPPORTED = {"tools": ([],), "tool_choice": ("none",), "functions": ([],), "function_call": ("none",),
                "response_format": ({"type": "text"},), "logprobs": (False,), "top_logprobs": (0,),
                "n": (1,), "logit_bias": ({},), "frequency_penalty": (0,), "presence_penalty": (0,),
-               "audio": (), "prediction": ()}
+               "audio": (), "prediction": (), "modalities": (["text"],), "reasoning_effort": (),
+               "verbosity": ("medium",), "web_search_options": ()}
 
 
 @dataclass

