@@ -92,3 +92,24 @@ def test_models_and_pull_help_stay_light():
                                      (12, "12 B")])
 def test_sizes_read_as_the_hub_shows_them(n, text):
     assert size_text(n) == text
+
+
+def test_a_llava_is_cached_only_with_all_its_weights(tmp_path, monkeypatch):
+    """A download stopped after config.json is not a cached LLaVA (`stanchat models` would call it
+    present, and the first ask would leave the rest to from_pretrained with its progress hidden)."""
+    import json
+
+    from stanchat.fetch import hub_cached
+    from tests.hub_cache import put
+
+    cache = use_cache(monkeypatch, tmp_path / "hub")
+    repo, config = "llava-hf/llava-1.5-7b-hf", {"config.json": b"{}"}
+    put(cache, repo, config)
+    assert not hub_cached(repo)
+    index = json.dumps({"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}})
+    put(cache, repo, {**config, "model.safetensors.index.json": index.encode(), "model-00001-of-00002.safetensors": b"1"})
+    assert not hub_cached(repo)  # one shard of two
+    put(cache, repo, {"model-00002-of-00002.safetensors": b"2"})
+    assert hub_cached(repo)
+    put(cache, "one/file", {**config, "model.safetensors": b"w"})
+    assert hub_cached("one/file")
