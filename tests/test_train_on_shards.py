@@ -68,10 +68,15 @@ def test_a_killed_run_resumes_without_repeating_or_skipping_a_sample(shards, tin
     # 6 batches an epoch, so 9 steps cross an epoch boundary
     common = ["schedule.steps=9", "data.num_workers=2", "data.batch_size=2", "data.shuffle_buffer=3",
               "run.save_every=1", "run.keep_last=20", "run.log_samples=true"]
-    assert main(args(tiny_backbone, shards, tmp_path / "straight", *common)) == 0
+    # both runs in fresh processes with the same thread count: this one's torch threads are whatever
+    # earlier tests left, and another thread count sums in another order
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"}
+    train = [sys.executable, "-m", "training.train"]
+    straight = subprocess.run([*train, *args(tiny_backbone, shards, tmp_path / "straight", *common)], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=300)
+    assert straight.returncode == 0, straight.stderr[-2000:]
     out = tmp_path / "killed"
-    argv = [sys.executable, "-m", "training.train", *args(tiny_backbone, shards, out, *common)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [*train, *args(tiny_backbone, shards, out, *common)]
     child = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     third, deadline = checkpoint.checkpoint_dir(out, 3), time.monotonic() + 180
     while not third.exists() and child.poll() is None and time.monotonic() < deadline:
@@ -82,7 +87,7 @@ def test_a_killed_run_resumes_without_repeating_or_skipping_a_sample(shards, tin
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     straight = steps(tmp_path / "straight")
     assert steps(out) == straight  # the same clips at every step, in the same order
-    # and augmented alike: bit-exact weights (one machine, the same seeds and kernels in the same order)
+    # and augmented alike: bit-exact weights (one machine, the same seeds, threads and kernels in the same order)
     a, b = (load_file(checkpoint.checkpoint_dir(o, 9) / "model.safetensors") for o in (tmp_path / "straight", out))
     assert all(torch.equal(a[k], b[k]) for k in a)
     first_epoch = [key for step in straight[:6] for key in step]
