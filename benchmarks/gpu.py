@@ -170,7 +170,7 @@ def answer_once(graft: Graft, video: torch.Tensor, mode: str, new_tokens: int, i
     peak bytes over `mark` (the memory in use before the model was built: weights count)."""
     device = video.device
     memory = PeakMemory(device, mark)
-    inputs = prefill_inputs(graft.features(video, mode), image_token)
+    inputs = prefill_inputs(graft.llava, graft.features(video, mode))
     for key in ("logits_to_keep", "use_cache"):
         inputs.pop(key)
     clock = _FirstToken()
@@ -180,7 +180,7 @@ def answer_once(graft: Graft, video: torch.Tensor, mode: str, new_tokens: int, i
     if device.type == "cuda":
         torch.cuda.synchronize()
     decoding = time.perf_counter() - clock.first_at
-    return {"video_tokens": inputs["input_ids"].shape[1] - TEXT_TOKENS, "tokens_per_s": (new_tokens - 1) / decoding,
+    return {"video_tokens": inputs["inputs_embeds"].shape[1] - TEXT_TOKENS, "tokens_per_s": (new_tokens - 1) / decoding,
             "peak_bytes": memory.peak()}
 
 
@@ -189,7 +189,7 @@ def time_modes(graft: Graft, video: torch.Tensor, repeats: int, image_token: int
     device = video.device
     with torch.inference_mode():
         vision = medians(interleaved({m: (lambda m=m: graft.features(video, m)) for m in MODES}, repeats, device))
-        inputs = {m: prefill_inputs(graft.features(video, m), image_token) for m in MODES}
+        inputs = {m: prefill_inputs(graft.llava, graft.features(video, m)) for m in MODES}
         prefill = medians(interleaved({m: (lambda m=m: graft.llava(**inputs[m])) for m in MODES}, repeats, device))
     return {m: {"vision_s": vision[m], "prefill_s": prefill[m]} for m in MODES}
 
@@ -218,8 +218,7 @@ def fits_under(graft: Graft, shape: Shape, mode: str, budget: int, mark: int, dt
         memory = PeakMemory(device, mark)
         try:
             with torch.inference_mode():
-                graft.llava(**prefill_inputs(graft.features(pixels(shape, frames, device, dtype), mode),
-                                             shape.image_token))
+                graft.llava(**prefill_inputs(graft.llava, graft.features(pixels(shape, frames, device, dtype), mode)))
             return memory.peak() <= budget
         except torch.OutOfMemoryError:
             return False

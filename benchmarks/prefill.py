@@ -24,7 +24,7 @@ from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForCon
 from benchmarks.common import cpu_name, interleaved, medians, parser, run  # noqa: E402
 from benchmarks.results import Figure, Result, Target  # noqa: E402
 from stanchat.chat import resolve_dtype  # noqa: E402
-from stanchat.graft import Graft, encoder_outputs  # noqa: E402
+from stanchat.graft import Graft, place_video  # noqa: E402
 from stanchat.stan import STAN, STANConfig  # noqa: E402
 
 TARGET_T, TARGET = 8, Target("<=", 0.2)  # the issue's target: stan prefill <= 0.2 x concat prefill at T = 8
@@ -67,17 +67,18 @@ def prompt_ids(video_tokens: int, device: torch.device, image_token: int = IMAGE
     return torch.cat([text[:6], video, text[6:]])[None].to(device)
 
 
-def prefill_inputs(features: torch.Tensor, image_token: int = IMAGE_TOKEN) -> dict:
-    """LLaVA forward inputs for one prefill over a prompt holding `features` (1, N, E)."""
-    input_ids = prompt_ids(features.shape[1], features.device, image_token)
-    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "logits_to_keep": 1,
-            "use_cache": True, "mm_encoder_outputs": encoder_outputs([features[0]])}
+def prefill_inputs(llava, features: torch.Tensor) -> dict:
+    """LLaVA forward inputs for one prefill over a prompt holding `features` (1, N, E), placed as the
+    engine places them (`place_video`)."""
+    input_ids = prompt_ids(features.shape[1], features.device, llava.config.image_token_id)
+    return {"inputs_embeds": place_video(llava, input_ids, features), "attention_mask": torch.ones_like(input_ids),
+            "logits_to_keep": 1, "use_cache": True}
 
 
 def time_modes(llava: LlavaForConditionalGeneration, inputs: dict[str, dict], repeats: int) -> dict[str, list[float]]:
     """Prefill seconds per mode, `repeats` each: the modes take turns in every round, so a machine
     whose load drifts during the run (shared CPUs) slows them alike; one warm-up round is not counted."""
-    device = inputs[next(iter(inputs))]["input_ids"].device
+    device = inputs[next(iter(inputs))]["inputs_embeds"].device
     with torch.inference_mode():
         return interleaved({mode: (lambda i=i: llava(**i)) for mode, i in inputs.items()}, repeats, device)
 
@@ -109,10 +110,10 @@ def measure(args: argparse.Namespace) -> Result:
     for t in args.frames:
         pixels = torch.randn(1, t, 3, 336, 336, generator=torch.Generator().manual_seed(t)).to(device, dtype)
         features = {mode: graft.features(pixels, mode) for mode in ("stan", "concat")}
-        inputs = {mode: prefill_inputs(f) for mode, f in features.items()}
+        inputs = {mode: prefill_inputs(llava, f) for mode, f in features.items()}
         seconds = time_modes(llava, inputs, args.repeats)
         median = medians(seconds)
-        result.data[str(t)] = {"seconds": seconds, "prompt": {m: i["input_ids"].shape[1] for m, i in inputs.items()},
+        result.data[str(t)] = {"seconds": seconds, "prompt": {m: i["inputs_embeds"].shape[1] for m, i in inputs.items()},
                                "video_tokens": {m: f.shape[1] for m, f in features.items()}}
         result.figures.append(Figure(
             f"stan / concat prefill time, T = {t}", median["stan"] / median["concat"], "x",

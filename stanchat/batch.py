@@ -1,11 +1,13 @@
 """Many questions, answered in batches: `VideoChat.ask_many` and `stanchat ask --batch`.
 
-A request is a dict: `video`, `question`, and optionally `id`, `frames`, `temporal`,
-`max_new_tokens`, `temperature`. Requests are encoded one by one (the last few videos' features
-are kept, so a video asked about in a row is encoded once) and answered `batch_size` at a time by
-the transformers engine's padded `generate`, so greedy answers equal `VideoChat.ask`'s. A request
-that cannot be answered (missing or broken video, bad field, repeated id) gives an error record
-instead of stopping the rest; Ctrl-C still stops the run.
+A request is a dict: `video`, `question`, and optionally `id` and any option in `OPTIONS`
+(`frames`, `temporal`, `strategy`, `fps`, `start`, `end`, `seed`; `max_new_tokens`, `temperature`,
+`top_p`); an option a request leaves out comes from the run's `defaults` (the command's flags), then
+the library's defaults. Videos are encoded through `VideoChat.encode` (its cache keeps the last few,
+so a video asked about in a row is encoded once) and the questions answered `batch_size` at a time
+by the chat's engine, so greedy answers equal `VideoChat.ask`'s. A request that cannot be answered
+(missing or broken video, bad field, repeated id) gives an error record instead of stopping the
+rest; Ctrl-C still stops the run.
 
 Ids are a string or an integer, unique in one run; a request without one is called
 "request N" (`ask_many`) or "line N" (`--batch`), both counted from 1. That form is reserved: an id
@@ -17,59 +19,41 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
+from stanchat.engine.base import Job
+from stanchat.engine.prompt import make_job
 from stanchat.errors import StanchatError
-from stanchat.options import DEFAULTS, check_question, check_temporal
+from stanchat.options import DEFAULTS, VIDEO_OPTIONS, VideoOptions
+from stanchat.session import sampling_of
 
 if TYPE_CHECKING:
     from stanchat.chat import VideoChat
 
 logger = logging.getLogger(__name__)
 
-FIELDS = ("id", "video", "question", "frames", "temporal", "max_new_tokens", "temperature")
-FEATURE_CACHE = 4  # encoded videos kept (LRU): a file asking several questions per video in a row encodes it once
+SAMPLING_OPTIONS = ("max_new_tokens", "temperature", "top_p")
+OPTIONS = VIDEO_OPTIONS + SAMPLING_OPTIONS
+FIELDS = ("id", "video", "question") + OPTIONS
 
 
-class _Features:
-    """The last `size` videos' projected features, keyed by (video, frames, temporal)."""
-
-    def __init__(self, chat: "VideoChat", size: int = FEATURE_CACHE):
-        self.chat, self.size = chat, size
-        self._cache: OrderedDict[tuple, Any] = OrderedDict()
-
-    def get(self, video: str, frames: int, temporal: str):
-        key = (video, frames, temporal)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        decoded = self.chat.decode(video, frames)
-        features = self.chat.features(decoded.pixel_values, temporal)[0]  # (1, N, E)
-        self._cache[key] = features
-        while len(self._cache) > self.size:
-            self._cache.popitem(last=False)
-        return features
-
-
-def _job(chat: "VideoChat", request: dict, features_of: _Features):
-    from stanchat.api.engines.base import Job, Sampling
-    from stanchat.api.prompt import prompt_ids
-
+def _job(chat: "VideoChat", request: dict, defaults: dict[str, Any]) -> tuple[Job, int]:
+    """The request's job and its video-token count; raises StanchatError naming the field at fault."""
     unknown = sorted(set(request) - set(FIELDS))
     if unknown:
         raise StanchatError(f"unknown field(s) {', '.join(unknown)}; a request takes {', '.join(FIELDS)}")
     if not isinstance(request.get("video"), str) or not isinstance(request.get("question"), str):
         raise StanchatError("a request needs a \"video\" path and a \"question\"")
-    frames, temporal = int(request.get("frames", DEFAULTS.frames)), check_temporal(request.get("temporal", DEFAULTS.temporal))
-    features = features_of.get(request["video"], frames, temporal)
-    ids = prompt_ids(chat.processor, [], check_question(request["question"]))
-    chat.check_context(len(ids) - 1 + features.shape[1], features.shape[1], temporal, frames)
-    sampling = Sampling(max_tokens=int(request.get("max_new_tokens", DEFAULTS.max_new_tokens)),
-                        temperature=float(request.get("temperature", DEFAULTS.temperature)))
-    return Job(prompt_ids=ids, features=features, sampling=sampling), int(features.shape[1])
+    given = {**defaults, **{k: v for k, v in request.items() if k in OPTIONS}}
+    options = VideoOptions(**{k: v for k, v in given.items() if k in VIDEO_OPTIONS})
+    sampling = sampling_of(**{k: v for k, v in given.items() if k in SAMPLING_OPTIONS})
+    chat.check_prompt(options, request["question"])  # before decoding
+    encoded = chat.encode(request["video"], options)
+    job, _ = make_job(chat.processor, chat.context_length, encoded.features, encoded.frames, options.temporal,
+                      [], request["question"], sampling)
+    return job, encoded.video_tokens
 
 
 @dataclass
@@ -109,13 +93,13 @@ def name_request(request: Any, seen: set, form: str, number: int) -> Named:
         return Named(f"{form} {number}", error=str(err))
 
 
-def _prepare(chat: "VideoChat", named: Named, features_of: _Features) -> tuple[dict, Any]:
+def _prepare(chat: "VideoChat", named: Named, defaults: dict[str, Any]) -> tuple[dict, Any]:
     """(record, (job, video tokens)), or (record with its error, None)."""
     record = {"id": named.id}
     if named.request is None:
         return {**record, "error": named.error}, None
     try:
-        return record, _job(chat, named.request, features_of)
+        return record, _job(chat, named.request, defaults)
     except (StanchatError, ValueError, TypeError) as err:
         return {**record, "error": str(err)}, None
     except Exception as err:  # a decoder or the tower failing on this video: this request's error only
@@ -123,30 +107,31 @@ def _prepare(chat: "VideoChat", named: Named, features_of: _Features) -> tuple[d
         return {**record, "error": f"{type(err).__name__}: {err}"}, None
 
 
-def ask_many(chat: "VideoChat", requests: Iterable[dict], batch_size: int = 8) -> Iterator[dict]:
+def ask_many(chat: "VideoChat", requests: Iterable[dict], batch_size: int = DEFAULTS.batch_size,
+             defaults: dict[str, Any] | None = None) -> Iterator[dict]:
     """One record per request, in order, as each batch finishes: the request's `id` and `answer`,
-    `video_tokens`, `finish_reason`; or `error`. A request without an id is called "request N"."""
+    `video_tokens`, `finish_reason`; or `error`. A request without an id is called "request N";
+    `defaults` fills the options a request leaves out (names in `OPTIONS`)."""
     seen: set = set()
     return answer_named((name_request(request, seen, "request", number) for number, request in enumerate(requests, 1)),
-                        chat, batch_size)
+                        chat, batch_size, defaults)
 
 
-def answer_named(requests: Iterable[Named], chat: "VideoChat", batch_size: int) -> Iterator[dict]:
+def answer_named(requests: Iterable[Named], chat: "VideoChat", batch_size: int = DEFAULTS.batch_size,
+                 defaults: dict[str, Any] | None = None) -> Iterator[dict]:
     """`ask_many` of requests already named (refused ones give their error record in their place)."""
-    from stanchat.api.engines.hf import TransformersEngine
-
-    engine = TransformersEngine(chat, max_batch=batch_size, batch_wait_ms=0)
-    features_of = _Features(chat)
+    if batch_size < 1:
+        raise StanchatError(f"the batch size must be at least 1, got {batch_size}", param="batch_size")
+    unknown = sorted(set(defaults or {}) - set(OPTIONS))
+    if unknown:
+        raise StanchatError(f"unknown default(s) {', '.join(unknown)}; defaults take {', '.join(OPTIONS)}")
     pending: list[tuple[dict, Any]] = []  # (record, (job, video tokens) or None)
-    try:
-        for named in requests:
-            pending.append(_prepare(chat, named, features_of))
-            if len(pending) >= batch_size:
-                yield from _answer(engine, pending)
-                pending = []
-        yield from _answer(engine, pending)
-    finally:
-        engine.close()
+    for named in requests:
+        pending.append(_prepare(chat, named, defaults or {}))
+        if len(pending) >= batch_size:
+            yield from _answer(chat.engine, pending)
+            pending = []
+    yield from _answer(chat.engine, pending)
 
 
 def _answer(engine, pending: list[tuple[dict, Any]]) -> Iterator[dict]:
@@ -196,13 +181,14 @@ def answered_ids(path: str | Path) -> set:
     return done
 
 
-def run_batch(chat: "VideoChat", requests_path: str, out_path: str, batch_size: int = 8) -> tuple[int, int]:
+def answer_file(chat: "VideoChat", requests_path: str, out_path: str, batch_size: int = DEFAULTS.batch_size,
+                defaults: dict[str, Any] | None = None) -> tuple[int, int]:
     """Answer a JSONL file into `out_path`, appending one flushed line per request; returns
-    (answered, errors). Rerunning skips the requests already answered."""
+    (answered, errors). Rerunning skips the requests already answered. `defaults` as in `ask_many`."""
     requests = list(read_requests(requests_path, answered_ids(out_path)))
     answered = errors = 0
     with open(out_path, "a") as out:  # each record written as its batch finishes
-        for record in answer_named(requests, chat, batch_size):
+        for record in answer_named(requests, chat, batch_size, defaults):
             out.write(json.dumps(record) + "\n")
             out.flush()
             answered += "answer" in record

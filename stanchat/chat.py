@@ -1,8 +1,13 @@
 """Load a STAN-grafted LLaVA and ask it about videos.
 
-`load(...)` returns a `VideoChat`; `chat.ask(video, question)` answers once,
-`chat.stream(...)` yields the answer as it is generated, `chat.session(video)` keeps the encoded
-video and the history for a multi-turn conversation (`stanchat.session`).
+`load(...)` returns a `VideoChat`. It owns the two halves every front end uses:
+- video -> features: `chat.encode(video, VideoOptions)` samples and decodes the frames (in the
+  decode worker, at the model's input size), runs the tower, STAN and projector, and keeps the
+  result in one bounded cache keyed by the video's content and the options (`stanchat.encoding`);
+- answering: `chat.engine` (`stanchat.engine`), which every answer goes through, batched.
+`chat.ask(video, question)` answers once, `chat.stream(...)` yields the answer as it is generated,
+`chat.session(video)` keeps the encoded video and the history for a multi-turn conversation
+(`stanchat.session`), `chat.ask_many(requests)` answers many in batches (`stanchat.batch`).
 
 This module is the one place that deals with devices, dtypes, quantisation (bitsandbytes) and
 `device_map` (accelerate). The graft (`stanchat.graft`) and the session code take tensors where
@@ -14,20 +19,26 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any
+from dataclasses import replace
+from typing import Any, Iterable, Iterator
 
 import torch
 from transformers import AutoProcessor, LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
 
+from stanchat.batch import ask_many
+from stanchat.encoding import EncodedVideo, VideoCache, cache_key, clip_digest, file_digest
+from stanchat.engine import Engine, create_engine
+from stanchat.engine.prompt import plan
 from stanchat.errors import StanchatError, WeightsError
 from stanchat.fetch import ensure
 from stanchat.graft import Graft, load_graft_model
 from stanchat.hub import resolve_model_dir
-from stanchat.options import DEFAULTS, check_frames, check_temporal
+from stanchat.options import DEFAULTS, VIDEO_OPTIONS, VideoOptions, check_frames
 from stanchat.pretrained import resolve
 from stanchat.relevance import FrameRelevance
-from stanchat.session import Answer, ChatModel, DecodedVideo, Session, Stream, check_context, encode
+from stanchat.session import Answer, Session, Stream
 from stanchat.video import Preprocessor, VideoClip, load_video
+from stanchat.video.load import check_length
 from stanchat.videoclip import VideoCLIP
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -45,19 +56,22 @@ class VideoChat:
     `LlavaProcessor`: tokenizer, image processor, chat template), `videoclip` (the `VideoCLIP` whose
     STAN is grafted; its text tower scores text against frames, e.g. Mug weights), `graft`, `name`,
     `relevance` (a `FrameRelevance` giving the question's Mug weight on each frame, or None when no
-    text tokenizer came with the STAN weights), `preset` (the preset it was loaded from, or None).
+    text tokenizer came with the STAN weights), `preset` (the preset it was loaded from, or None),
+    `cache` (the encoded videos kept), `engine` (what generates every answer; `use_engine` swaps it).
     """
 
     def __init__(self, llava: LlavaForConditionalGeneration, processor: Any, videoclip: VideoCLIP, name: str,
-                 relevance: FrameRelevance | None = None, preset: str | None = None):
+                 relevance: FrameRelevance | None = None, preset: str | None = None,
+                 cache_size: int = DEFAULTS.video_cache):
         self.llava = llava
         self.processor = processor
         self.videoclip = videoclip
         self.graft = Graft(llava, videoclip.stan)
         self.name = name
-        self.model = ChatModel(llava, processor, self.graft, name)  # what a Session uses
         self.preset = preset
         self.relevance = relevance
+        self.cache = VideoCache(cache_size)
+        self._engine: Engine | None = None
         # the LLaVA processor's own resize, crop, mean and std, applied to every frame
         self.preprocessor = Preprocessor.from_image_processor(processor.image_processor)
         if processor.image_token_id != llava.config.image_token_id:
@@ -65,13 +79,26 @@ class VideoChat:
                                f"model expects {llava.config.image_token_id}; the processor and model do not match")
 
     @property
+    def engine(self) -> Engine:
+        """The engine every answer goes through (the transformers engine unless `use_engine` set another)."""
+        if self._engine is None:
+            self._engine = create_engine("transformers", self.llava, self.processor)
+        return self._engine
+
+    def use_engine(self, engine: Engine) -> None:
+        """Answer through `engine` from now on (e.g. the API's configured one); the old one is closed."""
+        if self._engine is not None and self._engine is not engine:
+            self._engine.close()
+        self._engine = engine
+
+    @property
     def image_token_id(self) -> int:
-        return self.model.image_token_id
+        return self.llava.config.image_token_id
 
     @property
     def context_length(self) -> int:
         """The LLM's context in tokens (`max_position_embeddings`)."""
-        return self.model.context_length
+        return self.llava.config.text_config.max_position_embeddings
 
     @property
     def vision_device(self) -> torch.device:
@@ -83,58 +110,102 @@ class VideoChat:
 
     @property
     def input_device(self) -> torch.device:
-        """Where `generate` wants its input ids: the device of the token embedding."""
-        return self.model.input_device
-
-    def check_context(self, prompt_tokens: int, video_tokens: int, temporal: str, frames: int) -> None:
-        """Refuse a prompt longer than the LLM's context, naming a frame count that would fit."""
-        check_context(prompt_tokens, self.context_length, video_tokens, temporal, frames)
+        """Where the LLM wants its inputs: the device of the token embedding."""
+        return self.llava.get_input_embeddings().weight.device
 
     def preprocess(self, clip: VideoClip) -> torch.Tensor:
         """Frames as the LLaVA processor would prepare an image (its size, crop, mean, std).
         (T, H0, W0, 3) uint8 -> (1, T, 3, H, W) on the tower's device and dtype."""
         return self.preprocessor(clip).to(self.vision_device, self.vision_dtype)
 
-    def decode(self, video: str | os.PathLike | VideoClip, frames: int = DEFAULTS.frames) -> DecodedVideo:
-        """Sample `frames` frames of `video` (a path; a decoded `VideoClip` is used as it is) and
-        preprocess them for the tower."""
-        check_frames(frames, self.graft.max_frames)
+    def encode(self, video: str | os.PathLike | VideoClip, options: VideoOptions = VideoOptions(), *,
+               digest: str | None = None, max_seconds: float | None = None) -> EncodedVideo:
+        """The video's tokens for the LLM: `options` say which frames are sampled (a decoded
+        `VideoClip` is used as it is: its frames were sampled already) and how they are encoded.
+        Cached by content (`digest`: the file's sha256 when the caller knows it) and options; a
+        repeat costs nothing and says so (`cache_hit`, zero seconds). `max_seconds` refuses a longer
+        video (or window) before any frame is decoded. Frame counts are checked before decoding."""
+        if isinstance(video, VideoClip):
+            options = replace(options, frames=len(video.timestamps))
+        self.check_frames(options)
+        if isinstance(video, VideoClip):
+            key = cache_key(clip_digest(video), options)
+        else:
+            key = cache_key(digest or file_digest(video), options)
+        encoded, hit = self.cache.get(key, lambda: self._encode(video, options, max_seconds))
+        if not hit:
+            return encoded
+        if max_seconds is not None and not isinstance(video, VideoClip):  # a limit holds for cached videos too
+            check_length(str(video), encoded.clip.duration, options.start, options.end, max_seconds)
+        return replace(encoded, cache_hit=True, decode_seconds=0.0, vision_seconds=0.0)
+
+    def check_frames(self, options: VideoOptions) -> None:
+        """Refuse, before decoding, more frames than STAN's temporal embedding covers."""
+        check_frames(options.frames, self.graft.max_frames)
+
+    def check_prompt(self, options: VideoOptions, question: str, history: list[tuple[str, str]] = (),
+                     system: str | None = None) -> None:
+        """Refuse, before anything is decoded, a question whose prompt cannot fit the context with
+        these options' video tokens (frames past STAN's reach too). Strategy fps may sample fewer
+        frames than asked: its prompt is checked once the frames are known."""
+        self.check_frames(options)
+        if options.strategy != "fps":
+            side = self.preprocessor.crop_size
+            tokens = self.graft.token_count(options.temporal, options.frames, side, side)
+            plan(self.processor, self.context_length, tokens, options.frames, options.temporal, list(history),
+                 question, system)
+
+    def _encode(self, video: str | os.PathLike | VideoClip, options: VideoOptions,
+                max_seconds: float | None) -> EncodedVideo:
         start = time.perf_counter()
-        clip = video if isinstance(video, VideoClip) else load_video(video, frames=frames)
+        clip = video if isinstance(video, VideoClip) else load_video(
+            video, frames=options.frames, strategy=options.strategy, fps=options.fps, start=options.start,
+            end=options.end, generator=options.seed, max_seconds=max_seconds)
         pixel_values = self.preprocess(clip)  # (1, T, 3, H, W)
         check_frames(pixel_values.shape[1], self.graft.max_frames)
-        return DecodedVideo(clip=clip, pixel_values=pixel_values, seconds=time.perf_counter() - start)
+        decoded = time.perf_counter()
+        features = self.graft.features(pixel_values, options.temporal)  # (1, N, E)
+        if features.device.type == "cuda":  # CUDA runs asynchronously: wait, so the time is the work's
+            torch.cuda.synchronize(features.device)
+        return EncodedVideo(features=features, clip=clip, options=options, decode_seconds=decoded - start,
+                            vision_seconds=time.perf_counter() - decoded)
 
-    def features(self, pixel_values: torch.Tensor, temporal: str) -> tuple[torch.Tensor, float]:
-        """The graft's projected video features (1, N, E) and the seconds they took."""
-        return encode(self.graft, pixel_values, temporal)
-
-    def session(self, video: str | os.PathLike | VideoClip, frames: int = DEFAULTS.frames,
-                temporal: str = DEFAULTS.temporal, history: list[tuple[str, str]] | None = None) -> Session:
-        """A multi-turn conversation about `video`, decoded now and encoded once, by the first
-        question, after its prompt is checked against the context (optionally continuing `history`)."""
-        check_temporal(temporal)
-        return Session(self.model, self.decode(video, frames), temporal, history)
+    def session(self, video: str | os.PathLike | VideoClip | EncodedVideo, frames: int = DEFAULTS.frames,
+                temporal: str = DEFAULTS.temporal, history: list[tuple[str, str]] | None = None,
+                **options: Any) -> Session:
+        """A multi-turn conversation about `video`, encoded now (optionally continuing `history`).
+        `options`: the other `VideoOptions` fields (strategy, fps, start, end, seed)."""
+        encoded = video if isinstance(video, EncodedVideo) else self.encode(
+            video, VideoOptions(frames=frames, temporal=temporal, **options))
+        return Session(self, encoded, history)
 
     def ask(self, video: str | os.PathLike | VideoClip, question: str, frames: int = DEFAULTS.frames,
-            temporal: str = DEFAULTS.temporal, **generation: Any) -> Answer:
-        """Answer one question about `video`. `generation`: `max_new_tokens`, `temperature` and any
-        other `generate` keyword (e.g. `top_p`)."""
-        return self.session(video, frames, temporal).ask(question, **generation)
+            temporal: str = DEFAULTS.temporal, **keywords: Any) -> Answer:
+        """Answer one question about `video`. `keywords`: the other `VideoOptions` fields (strategy,
+        fps, start, end, seed) and the answer's (`max_new_tokens`, `temperature`, `top_p`, `stop`;
+        see `Session.ask`). The prompt is checked against the context before the video is decoded."""
+        return self._one_question(video, question, frames, temporal, keywords).ask(question, **keywords)
 
     def stream(self, video: str | os.PathLike | VideoClip, question: str, frames: int = DEFAULTS.frames,
-               temporal: str = DEFAULTS.temporal, **generation: Any) -> Stream:
+               temporal: str = DEFAULTS.temporal, **keywords: Any) -> Stream:
         """Like `ask`, streaming: iterate the result for text pieces, then read its `.answer`."""
-        return self.session(video, frames, temporal).stream(question, **generation)
+        return self._one_question(video, question, frames, temporal, keywords).stream(question, **keywords)
 
+    def _one_question(self, video, question: str, frames: int, temporal: str, keywords: dict) -> Session:
+        """The session for one question; moves the video options out of `keywords`."""
+        given = {name: keywords.pop(name) for name in VIDEO_OPTIONS if name in keywords}
+        options = VideoOptions(frames=frames, temporal=temporal, **given)
+        if isinstance(video, VideoClip):
+            options = replace(options, frames=len(video.timestamps))
+        self.check_prompt(options, question)
+        return self.session(video, **options.__dict__)
 
-    def ask_many(self, requests, batch_size: int = 8):
-        """Answer many requests (dicts: video, question, optional id, frames, temporal,
-        max_new_tokens, temperature) in padded batches; yields one record per request, in order,
-        as each batch finishes (see `stanchat.batch`)."""
-        from stanchat.batch import ask_many
-
-        return ask_many(self, requests, batch_size)
+    def ask_many(self, requests: Iterable[dict], batch_size: int = DEFAULTS.batch_size,
+                 defaults: dict[str, Any] | None = None) -> Iterator[dict]:
+        """Answer many requests (dicts: video, question, optional id and any option of
+        `stanchat.batch.FIELDS`; `defaults` fills the options a request leaves out) in batches;
+        yields one record per request, in order, as each batch finishes (see `stanchat.batch`)."""
+        return ask_many(self, requests, batch_size, defaults)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

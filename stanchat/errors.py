@@ -2,7 +2,12 @@
 
 
 class StanchatError(Exception):
-    """A problem with the user's input or environment; the message names the fix in one line."""
+    """A problem with the user's input or environment; the message names the fix in one line.
+    `param` names the option it is about (e.g. "frames"), for a front end to point at its own control."""
+
+    def __init__(self, message: str = "", param: str | None = None):
+        super().__init__(message)
+        self.param = param
 
 
 class VideoError(StanchatError):

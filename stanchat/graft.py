@@ -26,12 +26,10 @@ Shape letters: B batch, T frames, L patches per frame, D tower width, E LLM widt
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
 from transformers import LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
-from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from stanchat.errors import WeightsError
 from stanchat.options import check_temporal
@@ -40,11 +38,18 @@ from stanchat.stan import STAN, STANConfig, end_layer_for_feature_layer, fuse_fr
 STRATEGIES = ("default", "full")  # LLaVA's vision_feature_select_strategy values
 
 
-def encoder_outputs(features: Sequence[torch.Tensor]) -> dict:
-    """LLaVA's `mm_encoder_outputs` input (transformers' hook for pre-encoded images) for features
-    already projected into the LLM, one (N, E) tensor per image placeholder run: LLaVA places them
-    at its image tokens itself. The one place this input is built (chat, training, benchmarks)."""
-    return {"image": BaseModelOutputWithPooling(pooler_output=list(features))}
+def place_video(llava, input_ids: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """The LLM's input embeddings with the video placed: each row's N image placeholders take that
+    row's N projected video tokens, in order, as LLaVA places an image's features. The one way video
+    tokens enter the LLM (the engine, training, benchmarks): `generate`/`forward(inputs_embeds=...)`.
+    input_ids (B, S) holding N placeholders per row, features (B, N, E) -> (B, S, E)."""
+    embeds = llava.get_input_embeddings()(input_ids)  # (B, S, E)
+    placeholders = input_ids == llava.config.image_token_id  # (B, S)
+    counts = placeholders.sum(dim=1).tolist()
+    if any(count != features.shape[1] for count in counts):
+        raise RuntimeError(f"rows hold {counts} video placeholders for {features.shape[1]} video tokens each")
+    # (B, S, 1) mask over (B, S, E): row-major order fills each row's placeholders with its tokens in turn
+    return embeds.masked_scatter(placeholders[..., None], features.to(embeds.device, embeds.dtype))
 
 
 def load_graft_model(directory: str | os.PathLike, dtype: torch.dtype | None = None):

@@ -3,7 +3,7 @@ value has exactly one default whichever way stanchat is driven."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from stanchat.errors import StanchatError
 
@@ -26,9 +26,39 @@ class AskDefaults:
     temporal: str = "stan"  # one of TEMPORAL_MODES
     max_new_tokens: int = 256  # answer length limit, in LLM tokens
     temperature: float = 0.0  # 0 means greedy decoding; > 0 samples
+    top_p: float = 1.0  # nucleus sampling mass (only when temperature > 0)
+    batch_size: int = 8  # requests one padded `generate` may run together (ask --batch, ask_many, the API)
+    strategy: str = "uniform"  # how frames are picked: a name in stanchat.video.STRATEGIES
+    video_cache: int = 4  # encoded videos a VideoChat keeps (LRU): a video asked about again is not re-encoded
 
 
 DEFAULTS = AskDefaults()
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """How a video becomes the LLM's video tokens: which frames are sampled and how they are encoded.
+    Checked when made (one line naming the option); equal options give equal tokens, so they key the
+    encoded-video cache (`stanchat.encoding`)."""
+
+    frames: int = DEFAULTS.frames  # T frames sampled (strategy fps: at most this many)
+    temporal: str = DEFAULTS.temporal  # one of TEMPORAL_MODES
+    strategy: str = DEFAULTS.strategy  # uniform | random | fps (stanchat.video.sample)
+    fps: float | None = None  # sampling rate for strategy fps
+    start: float | None = None  # sample only the window [start, end) seconds
+    end: float | None = None
+    seed: int | None = None  # seeds strategy random
+
+    def __post_init__(self) -> None:
+        from stanchat.video.sample import check_request  # light: no numpy at import
+
+        check_temporal(self.temporal)
+        if isinstance(self.frames, int) and not isinstance(self.frames, bool):
+            check_frames(self.frames)
+        check_request(self.frames, self.strategy, self.fps, self.start, self.end)
+
+
+VIDEO_OPTIONS = tuple(f.name for f in fields(VideoOptions))  # frames, temporal, strategy, fps, start, end, seed
 
 
 def check_temporal(temporal: str) -> str:

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 
-from stanchat.api.encoder import VideoEncoder, VideoOptions
 from stanchat.api.errors import ApiError
 from stanchat.api.media import MediaResolver
 from stanchat.errors import StanchatError, VideoError
@@ -42,20 +41,37 @@ def test_the_length_cap_is_checked_on_the_window_before_decoding():
         load_video(LEFT, frames=4, max_seconds=0)
 
 
-def _encode_error(spool: Path, url: str, options: VideoOptions = VideoOptions(),
-                  max_seconds: float = 600.0) -> ApiError:
-    media = MediaResolver(spool).resolve(url, "video", "messages[0].content")
-    with pytest.raises(ApiError) as err:
-        VideoEncoder(chat=None, max_video_seconds=max_seconds, spool_owned=str(spool)).encode(media, options)
-    assert err.value.status == 400 and str(spool) not in err.value.message
+@pytest.fixture(scope="module")
+def chat():
+    from stanchat.chat import load
+
+    return load("tiny", device="cpu")
+
+
+def _encode_error(chat, url: str, fields: dict | None = None, max_seconds: float = 600.0) -> ApiError:
+    """The 400 `ChatService.prepare` answers for a request about `url` (with body `fields`)."""
+    from stanchat.api.config import ApiConfig
+    from stanchat.api.protocol import parse_request
+    from stanchat.api.service import ChatService
+
+    service = ChatService(chat, chat.engine, ApiConfig(max_video_seconds=max_seconds))
+    content = [{"type": "video_url", "video_url": {"url": url}}, {"type": "text", "text": "What happens?"}]
+    try:
+        with pytest.raises(ApiError) as err:
+            service.prepare(parse_request({"messages": [{"role": "user", "content": content}], **(fields or {})}))
+        assert list(Path(service._spool.name).iterdir()) == []  # the refused upload is gone
+    finally:
+        service.pool.shutdown()
+        service._spool.cleanup()
+    assert err.value.status == 400 and service._spool.name not in err.value.message
     assert tempfile.gettempdir() not in err.value.message
     return err.value
 
 
-def test_errors_never_show_the_servers_spool_path(tmp_path):
-    text = _encode_error(tmp_path, "data:text/plain;base64,aGVsbG8gd29ybGQ=")
+def test_errors_never_show_the_servers_spool_path(chat):
+    text = _encode_error(chat, "data:text/plain;base64,aGVsbG8gd29ybGQ=")
     assert text.message == "the uploaded video is a text file, not a video"
-    long = _encode_error(tmp_path, data_url(LEFT), max_seconds=0.5)
+    long = _encode_error(chat, data_url(LEFT), max_seconds=0.5)
     assert long.message.startswith("the uploaded video is 3.0 s long")
-    window = _encode_error(tmp_path, data_url(LEFT), VideoOptions(start=0.5, end=2.0), max_seconds=0.5)
+    window = _encode_error(chat, data_url(LEFT), {"start": 0.5, "end": 2.0}, max_seconds=0.5)
     assert window.message.startswith("the window sampled from the uploaded video is 1.5 s long")

@@ -89,7 +89,7 @@ def test_every_library_message_that_reaches_the_app_names_controls_not_flags(cha
     from types import SimpleNamespace
 
     from stanchat.options import check_frames
-    from stanchat.session import check_context
+    from stanchat.engine.prompt import check_context
     from stanchat.video import load_video
     from stanchat.video.watchdog import _exit_reason
 

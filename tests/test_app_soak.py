@@ -44,7 +44,7 @@ def _kept(app, chat, folder: Path) -> dict[str, int]:
     files = [p for p in folder.rglob("*") if p.is_file()]
     strips = [p for p in files if p.parent.name.startswith("conversation-")]
     return {"conversations": _live(Conversation, lambda c: c.chat is chat),
-            "sessions": _live(Session, lambda s: s.model is chat.model),
+            "sessions": _live(Session, lambda s: s.chat is chat),
             "gradio states": len(app.state_holder.session_data), "uploads": len(files) - len(strips),
             "strip images": len(strips), "strip folders": len({p.parent for p in strips})}
 

@@ -51,29 +51,29 @@ def test_cli_batch_needs_out(tmp_path, capsys):
 
 
 def _counting_decode(monkeypatch, chat, fail: dict | None = None) -> list:
-    """chat.decode, recording each (video, frames) it decodes; `fail` maps a video to what it raises."""
-    calls, decode = [], chat.decode
+    """chat's encoding (decode + tower), recording each (video, frames) it encodes; `fail` maps a
+    video to what it raises."""
+    calls, encode = [], chat._encode
 
-    def counted(video, frames=16):
-        calls.append((str(video), frames))
+    def counted(video, options, max_seconds=None):
+        calls.append((str(video), options.frames))
         if fail and str(video) in fail:
             raise fail[str(video)]
-        return decode(video, frames)
+        return encode(video, options, max_seconds)
 
-    monkeypatch.setattr(chat, "decode", counted)
+    monkeypatch.setattr(chat, "_encode", counted)
+    chat.cache.clear()  # the module's chat may hold these videos from earlier tests
     return calls
 
 
 def test_the_feature_cache_keeps_only_the_last_few_videos(chat, monkeypatch):
-    from stanchat.batch import FEATURE_CACHE
-
     calls = _counting_decode(monkeypatch, chat)
-    frames = list(range(2, 3 + FEATURE_CACHE))  # one more distinct (video, frames) than the cache holds
+    frames = list(range(2, 3 + chat.cache.capacity))  # one more distinct (video, frames) than the cache holds
     requests = [{"video": str(LEFT), "question": QUESTION, "frames": f, "max_new_tokens": 2}
                 for f in [*frames, frames[-1], frames[0]]]
     records = list(chat.ask_many(requests, batch_size=4))
     assert all("answer" in r for r in records)
-    # the repeated last one is a hit; the first was dropped to keep FEATURE_CACHE, so it is decoded again
+    # the repeated last one is a hit; the first was dropped to keep chat.cache.capacity, so it is decoded again
     assert [f for _, f in calls] == [*frames, frames[0]]
 
 
@@ -134,7 +134,7 @@ def test_a_decoder_crash_is_that_requests_error_and_ctrl_c_still_stops(chat, mon
 
 
 def test_a_failed_batch_is_its_requests_error_and_the_run_goes_on(chat, monkeypatch):
-    from stanchat.api.engines.hf import TransformersEngine
+    from stanchat.engine.hf import TransformersEngine
 
     generate_many, batches = TransformersEngine.generate_many, []
 
@@ -162,15 +162,15 @@ def test_a_failed_batch_is_its_requests_error_and_the_run_goes_on(chat, monkeypa
 
 
 def test_answers_are_written_as_batches_finish_so_an_interrupted_run_resumes(chat, monkeypatch, tmp_path):
-    from stanchat.batch import run_batch
+    from stanchat.batch import answer_file
 
     requests, out = tmp_path / "requests.jsonl", tmp_path / "answers.jsonl"
     requests.write_text("".join(json.dumps({"id": name, "video": str(video), "question": QUESTION}) + "\n"
                                 for name, video in (("left", LEFT), ("shrink", SHRINK))))
     _counting_decode(monkeypatch, chat, fail={str(SHRINK): KeyboardInterrupt()})
     with pytest.raises(KeyboardInterrupt):
-        run_batch(chat, str(requests), str(out), batch_size=1)
+        answer_file(chat, str(requests), str(out), batch_size=1)
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["left"]  # on disk before Ctrl-C
     monkeypatch.undo()
-    assert run_batch(chat, str(requests), str(out), batch_size=1) == (1, 0)  # only the one left
+    assert answer_file(chat, str(requests), str(out), batch_size=1) == (1, 0)  # only the one left
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["left", "shrink"]

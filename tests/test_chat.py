@@ -14,7 +14,7 @@ from stanchat.cli import main
 from tests.tiny_llava import IMAGE_SIZE, PATCH_SIZE, error_line, sessions_opened, tiny_models  # noqa: F401  (fixture)
 
 L = (IMAGE_SIZE // PATCH_SIZE) ** 2  # 4 patches per frame
-KEYS = {"answer", "video", "frames", "timestamps", "video_tokens", "temporal", "model", "preset", "timings"}  # preset: None with --llava + --stan
+KEYS = {"answer", "finish_reason", "video", "frames", "timestamps", "video_tokens", "temporal", "model", "preset", "timings"}  # preset: None with --llava + --stan
 
 
 @pytest.fixture(scope="module")
@@ -67,17 +67,17 @@ def test_history_reaches_the_prompt_and_video_is_encoded_once(chat, tiny_models,
     session = chat.session(tiny_models["video"], frames=3)
     first = session.ask("What moves?", max_new_tokens=8)
     seen = []
-    generate = chat.llava.generate
+    submit = chat.engine.submit
 
-    def spy(**kwargs):
-        seen.append(kwargs["input_ids"][0])
-        return generate(**kwargs)
+    def spy(job):
+        seen.append(job.prompt_ids)
+        return submit(job)
 
-    monkeypatch.setattr(chat.llava, "generate", spy)
+    monkeypatch.setattr(chat.engine, "submit", spy)
     second = session.ask("Where does it go?", max_new_tokens=8)
     prompt = chat.processor.tokenizer.decode(seen[0], skip_special_tokens=True)
     assert prompt.index("What moves?") < prompt.index(first.text) < prompt.index("Where does it go?")
-    assert int((seen[0] == chat.image_token_id).sum()) == first.video_tokens  # the video once, in turn 1
+    assert seen[0].count(chat.image_token_id) == 1  # the video once, in turn 1 (the engine expands it to N)
     assert first.timings["vision"] > 0 and second.timings["vision"] == second.timings["decode"] == 0.0
     assert session.history == [("What moves?", first.text), ("Where does it go?", second.text)]
     session.reset()
@@ -88,7 +88,7 @@ def test_stream_rejects_bad_questions_before_generating(chat, tiny_models):
     session = chat.session(tiny_models["video"], frames=2)
     with pytest.raises(stanchat.errors.StanchatError, match="empty"):
         session.stream("   ")
-    with pytest.raises(stanchat.errors.StanchatError, match="placeholders"):
+    with pytest.raises(stanchat.errors.StanchatError, match="<image>.* token; remove it"):
         session.ask("what is <image>?")
 
 
@@ -149,23 +149,19 @@ def test_sampling_and_device_map(tiny_models):
     assert len(answers) > 1  # sampling at a high temperature varies
 
 
-def test_session_runs_on_the_model_parts_alone(chat, tiny_models):
-    """A Session needs the LLaVA, processor and graft, not the VideoChat: it encodes through the
-    graft and checks its own context (stanchat.session imports nothing of stanchat.chat)."""
-    import ast
-    from pathlib import Path
-
-    import stanchat.session as session_module
+def test_a_session_answers_through_the_chats_engine(chat, tiny_models):
+    """A Session holds an encoded video and answers through `chat.engine` (the one engine): the same
+    answer as `chat.ask`, the engine's batch counter moves, and an over-long prompt is refused."""
     from stanchat.errors import StanchatError
-    from stanchat.session import ChatModel, Session
+    from stanchat.options import VideoOptions
+    from stanchat.session import Session
 
-    tree = ast.parse(Path(session_module.__file__).read_text())
-    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert "stanchat.chat" not in imported
-    parts = ChatModel(chat.llava, chat.processor, chat.graft, chat.name)
-    alone = Session(parts, chat.decode(tiny_models["video"], frames=4), "stan")
+    encoded = chat.encode(tiny_models["video"], VideoOptions(frames=4))
+    alone = Session(chat, encoded)
+    before = chat.engine.batches
     assert alone.ask("What happens?", max_new_tokens=4).text == chat.ask(tiny_models["video"], "What happens?",
                                                                            frames=4, max_new_tokens=4).text
+    assert chat.engine.batches == before + 2
     with pytest.raises(StanchatError, match="context"):
         alone.ask("word " * (chat.context_length + 1))
 
@@ -175,24 +171,25 @@ def chat_argv(tiny_models, *extra):
             "--max-new-tokens", "4", "--temperature", "0", *extra]
 
 
-def test_chat_ctrl_c_while_the_first_question_encodes_keeps_the_chat(capsys, tiny_models, monkeypatch):
-    """The first question encodes the video before any token: Ctrl-C there stops that answer only."""
-    import stanchat.session
+def test_chat_ctrl_c_while_a_new_video_encodes_keeps_the_chat(capsys, tiny_models, monkeypatch):
+    """`/video PATH` encodes the new video before the next question: Ctrl-C there keeps the
+    conversation on the video it had, and the chat goes on."""
+    from stanchat.chat import VideoChat
 
-    encode, calls = stanchat.session.encode, []
+    encode, calls = VideoChat._encode, []
 
-    def interrupted_once(*args):
-        calls.append(args)
-        if len(calls) == 1:
-            raise KeyboardInterrupt  # what Ctrl-C raises while the tower encodes the frames
-        return encode(*args)
+    def interrupted_second(self, video, *args):
+        calls.append(str(video))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # what Ctrl-C raises while the new video decodes or the tower encodes it
+        return encode(self, video, *args)
 
-    monkeypatch.setattr(stanchat.session, "encode", interrupted_once)
-    monkeypatch.setattr("sys.stdin", io.StringIO("What happens?\nAnd then?\n"))
+    monkeypatch.setattr(VideoChat, "_encode", interrupted_second)
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"/video {tiny_models['other']}\nWhat happens?\n"))
     assert main(chat_argv(tiny_models)) == 0  # not 130: the conversation went on
     captured = capsys.readouterr()
-    assert len(calls) == 2 and "answer stopped" in captured.err  # the second question encoded it again
-    assert len(captured.out.splitlines()) == 1  # the second answer; the stopped one printed nothing
+    assert calls == [tiny_models["video"], tiny_models["other"]] and "stopped" in captured.err
+    assert len(captured.out.splitlines()) == 1  # the answer about the first video
 
 
 def test_chat_commands_keep_the_sampling_options(capsys, tiny_models, monkeypatch):

@@ -94,10 +94,10 @@ def test_chat_reads_questions_and_commands_from_a_pipe(capsys, tiny_models, monk
     sessions = []
     make_session = VideoChat.session
 
-    def spy(self, video, frames=16, temporal="stan", history=None):
-        path = str(video.path if hasattr(video, "path") else video)  # the first session gets the sampled clip
+    def spy(self, video, frames=16, temporal="stan", history=None, **options):
+        path = str(video.path if hasattr(video, "path") else video)  # /temporal gets the sampled clip
         sessions.append((path, frames, temporal, list(history or [])))
-        return make_session(self, video, frames, temporal, history)
+        return make_session(self, video, frames, temporal, history, **options)
 
     monkeypatch.setattr(VideoChat, "session", spy)
     script = "What happens?\n\n/frames 4\nAnd then?\n/temporal mean\n/reset\n/video {other}\nWhy?\n/exit\nIgnored?\n"

@@ -215,7 +215,7 @@ def test_stanchat_home_is_defined_once(tmp_path, monkeypatch):
     from stanchat.eval.config import default_cache_dir
     from stanchat.pretrained import stanchat_home
 
-    from stanchat.api.engines.vllm_export import vllm_dir
+    from stanchat.engine.vllm_export import vllm_dir
 
     monkeypatch.setenv("STANCHAT_HOME", str(tmp_path))
     assert stanchat_home() == tmp_path and default_cache_dir() == tmp_path / "eval-features"

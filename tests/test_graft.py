@@ -120,18 +120,20 @@ def test_multiple_feature_layers_are_refused():
         Graft(llava, None)
 
 
-def test_encoder_outputs_reach_llava_as_its_own_image_features(grafts):
-    """`encoder_outputs` (the one builder of `mm_encoder_outputs`) of an image's projected features gives
-    the logits LLaVA computes from that image's pixels."""
-    from stanchat.graft import encoder_outputs
+def test_placed_video_tokens_reach_llava_as_its_own_image_features(grafts):
+    """`place_video` (the one way video tokens enter the LLM) of an image's projected features gives
+    the logits LLaVA computes from that image's pixels; a row with the wrong placeholder count is refused."""
+    from stanchat.graft import place_video
 
     llava, pixels = grafts["default"].llava, _pixels(1)[:, 0]  # (1, 3, H, W)
     image_token = llava.config.image_token_index
     ids = torch.tensor([[1, 5, *[image_token] * L, 6, 7]])
     with torch.no_grad():
         stock = llava(input_ids=ids, pixel_values=pixels).logits
-        features = llava.model.get_image_features(pixel_values=pixels).pooler_output  # [(L, E)]
-        ours = llava(input_ids=ids, mm_encoder_outputs=encoder_outputs(features)).logits
-        blank = llava(input_ids=ids, mm_encoder_outputs=encoder_outputs([f * 0 for f in features])).logits
+        features = llava.model.get_image_features(pixel_values=pixels).pooler_output[0][None]  # (1, L, E)
+        ours = llava(inputs_embeds=place_video(llava, ids, features)).logits
+        blank = llava(inputs_embeds=place_video(llava, ids, features * 0)).logits
+        with pytest.raises(RuntimeError, match="placeholders"):
+            place_video(llava, ids[:, :-3], features)
     torch.testing.assert_close(ours, stock, **FLOAT32)
     assert not torch.allclose(blank, stock, atol=1e-3)  # the features do reach the LLM

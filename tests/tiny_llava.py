@@ -136,14 +136,15 @@ def error_line(stderr: str) -> str:
 
 
 def sessions_opened(monkeypatch) -> list:
-    """The clips `VideoChat.session` is given from now on (it still opens the session)."""
+    """The clips of the sessions `VideoChat.session` opens from now on."""
     from stanchat.chat import VideoChat
 
     clips, make_session = [], VideoChat.session
 
-    def spy(self, video, frames=16, temporal="stan", history=None):
-        clips.append(video)
-        return make_session(self, video, frames, temporal, history)
+    def spy(self, *args, **kwargs):
+        session = make_session(self, *args, **kwargs)
+        clips.append(session.video)
+        return session
 
     monkeypatch.setattr(VideoChat, "session", spy)
     return clips

@@ -9,7 +9,7 @@ for motion ("a red circle moves left") without ever seeing a video.
 
 The tower is frozen, so its features are computed once for all stills and cached; each step runs
 the projector and the LLM, and passes the projected features through transformers' own
-`mm_encoder_outputs` input, exactly how `stanchat.session` feeds video features at inference.
+input embeddings by `stanchat.graft.place_video`, exactly how the engine feeds video features at inference.
 """
 
 from __future__ import annotations
@@ -181,12 +181,12 @@ def collate(examples, features: torch.Tensor, pad_id: int) -> dict:
 
 
 def llava_loss(model, batch: dict) -> torch.Tensor:
-    """Next-token loss on the answers, the still features projected and placed by LLaVA itself."""
-    from stanchat.graft import encoder_outputs
+    """Next-token loss on the answers, the still features projected and placed as at inference (`place_video`)."""
+    from stanchat.graft import place_video
 
     projected = model.model.multi_modal_projector(batch["features"])  # (B, L, D) -> (B, L, E)
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
-                 mm_encoder_outputs=encoder_outputs(projected)).loss
+    return model(inputs_embeds=place_video(model, batch["input_ids"], projected),
+                 attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
 
 
 def train_llava(clip_dir: str | Path, out_dir: str | Path, specs, world, config: LlavaTrainConfig,

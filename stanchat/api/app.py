@@ -150,7 +150,7 @@ def _hit(prepared: Prepared) -> str:
 def _extra(prepared: Prepared) -> dict:
     """stanchat's own response fields: what the model saw of the video."""
     return {"video_cache": _hit(prepared), "frames": prepared.encoded.frames,
-            "timestamps": list(prepared.encoded.timestamps), "video_tokens": prepared.video_tokens}
+            "timestamps": [float(t) for t in prepared.encoded.clip.timestamps], "video_tokens": prepared.video_tokens}
 
 
 def _event(payload: dict | str) -> str:

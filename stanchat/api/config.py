@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from stanchat.engine.registry import ENGINE_NAMES as ENGINES
+from stanchat.engine.vllm import CPU_KV_CACHE_GIB
 from stanchat.errors import StanchatError
+from stanchat.options import DEFAULTS
 
 LOCALHOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 API_KEY_ENV = "STANCHAT_API_KEY"  # the key clients must send as `Authorization: Bearer KEY`
-ENGINES = ("transformers", "vllm")
-CPU_KV_CACHE_GIB = 1.0  # vLLM's KV cache when the model runs on the CPU (its own default takes 92% of the memory)
 APP_PATH = "/app"  # where --with-app mounts the Gradio chat app
 
 
@@ -23,7 +24,7 @@ class ApiConfig:
     max_request_bytes: int = 64 * 1024 * 1024  # larger request bodies get 413 (a base64 video is ~4/3 its size)
     max_video_seconds: float = 600.0  # longer videos get 400
     max_pending: int = 64  # requests inside the server at once (waiting or running); more get 429
-    max_batch: int = 8  # requests one `generate` may run together (transformers engine; 1: one at a time)
+    max_batch: int = DEFAULTS.batch_size  # requests one `generate` may run together (transformers engine; 1: one at a time)
     batch_wait_ms: float = 5.0  # how long the batching worker waits for more requests to join a batch
     cache_size: int = 32  # encoded videos kept (LRU), keyed by content hash and video options
     tensor_parallel_size: int = 1  # GPUs vLLM splits the LLM over (--engine vllm)
@@ -44,6 +45,14 @@ class ApiConfig:
             raise StanchatError(f"--gpu-memory-utilization must be in (0, 1], got {self.gpu_memory_utilization}")
         if self.allowed_local_media_path is not None and not os.path.isdir(self.allowed_local_media_path):
             raise StanchatError(f"--allowed-local-media-path {self.allowed_local_media_path} is not a folder")
+
+
+    def engine_settings(self) -> dict:
+        """The chosen engine's keywords (`stanchat.engine.create_engine`)."""
+        if self.engine == "transformers":
+            return {"max_batch": self.max_batch, "batch_wait_ms": self.batch_wait_ms}
+        return {"tensor_parallel_size": self.tensor_parallel_size, "kv_cache_gib": self.kv_cache_gib,
+                "gpu_memory_utilization": self.gpu_memory_utilization}
 
 
 def api_key_from_env(given: str | None) -> str | None:

@@ -22,8 +22,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from stanchat.api.encoder import VideoOptions
-from stanchat.api.engines.base import Sampling
+from stanchat.engine.base import Sampling
+from stanchat.errors import StanchatError
+from stanchat.options import VideoOptions
 from stanchat.api.errors import ApiError
 from stanchat.options import DEFAULTS, TEMPORAL_MODES
 
@@ -160,15 +161,19 @@ def parse_request(body: Any) -> ChatRequest:
     temporal = body.get("temporal", DEFAULTS.temporal)
     if temporal not in TEMPORAL_MODES:
         raise ApiError(400, f"temporal must be one of {', '.join(TEMPORAL_MODES)}, got {temporal!r}", param="temporal")
-    video = VideoOptions(frames=_number(body, "frames", int, DEFAULTS.frames, 1), temporal=temporal,
-                         fps=_number(body, "fps", float, None, 1e-3), start=_number(body, "start", float, None, 0),
-                         end=_number(body, "end", float, None, 0))
+    fps = _number(body, "fps", float, None, 1e-3)
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    sampling = Sampling(
-        max_tokens=_number({"max_tokens": max_tokens}, "max_tokens", int, DEFAULTS.max_new_tokens, 1),
-        temperature=_number(body, "temperature", float, DEFAULTS.temperature, 0, 2),
-        top_p=_number(body, "top_p", float, 1.0, 1e-6, 1), seed=_number(body, "seed", int, None, 0, MAX_SEED),
-        stop=_stop(body.get("stop")))
+    try:
+        video = VideoOptions(frames=_number(body, "frames", int, DEFAULTS.frames, 1), temporal=temporal,
+                             strategy="fps" if fps is not None else DEFAULTS.strategy, fps=fps,
+                             start=_number(body, "start", float, None, 0), end=_number(body, "end", float, None, 0))
+        sampling = Sampling(
+            max_tokens=_number({"max_tokens": max_tokens}, "max_tokens", int, DEFAULTS.max_new_tokens, 1),
+            temperature=_number(body, "temperature", float, DEFAULTS.temperature, 0, 2),
+            top_p=_number(body, "top_p", float, DEFAULTS.top_p, 1e-6, 1),
+            seed=_number(body, "seed", int, None, 0, MAX_SEED), stop=_stop(body.get("stop")))
+    except StanchatError as err:  # a combination the fields' own checks let through (e.g. end before start)
+        raise ApiError(400, str(err), param=err.param or "messages") from err
     stream, include_usage = _streaming(body)
     return ChatRequest(media_url=url, media_kind=kind, question=question, history=history, system=system,
                        video=video, sampling=sampling, stream=stream, include_usage=include_usage,

@@ -22,10 +22,11 @@ def build(chat: "VideoChat", config: ApiConfig, with_app: bool = False,
     `stanchat serve`'s protections and `app_config`'s limits (default: serve's), signed in with
     `config.api_key` when there is one."""
     from stanchat.api.app import create_app
-    from stanchat.api.engines import create_engine
     from stanchat.api.service import ChatService
+    from stanchat.engine import create_engine
 
-    service = ChatService(chat, create_engine(config.engine, chat, config), config)
+    service = ChatService(chat, create_engine(config.engine, chat.llava, chat.processor, **config.engine_settings()),
+                          config)
     app = create_app(service)
     app.router.add_event_handler("shutdown", service.close)
     if with_app:

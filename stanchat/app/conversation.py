@@ -24,8 +24,9 @@ import numpy as np
 from stanchat.app.config import AppConfig
 from stanchat.app.files import ConversationFiles, Uploads
 from stanchat.app.wording import clamp, for_the_app
-from stanchat.errors import StanchatError, VideoError
-from stanchat.video import Preprocessor, VideoClip, load_video
+from stanchat.errors import StanchatError
+from stanchat.options import VideoOptions
+from stanchat.video import Preprocessor, VideoClip
 
 if TYPE_CHECKING:
     from stanchat.chat import VideoChat
@@ -145,8 +146,7 @@ class Conversation:
         self.display_name = Path(path).name  # gradio keeps the uploaded file's name
         self.files.use_upload(path)  # held while it is read
         try:
-            clip = self._load(path, frames)
-            self.session = self.chat.session(clip, frames, temporal)
+            self.session = self._session(path, frames, temporal)
         except Exception as err:
             self._warn(err, path)
         if self.session is None:  # a file that cannot be used is given back: an upload no one else holds goes now
@@ -158,11 +158,12 @@ class Conversation:
         if self.session is None or (frames, temporal) == (self.session.frames, self.session.temporal):
             return
         try:
-            clip = self.session.video
             if frames != self.session.frames:
-                clip = self._load(clip.path, frames)
+                session = self._session(self.session.video.path, frames, temporal, self.session.history)
                 self._frame_features, self.weights = None, None
-            self.session = self.chat.session(clip, frames, temporal, history=self.session.history)
+            else:  # the same frames, encoded the other way: nothing is decoded again
+                session = self.chat.session(self.session.video, frames, temporal, self.session.history)
+            self.session = session
         except Exception as err:
             self._warn(err, self.session.video.path)
         self._show(self.clip)
@@ -177,14 +178,14 @@ class Conversation:
             self.strip = list(zip(self.files.write_strip(images), frame_labels(clip.timestamps)))
             self._shown = clip
 
-    def _load(self, path: str, frames: int) -> VideoClip:
+    def _session(self, path: str, frames: int, temporal: str, history: list | None = None) -> "Session":
+        """A session on the video at `path`, sampled with the app's options; a video longer than
+        the app takes is refused before any frame is decoded."""
         config = self.config
-        clip = load_video(path, frames=frames, strategy=config.strategy, fps=config.fps, start=config.start,
-                          end=config.end, generator=config.seed)
-        if clip.duration > self.config.max_duration:
-            raise VideoError(f"the video is {clip.duration:.0f} s long; this server takes videos up to "
-                             f"{self.config.max_duration:.0f} s (trim it first)")
-        return clip
+        options = VideoOptions(frames=frames, temporal=temporal, strategy=config.strategy, fps=config.fps,
+                               start=config.start, end=config.end, seed=config.seed)
+        encoded = self.chat.encode(path, options, max_seconds=config.max_duration)
+        return self.chat.session(encoded, history=history)
 
     def _warn(self, err: Exception, path: str | None = None) -> None:
         """Show a problem in the chat; the server's temporary path becomes the file's name."""
@@ -287,9 +288,11 @@ class Conversation:
             return
         for k, side in enumerate(sides):
             try:
-                clip = self.session.video if side.frames == self.session.frames else self._load(
-                    self.session.video.path, side.frames)
-                stream = self.chat.session(clip, side.frames, side.temporal).stream(question, **generation)
+                if side.frames == self.session.frames:  # the frames already sampled, maybe encoded another way
+                    session = self.chat.session(self.session.video, side.frames, side.temporal)
+                else:
+                    session = self._session(self.session.video.path, side.frames, side.temporal)
+                stream = session.stream(question, **generation)
             except Exception as err:
                 texts[k] = WARNING + problem(err, "could not answer")
                 yield texts

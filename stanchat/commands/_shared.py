@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from stanchat.options import DEFAULTS, TEMPORAL_MODES, check_frames
+from stanchat.options import DEFAULTS, TEMPORAL_MODES, VideoOptions
 from stanchat.pretrained import DEFAULT_PRESET, preset_names
 from stanchat.video import check_source
 
@@ -56,24 +56,18 @@ def sampling(args: argparse.Namespace) -> dict:
     return {"strategy": args.strategy, "fps": args.fps, "start": args.start, "end": args.end, "generator": args.seed}
 
 
-def check_sampling(args: argparse.Namespace) -> None:
-    """Refuse an impossible sampling request (fps without a rate, end before start) before the model loads."""
-    from stanchat.video.sample import check_request
-
-    check_request(args.frames, args.strategy, args.fps, args.start, args.end)
-
-
-def load_clip(args: argparse.Namespace, path=None, frames: int | None = None):
-    """The video (`path`, else the command's) sampled as the arguments ask, `frames` frames (else
-    --frames; checked first against the graft's limit by the caller)."""
-    from stanchat.video import load_video
-
-    return load_video(path or args.video, frames=frames or args.frames, **sampling(args))
+def video_options(args: argparse.Namespace, **changes) -> VideoOptions:
+    """The command's `VideoOptions` (frames, temporal, strategy, fps, start, end, seed), with `changes`
+    (e.g. another frame count); checked when made."""
+    given = {"frames": args.frames, "temporal": args.temporal, "strategy": args.strategy, "fps": args.fps,
+             "start": args.start, "end": args.end, "seed": args.seed}
+    return VideoOptions(**{**given, **changes})
 
 
 def check_args(args: argparse.Namespace) -> None:
     """The cheap checks, so that bad input fails before minutes of model loading."""
-    check_frames(args.frames)
+    video_options(args)
+    generation(args)
     check_source(args.video)
 
 
@@ -94,4 +88,9 @@ def load_chat(args: argparse.Namespace):
 
 
 def generation(args: argparse.Namespace) -> dict:
-    return {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature}
+    """The answer's flags as `Session.ask` keywords, checked (`sampling_of` raises on a bad value)."""
+    from stanchat.session import sampling_of  # torch-free
+
+    given = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature}
+    sampling_of(**given)
+    return given

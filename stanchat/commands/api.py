@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         raise StanchatError("--with-app needs the transformers engine (with --engine vllm the LLM lives in vLLM); "
                             "drop --with-app and run the app beside it with stanchat serve, or leave out --engine vllm")
     if config.engine == "vllm":
-        from stanchat.api.engines.vllm import check_available
+        from stanchat.engine.vllm import check_available
 
         check_available()  # one line naming what is missing, before the model loads
         if args.load_4bit or args.load_8bit:

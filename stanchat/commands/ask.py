@@ -9,7 +9,7 @@ import json
 import logging
 
 from stanchat.commands._shared import (add_generation_arguments, add_model_arguments, add_sampling_arguments,
-                                       check_args, check_sampling, generation, load_chat, load_clip)
+                                       check_args, generation, load_chat, video_options)
 from stanchat.commands.ask_batch import add_batch_arguments, run_batch
 from stanchat.errors import StanchatError
 from stanchat.options import check_question
@@ -34,14 +34,13 @@ def run(args: argparse.Namespace) -> int:
         raise StanchatError("stanchat ask needs a VIDEO and a QUESTION (or --batch REQUESTS.jsonl --out ANSWERS.jsonl)")
     question = check_question(args.question)
     check_args(args)
-    check_sampling(args)
     chat = load_chat(args)
-    clip = load_clip(args)
+    keywords = {**video_options(args).__dict__, **generation(args)}  # decoding is timed in the answer
     if args.json:
-        answer = chat.ask(clip, question, frames=args.frames, temporal=args.temporal, **generation(args))
+        answer = chat.ask(args.video, question, **keywords)
         print(json.dumps({**answer.to_dict(), "preset": chat.preset}))
     else:
-        stream = chat.stream(clip, question, frames=args.frames, temporal=args.temporal, **generation(args))
+        stream = chat.stream(args.video, question, **keywords)
         for piece in stream:
             print(piece, end="", flush=True)
         print()

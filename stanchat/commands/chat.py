@@ -13,9 +13,9 @@ import sys
 from collections.abc import Iterator
 
 from stanchat.commands._shared import (add_generation_arguments, add_model_arguments, add_sampling_arguments,
-                                       check_args, check_sampling, generation, load_chat, load_clip)
+                                       check_args, generation, load_chat, video_options)
 from stanchat.errors import StanchatError
-from stanchat.options import check_frames, check_temporal
+from stanchat.options import check_temporal
 from stanchat.video import check_source
 
 logger = logging.getLogger(__name__)
@@ -96,16 +96,20 @@ def _command(chat, session, line: str, args: argparse.Namespace):
         session.reset()
         return session
     if name == "/video" and arg:
-        return chat.session(load_clip(args, check_source(arg), session.frames), session.frames, session.temporal)
+        return chat.session(check_source(arg), **_options(session, args).__dict__)
     if name == "/frames" and arg:
         if not arg.isdigit():
             raise StanchatError(f"/frames takes a whole number, got {arg!r}")
-        frames = check_frames(int(arg), chat.graft.max_frames)
-        clip = load_clip(args, session.video.path, frames)
-        return chat.session(clip, frames, session.temporal, history=session.history)
+        options = _options(session, args, frames=int(arg))
+        return chat.session(session.video.path, history=session.history, **options.__dict__)
     if name == "/temporal" and arg:  # the same frames, encoded the other way: nothing is decoded again
         return chat.session(session.video, session.frames, check_temporal(arg), session.history)
     raise StanchatError(f"unknown command {line!r}; commands: {HELP}")
+
+
+def _options(session, args: argparse.Namespace, **changes):
+    """The conversation's video options: the command's sampling flags, the session's frames and mode."""
+    return video_options(args, **{"frames": session.frames, "temporal": session.temporal, **changes})
 
 
 def _status(session) -> str:
@@ -115,10 +119,10 @@ def _status(session) -> str:
 
 def _answer(session, question: str, generation: dict) -> None:
     """Print a streamed answer. Ctrl-C stops this answer (no turn is recorded), not the conversation,
-    also before the first token: while the first question encodes the video, or the prompt prefills."""
+    also before the first token, while the prompt prefills."""
     stream, printed = None, False
     try:
-        stream = session.stream(question, **generation)  # encodes the video on the first question
+        stream = session.stream(question, **generation)
         for piece in stream:
             print(piece, end="", flush=True)
             printed = True
@@ -134,9 +138,8 @@ def _answer(session, question: str, generation: dict) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_args(args)
-    check_sampling(args)
     chat = load_chat(args)
-    session = chat.session(load_clip(args), args.frames, args.temporal)
+    session = chat.session(args.video, **video_options(args).__dict__)
     interactive = sys.stdin.isatty()
     if interactive:
         print(f"{_status(session)}  {HELP}")
@@ -147,7 +150,11 @@ def run(args: argparse.Namespace) -> int:
             continue
         try:
             if line.startswith("/"):
-                session = _command(chat, session, line, args)
+                try:
+                    session = _command(chat, session, line, args)
+                except KeyboardInterrupt:  # while a video decodes or encodes: keep the conversation we had
+                    print(f"[stopped; still {_status(session)[1:]}", file=sys.stderr)
+                    continue
                 if session is None:
                     break
                 if interactive:

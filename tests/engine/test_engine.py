@@ -1,10 +1,12 @@
-"""The engines behind `stanchat api`: batched greedy answers equal one-at-a-time answers."""
+"""The engine every front end answers through: batched greedy answers equal one-at-a-time answers."""
 
 import pytest
 import torch
 
-from stanchat.api.engines.base import Job, Sampling, TextTracker
+from stanchat.engine.base import Job, Sampling
+from stanchat.engine.text import TextTracker
 from stanchat.errors import StanchatError
+from stanchat.options import VideoOptions
 from tests.api_helpers import LEFT, QUESTION, SHRINK
 
 QUESTIONS = [QUESTION, "Which way does it move?", "What colour is the shape?", "What shape is it?"]
@@ -19,20 +21,19 @@ def chat():
 
 @pytest.fixture(scope="module")
 def engine(chat):
-    from stanchat.api.engines.hf import TransformersEngine
+    from stanchat.engine.hf import TransformersEngine
 
-    engine = TransformersEngine(chat, max_batch=8, batch_wait_ms=5)
+    engine = TransformersEngine(chat.llava, chat.processor, max_batch=8, batch_wait_ms=5)
     yield engine
     engine.close()
 
 
 def _jobs(chat, sampling=Sampling(max_tokens=24)):
-    from stanchat.api.prompt import prompt_ids
+    from stanchat.engine.prompt import prompt_ids
 
     jobs = []
     for video in (LEFT, SHRINK):
-        decoded = chat.decode(video, 16)
-        features, _ = chat.features(decoded.pixel_values, "stan")
+        features = chat.encode(video).features
         for question in QUESTIONS:
             history = [] if question == QUESTION else [(QUESTION, "a blue shape")]  # prompts of different lengths
             jobs.append(Job(prompt_ids(chat.processor, history, question), features, sampling))
@@ -88,7 +89,7 @@ def test_text_tracker_holds_back_a_possible_stop_string():
 
 
 def test_sampling_batches_apart_from_greedy():
-    from stanchat.api.engines.hf import batch_key
+    from stanchat.engine.hf import batch_key
 
     greedy = Job([1], None, Sampling())
     hot = Job([1], None, Sampling(temperature=0.7))
@@ -123,9 +124,9 @@ class _FakeVllm:
 
 def _engine_without_vllm(monkeypatch, tmp_path, chat, argv):
     """`stanchat api ARGV`'s vLLM engine around `chat`, with vLLM itself replaced by `_FakeVllm`."""
-    from stanchat.api.engines import create_engine, vllm
     from stanchat.cli import build_parser
     from stanchat.commands.api import api_config
+    from stanchat.engine import create_engine, vllm
 
     async def start(self, args):
         return _FakeVllm(args)
@@ -133,15 +134,16 @@ def _engine_without_vllm(monkeypatch, tmp_path, chat, argv):
     monkeypatch.setenv("STANCHAT_HOME", str(tmp_path))  # the vLLM-ready copy of the weights goes here
     monkeypatch.setattr(vllm, "check_available", lambda: None)
     monkeypatch.setattr(vllm.VllmEngine, "_start", start)
-    return create_engine("vllm", chat, api_config(build_parser().parse_args(["api", "--engine", "vllm", *argv])))
+    config = api_config(build_parser().parse_args(["api", "--engine", "vllm", *argv]))
+    return create_engine("vllm", chat.llava, chat.processor, **config.engine_settings())
 
 
 def test_with_vllm_only_the_tower_stan_and_projector_stay_resident(monkeypatch, tmp_path):
     from stanchat.chat import load
 
     chat = load("tiny", device="cpu")
-    decoded = chat.decode(LEFT, 16)
-    before = chat.features(decoded.pixel_values, "stan")[0]
+    pixel_values = chat.preprocess(chat.encode(LEFT).clip)
+    before = chat.graft.features(pixel_values, "stan")
     llava = chat.llava
     stays = [*llava.model.vision_tower.parameters(), *llava.model.multi_modal_projector.parameters()]
     kept = sum(p.numel() for p in stays)
@@ -151,7 +153,7 @@ def test_with_vllm_only_the_tower_stan_and_projector_stay_resident(monkeypatch, 
         assert sum(p.numel() for p in resident) == kept  # the LLM's layers, embeddings and head are freed
         freed = [*llava.model.language_model.parameters(), *llava.lm_head.parameters()]
         assert all(p.device.type == "meta" for p in freed)
-        assert torch.equal(chat.features(decoded.pixel_values, "stan")[0], before)  # what stanchat still runs
+        assert torch.equal(chat.graft.features(pixel_values, "stan"), before)  # what stanchat still runs
         assert engine.engine.args["dtype"] == "float32" and engine.engine.args["kv_cache_memory_bytes"] == 1 << 30
         with pytest.raises(StanchatError, match="--engine vllm"):
             chat.ask(LEFT, QUESTION)  # the freed LLM says so instead of failing on a meta tensor
@@ -160,11 +162,10 @@ def test_with_vllm_only_the_tower_stan_and_projector_stay_resident(monkeypatch, 
 
 
 def test_vllm_memory_options_reach_the_engine(monkeypatch, tmp_path, chat, capsys):
-    import copy
-
+    from stanchat.chat import load
     from stanchat.cli import main
 
-    engine = _engine_without_vllm(monkeypatch, tmp_path, copy.deepcopy(chat),
+    engine = _engine_without_vllm(monkeypatch, tmp_path, load("tiny", device="cpu"),  # its own: the LLM is freed
                                   ["--kv-cache-gib", "2.5", "--gpu-memory-utilization", "0.6"])
     try:
         assert engine.engine.args["kv_cache_memory_bytes"] == int(2.5 * (1 << 30))
@@ -179,16 +180,17 @@ def test_vllm_memory_options_reach_the_engine(monkeypatch, tmp_path, chat, capsy
 def test_the_vllm_engine_frees_this_process_copy_of_the_llm_and_keeps_the_tower():
     """`--engine vllm` frees the language model and lm_head here (vLLM holds its own); the tower,
     STAN and projector still encode; running the freed LLM, or its embeddings alone, is one line."""
-    from stanchat.api.engines.vllm import release_language_model
+    from stanchat.engine.vllm import release_language_model
     from stanchat.chat import load
 
     chat = load("tiny", device="cpu")  # its own: this one is left without its LLM
-    features_before = chat.features(chat.decode(LEFT, 4).pixel_values, "stan")[0]
-    release_language_model(chat)
+    pixel_values = chat.preprocess(chat.encode(LEFT, VideoOptions(frames=4)).clip)
+    features_before = chat.graft.features(pixel_values, "stan")
+    release_language_model(chat.llava)
     language = [*chat.llava.get_submodule("model.language_model").parameters(), *chat.llava.lm_head.parameters()]
     assert language and all(p.device.type == "meta" for p in language)
     assert all(p.device.type == "cpu" for p in chat.llava.get_submodule("model.vision_tower").parameters())
-    assert torch.equal(chat.features(chat.decode(LEFT, 4).pixel_values, "stan")[0], features_before)
+    assert torch.equal(chat.graft.features(pixel_values, "stan"), features_before)
     with pytest.raises(StanchatError, match="freed for --engine vllm"):
         chat.ask(LEFT, QUESTION, frames=4)
     with pytest.raises(StanchatError, match="freed for --engine vllm"):

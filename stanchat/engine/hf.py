@@ -1,11 +1,12 @@
-"""The `transformers` engine: requests that arrive together run as one padded `generate`.
+"""The `transformers` engine: jobs that arrive together run as one padded `generate`.
 
 A worker thread takes the first waiting job, waits `batch_wait_ms` for others that can share its
 `generate` (greedy jobs together; sampling jobs with the same temperature and top_p; a seeded job
 alone), and runs them as one left-padded batch of `inputs_embeds`: each prompt's embeddings with
-its video placeholder replaced by the video's projected tokens. Each row stops on its own (end of
-answer, its stop strings, its max_tokens, or cancellation); greedy rows give the answers they
-would give alone (tests/test_api_engines.py checks it).
+its video placeholder replaced by the video's projected tokens. This is the one way video tokens
+enter a transformers LLM in stanchat. Each row stops on its own (end of answer, its stop strings,
+its max_tokens, or cancellation); greedy rows give the answers they would give alone
+(tests/test_engine.py checks it). A job cancelled before its batch starts is not run.
 """
 
 from __future__ import annotations
@@ -16,16 +17,16 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from threading import Thread
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from stanchat.api.engines.base import Engine, Job, Result, TextTracker
-
-if TYPE_CHECKING:
-    from stanchat.chat import VideoChat
+from stanchat.engine.base import Engine, Job, Result
+from stanchat.engine.text import TextTracker
+from stanchat.graft import place_video
+from stanchat.options import DEFAULTS
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class _Row:
 class _Batch:
     rows: list[_Row] = field(default_factory=list)
     eos: set[int] = field(default_factory=set)
+    first_token_at: float | None = None  # when generate handed over the first new tokens (the prefill's end)
 
 
 class _RowStreamer(BaseStreamer):
@@ -68,6 +70,8 @@ class _RowStreamer(BaseStreamer):
     def put(self, value: torch.Tensor) -> None:
         if value.dim() > 1:  # the prompt (B, S): with inputs_embeds only, not tokens of the answer
             return
+        if self.batch.first_token_at is None:  # on CUDA the .tolist() below synchronises: the time is real
+            self.batch.first_token_at = time.perf_counter()
         for row, token in zip(self.batch.rows, value.tolist()):
             row.add(int(token), self.batch.eos)
 
@@ -94,12 +98,13 @@ def batch_key(job: Job) -> tuple:
 
 
 class TransformersEngine(Engine):
-    """Batched `generate` on the `VideoChat`'s own LLaVA, in one worker thread."""
+    """Batched `generate` on a transformers LLaVA (`llava`, with its `processor`), in one worker thread."""
 
     name = "transformers"
 
-    def __init__(self, chat: "VideoChat", max_batch: int = 8, batch_wait_ms: float = 5.0):
-        self.chat = chat
+    def __init__(self, llava: Any, processor: Any, max_batch: int = DEFAULTS.batch_size, batch_wait_ms: float = 0.0):
+        self.llava = llava
+        self.processor = processor
         self.max_batch = max_batch
         self.batch_wait = batch_wait_ms / 1000
         self.batches = 0  # generate calls run
@@ -109,8 +114,10 @@ class TransformersEngine(Engine):
         self._worker = Thread(target=self._loop, name="stanchat-batcher", daemon=True)
         self._worker.start()
 
-    def generate(self, job: Job) -> Result:
-        return self.generate_many([job])[0]
+    def submit(self, job: Job) -> Future:
+        future: Future = Future()
+        self._queue.put([(job, future)])
+        return future
 
     def generate_many(self, jobs: list[Job]) -> list[Result]:
         """Results of `jobs`, which reach the worker together (so they batch whatever the timing)."""
@@ -172,8 +179,14 @@ class TransformersEngine(Engine):
         return batch
 
     def _run(self, items: list[tuple[Job, Future]]) -> None:
-        tokenizer = self.chat.processor.tokenizer
-        eos = self.chat.llava.generation_config.eos_token_id
+        for job, future in items:  # cancelled while waiting: nothing to generate
+            if job.cancelled.is_set():
+                future.set_result(Result(text="", completion_tokens=0, finish_reason="stop"))
+        items = [(job, future) for job, future in items if not future.done()]
+        if not items:
+            return
+        tokenizer = self.processor.tokenizer
+        eos = self.llava.generation_config.eos_token_id
         decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)  # noqa: E731
         batch = _Batch(eos=set(eos if isinstance(eos, list) else [eos] if eos is not None else []))
         for job, future in items:
@@ -188,29 +201,29 @@ class TransformersEngine(Engine):
                 torch.manual_seed(sampling.seed)
         self.batches += 1
         self.batched_jobs += len(items)
+        started = time.perf_counter()
         with torch.inference_mode():
-            self.chat.llava.generate(inputs_embeds=embeds, attention_mask=mask, streamer=_RowStreamer(batch),
-                                     stopping_criteria=StoppingCriteriaList([_RowsDone(batch)]), **kwargs)
+            self.llava.generate(inputs_embeds=embeds, attention_mask=mask, streamer=_RowStreamer(batch),
+                                stopping_criteria=StoppingCriteriaList([_RowsDone(batch)]), **kwargs)
+        ended = time.perf_counter()
+        first = batch.first_token_at if batch.first_token_at is not None else ended
         for row in batch.rows:
             row.future.set_result(Result(text=row.tracker.finish(), completion_tokens=len(row.tracker.ids),
-                                         finish_reason=row.reason))
+                                         finish_reason=row.reason, prefill=first - started, generate=ended - first))
 
     def _pad_id(self) -> int:
-        tokenizer = self.chat.processor.tokenizer
+        tokenizer = self.processor.tokenizer
         return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     def _inputs(self, jobs: list[Job]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left-padded prompt embeddings (B, S, D), video placeholders replaced, and their mask (B, S)."""
-        embed = self.chat.llava.get_input_embeddings()
-        device = embed.weight.device
+        """Left-padded prompt embeddings (B, S, E), each with its video placed (`place_video`), and their mask (B, S)."""
+        device = self.llava.get_input_embeddings().weight.device
+        image_token_id = self.llava.config.image_token_id
         rows = []
         for job in jobs:
-            ids = torch.tensor(job.prompt_ids, device=device)
-            placeholders = ids == self.chat.image_token_id
-            expanded = _expand(ids, placeholders, job.features.shape[1])  # (S,) one placeholder per video token
-            row = embed(expanded)  # (S, D)
-            row[expanded == self.chat.image_token_id] = job.features[0].to(device, row.dtype)
-            rows.append(row)
+            ids = torch.tensor(job.prompt_ids)
+            expanded = _expand(ids, ids == image_token_id, job.features.shape[1])  # (S,) one placeholder per token
+            rows.append(place_video(self.llava, expanded[None].to(device), job.features)[0])  # (S, E)
         length = max(row.shape[0] for row in rows)
         embeds = rows[0].new_zeros(len(rows), length, rows[0].shape[1])
         mask = torch.zeros(len(rows), length, dtype=torch.long, device=device)
