@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stanchat.errors import WeightsError
+from stanchat.hub import hub_cached
 from stanchat.pretrained import (CLIP_CONFIG_FILES, DEFAULT_PRESET, Preset, clip_download, fetch_commands, get_preset,
                                  preset_llava, preset_stan_dir, stan_is_converted)
 
@@ -36,7 +37,6 @@ DEFAULT_REVISION = "main"
 # the tower files an original-layout LLaVA v1 conversion reads (its weights come from the CLIP checkpoint)
 TOWER_FILES = ["config.json", "preprocessor_config.json", "model.safetensors"]
 SKIPPED_FORMATS = ["*.h5", "*.msgpack", "*.ot", "*.onnx"]  # other frameworks' copies of the same weights
-WEIGHTS, WEIGHTS_INDEX = "model.safetensors", "model.safetensors.index.json"  # a transformers checkpoint's weights
 STOCK_NOT_CACHED = "the stock weights are not in the local hub cache"  # origin.json: measure once they are
 
 
@@ -340,29 +340,6 @@ def ensure(model: str | None = None, llava: str | None = None, stan: str | os.Pa
     if stan is None and not preset.bundled:
         measure_backbone(preset)  # the LLaVA step may have fetched the stock tower it needs
     return done
-
-
-def hub_cached(repo: str) -> bool:
-    """Whether the hub cache holds `repo`'s config.json and all of its weights (model.safetensors,
-    or every shard its index names); a repo whose download stopped after the config is not cached."""
-    from huggingface_hub import try_to_load_from_cache
-
-    def cached(name: str) -> str | None:
-        found = try_to_load_from_cache(repo, name)
-        return found if isinstance(found, str) else None
-
-    if cached("config.json") is None:
-        return False
-    if cached(WEIGHTS) is not None:
-        return True
-    index = cached(WEIGHTS_INDEX)
-    if index is None:
-        return False
-    try:
-        shards = set(json.loads(Path(index).read_text())["weight_map"].values())
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return False  # a damaged index: let the download fetch it again
-    return all(cached(shard) is not None for shard in shards)
 
 
 def pull(name: str, revision: str | None = None) -> list[Fetched]:
