@@ -1,6 +1,8 @@
 """Load a STAN-grafted LLaVA and ask it about videos.
 
-`load(...)` returns a `VideoChat`. It owns the two halves every front end uses:
+`load(...)` returns a `VideoChat`: given a preset name (and overrides) it resolves them into one
+`stanchat.pretrained.ModelSpec` and fetches its missing parts itself; given a spec a command already
+resolved and fetched, it only reads its paths. The `VideoChat` owns the two halves every front end uses:
 - video -> features: `chat.encode(video, VideoOptions)` samples and decodes the frames (in the
   decode worker, at the model's input size), runs the tower, STAN and projector, and keeps the
   result in one bounded cache keyed by the video's content and the options (`stanchat.encoding`);
@@ -34,7 +36,7 @@ from stanchat.fetch import ensure
 from stanchat.graft import Graft, load_graft_model
 from stanchat.hub import resolve_model_dir
 from stanchat.options import DEFAULTS, VIDEO_OPTIONS, VideoOptions, check_frames
-from stanchat.pretrained import resolve
+from stanchat.pretrained import ModelSpec, to_spec
 from stanchat.relevance import FrameRelevance
 from stanchat.session import Answer, Session, Stream
 from stanchat.video import Preprocessor, VideoClip, load_video
@@ -281,22 +283,26 @@ def load_llava(name_or_path: str, device: torch.device, dtype: torch.dtype, quan
     return model.eval(), processor
 
 
-def load(model: str | None = None, *, llava: str | None = None, stan: str | os.PathLike | None = None,
+def load(model: str | ModelSpec | None = None, *, llava: str | None = None, stan: str | os.PathLike | None = None,
          device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
          load_in_4bit: bool = False, load_in_8bit: bool = False,
          device_map: str | dict | None = None, revision: str | None = None) -> VideoChat:
     """Load a video chat model.
 
     model: a preset name from `stanchat.pretrained` (default "llava-1.5-7b"); `llava` (hub id or
-    directory) and `stan` (a saved VideoCLIP directory) override its parts. device: "cpu", "cuda",
-    "cuda:N" (default: CUDA if present). dtype: "float32" | "float16" | "bfloat16" (default float16
-    on GPU, float32 on CPU). load_in_4bit / load_in_8bit: quantise the LLM with bitsandbytes.
+    directory) and `stan` (a saved VideoCLIP directory) override its parts. Or a `ModelSpec` that
+    `stanchat.pretrained.resolve` already made (then without `llava`, `stan` or `revision`).
+    device: "cpu", "cuda", "cuda:N" (default: CUDA if present). dtype: "float32" | "float16" |
+    "bfloat16" (default float16 on GPU, float32 on CPU). load_in_4bit / load_in_8bit: quantise the
+    LLM with bitsandbytes.
     device_map: passed to transformers/accelerate (e.g. "auto") instead of `device` for the LLaVA.
     revision: the hub revision of the preset's released STAN file (default main), when it is fetched.
-    A preset's parts that are not on disk yet are fetched and converted once (`stanchat.fetch`).
+    A preset's parts that are not on disk yet are fetched and converted once (`stanchat.fetch`);
+    a spec with none missing is loaded as it is, not resolved or checked again.
     """
-    ensure(model, llava, stan, revision)
-    spec = resolve(model, llava, stan)
+    spec = to_spec(model, llava, stan, revision)
+    if spec.missing:
+        spec = ensure(spec)
     resolved_device = resolve_device(device)
     resolved_dtype = resolve_dtype(dtype, resolved_device)
     quantization = quantization_config(load_in_4bit, load_in_8bit, resolved_dtype)

@@ -1,16 +1,23 @@
 """First use fetches: a preset's released STAN, and an original-layout LLaVA v1, from the hub,
 converted once into `$STANCHAT_HOME`.
 
-`ensure(...)` is what `stanchat.load` calls before loading: a part already converted is only
-loaded; a missing one is downloaded with `huggingface_hub` (its cache, resumable downloads, its
-progress bar), converted as `stanchat convert official` / `stanchat convert llava` convert it into
-a uniquely named `<dir>.partial-*` folder, and renamed into place (an older one set aside first and
-deleted last), so an interrupted conversion never looks done and never loses the one before. A lock
-file beside the folder makes two first uses at once (`serve` and `ask`) convert once: the second
-waits and loads the first one's result. Every failure is one `WeightsError` line naming the hub repo, the file, the `hf download`
-command and the `stanchat convert` command that do the same by hand. `stanchat pull` runs all of it
-ahead of time. Transformers-native LLaVAs come through `from_pretrained` as before. A fetched STAN's
-origin.json records how far its tower is from the stock CLIP once the stock weights are cached.
+Fetching fills a resolved `stanchat.pretrained.ModelSpec`: `resolve` has already worked out every
+path and which parts are missing, and `ensure(spec)` (once per command; `stanchat.load` calls it
+itself only for a spec with missing parts) fetches those and returns the spec with none missing.
+Data flows one way: this module imports `stanchat.pretrained` (the registry, its paths and the spec),
+never the reverse; the step functions (`ensure_stan`, `ensure_llava`) take the spec's preset.
+
+A missing part is downloaded with `huggingface_hub` (its cache, resumable downloads, its progress
+bar), converted as `stanchat convert official` / `stanchat convert llava` convert it into a uniquely
+named `<dir>.partial-*` folder, and renamed into place (an older one set aside first and deleted
+last), so an interrupted conversion never looks done and never loses the one before. A lock file
+beside the folder makes two first uses at once (`serve` and `ask`) convert once: the second waits
+and loads the first one's result. Every failure is one `WeightsError` line naming the hub repo, the
+file, the `hf download` command and the `stanchat convert` command that do the same by hand.
+`pull` (`stanchat pull`) fetches every part of a spec ahead of time, reporting those already here.
+A transformers-native LLaVA not in the hub cache is downloaded here (its progress bars show); a
+cached one is left to `from_pretrained`. A fetched STAN's origin.json records how far its tower is
+from the stock CLIP once the stock weights are cached.
 """
 
 from __future__ import annotations
@@ -22,21 +29,20 @@ import shutil
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from stanchat.errors import WeightsError
-from stanchat.pretrained import (CLIP_CONFIG_FILES, DEFAULT_PRESET, Preset, clip_download, fetch_commands, get_preset,
-                                 preset_llava, preset_stan_dir, stan_is_converted)
+from stanchat.hub import hub_cached  # noqa: F401  (moved to stanchat.hub; still importable from here)
+from stanchat.pretrained import (CLIP_CONFIG_FILES, ORIGIN_FILE, ModelSpec, Preset, clip_download, fetch_commands,
+                                 preset_llava, preset_stan_dir, read_origin, stan_is_converted, stan_ready, to_spec)
 
 logger = logging.getLogger(__name__)
 
-ORIGIN_FILE = "origin.json"  # beside a fetched conversion: which hub file and revision it was converted from
 DEFAULT_REVISION = "main"
 # the tower files an original-layout LLaVA v1 conversion reads (its weights come from the CLIP checkpoint)
 TOWER_FILES = ["config.json", "preprocessor_config.json", "model.safetensors"]
 SKIPPED_FORMATS = ["*.h5", "*.msgpack", "*.ot", "*.onnx"]  # other frameworks' copies of the same weights
-WEIGHTS, WEIGHTS_INDEX = "model.safetensors", "model.safetensors.index.json"  # a transformers checkpoint's weights
 STOCK_NOT_CACHED = "the stock weights are not in the local hub cache"  # origin.json: measure once they are
 
 
@@ -127,14 +133,6 @@ def _snapshot_files(snapshot: Path, patterns: dict) -> set[str]:
     return set(filter_repo_objects(names, **patterns))
 
 
-def read_origin(directory: Path) -> dict:
-    """The origin.json a fetched conversion wrote beside it ({} when there is none)."""
-    try:
-        return json.loads((directory / ORIGIN_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 @contextmanager
 def install_lock(out: Path):
     """One conversion into `out` at a time, across threads and processes (`serve` and `ask` started
@@ -176,21 +174,19 @@ def install(partial: Path, final: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def _stan_ready(out: Path, revision: str | None) -> bool:
-    return stan_is_converted(out) and (revision is None or read_origin(out).get("revision") == revision)
-
-
 def ensure_stan(preset: Preset, revision: str | None = None) -> Fetched:
     """The preset's converted STAN directory, fetching and converting the released file if it is not
     there yet (or was converted from another revision than a pinned `revision`)."""
     out = preset_stan_dir(preset)
-    if _stan_ready(out, revision):
+    if preset.bundled and stan_is_converted(out):
+        return Fetched("STAN (bundled)", out, disk_size(out), new=False)
+    if stan_ready(out, revision):
         return Fetched(f"STAN {out.name}", out, disk_size(out), new=False)
     if not preset.stan_repo:
         raise WeightsError(f"STAN weights for preset {preset.name!r} are not in {out} and it has no hub file to fetch")
     with install_lock(out):
         recover(out)
-        if not _stan_ready(out, revision):  # else another process converted it while this one waited
+        if not stan_ready(out, revision):  # else another process converted it while this one waited
             return _convert_stan(preset, out, revision or DEFAULT_REVISION)
     return Fetched(f"STAN {out.name}", out, disk_size(out), new=False)
 
@@ -323,54 +319,34 @@ def _convert_llava(preset: Preset, out: Path) -> Fetched:
                    downloads=(source, tower_dir))
 
 
-def ensure(model: str | None = None, llava: str | None = None, stan: str | os.PathLike | None = None,
-           revision: str | None = None) -> list[Fetched]:
-    """Fetch and convert what `stanchat.pretrained.resolve(model, llava, stan)` will need from a
-    preset (the parts `llava` / `stan` do not replace); nothing happens when both parts are given.
-    A transformers-native LLaVA not yet cached is downloaded here too, so its progress bars show
-    (the CLI hides transformers' loading bars afterwards); a cached one is left to `from_pretrained`."""
-    if model is None and llava is not None and stan is not None:
+def fill(spec: ModelSpec, every: bool = False) -> list[Fetched]:
+    """Fetch and convert the parts `spec` lists as missing (`every`: each part its preset supplies, those
+    already here reported as such, as `stanchat pull` lists them), STAN first. A bundled part cannot be
+    fetched: one missing is the line `ModelSpec.require` raises."""
+    todo = spec.parts if every else spec.missing
+    if not todo:
         return []
-    preset = get_preset(model or DEFAULT_PRESET)
-    done = []
-    if stan is None and not preset.bundled:
-        done.append(ensure_stan(preset, revision))
-    if llava is None and not preset.bundled and (preset.llava_source or not hub_cached(preset.llava)):
-        done.append(ensure_llava(preset))
-    if stan is None and not preset.bundled:
+    preset = spec.source
+    if preset.bundled:
+        spec.require()
+    done = [ensure_stan(preset, spec.revision) if part == "stan" else ensure_llava(preset) for part in todo]
+    if "stan" in spec.parts and not preset.bundled:
         measure_backbone(preset)  # the LLaVA step may have fetched the stock tower it needs
     return done
 
 
-def hub_cached(repo: str) -> bool:
-    """Whether the hub cache holds `repo`'s config.json and all of its weights (model.safetensors,
-    or every shard its index names); a repo whose download stopped after the config is not cached."""
-    from huggingface_hub import try_to_load_from_cache
-
-    def cached(name: str) -> str | None:
-        found = try_to_load_from_cache(repo, name)
-        return found if isinstance(found, str) else None
-
-    if cached("config.json") is None:
-        return False
-    if cached(WEIGHTS) is not None:
-        return True
-    index = cached(WEIGHTS_INDEX)
-    if index is None:
-        return False
-    try:
-        shards = set(json.loads(Path(index).read_text())["weight_map"].values())
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return False  # a damaged index: let the download fetch it again
-    return all(cached(shard) is not None for shard in shards)
+def ensure(model: ModelSpec | str | None = None, llava: str | None = None, stan: str | os.PathLike | None = None,
+           revision: str | None = None) -> ModelSpec:
+    """The spec (`model`, or `resolve(model, llava, stan, revision)`) with its missing parts fetched and
+    converted: nothing happens when none is missing (nor when `llava` and `stan` replace both parts). A
+    transformers-native LLaVA not yet cached is downloaded here too, so its progress bars show (the CLI
+    hides transformers' loading bars afterwards); a cached one is left to `from_pretrained`."""
+    spec = to_spec(model, llava, stan, revision)
+    fill(spec)
+    return replace(spec, missing=())
 
 
-def pull(name: str, revision: str | None = None) -> list[Fetched]:
-    """Everything preset `name` needs, fetched and converted now (for a machine that will be offline)."""
-    preset = get_preset(name)
-    if preset.bundled:
-        return [Fetched("STAN (bundled)", preset_stan_dir(preset), disk_size(preset_stan_dir(preset)), new=False),
-                ensure_llava(preset)]
-    done = [ensure_stan(preset, revision), ensure_llava(preset)]
-    measure_backbone(preset)  # the LLaVA step may have fetched the stock tower it needs
-    return done
+def pull(model: ModelSpec | str, revision: str | None = None) -> list[Fetched]:
+    """Every part preset `model` (a name, or its resolved spec) supplies, fetched and converted now (for a
+    machine that will be offline), each reported whether fetched now or already here."""
+    return fill(to_spec(model, revision=revision), every=True)

@@ -12,16 +12,24 @@ from training; the v1 preset runs on the paper's tower at 224 px, the closest pa
 A bundled preset (`tiny`) ships inside the package as `stanchat/presets/<name>/{llava,stan}`,
 so it works on a fresh install with no download.
 Unknown names fail with the list of valid names; nothing is chosen by substrings of names.
-This module imports nothing heavy.
+
+`resolve(model, llava, stan, revision)` turns a preset and the `--llava/--stan` overrides into one
+`ModelSpec`, in one pass: every path (LLaVA hub id or folder, STAN folder), the preset whose released
+files supply the parts not overridden, the pinned revision, and which of those parts are missing on
+disk. Data flows one way: this module never imports `stanchat.fetch`; fetch fills a spec's missing
+parts (`stanchat.fetch.ensure`), `stanchat.chat.load` reads its paths, `stanchat models` lists it and
+`stanchat pull` fetches every part of it. This module imports nothing heavy.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from stanchat.errors import StanchatError, WeightsError
+from stanchat.hub import hub_cached
 
 # LLaVA-1.5's template (llava-hf): "USER: <image>\n{question} ASSISTANT: {answer} USER: ..."
 LLAVA_15_CHAT_TEMPLATE = (
@@ -138,12 +146,38 @@ PRESETS: dict[str, Preset] = {
 DEFAULT_PRESET = "llava-1.5-7b"
 
 
+PARTS = ("stan", "llava")  # a model's two parts, in the order a preset's are fetched
+ORIGIN_FILE = "origin.json"  # beside a fetched conversion: which hub file and revision it was converted from
+
+
 @dataclass(frozen=True)
 class ModelSpec:
+    """One model, worked out once by `resolve`: where each part is, which preset supplies the parts not
+    overridden (its released files are where a missing one comes from), and which of those are missing.
+    `stanchat.fetch.ensure` fills the missing parts; `stanchat.chat.load` reads the paths."""
+
     name: str  # what answers report as `model`: the preset name, or the overriding paths
     llava: str  # hub id or directory of the LLaVA
     stan: Path  # directory of the STAN (a saved VideoCLIP)
-    preset: str | None = None  # the preset it came from (None when --llava and --stan replace both parts)
+    source: Preset | None = None  # the preset the parts come from (None when --llava and --stan replace both)
+    parts: tuple[str, ...] = ()  # the parts `source` supplies, of PARTS (those --llava/--stan do not replace)
+    missing: tuple[str, ...] = ()  # of `parts`, those not on disk: not converted, not in the hub cache, or
+    #                                (the STAN) converted from another revision than a pinned `revision`
+    revision: str | None = None  # hub revision of the released STAN file (None: any converted one; main to fetch)
+
+    @property
+    def preset(self) -> str | None:
+        """The name of the preset it came from (None when --llava and --stan replace both parts)."""
+        return self.source.name if self.source is not None else None
+
+    def require(self) -> ModelSpec:
+        """This spec, or one line naming how to get a missing part that loading cannot fetch by itself
+        (a STAN, a converted LLaVA v1, a bundled part); a hub LLaVA not yet cached is left to
+        `from_pretrained`."""
+        for part in self.missing:
+            if (error := missing_part(self, part)) is not None:
+                raise error
+        return self
 
 
 def stanchat_home() -> Path:
@@ -187,6 +221,30 @@ def stan_is_converted(directory: Path) -> bool:
     return all((directory / f).is_file() for f in STAN_FILES)
 
 
+def read_origin(directory: Path) -> dict:
+    """The origin.json a fetched conversion wrote beside it ({} when there is none)."""
+    try:
+        return json.loads((directory / ORIGIN_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def stan_ready(directory: Path, revision: str | None = None) -> bool:
+    """A converted STAN is in `directory` (converted from `revision` of its released file, when pinned)."""
+    return stan_is_converted(directory) and (revision is None or read_origin(directory).get("revision") == revision)
+
+
+def part_present(preset: Preset, part: str, path: str | Path, revision: str | None = None) -> bool:
+    """Whether `part` ("stan" or "llava") of `preset`, expected at `path`, is on disk: a converted STAN
+    (from `revision` when pinned; a bundled one has no revision), a LLaVA folder with its config, or a hub
+    LLaVA (`path` its id) whose config and weights are all in the hub cache."""
+    if part == "stan":
+        return stan_ready(Path(path), revision if preset.stan_repo else None)
+    if preset.bundled or preset.llava_source:
+        return (Path(path) / "config.json").is_file()
+    return hub_cached(str(path))
+
+
 def clip_download(preset: Preset) -> str:
     """The `hf download` of the files `stanchat convert official --clip` reads (no weights)."""
     return f"hf download {preset.stan_clip} {' '.join(CLIP_CONFIG_FILES)}"
@@ -202,10 +260,35 @@ def fetch_commands(preset: Preset) -> str:
             f"printed), or `stanchat pull {preset.name}` where the hub is reachable")
 
 
-def resolve(model: str | None = None, llava: str | None = None, stan: str | os.PathLike | None = None) -> ModelSpec:
-    """Combine a preset with optional overrides. `llava` replaces the preset's LLaVA, `stan` its
-    STAN directory; with both given, `model` is not needed. A preset's missing part raises one line
-    naming the commands that fetch and convert it (`stanchat.fetch.ensure` fetches them first)."""
+def missing_part(spec: ModelSpec, part: str) -> WeightsError | None:
+    """The one line saying that `part` of `spec` is not on disk and how to get it by hand; None for a
+    hub LLaVA not yet cached (`from_pretrained` downloads it, or says in one line why it cannot)."""
+    preset = spec.source
+    if preset.bundled:
+        where = spec.stan if part == "stan" else spec.llava
+        return WeightsError(f"the bundled preset {preset.name!r} is missing from {where}; reinstall stanchat "
+                            f"or rebuild it with `python -m training.recipes.tiny`")
+    if part == "stan" and stan_is_converted(spec.stan):  # converted, from another revision than the pinned one
+        return WeightsError(f"STAN weights for preset {preset.name!r} in {spec.stan} were converted from revision "
+                            f"{read_origin(spec.stan).get('revision')!r}, not {spec.revision!r}; run "
+                            f"`stanchat pull {preset.name} --revision {spec.revision}`")
+    if part == "stan":
+        return WeightsError(f"STAN weights for preset {preset.name!r} are not in {spec.stan}; "
+                            f"{fetch_commands(preset)} (or pass --stan DIR)")
+    if preset.llava_source:
+        return WeightsError(f"preset {preset.name!r} needs {preset.llava_source} (original LLaVA layout) converted "
+                            f"into {spec.llava}; run `stanchat pull {preset.name}`, or `hf download "
+                            f"{preset.llava_source}` and `stanchat convert llava DIR --out {spec.llava}`")
+    return None
+
+
+def resolve(model: str | None = None, llava: str | None = None, stan: str | os.PathLike | None = None,
+            revision: str | None = None) -> ModelSpec:
+    """The one spec of a preset with optional overrides: `llava` replaces the preset's LLaVA, `stan`
+    its STAN directory (which must exist); with both given, `model` is not needed. The preset's parts
+    that are not on disk are listed in `missing`, not raised: `stanchat.fetch.ensure` fetches them, and
+    `ModelSpec.require()` raises one line naming how to get them by hand. `revision` pins the hub revision
+    of the released STAN file (a STAN converted from another one is missing)."""
     if model is not None:
         preset = get_preset(model)
     else:
@@ -217,18 +300,21 @@ def resolve(model: str | None = None, llava: str | None = None, stan: str | os.P
                                f"`stanchat convert` or VideoCLIP.save_pretrained")
     else:
         stan_dir = preset_stan_dir(preset)
-        if not stan_is_converted(stan_dir):
-            if preset.bundled:
-                raise WeightsError(f"the bundled preset {preset.name!r} is missing from {stan_dir}; reinstall stanchat "
-                                   f"or rebuild it with `python -m training.recipes.tiny`")
-            raise WeightsError(f"STAN weights for preset {preset.name!r} are not in {stan_dir}; "
-                               f"{fetch_commands(preset)} (or pass --stan DIR)")
-    if llava is None and preset.llava_source and not Path(preset_llava(preset)).is_dir():
-        raise WeightsError(f"preset {preset.name!r} needs {preset.llava_source} (original LLaVA layout) converted into "
-                           f"{preset_llava(preset)}; run `stanchat pull {preset.name}`, or `hf download "
-                           f"{preset.llava_source}` and `stanchat convert llava DIR --out {preset_llava(preset)}`")
-    if preset is not None and llava is None and stan is None:
-        return ModelSpec(name=preset.name, llava=preset_llava(preset), stan=stan_dir, preset=preset.name)
-    llava_ref = llava if llava is not None else preset_llava(preset)
-    return ModelSpec(name=f"llava={llava_ref} stan={stan_dir}", llava=str(llava_ref), stan=stan_dir,
-                     preset=preset.name if preset is not None else None)
+    llava_ref = str(llava) if llava is not None else preset_llava(preset)
+    parts = tuple(part for part, given in zip(PARTS, (stan, llava)) if given is None)
+    paths = {"stan": stan_dir, "llava": llava_ref}
+    missing = tuple(part for part in parts if not part_present(preset, part, paths[part], revision))
+    overridden = llava is not None or stan is not None
+    name = f"llava={llava_ref} stan={stan_dir}" if preset is None or overridden else preset.name
+    return ModelSpec(name=name, llava=llava_ref, stan=stan_dir, source=preset, parts=parts, missing=missing,
+                     revision=revision)
+
+
+def to_spec(model: str | ModelSpec | None = None, llava: str | None = None, stan: str | os.PathLike | None = None,
+            revision: str | None = None) -> ModelSpec:
+    """`model` itself when it is a resolved spec, else `resolve(model, llava, stan, revision)`."""
+    if not isinstance(model, ModelSpec):
+        return resolve(model, llava, stan, revision)
+    if (llava, stan, revision) != (None, None, None):
+        raise TypeError("llava, stan and revision are resolve()'s arguments; a resolved ModelSpec takes none")
+    return model

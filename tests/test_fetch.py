@@ -217,19 +217,23 @@ def test_a_fresh_pull_says_which_files_it_downloaded_and_counts_only_those(onlin
 
 
 def test_a_converted_stan_is_checked_once_before_loading(hub, monkeypatch):
-    """Each load of a converted STAN pinned to a revision reads its origin.json once, and takes no lock."""
+    """Each load of a converted STAN pinned to a revision reads its origin.json once, and takes no lock:
+    a resolved spec with the STAN there is not checked again by `ensure`."""
     import fcntl
 
-    import stanchat.fetch as fetch
+    import stanchat.pretrained as pretrained
+    from stanchat.fetch import ensure
 
     hub.add()
     preset = get_preset("llava-1.5-7b")
     ensure_stan(preset, revision="main")
-    reads, read_origin = [], fetch.read_origin
-    monkeypatch.setattr(fetch, "read_origin", lambda directory: reads.append(directory) or read_origin(directory))
+    reads, read_origin = [], pretrained.read_origin
+    monkeypatch.setattr(pretrained, "read_origin", lambda directory: reads.append(directory) or read_origin(directory))
     monkeypatch.setattr(fcntl, "flock", lambda *a: pytest.fail("locked to load a converted STAN"))
     assert not ensure_stan(preset, revision="main").new
     assert reads == [hub.home / "mug-stan-l14"]
+    assert ensure(pretrained.resolve("llava-1.5-7b", revision="main")).missing == ()
+    assert reads == [hub.home / "mug-stan-l14"] * 2
 
 
 def test_two_first_uses_at_once_convert_once_and_both_get_the_folder(hub, monkeypatch):

@@ -72,19 +72,19 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def load_chat(args: argparse.Namespace):
-    """`stanchat.load` from the parsed model arguments. A preset's missing weights are fetched first,
-    with the hub's download progress bars; then the terminal shows the answer, not transformers'
-    weight-loading progress bars (they stay on with --debug)."""
+    """`stanchat.load` from the parsed model arguments, resolved into one spec once. A preset's missing
+    weights are fetched first, with the hub's download progress bars; then the terminal shows the
+    answer, not transformers' weight-loading progress bars (they stay on with --debug)."""
     from transformers.utils import logging as hf_logging
 
     from stanchat.chat import load
     from stanchat.fetch import ensure
+    from stanchat.pretrained import resolve
 
-    ensure(args.model, args.llava, args.stan, args.revision)
+    spec = ensure(resolve(args.model, args.llava, args.stan, args.revision))
     if not args.debug:
         hf_logging.disable_progress_bar()
-    return load(args.model, llava=args.llava, stan=args.stan, device=args.device, dtype=args.dtype,
-                load_in_4bit=args.load_4bit, load_in_8bit=args.load_8bit, revision=args.revision)
+    return load(spec, device=args.device, dtype=args.dtype, load_in_4bit=args.load_4bit, load_in_8bit=args.load_8bit)
 
 
 def generation(args: argparse.Namespace) -> dict:

@@ -1,7 +1,7 @@
 """List every model preset: what it is made of, which tower its STAN was trained on and which it
 runs on (the paper's tower, a closer pairing but not identical, or a transfer), which parts are on
-this machine, and how large the missing ones are to download. Reads the local caches only; never
-downloads."""
+this machine, and how large the missing ones are to download: each preset's `ModelSpec`
+(`stanchat.pretrained.resolve`, as `ask` resolves it). Reads the local caches only; never downloads."""
 
 from __future__ import annotations
 
@@ -15,25 +15,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def status(name: str) -> dict:
     """One preset's entry: its parts, their pairing, and what is present locally."""
-    from pathlib import Path
+    from stanchat.pretrained import DEFAULT_PRESET, read_origin, resolve
 
-    from stanchat.fetch import hub_cached, read_origin
-    from stanchat.pretrained import DEFAULT_PRESET, get_preset, preset_llava, preset_stan_dir, stan_is_converted
-
-    preset = get_preset(name)
-    llava = preset_llava(preset)
-    stan_here = stan_is_converted(preset_stan_dir(preset))
-    if preset.bundled or preset.llava_source:
-        llava_here = Path(llava, "config.json").is_file()
-    else:
-        llava_here = hub_cached(preset.llava)
+    spec = resolve(name)  # what `ask --model NAME` would load, and which of its parts are missing
+    preset = spec.source
+    stan_here, llava_here = "stan" not in spec.missing, "llava" not in spec.missing
     missing = (0 if stan_here else preset.stan_bytes) + (0 if llava_here else preset.llava_bytes)
-    measured = read_origin(preset_stan_dir(preset)).get("backbone_vs_stock") or {}  # {} before a fetch
+    measured = read_origin(spec.stan).get("backbone_vs_stock") or {}  # {} before a fetch
     return {"preset": name, "description": preset.description, "default": name == DEFAULT_PRESET,
             "pairing": preset.pairing,
-            "llava": preset.llava_source or llava, "llava_present": llava_here,
-            "stan": f"{preset.stan_repo}/{preset.stan_checkpoint}" if preset.stan_repo else str(preset_stan_dir(preset)),
-            "stan_present": stan_here, "stan_dir": str(preset_stan_dir(preset)),
+            "llava": preset.llava_source or spec.llava, "llava_present": llava_here,
+            "stan": f"{preset.stan_repo}/{preset.stan_checkpoint}" if preset.stan_repo else str(spec.stan),
+            "stan_present": stan_here, "stan_dir": str(spec.stan),
             "stan_trained_on": preset.stan_trained_on, "runs_on": preset.runs_on, "note": preset.note,
             "backbone_vs_stock": measured if measured.get("measured") else None, "missing_bytes": missing}
 

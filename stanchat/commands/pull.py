@@ -17,10 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from stanchat.fetch import pull, size_text
-    from stanchat.pretrained import get_preset
+    from stanchat.pretrained import resolve
 
-    get_preset(args.preset)  # an unknown name fails before any download
-    for part in pull(args.preset, args.revision):
+    spec = resolve(args.preset, revision=args.revision)  # an unknown name fails before any download
+    for part in pull(spec):
         state = "fetched" if part.new else "already here"
         print(f"{part.what}: {state}, {part.path} ({size_text(part.bytes)})")
         for download in part.downloads:  # what a conversion read: the released file, the hub snapshots

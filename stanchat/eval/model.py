@@ -47,7 +47,7 @@ def resolve_model(name: str) -> tuple[Path, str]:
     if name not in pretrained.PRESETS:
         raise WeightsError(f"--model {name}: neither a directory nor a preset; presets: "
                            f"{', '.join(pretrained.preset_names())}")
-    return pretrained.resolve(name).stan, name  # a preset whose weights are missing names the convert command
+    return pretrained.resolve(name).require().stan, name  # missing weights: one line naming the convert command
 
 
 def fingerprint(directory: Path) -> str:

@@ -190,12 +190,12 @@ def _answer_all(cfg: VideoQAConfig, todo: list[tuple[str, object]], path: Path, 
 
 
 def chat_model_info(cfg: VideoQAConfig) -> dict:
-    """Which chat model answers (stanchat.pretrained.resolve: fails in one line if its files are
+    """Which chat model answers (stanchat.pretrained.resolve, required: fails in one line if its files are
     missing), with fingerprints of local directories."""
     from stanchat.eval.model import fingerprint
     from stanchat.pretrained import resolve
 
-    spec = resolve(cfg.model, cfg.llava, cfg.stan)
+    spec = resolve(cfg.model, cfg.llava, cfg.stan).require()
     llava = Path(spec.llava).expanduser()
     return {"name": spec.name, "llava": spec.llava, "stan": str(spec.stan), "stan_fingerprint": fingerprint(spec.stan),
             "llava_fingerprint": fingerprint(llava) if llava.is_dir() else None}
