@@ -9,8 +9,10 @@ contrastive scoring and Mug never run it, and it is 40% of coca_ViT-B-32's weigh
 Vision. The ViT runs through `stanchat.stan.run_video_tower` via `OpenCLIPVisionTower`, which
 exposes open_clip's blocks in HF layer semantics (the output of block i is HF's
 `hidden_states[i + 1]`, `stanchat.convert.open_clip_block_to_hidden_state`), so STAN pairs with
-blocks as it pairs with HF layers. Its spatial blocks start as the paired resblocks, q/k/v split
-through `stanchat/convert/openclip.py`'s key table. STAN is fused at the token level: for every
+blocks as it pairs with HF layers, sized by `stanchat.openclip_blocks`. A fresh branch on an open_clip
+CoCa (spatial blocks start as the paired resblocks, q/k/v split through the converter's key table)
+is built in `stanchat.convert.openclip_models` (`cocaclip_from_coca`, `cocaclip_from_open_clip`):
+converters import models, this module imports no converter. STAN is fused at the token level: for every
 frame t, the last block's tokens become
 
     [CLS_t + STAN CLS, patch_{l,t} + STAN patch_{l,t}]    (STAN patches from `split_tokens`)
@@ -39,6 +41,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from stanchat.errors import WeightsError
+from stanchat.openclip_blocks import unsupported_blocks, vision_config_from_open_clip
 from stanchat.stan import STAN, STANConfig, VisionTower, run_video_tower, split_tokens
 from stanchat.videomodel import SavedConfig, VideoTextModel, load_state_dict_strict
 
@@ -94,11 +97,35 @@ def fuse_stan_tokens(last: torch.Tensor, branch: torch.Tensor, num_frames: int) 
     return last + torch.cat([cls, patches], dim=2).flatten(0, 1)  # (B, T, 1+L, D) -> (B*T, 1+L, D)
 
 
+def coca_unsupported(model: nn.Module) -> str | None:
+    """Why `model` is not a CoCa that `CoCaVideoCLIP` can run, or None when it is: an open_clip ViT
+    image tower with plain blocks (STAN pairs with them), all patches kept, and one pooled image
+    feature; open_clip's own text transformer."""
+    import open_clip  # an optional extra, imported when a CoCa is built
+    from open_clip.transformer import TextTransformer, VisionTransformer
+
+    if not isinstance(model, open_clip.CoCa):
+        return f"is an open_clip {type(model).__name__}, not a CoCa model"
+    visual = model.visual
+    if not isinstance(visual, VisionTransformer) or not isinstance(model.text, TextTransformer):
+        return "does not have open_clip's own ViT image tower and text transformer"
+    if visual.attn_pool is not None and visual.attn_pool_type != "":  # the type exists only with a pooler
+        return f"uses open_clip's experimental {visual.attn_pool_type!r} attentional pooling"
+    blocks = list(visual.transformer.resblocks)
+    checks = (
+        (visual.pool_type == "none", "pools images by 'none' (no single image feature)"),
+        (visual.proj is None or model.text.text_projection is None, "has no image or text projection"),
+        (not isinstance(visual.patch_dropout, nn.Identity), "uses patch dropout (STAN needs every patch)"),
+        (not visual.transformer.batch_first, "runs its image transformer sequence-first"),
+        (len({m.eps for b in blocks for m in b.modules() if isinstance(m, nn.LayerNorm)}) != 1,
+         "mixes LayerNorm eps values in its image blocks"),
+    )
+    return next((reason for failed, reason in checks if failed), None) or unsupported_blocks(blocks)
+
+
 def build_coca(open_clip_config: dict) -> nn.Module:
     """open_clip's CoCa from its config dict, text decoder dropped; refuses variants it cannot run."""
     import open_clip
-
-    from stanchat.convert.openclip import coca_unsupported
 
     try:
         coca = open_clip.CoCa(**open_clip_config)
@@ -121,15 +148,14 @@ class CoCaVideoCLIP(VideoTextModel):
 
     Attributes: `coca` (open_clip `CoCa`, `text_decoder` None), `stan` (`STAN`), `end` (the last
     block, which STAN ends at). `from_pretrained`, `save_pretrained` and `similarity` come from
-    `VideoTextModel`.
+    `VideoTextModel`; a fresh one on open_clip weights comes from `stanchat.convert.cocaclip_from_open_clip`
+    (or `video_model_from_open_clip`, which picks the class by the open_clip config).
     """
 
     config_class = CoCaVideoCLIPConfig
 
     def __init__(self, config: CoCaVideoCLIPConfig):
         super().__init__()
-        from stanchat.convert.openclip import vision_config_from_open_clip
-
         self.config = config
         self.coca = build_coca(config.open_clip)
         num_layers = len(self.coca.visual.transformer.resblocks)
@@ -143,44 +169,6 @@ class CoCaVideoCLIP(VideoTextModel):
     def tower(self) -> OpenCLIPVisionTower:
         """The image tower as `run_video_tower` sees it."""
         return OpenCLIPVisionTower(self.coca.visual)
-
-    @classmethod
-    def from_coca(cls, coca: nn.Module, open_clip_config: dict, stan: STANConfig | None = None,
-                  source: str = "") -> "CoCaVideoCLIP":
-        """A fresh STAN branch on an open_clip CoCa's weights (its text decoder's are left out);
-        `open_clip_config` is the dict `open_clip.CoCa(**...)` builds it from. Spatial blocks start
-        as their paired resblocks."""
-        from stanchat.convert.openclip import encoder_layer_state_from_open_clip
-
-        model = cls(CoCaVideoCLIPConfig(open_clip=open_clip_config, stan=stan or STANConfig(), source=source))
-        state = {k: v for k, v in coca.state_dict().items() if not k.startswith("text_decoder.")}
-        load_state_dict_strict(model.coca, state, f"open_clip CoCa {source}".strip())
-        blocks = model.coca.visual.transformer.resblocks
-        paired = model.config.stan.paired_layers(len(blocks))
-        model.stan.init_from_layer_states([encoder_layer_state_from_open_clip(blocks[i]) for i in paired])
-        return model.to(next(coca.parameters()).dtype)
-
-    @classmethod
-    def from_open_clip(cls, model_name: str, pretrained: str | None = None,
-                       stan: STANConfig | None = None) -> "CoCaVideoCLIP":
-        """A fresh STAN branch on an open_clip CoCa (e.g. `coca_ViT-L-14`, `laion2b_s13b_b90k`; no
-        `pretrained`: random weights). Unsupported configs are refused before any download."""
-        from open_clip.transformer import QuickGELU
-
-        from stanchat.convert.openclip import is_coca_config, load_open_clip, open_clip_model_config
-
-        cfg = open_clip_model_config(model_name)
-        if not is_coca_config(cfg):
-            raise WeightsError(f"open_clip model {model_name} is not a CoCa; load it with VideoCLIP.from_open_clip")
-        if "hf_model_name" in cfg["text_cfg"] or "timm_model_name" in cfg["vision_cfg"]:
-            raise WeightsError(f"open_clip model {model_name} has a Hugging Face text or timm image tower; "
-                               f"CoCaVideoCLIP runs open_clip's own ViT and text transformer")
-        coca = load_open_clip(model_name, pretrained)
-        # the config CoCa(**...) takes: open_clip's factory key dropped, the activation it actually built recorded
-        quick_gelu = isinstance(coca.visual.transformer.resblocks[0].mlp.gelu, QuickGELU)
-        config = {k: v for k, v in cfg.items() if k != "custom_text"} | {"quick_gelu": quick_gelu}
-        source = f"open_clip:{model_name}" + (f":{pretrained}" if pretrained else "")
-        return cls.from_coca(coca, config, stan, source)
 
     def image_head(self, tokens: torch.Tensor) -> torch.Tensor:
         """CoCa's image head on last-block tokens, as open_clip runs it on an image (its `_pool`:

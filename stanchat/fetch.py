@@ -197,7 +197,7 @@ def _convert_stan(preset: Preset, out: Path, revision: str) -> Fetched:
     checkpoint = hub_file(preset.stan_repo, preset.stan_checkpoint, revision, fix)
     clip = hub_snapshot(preset.stan_clip, f"run `{clip_download(preset)}` on a machine with network (its "
                                           f"architecture and tokenizer; no weights are read)", list(CLIP_CONFIG_FILES))
-    from stanchat.convert.released import convert_official
+    from stanchat.convert.released import convert_official  # torch: only when converting
 
     partial = new_partial(out)
     logger.warning("converting %s (%s) into %s", preset.stan_checkpoint, preset.stan_repo, out)
@@ -302,7 +302,7 @@ def _convert_llava(preset: Preset, out: Path) -> Fetched:
     by_hand = f"`stanchat convert llava DIR --out {out}` on the files `hf download {preset.llava_source}` fetches"
     source = hub_snapshot(preset.llava_source, f"run `hf download {preset.llava_source}` on a machine with network, "
                                                f"then {by_hand}")
-    from stanchat.convert.llava_v1 import convert_llava_v1, original_tower
+    from stanchat.convert.llava_v1 import convert_llava_v1, original_tower  # torch: only when converting
 
     tower = original_tower(source.path)
     tower_dir = hub_snapshot(tower, f"run `hf download {tower} {' '.join(TOWER_FILES)}` on a machine with network",

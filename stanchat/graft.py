@@ -31,9 +31,11 @@ from dataclasses import replace
 import torch
 from transformers import LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
 
+from stanchat.architectures import load_video_model
 from stanchat.errors import WeightsError
 from stanchat.options import check_temporal
 from stanchat.stan import STAN, STANConfig, end_layer_for_feature_layer, fuse_frames, run_video_tower
+from stanchat.videoclip import VideoCLIP
 
 STRATEGIES = ("default", "full")  # LLaVA's vision_feature_select_strategy values
 
@@ -55,9 +57,6 @@ def place_video(llava, input_ids: torch.Tensor, features: torch.Tensor) -> torch
 def load_graft_model(directory: str | os.PathLike, dtype: torch.dtype | None = None):
     """The saved video-text model whose STAN is grafted onto LLaVA's CLIP tower, by the common
     loader (`load_video_model`); only a VideoCLIP (HF CLIP layers, as LLaVA's tower) can be."""
-    from stanchat.videoclip import VideoCLIP
-    from stanchat.videomodel import load_video_model
-
     model = load_video_model(directory, dtype)
     if not isinstance(model, VideoCLIP):
         raise WeightsError(f"{directory} holds a {type(model).__name__}; the LLaVA graft needs a VideoCLIP (a STAN "

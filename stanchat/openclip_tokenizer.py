@@ -18,7 +18,7 @@ from pathlib import Path
 
 from stanchat.errors import WeightsError
 
-SOURCE_PREFIX = "open_clip:"  # how VideoCLIP / CoCaVideoCLIP.from_open_clip record their source
+SOURCE_PREFIX = "open_clip:"  # how `stanchat.convert.openclip_models` records a model's source
 MARKER = "open_clip_tokenizer.json"  # {"open_clip": model name}: a saved OpenCLIPTokenizer
 
 

@@ -19,7 +19,6 @@ from typing import ClassVar
 import torch
 from transformers import CLIPConfig, CLIPModel
 
-from stanchat.errors import WeightsError
 from stanchat.hub import resolve_model_dir
 from stanchat.stan import STAN, STANConfig, fuse_frames, run_video_tower
 from stanchat.videomodel import (  # noqa: F401  (re-exported: older callers import these from here)
@@ -49,7 +48,9 @@ class VideoCLIP(VideoTextModel):
     """CLIP + STAN for video-text retrieval and recognition.
 
     Attributes: `clip` (HF `CLIPModel`), `stan` (`STAN`), `end` (last paired CLIP layer).
-    `from_pretrained`, `save_pretrained` and `similarity` come from `VideoTextModel`.
+    `from_pretrained`, `save_pretrained` and `similarity` come from `VideoTextModel`. A fresh one on
+    open_clip CLIP weights comes from `stanchat.convert.videoclip_from_open_clip` (converters import
+    models, never the reverse).
     """
 
     config_class = VideoCLIPConfig
@@ -79,20 +80,6 @@ class VideoCLIP(VideoTextModel):
         """A fresh STAN branch on HF CLIP weights, e.g. `openai/clip-vit-large-patch14`."""
         clip = CLIPModel.from_pretrained(resolve_model_dir(clip_name_or_path, "CLIP model"))
         return cls.from_clip(clip, stan, source=str(clip_name_or_path))
-
-    @classmethod
-    def from_open_clip(cls, model_name: str, pretrained: str | None = None,
-                       stan: STANConfig | None = None) -> "VideoCLIP":
-        """A fresh STAN branch on open_clip CLIP weights (e.g. `ViT-L-14`, `laion2b_s32b_b82k`), translated
-        into HF CLIP layout by `stanchat.convert.clip_from_open_clip`. CoCa models are refused before any
-        download (they are `CoCaVideoCLIP`s; `stanchat.videomodel.video_model_from_open_clip` picks)."""
-        from stanchat.convert.openclip import (COCA_REASON, clip_from_open_clip, is_coca_config, load_open_clip,
-                                               open_clip_model_config)
-
-        if is_coca_config(open_clip_model_config(model_name)):
-            raise WeightsError(f"open_clip model {model_name} {COCA_REASON}")
-        clip = clip_from_open_clip(load_open_clip(model_name, pretrained))
-        return cls.from_clip(clip, stan, source=f"open_clip:{model_name}" + (f":{pretrained}" if pretrained else ""))
 
     def encode_video(self, pixel_values: torch.Tensor, with_stan: bool = True, views: torch.Tensor | None = None
                      ) -> torch.Tensor:

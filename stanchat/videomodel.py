@@ -1,4 +1,4 @@
-"""What stanchat's video-text models share, and the registry that tells them apart.
+"""What stanchat's video-text models share: saving, loading, scoring and the text tokenizer.
 
 Two models carry a STAN branch: `VideoCLIP` (HF CLIP towers; OpenAI/LAION CLIP weights, open_clip
 CLIP weights translated into HF layout) and `CoCaVideoCLIP` (open_clip CoCa towers run natively).
@@ -6,13 +6,14 @@ Both save a directory with `config.json` (an `architecture` tag, the backbone co
 `STANConfig`) and `model.safetensors`, encode video as (B, T, P) frame features and text as
 (tokens (B, N, P), pooled (B, P)), and score them the same way (`VideoTextModel.similarity`).
 
-`load_video_model` reads `architecture` and dispatches through `ARCHITECTURES`;
-`video_model_from_open_clip` picks the class by open_clip's own rule for building a CoCa.
+This module is the models' common base, below both: the registry of architecture tags and
+`load_video_model`, which need the classes, are `stanchat.architectures`, above them; building a
+model from open_clip is `stanchat.convert.openclip_models` (converters import models, never the
+reverse).
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from dataclasses import asdict
@@ -25,23 +26,19 @@ from torch import nn
 
 from stanchat.errors import WeightsError
 from stanchat.hub import resolve_model_dir
+from stanchat.mug import mean_similarity, mug_similarity
+from stanchat.openclip_tokenizer import MARKER, OpenCLIPTokenizer, open_clip_name
 from stanchat.options import SCORING_MODES
 from stanchat.stan import STANConfig
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
-# saved `architecture` -> "module:Class" (imported on first use, so neither model module imports the other)
-ARCHITECTURES = {
-    "stanchat.VideoCLIP": "stanchat.videoclip:VideoCLIP",
-    "stanchat.CoCaVideoCLIP": "stanchat.cocaclip:CoCaVideoCLIP",
-}
-
 
 class SavedConfig:
     """Base of the model config dataclasses: JSON with an `architecture` tag and a nested STANConfig."""
 
-    architecture: ClassVar[str]  # the tag written to config.json; a key of ARCHITECTURES
+    architecture: ClassVar[str]  # the tag written to config.json; a key of stanchat.architectures.ARCHITECTURES
 
     def to_dict(self) -> dict:
         return {"architecture": self.architecture, **asdict(self)}
@@ -126,8 +123,6 @@ class VideoTextModel(nn.Module):
                    video_frames: torch.Tensor, mode: str = "mean", chunk_size: int | None = None) -> torch.Tensor:
         """Cosine-scale similarity (Nt, Nv) between `encode_text` output and `encode_video` output.
         `mode`: "mean" (mean over frames), "mug" (paper Eq. 11-18) or "mug-simple"."""
-        from stanchat.mug import mean_similarity, mug_similarity
-
         if mode not in SCORING_MODES:
             raise ValueError(f"unknown scoring mode {mode!r}; choose one of {', '.join(SCORING_MODES)}")
         tokens, pooled = text
@@ -136,35 +131,6 @@ class VideoTextModel(nn.Module):
         mug_mode = "simple" if mode == "mug-simple" else "full"
         return mug_similarity(tokens, text_mask, video_frames, tau=self.config.logit_scale, mode=mug_mode,
                               chunk_size=chunk_size)
-
-
-def video_model_class(architecture: str, origin: str = "") -> type[VideoTextModel]:
-    """The model class registered for a saved `architecture` tag; unknown tags list the known ones
-    (`origin`, e.g. the config file, is named in that error)."""
-    if architecture not in ARCHITECTURES:
-        where = f" in {origin}" if origin else ""
-        raise WeightsError(f"unknown model architecture {architecture!r}{where}; known: {', '.join(ARCHITECTURES)}")
-    module, name = ARCHITECTURES[architecture].split(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def load_video_model(name_or_path: str | os.PathLike, dtype: torch.dtype | None = None) -> VideoTextModel:
-    """Load any saved stanchat video-text model (VideoCLIP or CoCaVideoCLIP), by the `architecture`
-    its config.json records."""
-    directory = resolve_model_dir(name_or_path, "stanchat video model")
-    architecture = read_config(directory).get("architecture")
-    return video_model_class(architecture, str(directory / CONFIG_NAME)).from_pretrained(directory, dtype)
-
-
-def video_model_from_open_clip(model_name: str, pretrained: str | None = None,
-                               stan: STANConfig | None = None) -> VideoTextModel:
-    """A fresh STAN branch on an open_clip model: CoCa configs build a CoCaVideoCLIP, CLIP configs a
-    VideoCLIP (weights translated into HF CLIP). Unknown names list the valid ones."""
-    from stanchat.convert.openclip import is_coca_config, open_clip_model_config
-
-    coca = is_coca_config(open_clip_model_config(model_name))
-    model_class = video_model_class("stanchat.CoCaVideoCLIP" if coca else "stanchat.VideoCLIP")
-    return model_class.from_open_clip(model_name, pretrained, stan)
 
 
 def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:
@@ -195,9 +161,7 @@ def load_text_tokenizer(directory: str | os.PathLike, source: str = ""):
     """The text tokenizer saved beside a video-text model, else that of the CLIP it was built
     from (`config.source`: a directory or hub id, or open_clip's own tokenizer for an open_clip
     source). One-line WeightsError naming the fix otherwise."""
-    from transformers import AutoTokenizer
-
-    from stanchat.openclip_tokenizer import MARKER, OpenCLIPTokenizer, open_clip_name
+    from transformers import AutoTokenizer  # transformers loads only when a tokenizer is read
 
     directory = Path(directory)
     if (directory / MARKER).is_file():

@@ -7,23 +7,21 @@ import torch
 
 open_clip = pytest.importorskip("open_clip")
 
+from stanchat.architectures import ARCHITECTURES, load_video_model, video_model_class  # noqa: E402
 from stanchat.cli import main  # noqa: E402
 from stanchat.cocaclip import CoCaVideoCLIP, CoCaVideoCLIPConfig, OpenCLIPVisionTower, fuse_stan_tokens  # noqa: E402
 from stanchat.convert import (  # noqa: E402
     clip_from_open_clip,
+    cocaclip_from_coca,
+    cocaclip_from_open_clip,
     encoder_layer_state_from_open_clip,
     is_coca_config,
     open_clip_block_to_hidden_state,
+    video_model_from_open_clip,
 )
 from stanchat.errors import WeightsError  # noqa: E402
 from stanchat.stan import STAN, STANConfig, run_video_tower  # noqa: E402
 from stanchat.videoclip import VideoCLIP  # noqa: E402
-from stanchat.videomodel import (  # noqa: E402
-    ARCHITECTURES,
-    load_video_model,
-    video_model_class,
-    video_model_from_open_clip,
-)
 from tests.floats import FLOAT32, FLOAT32_DEEP  # noqa: E402
 from tests.tiny import TINY_COCA_CFG, TINY_OPEN_CLIP_CFG, randomise, tiny_clip  # noqa: E402
 
@@ -56,7 +54,7 @@ def coca():
 
 @pytest.fixture
 def model(coca):
-    return CoCaVideoCLIP.from_coca(coca, COCA_CFG, STANConfig(depth=2)).eval()  # eval: no drop-path
+    return cocaclip_from_coca(coca, COCA_CFG, STANConfig(depth=2)).eval()  # eval: no drop-path
 
 
 def reference_video_features(coca, stan: STAN, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -110,7 +108,7 @@ def test_stan_fusion_matches_the_reference_and_changes_the_features(model, coca,
 def test_cls_pooled_coca_reduces_to_the_design_recipe():
     """Without an attentional pooler only the CLS reaches the head: post-LN(CLIP CLS + STAN CLS) @ proj."""
     coca = tiny_coca(CLS_POOLED_CFG)
-    model = randomise(CoCaVideoCLIP.from_coca(coca, CLS_POOLED_CFG, STANConfig(depth=2)).eval(), seed=3, std=0.05)
+    model = randomise(cocaclip_from_coca(coca, CLS_POOLED_CFG, STANConfig(depth=2)).eval(), seed=3, std=0.05)
     frames = video(2, 3)
     with torch.no_grad():
         last, branch = run_video_tower(model.tower, model.stan, frames, model.end)
@@ -186,7 +184,7 @@ def test_wrong_image_size_and_end_layer_are_clear_errors(model):
     with pytest.raises(ValueError, match="takes 16x16 images"):
         model.encode_video(torch.randn(1, 2, 3, 24, 24))
     with pytest.raises(ValueError, match="last block's tokens"):
-        CoCaVideoCLIP.from_coca(tiny_coca(), COCA_CFG, STANConfig(depth=2, end_layer=-2))
+        cocaclip_from_coca(tiny_coca(), COCA_CFG, STANConfig(depth=2, end_layer=-2))
 
 
 def test_save_load_round_trip_is_bit_exact(model, tmp_path):
@@ -223,7 +221,7 @@ def test_frozen_coca_trains_only_stan(model):
 
 def test_gradient_checkpointing_gives_the_same_gradients():
     def grads(checkpointing: bool) -> list[torch.Tensor]:
-        model = CoCaVideoCLIP.from_coca(tiny_coca(), COCA_CFG, STANConfig(depth=2, drop_path_rate=0.0))
+        model = cocaclip_from_coca(tiny_coca(), COCA_CFG, STANConfig(depth=2, drop_path_rate=0.0))
         randomise(model.stan, seed=6, std=0.1)
         model.set_gradient_checkpointing(checkpointing)
         model.train()
@@ -257,9 +255,9 @@ def test_loader_dispatches_on_the_saved_architecture(model, tmp_path):
 def test_unsupported_coca_variants_are_named():
     parallel = {**COCA_CFG, "vision_cfg": {**COCA_CFG["vision_cfg"], "attentional_pool": "parallel"}}
     with pytest.raises(WeightsError, match="experimental 'parallel' attentional pooling"):
-        CoCaVideoCLIP.from_coca(tiny_coca(parallel), parallel)
+        cocaclip_from_coca(tiny_coca(parallel), parallel)
     with pytest.raises(WeightsError, match="does not build a CoCa"):
-        CoCaVideoCLIP.from_coca(tiny_coca(), {**COCA_CFG, "custom_text": True})
+        cocaclip_from_coca(tiny_coca(), {**COCA_CFG, "custom_text": True})
 
 
 @pytest.fixture
@@ -272,8 +270,8 @@ def test_from_open_clip_dispatches_by_config(registered):
     coca = video_model_from_open_clip("stanchat-tiny-coca", stan=STANConfig(depth=2))
     assert type(coca) is CoCaVideoCLIP and coca.config.open_clip == {**COCA_CFG, "quick_gelu": False}
     assert type(video_model_from_open_clip("stanchat-tiny", stan=STANConfig(depth=2))) is VideoCLIP
-    with pytest.raises(WeightsError, match="is not a CoCa; load it with VideoCLIP.from_open_clip"):
-        CoCaVideoCLIP.from_open_clip("stanchat-tiny")
+    with pytest.raises(WeightsError, match="is not a CoCa; convert it with stanchat.convert.videoclip_from_open_clip"):
+        cocaclip_from_open_clip("stanchat-tiny")
     with pytest.raises(WeightsError, match="unknown pretrained tag 'nope' for open_clip coca_ViT-B-32; .*laion2b_s13b"):
         video_model_from_open_clip("coca_ViT-B-32", pretrained="nope")  # refused before any download
 
@@ -287,7 +285,7 @@ def test_every_bundled_coca_config_builds_or_is_refused_by_name(name):
     cfg = open_clip.get_model_config(name)
     if "hf_model_name" in cfg["text_cfg"]:
         with pytest.raises(WeightsError, match="Hugging Face text or timm image tower"):
-            CoCaVideoCLIP.from_open_clip(name)
+            cocaclip_from_open_clip(name)
         return
     with torch.device("meta"):
         model = CoCaVideoCLIP(CoCaVideoCLIPConfig(open_clip={k: v for k, v in cfg.items() if k != "custom_text"}))

@@ -10,6 +10,7 @@ from stanchat.convert import (  # noqa: E402
     clip_from_open_clip,
     open_clip_block_to_hidden_state,
     open_clip_state_dict,
+    videoclip_from_open_clip,
 )
 from stanchat.errors import WeightsError  # noqa: E402
 from stanchat.stan import STANConfig  # noqa: E402
@@ -104,7 +105,7 @@ def registered(monkeypatch):
 
 
 def test_from_open_clip_by_name(registered, tmp_path, capsys):
-    model = VideoCLIP.from_open_clip("stanchat-tiny", stan=STANConfig(depth=2))
+    model = videoclip_from_open_clip("stanchat-tiny", stan=STANConfig(depth=2))
     assert model.config.source == "open_clip:stanchat-tiny" and model.config.stan.depth == 2
     assert model.encode_video(torch.randn(1, 2, 3, 16, 16)).shape == (1, 2, 24)
     assert main(["convert", "open-clip", "stanchat-tiny", "--depth", "2", "--out", str(tmp_path / "m")]) == 0
@@ -113,12 +114,12 @@ def test_from_open_clip_by_name(registered, tmp_path, capsys):
 
 def test_unknown_open_clip_name_lists_the_valid_ones(registered):
     with pytest.raises(WeightsError, match="unknown open_clip model 'ViT-Q-99'; choose one of .*ViT-B-32"):
-        VideoCLIP.from_open_clip("ViT-Q-99")
+        videoclip_from_open_clip("ViT-Q-99")
 
 
 def test_unknown_pretrained_tag_lists_the_valid_ones():
     with pytest.raises(WeightsError, match="unknown pretrained tag 'nope' for open_clip ViT-B-32; choose one of .*openai"):
-        VideoCLIP.from_open_clip("ViT-B-32", pretrained="nope")
+        videoclip_from_open_clip("ViT-B-32", pretrained="nope")
 
 
 def test_uncached_tag_offline_is_one_line(monkeypatch):
@@ -127,14 +128,15 @@ def test_uncached_tag_offline_is_one_line(monkeypatch):
 
     monkeypatch.setattr(open_clip, "create_model", offline)
     with pytest.raises(WeightsError, match="could not load open_clip ViT-B-32 weights 'openai'") as err:
-        VideoCLIP.from_open_clip("ViT-B-32", pretrained="openai")
+        videoclip_from_open_clip("ViT-B-32", pretrained="openai")
     assert "\n" not in str(err.value)
 
 
 def test_coca_is_refused_with_the_reason(registered):
     """HF CLIP cannot hold a CoCa; the refusal names the reason and CoCaVideoCLIP (tests/test_cocaclip.py)."""
-    with pytest.raises(WeightsError, match="CoCa model.*attentional pooler.*CoCaVideoCLIP.from_open_clip"):
-        VideoCLIP.from_open_clip("stanchat-tiny-coca")
+    with pytest.raises(WeightsError, match="CoCa model.*attentional pooler.*CoCaVideoCLIP with "
+                                           "stanchat.convert.video_model_from_open_clip"):
+        videoclip_from_open_clip("stanchat-tiny-coca")
     coca = open_clip.create_model("stanchat-tiny-coca")  # a built CoCa is refused by the converter itself
     with pytest.raises(WeightsError, match="CoCa model"):
         clip_from_open_clip(coca)

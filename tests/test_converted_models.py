@@ -16,11 +16,12 @@ import torch
 
 open_clip = pytest.importorskip("open_clip")
 
+from stanchat.architectures import load_video_model  # noqa: E402
 from stanchat.cli import main  # noqa: E402
 from stanchat.cocaclip import CoCaVideoCLIP  # noqa: E402
 from stanchat.errors import WeightsError  # noqa: E402
 from stanchat.videoclip import VideoCLIP  # noqa: E402
-from stanchat.videomodel import has_text_tokenizer, load_video_model  # noqa: E402
+from stanchat.videomodel import has_text_tokenizer  # noqa: E402
 from tests.evalkit import FRAMES, write_synthetic  # noqa: E402
 from tests.tiny import TINY_COCA_CFG, TINY_OPEN_CLIP_CFG  # noqa: E402
 from tests.training_world import tiny_args, tiny_backbone, world  # noqa: E402, F401  (fixtures)

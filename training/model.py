@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from stanchat.architectures import load_video_model
 from stanchat.openclip_tokenizer import open_clip_name
 from stanchat.videoclip import VideoCLIP
-from stanchat.videomodel import VideoTextModel, has_text_tokenizer, load_text_tokenizer, load_video_model
+from stanchat.videomodel import VideoTextModel, has_text_tokenizer, load_text_tokenizer
 from training.config import TrainConfig
 from training.tiny import TINY, write_tiny_backbone
 

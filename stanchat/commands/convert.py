@@ -6,7 +6,7 @@ tokenizer and processor files are copied alongside). `open-clip`: an open_clip m
 OpenAI weights by tag) with a fresh STAN branch, ready for post-pretraining: CLIP models become a
 VideoCLIP (weights translated into HF CLIP), CoCa models (e.g. coca_ViT-L-14) a CoCaVideoCLIP
 (open_clip's own towers; the captioning decoder is left out). Read either back with
-`stanchat.videomodel.load_video_model`. `llava`: an original-layout LLaVA v1 (LlavaLlamaForCausalLM,
+`stanchat.architectures.load_video_model`. `llava`: an original-layout LLaVA v1 (LlavaLlamaForCausalLM,
 e.g. mmaaz60/LLaVA-7B-Lightening-v1-1) into a transformers LlavaForConditionalGeneration directory
 with its processor and chat template (`stanchat ask --llava DIR` reads it).
 """
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         from stanchat.errors import StanchatError
         from stanchat.stan import STANConfig
-        from stanchat.videomodel import video_model_from_open_clip
+        from stanchat.convert import video_model_from_open_clip
 
         try:
             stan = STANConfig(depth=args.depth)

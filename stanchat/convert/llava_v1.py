@@ -35,6 +35,8 @@ from pathlib import Path
 import torch
 
 from stanchat.errors import WeightsError
+from stanchat.hub import resolve_model_dir
+from stanchat.pretrained import LLAVA_V1_CHAT_TEMPLATE
 
 logger = logging.getLogger(__name__)
 
@@ -202,8 +204,6 @@ def _tokenizer(source: Path, use_start_end: bool):
 
 
 def chat_template(use_start_end: bool) -> str:
-    from stanchat.pretrained import LLAVA_V1_CHAT_TEMPLATE
-
     if use_start_end:
         return LLAVA_V1_CHAT_TEMPLATE
     return LLAVA_V1_CHAT_TEMPLATE.replace(f"{IM_START}{IMAGE_PATCH}{IM_END}", IMAGE_PATCH)
@@ -229,8 +229,6 @@ def convert_llava_v1(source: str | os.PathLike, out: str | os.PathLike, clip: st
     vision weights are used unless the original carries its own tower weights.
     """
     from transformers import CLIPImageProcessor, LlavaForConditionalGeneration
-
-    from stanchat.hub import resolve_model_dir
 
     source = resolve_model_dir(source, "LLaVA v1 model")
     original = original_config(source)

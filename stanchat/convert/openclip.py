@@ -18,8 +18,10 @@ open_clip and HF CLIP run the same ViT; they differ in names and packing:
 `_key_pairs` (built from `_block_pairs`, one transformer block) is the only table of names; the
 weights go both ways through it, and STAN's spatial blocks on an open_clip tower are initialised
 through it (`encoder_layer_state_from_open_clip`).
-CoCa cannot become a HF CLIPModel (see `COCA_REASON`); `stanchat.cocaclip.CoCaVideoCLIP` runs it
-natively, and `coca_unsupported` says which CoCa variants it can run.
+Whether open_clip blocks compute what HF CLIP layers compute, and their sizes, is
+`stanchat.openclip_blocks` (the CoCa model asks it too). CoCa cannot become a HF CLIPModel (see
+`COCA_REASON`); `stanchat.cocaclip.CoCaVideoCLIP` runs it natively, and
+`stanchat.convert.openclip_models` builds either model from an open_clip name.
 """
 
 from __future__ import annotations
@@ -28,16 +30,16 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig
+from transformers import CLIPConfig, CLIPModel
 
 from stanchat.errors import WeightsError
+from stanchat.openclip_blocks import tower_fields, unsupported_blocks
 
 COCA_REASON = (
     "is a CoCa model, which HF CLIPModel (and so VideoCLIP) cannot hold: its image feature is an attentional "
     "pooler's first query (learned queries cross-attending all last-layer tokens, then ln_post and proj), not "
-    "the CLS token, and its text feature is an appended CLS token under a padding mask; build it with "
-    "CoCaVideoCLIP.from_open_clip or stanchat.videomodel.video_model_from_open_clip (as `stanchat convert "
-    "open-clip` does)"
+    "the CLS token, and its text feature is an appended CLS token under a padding mask; build a CoCaVideoCLIP "
+    "with stanchat.convert.video_model_from_open_clip (as `stanchat convert open-clip` does)"
 )
 ARGMAX_EOS_ID = 2  # transformers' CLIPTextModel pools at argmax(input_ids) exactly when eos_token_id == 2
 
@@ -90,7 +92,7 @@ def encoder_layer_state_from_open_clip(block: nn.Module) -> dict[str, torch.Tens
     """One open_clip resblock's weights in HF `CLIPEncoderLayer` layout (q, k, v split from the
     packed in_proj), e.g. to initialise a STAN spatial block from its paired open_clip block.
     Every block weight must be used exactly once."""
-    reason = _unsupported_blocks([block])
+    reason = unsupported_blocks([block])
     if reason is not None:
         raise WeightsError(f"this open_clip block {reason}")
     theirs = block.state_dict()
@@ -109,31 +111,6 @@ def _from_open_clip(value: torch.Tensor, how: str) -> torch.Tensor:
     if how == "scalar":
         return value.reshape(())
     return value
-
-
-def _activation(module: nn.Module) -> str | None:
-    """HF `hidden_act` computing what an open_clip activation module computes, or None."""
-    from open_clip.transformer import QuickGELU
-
-    if isinstance(module, QuickGELU):  # x * sigmoid(1.702 x), as HF "quick_gelu"
-        return "quick_gelu"
-    if isinstance(module, nn.GELU) and module.approximate == "none":  # exact erf GELU, as HF "gelu"
-        return "gelu"
-    return None
-
-
-def _unsupported_blocks(blocks: list[nn.Module]) -> str | None:
-    """Why these open_clip blocks do not compute what HF `CLIPEncoderLayer`s (and STAN's spatial
-    blocks) compute, or None when they do."""
-    from open_clip.transformer import ResidualAttentionBlock
-
-    if any(type(b) is not ResidualAttentionBlock or not isinstance(b.ls_1, nn.Identity) or hasattr(b, "ln_1_kv")
-           for b in blocks):
-        return "has custom or layer-scaled transformer blocks"
-    activations = {_activation(b.mlp.gelu) for b in blocks}  # open_clip names the module "gelu" whatever it is
-    if len(activations) != 1 or None in activations:
-        return f"uses activation {blocks[0].mlp.gelu!r} (or mixes them)"
-    return None
 
 
 def _unsupported(model: nn.Module) -> str | None:
@@ -165,50 +142,7 @@ def _unsupported(model: nn.Module) -> str | None:
         (model.logit_bias is not None, "has a logit bias (sigmoid-loss model)"),
         (len(eps) != 1, f"mixes LayerNorm eps values {sorted(eps)}"),
     )
-    return next((reason for failed, reason in checks if failed), None) or _unsupported_blocks(blocks)
-
-
-def coca_unsupported(model: nn.Module) -> str | None:
-    """Why `model` is not a CoCa that `CoCaVideoCLIP` can run, or None when it is: an open_clip ViT
-    image tower with plain blocks (STAN pairs with them), all patches kept, and one pooled image
-    feature; open_clip's own text transformer."""
-    import open_clip
-    from open_clip.transformer import TextTransformer, VisionTransformer
-
-    if not isinstance(model, open_clip.CoCa):
-        return f"is an open_clip {type(model).__name__}, not a CoCa model"
-    visual = model.visual
-    if not isinstance(visual, VisionTransformer) or not isinstance(model.text, TextTransformer):
-        return "does not have open_clip's own ViT image tower and text transformer"
-    if visual.attn_pool is not None and visual.attn_pool_type != "":  # the type exists only with a pooler
-        return f"uses open_clip's experimental {visual.attn_pool_type!r} attentional pooling"
-    blocks = list(visual.transformer.resblocks)
-    checks = (
-        (visual.pool_type == "none", "pools images by 'none' (no single image feature)"),
-        (visual.proj is None or model.text.text_projection is None, "has no image or text projection"),
-        (not isinstance(visual.patch_dropout, nn.Identity), "uses patch dropout (STAN needs every patch)"),
-        (not visual.transformer.batch_first, "runs its image transformer sequence-first"),
-        (len({m.eps for b in blocks for m in b.modules() if isinstance(m, nn.LayerNorm)}) != 1,
-         "mixes LayerNorm eps values in its image blocks"),
-    )
-    return next((reason for failed, reason in checks if failed), None) or _unsupported_blocks(blocks)
-
-
-def _tower_fields(transformer: nn.Module) -> dict:
-    """HF CLIP tower config fields of an open_clip transformer whose blocks passed `_unsupported_blocks`."""
-    block = transformer.resblocks[0]
-    return dict(hidden_size=transformer.width, intermediate_size=block.mlp.c_fc.out_features,
-                num_hidden_layers=len(transformer.resblocks), num_attention_heads=block.attn.num_heads,
-                hidden_act=_activation(block.mlp.gelu), layer_norm_eps=block.ln_1.eps)
-
-
-def vision_config_from_open_clip(visual: nn.Module) -> CLIPVisionConfig:
-    """The HF CLIPVisionConfig of an open_clip ViT image tower's blocks (what STAN's blocks copy)."""
-    reason = _unsupported_blocks(list(visual.transformer.resblocks))
-    if reason is not None:
-        raise WeightsError(f"this open_clip image tower {reason}")
-    return CLIPVisionConfig(**_tower_fields(visual.transformer), image_size=visual.image_size[0],
-                            patch_size=visual.patch_size[0], projection_dim=visual.output_dim)
+    return next((reason for failed, reason in checks if failed), None) or unsupported_blocks(blocks)
 
 
 def clip_config_from_open_clip(model: nn.Module) -> CLIPConfig:
@@ -218,10 +152,10 @@ def clip_config_from_open_clip(model: nn.Module) -> CLIPConfig:
         raise WeightsError(f"this open_clip model {reason}")
     visual = model.visual
     projection_dim = visual.proj.shape[1]
-    vision = _tower_fields(visual.transformer) | dict(image_size=visual.image_size[0], patch_size=visual.patch_size[0],
+    vision = tower_fields(visual.transformer) | dict(image_size=visual.image_size[0], patch_size=visual.patch_size[0],
                                                       projection_dim=projection_dim)
     eos = ARGMAX_EOS_ID if model.text_pool_type == "argmax" else model.text_eos_id
-    text_config = _tower_fields(model.transformer) | dict(
+    text_config = tower_fields(model.transformer) | dict(
         projection_dim=projection_dim, vocab_size=model.token_embedding.num_embeddings,
         max_position_embeddings=model.positional_embedding.shape[0], eos_token_id=eos)
     return CLIPConfig(text_config=text_config, vision_config=vision, projection_dim=projection_dim,

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from stanchat.errors import WeightsError
+from stanchat.hub import resolve_model_dir
 from stanchat.stan import STANConfig
 from stanchat.videoclip import VideoCLIP, VideoCLIPConfig, load_state_dict_strict
 
@@ -238,8 +239,6 @@ def load_official(checkpoint: str | os.PathLike, clip_config: dict, depth: int |
 
 def _clip_config(clip: str | os.PathLike) -> tuple[Path, dict]:
     from transformers import CLIPConfig
-
-    from stanchat.hub import resolve_model_dir
 
     directory = resolve_model_dir(clip, "CLIP model")
     try:

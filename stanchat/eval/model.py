@@ -1,7 +1,7 @@
 """The video-text model an evaluation runs: which directory, its tokenizer, and text features.
 
 `--model` is any directory stanchat writes (`save_pretrained`, `stanchat convert official` or
-`open-clip`: a VideoCLIP or a CoCaVideoCLIP, read by `stanchat.videomodel.load_video_model`, with
+`open-clip`: a VideoCLIP or a CoCaVideoCLIP, read by `stanchat.architectures.load_video_model`, with
 its tokenizer saved beside it) or the name of a preset in `stanchat.pretrained`, whose STAN
 directory is such a model. What the evaluation needs to know (image size, text length) it asks the
 model.
@@ -67,7 +67,8 @@ def load_eval_model(name: str, device: "torch.device | str | None" = None) -> Ev
     """Load `--model` (directory or preset), whichever model class it saved, in eval mode with its tokenizer."""
     import torch
 
-    from stanchat.videomodel import load_text_tokenizer, load_video_model
+    from stanchat.architectures import load_video_model
+    from stanchat.videomodel import load_text_tokenizer
 
     directory, shown = resolve_model(name)
     device = torch.device(device) if device is not None else _default_device()

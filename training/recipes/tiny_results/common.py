@@ -84,7 +84,8 @@ def scorer(model_dir: Path, scoring: str):
     """A saved video-text model (by the common loader) and its `scores(texts, video (N, T, P)) -> (len(texts), N)` under `scoring`."""
     import torch
 
-    from stanchat.videomodel import load_text_tokenizer, load_video_model
+    from stanchat.architectures import load_video_model
+    from stanchat.videomodel import load_text_tokenizer
 
     model, tokenizer = load_video_model(existing(model_dir, "a VideoCLIP directory")).eval(), load_text_tokenizer(model_dir)
     length = model.text_length
