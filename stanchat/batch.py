@@ -39,8 +39,9 @@ OPTIONS = VIDEO_OPTIONS + SAMPLING_OPTIONS
 FIELDS = ("id", "video", "question") + OPTIONS
 
 
-def _job(chat: "VideoChat", request: dict, defaults: dict[str, Any]) -> tuple[Job, int]:
-    """The request's job and its video-token count; raises StanchatError naming the field at fault."""
+def _job(chat: "VideoChat", request: dict, defaults: dict[str, Any]) -> tuple[Job, dict]:
+    """The request's job and what its record says of the video (frames, timestamps, video tokens);
+    raises StanchatError naming the field at fault."""
     unknown = sorted(set(request) - set(FIELDS))
     if unknown:
         raise StanchatError(f"unknown field(s) {', '.join(unknown)}; a request takes {', '.join(FIELDS)}")
@@ -53,7 +54,9 @@ def _job(chat: "VideoChat", request: dict, defaults: dict[str, Any]) -> tuple[Jo
     encoded = chat.encode(request["video"], options)
     job, _ = make_job(chat.processor, chat.context_length, encoded.features, encoded.frames, options.temporal,
                       [], request["question"], sampling)
-    return job, encoded.video_tokens
+    seen = {"frames": encoded.frames, "timestamps": [float(t) for t in encoded.clip.timestamps],
+            "video_tokens": encoded.video_tokens}
+    return job, seen
 
 
 @dataclass
@@ -94,7 +97,7 @@ def name_request(request: Any, seen: set, form: str, number: int) -> Named:
 
 
 def _prepare(chat: "VideoChat", named: Named, defaults: dict[str, Any]) -> tuple[dict, Any]:
-    """(record, (job, video tokens)), or (record with its error, None)."""
+    """(record, (job, what the record says of the video)), or (record with its error, None)."""
     record = {"id": named.id}
     if named.request is None:
         return {**record, "error": named.error}, None
@@ -110,7 +113,7 @@ def _prepare(chat: "VideoChat", named: Named, defaults: dict[str, Any]) -> tuple
 def ask_many(chat: "VideoChat", requests: Iterable[dict], batch_size: int = DEFAULTS.batch_size,
              defaults: dict[str, Any] | None = None) -> Iterator[dict]:
     """One record per request, in order, as each batch finishes: the request's `id` and `answer`,
-    `video_tokens`, `finish_reason`; or `error`. A request without an id is called "request N";
+    `frames`, `timestamps`, `video_tokens`, `finish_reason`; or `error`. A request without an id is called "request N";
     `defaults` fills the options a request leaves out (names in `OPTIONS`)."""
     seen: set = set()
     return answer_named((name_request(request, seen, "request", number) for number, request in enumerate(requests, 1)),
@@ -125,7 +128,7 @@ def answer_named(requests: Iterable[Named], chat: "VideoChat", batch_size: int =
     unknown = sorted(set(defaults or {}) - set(OPTIONS))
     if unknown:
         raise StanchatError(f"unknown default(s) {', '.join(unknown)}; defaults take {', '.join(OPTIONS)}")
-    pending: list[tuple[dict, Any]] = []  # (record, (job, video tokens) or None)
+    pending: list[tuple[dict, Any]] = []  # (record, (job, video fields) or None)
     for named in requests:
         pending.append(_prepare(chat, named, defaults or {}))
         if len(pending) >= batch_size:
@@ -148,7 +151,7 @@ def _answer(engine, pending: list[tuple[dict, Any]]) -> Iterator[dict]:
             yield record
             continue
         result = next(results)
-        yield {**record, "answer": result.text, "video_tokens": prepared[1], "finish_reason": result.finish_reason}
+        yield {**record, "answer": result.text, **prepared[1], "finish_reason": result.finish_reason}
 
 
 def read_requests(path: str | Path, done: set) -> Iterator[Named]:

@@ -87,8 +87,9 @@ class VideoChat:
             self._engine = create_engine("transformers", self.llava, self.processor)
         return self._engine
 
-    def use_engine(self, engine: Engine) -> None:
-        """Answer through `engine` from now on (e.g. the API's configured one); the old one is closed."""
+    def use_engine(self, engine: Engine | None) -> None:
+        """Answer through `engine` from now on (e.g. the API's configured one; None: the default
+        transformers engine again, made on first use); the old one is closed."""
         if self._engine is not None and self._engine is not engine:
             self._engine.close()
         self._engine = engine

@@ -75,3 +75,14 @@ def test_local_paths_only_inside_the_allowed_folder(server, allowed, tmp_path, e
 
 def test_full_queue_is_429(server):
     checks.check_full_queue(server, places=2)  # the server was started with --max-pending 2
+
+
+def test_the_one_path_cases_give_the_librarys_answers(server):
+    """The vLLM engine answers `tests.one_path.CASES` as `VideoChat.ask` does (frames, temporal mode,
+    answer length and temperature honoured), as every in-process front end must (tests/test_one_path.py)."""
+    from stanchat.chat import load
+    from tests.one_path import CASES, api_answers
+
+    chat = load("tiny", device="cpu")
+    reference = [chat.ask(case.video, case.question, **case.options) for case in CASES]
+    assert api_answers(server) == [(a.text, a.frames, a.video_tokens) for a in reference]

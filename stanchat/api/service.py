@@ -117,6 +117,8 @@ class ChatService:
                 "max_pending": self.config.max_pending, "video_cache": self.chat.cache.stats()}
 
     def close(self) -> None:
+        if self.chat._engine is self.engine:
+            self.chat.use_engine(None)  # closes it; the chat answers through a fresh default engine after
         self.engine.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self._spool.cleanup()

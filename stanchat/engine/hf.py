@@ -111,27 +111,35 @@ class TransformersEngine(Engine):
         self.batched_jobs = 0  # jobs they held
         self._queue: queue.Queue = queue.Queue()
         self._held: list[tuple[Job, Future]] = []  # taken from the queue but not fitting the last batch
+        self._closed = False
         self._worker = Thread(target=self._loop, name="stanchat-batcher", daemon=True)
         self._worker.start()
 
     def submit(self, job: Job) -> Future:
-        future: Future = Future()
-        self._queue.put([(job, future)])
-        return future
+        return self._put([job])[0]
 
     def generate_many(self, jobs: list[Job]) -> list[Result]:
         """Results of `jobs`, which reach the worker together (so they batch whatever the timing)."""
+        return [future.result() for future in self._put(jobs)]
+
+    def _put(self, jobs: list[Job]) -> list[Future]:
+        if self._closed:
+            raise RuntimeError("this engine is closed")
         futures = [Future() for _ in jobs]
         self._queue.put(list(zip(jobs, futures)))
-        return [future.result() for future in futures]
+        return futures
 
     def info(self) -> dict[str, Any]:
         return {"engine": self.name, "max_batch": self.max_batch, "batches": self.batches,
                 "batched_requests": self.batched_jobs}
 
     def close(self) -> None:
+        self._closed = True
         self._queue.put(None)
         self._worker.join(timeout=10)
+        while not self._queue.empty():  # jobs that came in while it closed get an error, not a hang
+            for _, future in self._queue.get_nowait() or []:
+                future.set_exception(RuntimeError("this engine is closed"))
 
     def _loop(self) -> None:
         while True:
