@@ -9,6 +9,9 @@ question, so every request after the first reuses the encoded video) to a server
 transformers engine one request at a time (`--max-batch 1`), the same engine batched
 (`--max-batch 8`), and the vLLM engine (its own process, from .venv-vllm). Then one warm
 server's answer against a cold `stanchat ask` in a fresh process (imports and model load count).
+The case users meet most, every request about a video the server has not seen, is measured with the
+video cache off (`--cache-size 0`: each request decodes and encodes its video, as distinct videos
+would): the same engine one at a time against batched, as a ratio in the same run.
 
 `--preset` (default the bundled tiny one) measures that preset: its weights when they are on this
 machine, else a random model at its real shapes built by benchmarks/gpu.py (`--toy`: gpu.py's toy
@@ -44,6 +47,7 @@ from tests.api_helpers import serve_in_thread, serve_subprocess  # noqa: E402  (
 
 QUESTION = "What happens in this video?"
 ENGINES = {"one": "transformers, one at a time", "batched": "transformers, batched (8)", "vllm": "vLLM"}
+MISSES = {"one": "one at a time, every video new", "batched": "batched (8), every video new"}  # cache off
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 CONTEXT = 4096  # the LLM's context of a random model (LLaVA-1.5's)
 VLLM_START_SECONDS = 600  # vLLM loads the model and compiles before it answers /health
@@ -88,12 +92,13 @@ def load(base: str, body: bytes, args: argparse.Namespace) -> dict:
             "p95": latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))], "wall": wall}
 
 
-def in_process(chat, max_batch: int, body: bytes, args: argparse.Namespace) -> tuple[dict, float]:
+def in_process(chat, max_batch: int, body: bytes, args: argparse.Namespace, cache_size: int = 32) -> tuple[dict, float]:
     """Load figures of an in-process transformers server, and one warm answer's seconds."""
     from stanchat.api.config import ApiConfig
     from stanchat.api.server import build
 
-    with serve_in_thread(build(chat, ApiConfig(max_batch=max_batch, max_pending=256))) as base:
+    config = ApiConfig(max_batch=max_batch, max_pending=256, cache_size=cache_size)
+    with serve_in_thread(build(chat, config)) as base:
         figures = load(base, body, args)
         warm = min(_post(base, body) for _ in range(3))
     return figures, warm
@@ -185,6 +190,8 @@ def in_process_rows(args: argparse.Namespace, body: bytes) -> tuple[dict, float 
     for engine in [e for e in args.engines if e != "vllm"]:
         rows[engine], seconds = in_process(chat, 1 if engine == "one" else 8, body, args)
         warm = seconds if warm is None else min(warm, seconds)
+    for engine in [e for e in args.engines if e in MISSES]:
+        rows[f"{engine}-miss"], _ = in_process(chat, 1 if engine == "one" else 8, body, args, cache_size=0)
     llava = weakref.ref(chat.llava)
     del chat
     gc.collect()  # the dropped apps hold reference cycles
@@ -235,7 +242,7 @@ def measure(args: argparse.Namespace) -> Result:
 def figures(result: Result, device: str) -> None:
     rows, warm, cold = result.data["rows"], result.data["warm"], result.data["cold"]
     for engine, row in rows.items():
-        result.figures.append(Figure(f"{ENGINES[engine]}: requests/s", row["rps"], "req/s", device=device,
+        result.figures.append(Figure(f"{label(engine)}: requests/s", row["rps"], "req/s", device=device,
                                      detail=f"p50 {row['p50']:.3f} s, p95 {row['p95']:.3f} s"))
     base = rows.get("one")
     for engine in ("batched", "vllm"):
@@ -243,16 +250,25 @@ def figures(result: Result, device: str) -> None:
             result.figures.append(Figure(f"{ENGINES[engine]} / one at a time, requests/s",
                                          rows[engine]["rps"] / base["rps"], "x",
                                          detail=f"{rows[engine]['rps']:.2f} vs {base['rps']:.2f} req/s"))
+    if "one-miss" in rows and "batched-miss" in rows:
+        one, batched = rows["one-miss"]["rps"], rows["batched-miss"]["rps"]
+        result.figures.append(Figure("every video new: batched / one at a time, requests/s", batched / one, "x",
+                                     detail=f"{batched:.2f} vs {one:.2f} req/s, video cache off"))
     if warm is not None and cold is not None:
         result.figures.append(Figure("cold `stanchat ask` / warm server answer", cold / warm, "x",
                                      detail=f"{cold:.2f} s vs {warm:.3f} s"))
+
+
+def label(row: str) -> str:
+    """A row's name: an engine, or "<engine>-miss" for the video cache off."""
+    return MISSES[row[:-5]] if row.endswith("-miss") else ENGINES[row]
 
 
 def report(result: Result) -> None:
     print(f"stanchat api: {result.setup}")
     print(f"{'engine':<30}{'req/s':>8}{'p50 s':>9}{'p95 s':>9}")
     for engine, row in result.data["rows"].items():
-        print(f"{ENGINES[engine]:<30}{row['rps']:>8.2f}{row['p50']:>9.3f}{row['p95']:>9.3f}")
+        print(f"{label(engine):<30}{row['rps']:>8.2f}{row['p50']:>9.3f}{row['p95']:>9.3f}")
     for key, why in result.data["not_measured"].items():
         print(f"{ENGINES.get(key, 'cold stanchat ask'):<30} not measured: {why}")
     result.print_figures()
