@@ -54,15 +54,17 @@ def check_stream(base: str, expected: str) -> None:
     stream = client(base).chat.completions.create(
         model="tiny", messages=[video_message(data_url(LEFT))], max_tokens=MAX_TOKENS, temperature=0,
         stream=True, stream_options={"include_usage": True})
-    pieces, finish, usage = [], None, None
+    pieces, finish, usage, record = [], None, None, None
     for event in stream:
         if event.usage is not None:
             usage = event.usage
         for choice in event.choices:
             pieces.append(choice.delta.content or "")
             finish = choice.finish_reason or finish
+        record = (event.model_extra or {}).get("stanchat", record)
     assert "".join(pieces) == expected and len([p for p in pieces if p]) > 1
     assert finish == "stop" and usage.completion_tokens > 0
+    assert record["frames"] == len(record["timestamps"]) == 16  # what the model saw, as a plain answer says
 
 
 def check_multi_turn_hits_the_cache(base: str, expected: str) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 import weakref
@@ -164,6 +165,22 @@ def test_full_queue_is_429(chat):
         assert [_post(base, body) for body in bad] == [400, 400, 413, 404]
         checks.ask(base, [video_message(data_url(LEFT))])  # room again
         assert json.load(urllib.request.urlopen(f"{base}/health"))["pending"] == 0
+
+
+def test_a_request_past_its_time_limit_is_503_and_holds_its_place_until_its_thread_stops(chat):
+    app = _build(chat, request_timeout=1, max_request_bytes=64 << 10)
+    service = app.state.service
+    service.engine = gated = _GatedEngine(service.engine)
+    body = json.dumps({"messages": [video_message(data_url(LEFT))], "max_tokens": 8}).encode()
+    with serve_in_thread(app) as base:
+        assert _post(base, body) == 503  # held at the gate past --request-timeout
+        assert json.load(urllib.request.urlopen(f"{base}/health"))["pending"] == 1  # its generate still runs
+        gated.gate.set()
+        deadline = time.monotonic() + 60
+        while json.load(urllib.request.urlopen(f"{base}/health"))["pending"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert json.load(urllib.request.urlopen(f"{base}/health"))["pending"] == 0
+        assert _post(base, body) == 200
 
 
 def test_requests_whose_body_is_still_arriving_hold_no_place(chat):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
+import signal
 import socket
 import sys
 import threading
@@ -56,6 +58,34 @@ def server(tmp, tmp_path_factory):
             "--body-timeout", str(BODY_TIMEOUT), "--request-timeout", "120"]
     with alive, serve_subprocess(sys.executable, args, 300, log, env={"TMPDIR": str(tmp)}) as (base, process):
         yield base, log, process
+
+
+def test_whose_fault_each_exception_is(caplog):
+    """One place decides: the client's mistakes keep their 4xx; the server's own failures are 503
+    with one line (an encoder's 400 caused by a killed worker included); anything else is a 500."""
+    from stanchat.api.errors import ApiError
+    from stanchat.api.faults import public
+    from stanchat.errors import ResourceError, VideoError
+
+    class OutOfMemoryError(RuntimeError):  # torch's, by name: the server need not import torch here
+        pass
+
+    def worded(cause: Exception) -> ApiError:  # as the encoder words a StanchatError
+        try:
+            raise ApiError(400, f"the uploaded video: {cause}", param="messages") from cause
+        except ApiError as err:
+            return err
+
+    killed = worded(ResourceError("the decode worker was killed (killed by SIGKILL)"))
+    cases = {"killed": (killed, 503), "client": (worded(VideoError("not a video")), 400),
+             "memory": (MemoryError(), 503), "cuda": (OutOfMemoryError("CUDA out of memory"), 503),
+             "bug": (KeyError("x"), 500), "unworded": (VideoError("no frames"), 400)}
+    with caplog.at_level("ERROR", logger="stanchat.api.faults"):
+        answers = {name: public(err) for name, (err, _) in cases.items()}
+    assert {name: answer.status for name, answer in answers.items()} == {name: s for name, (_, s) in cases.items()}
+    assert "killed by SIGKILL" in answers["killed"].message and answers["killed"].body()["error"]["type"] == "server_error"
+    assert "\n" not in answers["memory"].message and "KeyError" in answers["bug"].message
+    assert len(caplog.records) == 4  # killed, memory, cuda, bug: one record each
 
 
 def _request(base: str, body: bytes | dict, timeout: float = 120) -> tuple[int, dict]:
@@ -208,6 +238,45 @@ def test_the_same_new_video_at_four_frame_counts_at_once(server, tmp_path):
             replies = list(pool.map(lambda n: _request(base, _ask(url, frames=n)), range(2, 2 + PLACES)))
         assert [status for status, _ in replies] == [200] * PLACES, replies
         assert [payload["stanchat"]["frames"] for _, payload in replies] == list(range(2, 2 + PLACES))
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def _kill_the_busy_worker(server_pid: int, stop: threading.Event) -> bool:
+    """SIGKILL the first decode worker of the server seen working (its CPU time growing), as the
+    out-of-memory killer would; polls every 10 ms for at most 60 s or until `stop`."""
+    import psutil
+
+    seen: dict[int, int] = {}
+    deadline = time.monotonic() + 60
+    while not stop.is_set() and time.monotonic() < deadline:
+        for child in psutil.Process(server_pid).children(recursive=True):
+            try:
+                ticks = _cpu_ticks(child.pid)
+            except OSError:
+                continue
+            if child.pid in seen and ticks > seen[child.pid]:
+                os.kill(child.pid, signal.SIGKILL)
+                return True
+            seen[child.pid] = ticks
+        time.sleep(0.01)
+    return False
+
+
+def test_a_decode_worker_killed_mid_request_is_the_servers_503(server, tmp_path):
+    base, _, process = server
+    url = data_url(write_video(tmp_path / "long.mp4", frames=400, size=256))
+    stop = threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+        killed = pool.submit(_kill_the_busy_worker, process.pid, stop)
+        status, payload = _request(base, _ask(url, frames=64))
+        stop.set()
+        assert killed.result()
+    assert status == 503 and "decode worker was killed" in payload["error"]["message"], payload
+    assert _request(base, _ask(data_url(LEFT)))[0] == 200  # a new worker decodes the next video
 
 
 def _raw_fields(**raw: str) -> bytes:

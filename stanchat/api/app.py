@@ -116,15 +116,17 @@ async def _chat_completions(request: Request) -> Response:
             response = await _answer(request, service, scope)
         streamed = isinstance(response, _ScopedStream)
         return response
-    except TimeoutError:
+    except TimeoutError as err:
         if not limit.expired():
-            raise
+            raise public(err) from None
         logger.warning("a request ran past --request-timeout (%g s) and was ended", service.config.request_timeout)
         raise ApiError(503, f"the request took longer than this server's {service.config.request_timeout:g} s "
                             "limit (--request-timeout)", code="timeout") from None
     except ClientGone as gone:
         logger.info("a client hung up %s", gone)
         return Response(status_code=499)  # nobody reads it
+    except Exception as err:  # answered here: the handler of last resort would also re-raise it into the log
+        raise public(err) from None
     finally:
         if not streamed:
             scope.end()

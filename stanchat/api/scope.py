@@ -71,7 +71,11 @@ class RequestScope:
         goes on until it stops by itself or sees its job cancelled; `end` waits for it)."""
         with self._lock:
             self._running += 1
-        future = self.service.pool.submit(within, self.uploads, work, *args)
+        try:
+            future = self.service.pool.submit(within, self.uploads, work, *args)
+        except RuntimeError:  # the pool is shut down: the server is stopping
+            self._work_done(None)
+            raise
         future.add_done_callback(self._work_done)
         result = asyncio.wrap_future(future)
         result.add_done_callback(_retrieve)  # an outcome nobody waits for any more is not an error to log
@@ -97,7 +101,7 @@ class RequestScope:
         if idle:
             self._release()
 
-    def _work_done(self, future: Future) -> None:
+    def _work_done(self, future: Future | None) -> None:
         with self._lock:
             self._running -= 1
             idle = self._ended and self._running == 0
