@@ -16,3 +16,8 @@ class VideoError(StanchatError):
 
 class WeightsError(StanchatError):
     """Model weights that are missing, unknown or not of the expected layout."""
+
+
+class ResourceError(StanchatError):
+    """The machine could not do the work, through no fault of the input: a helper process killed from
+    outside (the out-of-memory killer), memory exhausted. A server reports it as its own failure (5xx)."""

@@ -13,6 +13,8 @@ from stanchat.errors import StanchatError
 #   concat - every frame's tokens one after another (FreeVA-style): T times one image's worth
 TEMPORAL_MODES = ("stan", "mean", "concat")
 
+LOCALHOST = "127.0.0.1"  # servers' default address (stanchat api, stanchat serve): only this machine can connect
+
 # How a text is scored against a video's T frame features (`VideoTextModel.similarity`):
 #   mean       - cosine of the text's pooled feature with the frame-mean feature
 #   mug        - Mug alignment of text tokens and frames (paper Eq. 11-18)

@@ -71,10 +71,11 @@ def serve_in_thread(app, port: int | None = None, graceful_seconds: float | None
 
 
 @contextlib.contextmanager
-def serve_subprocess(python: str, args: list[str], timeout: float, log: Path):
-    """`python -m stanchat api ARGS --port P` in its own process; yields (its base URL, the process)."""
+def serve_subprocess(python: str, args: list[str], timeout: float, log: Path, env: dict | None = None):
+    """`python -m stanchat api ARGS --port P` in its own process (with `env` added to this one's);
+    yields (its base URL, the process)."""
     port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT), **(env or {})}
     with open(log, "w") as out:
         process = subprocess.Popen([python, "-m", "stanchat", "api", *args, "--port", str(port)], cwd=ROOT,
                                    env=env, stdout=out, stderr=subprocess.STDOUT)

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 import weakref
@@ -155,7 +156,7 @@ def test_full_queue_is_429(chat):
         with pytest.raises(openai.RateLimitError) as err:
             checks.ask(base, [video_message(data_url(LEFT))])
         assert err.value.status_code == 429 and "busy" in err.value.body["message"]
-        assert _post(base, b"{not json") == 429  # refused before its body is read, let alone parsed
+        assert _post(base, b"{not json") == 400  # checked before it would take a place: told its own mistake
         gated.gate.set()
         assert first.result()[1].choices[0].message.content == "a blue triangle moves left"
         # requests refused after admission give their place back: each bad one leaves room for the next
@@ -166,10 +167,26 @@ def test_full_queue_is_429(chat):
         assert json.load(urllib.request.urlopen(f"{base}/health"))["pending"] == 0
 
 
-def test_requests_held_at_the_door_fill_the_server(chat):
-    """The engine-independent 429 check the vLLM test runs (tests/test_api_vllm.py), checked here too."""
+def test_a_request_past_its_time_limit_is_503_and_holds_its_place_until_its_thread_stops(chat):
+    app = _build(chat, request_timeout=1, max_request_bytes=64 << 10)
+    service = app.state.service
+    service.engine = gated = _GatedEngine(service.engine)
+    body = json.dumps({"messages": [video_message(data_url(LEFT))], "max_tokens": 8}).encode()
+    with serve_in_thread(app) as base:
+        assert _post(base, body) == 503  # held at the gate past --request-timeout
+        assert json.load(urllib.request.urlopen(f"{base}/health"))["pending"] == 1  # its generate still runs
+        gated.gate.set()
+        deadline = time.monotonic() + 60
+        while json.load(urllib.request.urlopen(f"{base}/health"))["pending"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert json.load(urllib.request.urlopen(f"{base}/health"))["pending"] == 0
+        assert _post(base, body) == 200
+
+
+def test_requests_whose_body_is_still_arriving_hold_no_place(chat):
+    """The engine-independent check the vLLM test runs (tests/test_api_vllm.py), checked here too."""
     with serve_in_thread(_build(chat, api_key=KEY, max_pending=2)) as base:
-        checks.check_full_queue(base, places=2)
+        checks.check_slow_bodies_hold_no_place(base, places=2)
 
 
 def _post(base: str, body: bytes) -> int:
@@ -228,9 +245,10 @@ def test_unknown_engine_is_one_line():
 
 @pytest.mark.slow
 def test_with_app_serves_the_browser_app_on_the_same_model(chat):
-    from stanchat.api.server import build
+    from stanchat.app.config import AppConfig
+    from stanchat.commands.api import build_with_app
 
-    app = build(chat, ApiConfig(), with_app=True)
+    app = build_with_app(chat, ApiConfig(), AppConfig())
     with serve_in_thread(app) as base:
         with urllib.request.urlopen(f"{base}/app/") as response:
             assert response.status == 200 and b"gradio" in response.read().lower()
@@ -275,13 +293,19 @@ def test_serve_benchmark_stops_at_once_when_its_vllm_server_exits():
 
 
 def test_a_stream_gives_its_place_back_when_the_client_is_gone_before_the_first_event():
-    """The request's place in --max-pending is released by the response itself, also when sending
-    the headers fails (the client left) and the body never starts."""
+    """The request's scope (its place in --max-pending, its uploads) is ended by the response itself,
+    also when sending the headers fails (the client left) and the body never starts."""
     import asyncio
 
-    from stanchat.api.app import _ReleasingStream
+    from stanchat.api.app import _ScopedStream
 
-    released, cleaned = [], []
+    ended, cleaned = [], []
+
+    class Scope:
+        deadline = float("inf")
+
+        def end(self):
+            ended.append(True)
 
     async def body():
         try:
@@ -295,8 +319,7 @@ def test_a_stream_gives_its_place_back_when_the_client_is_gone_before_the_first_
     async def receive():
         return {"type": "http.disconnect"}
 
-    response = _ReleasingStream(body(), lambda: released.append(True), media_type="text/event-stream")
+    response = _ScopedStream(body(), Scope(), media_type="text/event-stream")
     scope = {"type": "http", "asgi": {"spec_version": "2.4"}}
-    with pytest.raises(Exception):
-        asyncio.run(response(scope, receive, send))
-    assert released == [True] and cleaned == []
+    asyncio.run(response(scope, receive, send))  # a client gone is no error to raise
+    assert ended == [True] and cleaned == [] and not response.finished

@@ -59,7 +59,6 @@ def _encode_error(chat, url: str, fields: dict | None = None, max_seconds: float
     try:
         with pytest.raises(ApiError) as err:
             service.prepare(parse_request({"messages": [{"role": "user", "content": content}], **(fields or {})}))
-        assert list(Path(service._spool.name).iterdir()) == []  # the refused upload is gone
     finally:
         service.pool.shutdown()
         service._spool.cleanup()

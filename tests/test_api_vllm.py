@@ -73,8 +73,8 @@ def test_local_paths_only_inside_the_allowed_folder(server, allowed, tmp_path, e
     checks.check_local_paths(server, allowed, tmp_path, expected.text)
 
 
-def test_full_queue_is_429(server):
-    checks.check_full_queue(server, places=2)  # the server was started with --max-pending 2
+def test_slow_bodies_hold_no_place(server):
+    checks.check_slow_bodies_hold_no_place(server, places=2)  # the server was started with --max-pending 2
 
 
 def test_the_one_path_cases_give_the_librarys_answers(server):

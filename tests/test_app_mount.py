@@ -16,10 +16,10 @@ pytest.importorskip("fastapi")
 import httpx  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 
-from stanchat.api.config import APP_PATH, ApiConfig  # noqa: E402
-from stanchat.api.server import build  # noqa: E402
+from stanchat.api.config import ApiConfig  # noqa: E402
 from stanchat.app.config import AppConfig  # noqa: E402
 from stanchat.cli import main  # noqa: E402
+from stanchat.commands.api import APP_PATH, build_with_app  # noqa: E402
 from tests.api_helpers import serve_in_thread  # noqa: E402
 from tests.tiny_app import app_models, chat, load_outputs  # noqa: E402,F401  (fixtures)
 
@@ -47,7 +47,7 @@ def _blocks(app):
 def test_the_mounted_app_has_the_serve_protections(chat, app_models, example, tmp_path):
     before = os.environ.get("GRADIO_TEMP_DIR")
     config = AppConfig(frames=FRAMES, max_file_size="100KB", max_sessions=2, queue_size=3, examples=(str(example),))
-    app = build(chat, ApiConfig(), with_app=True, app_config=config)
+    app = build_with_app(chat, ApiConfig(), config)
     folder = Path(os.environ["GRADIO_TEMP_DIR"])
     big = tmp_path / "big.mp4"
     big.write_bytes(b"\0" * 200_000)
@@ -71,7 +71,7 @@ def test_the_mounted_app_has_the_serve_protections(chat, app_models, example, tm
 
 
 def test_with_an_api_key_the_app_asks_for_it(chat, app_models, example):
-    app = build(chat, ApiConfig(api_key=KEY), with_app=True, app_config=AppConfig(examples=(str(example),)))
+    app = build_with_app(chat, ApiConfig(api_key=KEY), AppConfig(examples=(str(example),)))
     with serve_in_thread(app, graceful_seconds=1) as base:
         anonymous = {path: httpx.get(f"{base}/app/{path}").status_code
                      for path in ("config", "gradio_api/info", f"gradio_api/file={example}")}
@@ -95,16 +95,16 @@ def test_api_with_app_takes_the_serve_options_and_checks_them_before_loading(cha
         assert main(["api", "--with-app", *argv, "--llava", "/nonexistent", "--stan", app_models["stan"]]) == 2
         assert says in capsys.readouterr().err
     built = []
-    monkeypatch.setattr("stanchat.api.server.build", lambda *args, **kwargs: built.append(kwargs))
+    monkeypatch.setattr("stanchat.commands.api.build_with_app", lambda chat, config, app: built.append(app))
     monkeypatch.setattr("stanchat.api.server.serve", lambda *args: None)
     assert main(["api", "--with-app", "--max-sessions", "5", "--queue-size", "2", "--llava", app_models["llava"],
                  "--stan", app_models["stan"], "--device", "cpu"]) == 0
-    (kwargs,) = built
-    assert kwargs["with_app"] and (kwargs["app_config"].max_sessions, kwargs["app_config"].queue_size) == (5, 2)
+    (app_config,) = built
+    assert (app_config.max_sessions, app_config.queue_size) == (5, 2)
 
 
 def test_the_private_folder_is_private(chat):
-    app = build(chat, ApiConfig(), with_app=True)
+    app = build_with_app(chat, ApiConfig(), AppConfig())
     folder = os.environ["GRADIO_TEMP_DIR"]
     with serve_in_thread(app, graceful_seconds=1):
         mode = stat.S_IMODE(os.stat(folder).st_mode)

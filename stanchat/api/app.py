@@ -1,6 +1,12 @@
 """The HTTP routes: `POST /v1/chat/completions` (JSON or server-sent events), `GET /v1/models`,
-`GET /health`. Every error is an OpenAI-style JSON error object with its 4xx code and one line;
-an unexpected failure is logged here and answered 500 without a traceback."""
+`GET /health`. Every error is an OpenAI-style JSON error object with one line: 4xx naming the
+client's mistake, 5xx for the server's own failures (`stanchat.api.faults` decides which).
+
+A chat request's life (`stanchat.api.scope`): its body arrives within --body-timeout among at most
+--max-receiving others; it is parsed and checked (the conversation included) before anything is
+written to disk; only then does it take one of --max-pending places; it ends within
+--request-timeout. A client that hangs up is logged in one line and its generation is cancelled.
+"""
 
 from __future__ import annotations
 
@@ -12,16 +18,21 @@ import time
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
-from stanchat.api.errors import ApiError
+from stanchat.api.body import parse_json, read_body
+from stanchat.api.errors import ApiError, ClientGone
+from stanchat.api.faults import public
 from stanchat.api.protocol import ChatRequest, chunk, completion, completion_id, parse_request, usage
+from stanchat.api.scope import Gate, RequestScope
 from stanchat.api.service import ChatService, Prepared
 
 logger = logging.getLogger(__name__)
 
 CACHE_HEADER = "x-stanchat-video-cache"  # "hit" or "miss": did this request skip decoding and the tower?
+STREAM_GRACE = 5.0  # seconds past --request-timeout a stream gets to send its closing error event
 
 
 def _error(err: ApiError) -> JSONResponse:
@@ -39,23 +50,6 @@ def _check_key(request: Request, key: str | None) -> None:
         raise ApiError(401, "incorrect API key", code="invalid_api_key")
 
 
-async def _read_json(request: Request, limit: int) -> Any:
-    """The body as JSON, refusing (413) more than `limit` bytes before reading them all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"the request is {int(declared)} bytes, more than this server's {limit}-byte limit; "
-                            "send a shorter video or a local path", code="request_too_large")
-    body = bytearray()
-    async for part in request.stream():
-        body += part
-        if len(body) > limit:
-            raise ApiError(413, f"the request is more than this server's {limit}-byte limit", code="request_too_large")
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ApiError(400, f"the request body is not valid JSON ({err})") from err
-
-
 def create_app(service: ChatService) -> FastAPI:
     """The FastAPI app over a ready `ChatService`, kept in `app.state.service`: the routes below are
     module functions that read it from the request, not closures over it, because FastAPI keeps
@@ -63,6 +57,8 @@ def create_app(service: ChatService) -> FastAPI:
     its model alive after the app is dropped (benchmarks/serve.py lets one model go before vLLM)."""
     app = FastAPI(title="stanchat", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
+    app.state.receiving = Gate(service.config.max_receiving, "the server is receiving as many request bodies as "
+                                                             "it takes at once; retry shortly")
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
@@ -77,7 +73,7 @@ def _service(request: Request) -> ChatService:
 
 
 async def _api_error(request: Request, err: ApiError) -> JSONResponse:
-    return _error(err)
+    return _error(public(err))
 
 
 async def _http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
@@ -85,12 +81,18 @@ async def _http_error(request: Request, err: StarletteHTTPException) -> JSONResp
 
 
 async def _unexpected(request: Request, err: Exception) -> JSONResponse:
-    logger.exception("request failed")
-    return _error(ApiError(500, f"internal error ({type(err).__name__}); see the server's log"))
+    return _error(public(err))
 
 
 async def _health(request: Request) -> dict:
-    return _service(request).health()
+    """{"status": "ok"}; with the key (or when the server has none), also the counters."""
+    service = _service(request)
+    try:
+        _check_key(request, service.config.api_key)
+    except ApiError:
+        return {"status": "ok"}
+    return {**service.health(), "receiving": request.app.state.receiving.count,
+            "max_receiving": request.app.state.receiving.limit}
 
 
 async def _models(request: Request) -> dict:
@@ -100,47 +102,95 @@ async def _models(request: Request) -> dict:
                                         "owned_by": "stanchat"}]}
 
 
-async def _chat_completions(request: Request):
+async def _chat_completions(request: Request) -> Response:
+    """The request's whole life, bounded by --request-timeout; its scope ends here unless a stream
+    carries it on (the stream ends it)."""
     service = _service(request)
-    config = service.config
-    _check_key(request, config.api_key)
-    service.admit()  # before the body is read: a full server reads no more than the headers
+    _check_key(request, service.config.api_key)
+    loop = asyncio.get_running_loop()
+    scope = RequestScope(service, request, loop.time() + service.config.request_timeout)
+    streamed = False
     try:
-        parsed = parse_request(await _read_json(request, config.max_request_bytes))
-        if parsed.model not in (None, "", service.model_name):
-            raise ApiError(404, f"model {parsed.model!r} is not served here; this server serves "
-                                f"{service.model_name!r}", param="model", code="model_not_found")
-        loop = asyncio.get_running_loop()
-        prepared = await loop.run_in_executor(service.pool, service.prepare, parsed)
-        if parsed.stream:  # the response gives the place back when it ends
-            stream = _sse(service, parsed, prepared)
-            headers = {CACHE_HEADER: _hit(prepared)}
-            return _ReleasingStream(stream, service.release, media_type="text/event-stream", headers=headers)
-        result = await loop.run_in_executor(service.pool, service.engine.generate, prepared.job)
-    except BaseException:
-        service.release()
-        raise
-    service.release()
+        async with asyncio.timeout_at(scope.deadline) as limit:
+            response = await _answer(request, service, scope)
+        streamed = isinstance(response, _ScopedStream)
+        return response
+    except TimeoutError as err:
+        if not limit.expired():
+            raise public(err) from None
+        logger.warning("a request ran past --request-timeout (%g s) and was ended", service.config.request_timeout)
+        raise ApiError(503, f"the request took longer than this server's {service.config.request_timeout:g} s "
+                            "limit (--request-timeout)", code="timeout") from None
+    except ClientGone as gone:
+        logger.info("a client hung up %s", gone)
+        return Response(status_code=499)  # nobody reads it
+    except Exception as err:  # answered here: the handler of last resort would also re-raise it into the log
+        raise public(err) from None
+    finally:
+        if not streamed:
+            scope.end()
+
+
+async def _answer(request: Request, service: ChatService, scope: RequestScope) -> Response:
+    config, receiving = service.config, request.app.state.receiving
+    receiving.enter()
+    try:
+        body = await read_body(request, config.max_request_bytes, config.body_timeout)
+        parsed = await asyncio.get_running_loop().run_in_executor(None, _checked, service, body)
+        scope.admit()  # only now, the body arrived and checked, does the request hold a place
+    finally:
+        receiving.leave()
+    prepared = await scope.run(service.prepare, parsed)
+    scope.cancel_on_end(prepared.job)
+    headers = {CACHE_HEADER: _hit(prepared)}
+    if parsed.stream:
+        return _ScopedStream(_sse(service, parsed, prepared, scope.deadline), scope,
+                             media_type="text/event-stream", headers=headers)
+    result = await scope.run(service.engine.generate, prepared.job)
     body = completion(completion_id(), service.model_name, result.text, result.finish_reason,
                       usage(prepared.prompt_tokens, result.completion_tokens, prepared.video_tokens),
                       _extra(prepared))
-    return JSONResponse(body, headers={CACHE_HEADER: _hit(prepared)})
+    return JSONResponse(body, headers=headers)
 
 
-class _ReleasingStream(StreamingResponse):
-    """A streamed answer that gives its request's place back however the response ends: finished,
-    failed, or the client gone before the first event (when the body's own `finally` never runs)."""
+def _checked(service: ChatService, body: bytes) -> ChatRequest:
+    """The parsed request, with every check that needs no file done (the conversation through the
+    model's chat template included), so that nothing of a request refused here reaches the disk."""
+    parsed = parse_request(parse_json(body))
+    if parsed.model not in (None, "", service.model_name):
+        raise ApiError(404, f"model {parsed.model!r} is not served here; this server serves "
+                            f"{service.model_name!r}", param="model", code="model_not_found")
+    service.check(parsed)
+    return parsed
 
-    def __init__(self, content: AsyncIterator[str], release, **kwargs: Any):
+
+class _ScopedStream(StreamingResponse):
+    """A streamed answer that ends its request's scope however the response ends: finished, failed,
+    past --request-timeout (a client that stops reading), or the client gone (also before the
+    first event, when the body's own `finally` never runs)."""
+
+    def __init__(self, content: AsyncIterator[str], scope: RequestScope, **kwargs: Any):
         super().__init__(content, **kwargs)
-        self.release = release
+        self.scope = scope
+        self.finished = False  # the last body message was sent
 
     async def __call__(self, scope, receive, send) -> None:
+        async def tracked(message: dict) -> None:
+            await send(message)
+            self.finished = message["type"] == "http.response.body" and not message.get("more_body", False)
+
         try:
-            await super().__call__(scope, receive, send)
+            async with asyncio.timeout_at(self.scope.deadline + STREAM_GRACE):
+                await super().__call__(scope, receive, tracked)
+        except TimeoutError:
+            logger.warning("a streamed answer ran past --request-timeout (its client stopped reading); ended")
+        except (ClientDisconnect, OSError):
+            pass
         finally:
             await self.body_iterator.aclose()  # runs the body's cleanup if it started; no-op otherwise
-            self.release()
+            self.scope.end()
+        if not self.finished:
+            logger.info("a client hung up during its streamed answer; generation cancelled")
 
 
 def _hit(prepared: Prepared) -> str:
@@ -157,8 +207,9 @@ def _event(payload: dict | str) -> str:
     return f"data: {payload if isinstance(payload, str) else json.dumps(payload)}\n\n"
 
 
-async def _sse(service: ChatService, parsed: ChatRequest, prepared: Prepared) -> AsyncIterator[str]:
-    """The answer as chat.completion.chunk events; generation stops if the client goes away."""
+async def _sse(service: ChatService, parsed: ChatRequest, prepared: Prepared, deadline: float) -> AsyncIterator[str]:
+    """The answer as chat.completion.chunk events, ending with an error event at `deadline`; the
+    last chunk carries stanchat's record of the video (frames, timestamps), as a plain answer does."""
     loop = asyncio.get_running_loop()
     pieces: asyncio.Queue = asyncio.Queue()
     job = prepared.job
@@ -169,23 +220,24 @@ async def _sse(service: ChatService, parsed: ChatRequest, prepared: Prepared) ->
     future.add_done_callback(lambda _: loop.call_soon_threadsafe(pieces.put_nowait, None))
     try:
         yield _event(chunk(cid, model, {"role": "assistant", "content": ""}))
-        while (piece := await pieces.get()) is not None:
+        while (piece := await asyncio.wait_for(pieces.get(), max(0.0, deadline - loop.time()))) is not None:
             yield _event(chunk(cid, model, {"content": piece}))
         try:
             result = future.result()
-        except ApiError as err:
-            yield _event(err.body())
-            return
         except Exception as err:  # headers are sent: the error travels as an event
-            logger.exception("streamed generation failed")
-            yield _event(ApiError(500, f"internal error ({type(err).__name__}); see the server's log").body())
+            yield _event(public(err).body())
             return
-        yield _event(chunk(cid, model, {}, finish_reason=result.finish_reason))
+        last = chunk(cid, model, {}, finish_reason=result.finish_reason)
+        yield _event({**last, "stanchat": _extra(prepared)})
         if parsed.include_usage:
             yield _event(chunk(cid, model, {}, usage_=usage(prepared.prompt_tokens, result.completion_tokens,
                                                             prepared.video_tokens)))
         yield _event("[DONE]")
         logger.debug("streamed %d tokens in %.3f s", result.completion_tokens, time.perf_counter() - started)
+    except TimeoutError:
+        logger.warning("a streamed answer ran past --request-timeout and was ended")
+        yield _event(ApiError(503, "the answer took longer than this server's limit (--request-timeout)",
+                              code="timeout").body())
     finally:
         job.cancelled.set()  # no-op once finished; stops generation when the client left early
         if not future.done():

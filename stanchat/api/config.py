@@ -1,51 +1,76 @@
-"""The API server's settings: one dataclass, one default per value (`stanchat api --help` shows them)."""
+"""The API server's settings, each declared once: its default, its type and its `--help` line sit in
+the `ApiConfig` field (`setting(...)`); `stanchat api`'s flags and the config built from them are
+generated from these fields (stanchat/commands/api.py)."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from stanchat.engine.registry import ENGINE_NAMES as ENGINES
 from stanchat.engine.vllm import CPU_KV_CACHE_GIB
 from stanchat.errors import StanchatError
 from stanchat.options import DEFAULTS
 
-LOCALHOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 API_KEY_ENV = "STANCHAT_API_KEY"  # the key clients must send as `Authorization: Bearer KEY`
-APP_PATH = "/app"  # where --with-app mounts the Gradio chat app
+
+
+def setting(default, help: str, kind: type | None = None, **flag):
+    """A dataclass field that is also a `stanchat api` flag: `help` is its help line ("(default X)" is
+    added unless it speaks of its default), `kind` the flag's type (default: the default's), `flag`
+    more argparse keywords (metavar, choices)."""
+    return field(default=default, metadata={"help": help, "kind": kind or type(default), "flag": flag})
 
 
 @dataclass(frozen=True)
 class ApiConfig:
-    engine: str = "transformers"  # who runs the LLM: one of ENGINES
-    api_key: str | None = None  # None: no authentication (fine on 127.0.0.1)
-    allowed_local_media_path: str | None = None  # folder whose files a request may name; None: none
-    max_request_bytes: int = 64 * 1024 * 1024  # larger request bodies get 413 (a base64 video is ~4/3 its size)
-    max_video_seconds: float = 600.0  # longer videos get 400
-    max_pending: int = 64  # requests inside the server at once (waiting or running); more get 429
-    max_batch: int = DEFAULTS.batch_size  # requests one `generate` may run together (transformers engine; 1: one at a time)
-    batch_wait_ms: float = 5.0  # how long the batching worker waits for more requests to join a batch
-    cache_size: int = 32  # encoded videos kept (LRU), keyed by content hash and video options
-    tensor_parallel_size: int = 1  # GPUs vLLM splits the LLM over (--engine vllm)
-    kv_cache_gib: float | None = None  # vLLM's KV cache; None: vLLM's default on a GPU, CPU_KV_CACHE_GIB on the CPU
-    gpu_memory_utilization: float | None = None  # share of the GPU vLLM may fill (0-1]; None: vLLM's default
+    engine: str = setting("transformers", "transformers: batched generate in this process; vllm: vLLM's LLaVA "
+                                          "(pip install 'stanchat[vllm]')", choices=ENGINES)
+    api_key: str | None = setting(None, f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV} if set, "
+                                        "else no key, fine on 127.0.0.1)", str, metavar="KEY")
+    allowed_local_media_path: str | None = setting(
+        None, "let requests name files under DIR by path or file:// URL (default: none)", str, metavar="DIR")
+    max_request_bytes: int = setting(64 * 1024 * 1024, "largest request body in bytes; more gets 413 "
+                                                       "(a base64 video is ~4/3 its size)", metavar="BYTES")
+    body_timeout: float = setting(30.0, "seconds a request body may take to arrive; slower gets 408", metavar="S")
+    request_timeout: float = setting(600.0, "seconds a request may last from its first byte to its answer's "
+                                            "last (a stream included); longer is cut with a 503", metavar="S")
+    max_video_seconds: float = setting(600.0, "longest video (or start/end window) accepted, in seconds", metavar="S")
+    max_receiving: int = setting(64, "requests whose body is still arriving at once; more get 429", metavar="N")
+    max_pending: int = setting(64, "requests in the server at once once their body has arrived (decoding, "
+                                   "waiting or generating); more get 429", metavar="N")
+    max_batch: int = setting(DEFAULTS.batch_size, "requests batched into one generate (transformers engine; 1: one at a time)",
+                             metavar="N")
+    batch_wait_ms: float = setting(5.0, "how long a batch waits for more requests to join it", metavar="MS")
+    cache_size: int = setting(32, "encoded videos kept for follow-up questions (LRU, keyed by content hash "
+                                  "and video options)", metavar="N")
+    tensor_parallel_size: int = setting(1, "GPUs vLLM splits the LLM over (--engine vllm)", metavar="N")
+    kv_cache_gib: float | None = setting(None, "memory vLLM reserves for its KV cache (--engine vllm; default: "
+                                               f"vLLM's choice on a GPU, {CPU_KV_CACHE_GIB:g} on the CPU)", float,
+                                         metavar="GIB")
+    gpu_memory_utilization: float | None = setting(
+        None, "share of the GPU's memory vLLM may fill, 0-1 (--engine vllm; default: vLLM's, 0.9); leave room "
+              "for the tower and STAN, which run in this process", float, metavar="FRACTION")
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise StanchatError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
-        for name in ("max_request_bytes", "max_pending", "max_batch", "tensor_parallel_size"):
+        for name in ("max_request_bytes", "max_receiving", "max_pending", "max_batch", "tensor_parallel_size"):
             if getattr(self, name) < 1:
-                raise StanchatError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.cache_size < 0 or self.batch_wait_ms < 0 or self.max_video_seconds <= 0:
-            raise StanchatError("--cache-size and --batch-wait-ms must be >= 0 and --max-video-seconds > 0")
-        if self.kv_cache_gib is not None and not self.kv_cache_gib > 0:
-            raise StanchatError(f"--kv-cache-gib must be > 0, got {self.kv_cache_gib}")
+                raise StanchatError(f"{flag(name)} must be at least 1, got {getattr(self, name)}")
+        for name in ("body_timeout", "request_timeout", "max_video_seconds", "kv_cache_gib"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value < float("inf"):
+                raise StanchatError(f"{flag(name)} must be a number > 0, got {value}")
+        if self.cache_size < 0 or not 0 <= self.batch_wait_ms < float("inf"):
+            raise StanchatError("--cache-size and --batch-wait-ms must be >= 0")
         if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
             raise StanchatError(f"--gpu-memory-utilization must be in (0, 1], got {self.gpu_memory_utilization}")
         if self.allowed_local_media_path is not None and not os.path.isdir(self.allowed_local_media_path):
             raise StanchatError(f"--allowed-local-media-path {self.allowed_local_media_path} is not a folder")
-
+        if self.api_key is not None:
+            check_header_safe(self.api_key)
 
     def engine_settings(self) -> dict:
         """The chosen engine's keywords (`stanchat.engine.create_engine`)."""
@@ -53,6 +78,22 @@ class ApiConfig:
             return {"max_batch": self.max_batch, "batch_wait_ms": self.batch_wait_ms}
         return {"tensor_parallel_size": self.tensor_parallel_size, "kv_cache_gib": self.kv_cache_gib,
                 "gpu_memory_utilization": self.gpu_memory_utilization}
+
+
+def flag(name: str) -> str:
+    """The command-line flag of field `name`."""
+    return "--" + name.replace("_", "-")
+
+
+def check_header_safe(key: str) -> str:
+    """`key` if a client can send it in `Authorization: Bearer KEY` (visible ASCII, no spaces); else one line
+    (the key itself is not shown)."""
+    for i, char in enumerate(key):
+        if not "!" <= char <= "~":
+            what = "a space" if char == " " else "a control character" if char.isascii() else "not ASCII"
+            raise StanchatError(f"the API key's character {i + 1} is {what}, which cannot be sent in an HTTP "
+                                "header; use visible ASCII letters, digits and punctuation only")
+    return key
 
 
 def api_key_from_env(given: str | None) -> str | None:

@@ -1,11 +1,12 @@
-"""`ApiError`: an error a client caused or must handle, sent as an OpenAI-style JSON error object."""
+"""`ApiError`: an error a client caused or must handle, sent as an OpenAI-style JSON error object;
+`ClientGone`: a client that left. (Which exceptions are the server's own faults: `stanchat.api.faults`.)"""
 
 from __future__ import annotations
 
 # HTTP status -> the OpenAI error `type` clients switch on
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-               404: "not_found_error", 413: "invalid_request_error", 422: "invalid_request_error",
-               429: "rate_limit_error", 500: "server_error", 503: "server_error"}
+               404: "not_found_error", 408: "invalid_request_error", 413: "invalid_request_error",
+               422: "invalid_request_error", 429: "rate_limit_error", 500: "server_error", 503: "server_error"}
 
 
 class ApiError(Exception):
@@ -22,3 +23,7 @@ class ApiError(Exception):
         """`{"error": {"message", "type", "param", "code"}}` as the OpenAI API sends it."""
         return {"error": {"message": self.message, "type": ERROR_TYPES.get(self.status, "invalid_request_error"),
                           "param": self.param, "code": self.code}}
+
+
+class ClientGone(Exception):
+    """The client closed its connection before its answer: nothing to send; its work is cancelled."""

@@ -1,9 +1,10 @@
 """A `video_url` / `image_url` content part -> a local file the decoder can read, and its hash.
 
-Accepted URLs: `data:<mime>;base64,...` (written once to the server's spool folder, named by its
-hash), and a local path or `file://` URL, only inside `--allowed-local-media-path` (after
-resolving links, so `..` and symlinks cannot leave it). Remote http(s) URLs are not fetched: the
-server makes no outgoing requests.
+Accepted URLs: `data:<mime>;base64,...` (written to the server's spool folder under a name of its
+own, recorded in its request's uploads, `stanchat.api.uploads`; its content hash keys the cache),
+and a local path or `file://` URL, only inside `--allowed-local-media-path` (after resolving links,
+so `..` and symlinks cannot leave it). Remote http(s) URLs are not fetched: the server makes no
+outgoing requests.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import base64
 import binascii
 import hashlib
 import os
-import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from stanchat.api.errors import ApiError
+from stanchat.api.uploads import claim, record
 
 SUFFIXES = {"mp4": ".mp4", "webm": ".webm", "quicktime": ".mov", "x-matroska": ".mkv", "x-msvideo": ".avi",
             "avi": ".avi", "mpeg": ".mpg", "ogg": ".ogv", "gif": ".gif", "png": ".png", "jpeg": ".jpg",
@@ -46,11 +48,14 @@ class MediaResolver:
     def __init__(self, spool: str | os.PathLike, allowed_local_media_path: str | None = None):
         self.spool = Path(spool)
         self.spool.mkdir(parents=True, exist_ok=True)
+        self._owner = claim(self.spool)  # held while this resolver lives: the folder is not an orphan
         self.allowed = None if allowed_local_media_path is None else Path(allowed_local_media_path).resolve()
 
     def resolve(self, url: str, kind: str, param: str) -> Media:
         if not isinstance(url, str) or not url:
             raise ApiError(400, f"{param} needs a url string", param=param)
+        if "\0" in url:
+            raise ApiError(400, f"{param}: the url contains a NUL character", param=param)
         if url.startswith("data:"):
             return self._data_url(url, kind, param)
         scheme = urlparse(url).scheme
@@ -76,14 +81,13 @@ class MediaResolver:
             raise ApiError(400, f"{param}: the data URL is not valid base64 ({err})", param=param) from err
         if not data:
             raise ApiError(400, f"{param}: the data URL holds no bytes", param=param)
-        sha = hashlib.sha256(data).hexdigest()
-        path = self.spool / (sha + SUFFIXES.get(mime.partition("/")[2], ""))
-        if not path.exists():  # each writer its own temporary file: concurrent requests may send the same video
-            fd, tmp = tempfile.mkstemp(dir=self.spool, suffix=".part")
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        return Media(str(path), sha, kind, f"the uploaded {kind}")
+        # a file of this request's own (not named by the hash: a request's encoder deletes its file, and
+        # another request may be reading the same video); the request deletes it when it ends
+        path = self.spool / f"upload-{uuid.uuid4().hex}{SUFFIXES.get(mime.partition('/')[2], '')}"
+        record(path)
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+            f.write(data)
+        return Media(str(path), hashlib.sha256(data).hexdigest(), kind, f"the uploaded {kind}")
 
     def _local(self, path: str, kind: str, param: str) -> Media:
         if self.allowed is None:

@@ -17,6 +17,7 @@ tools); so is any other field this module does not read.
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from stanchat.options import DEFAULTS, TEMPORAL_MODES
 MEDIA_PARTS = {"video_url": "video", "image_url": "image"}
 MAX_STOP = 4  # stop strings at most, as in the OpenAI API
 MAX_SEED = 2**63 - 1  # seeds are int64 in torch and vLLM
+MAX_FLOAT = 1e300  # a float field's largest magnitude (a larger JSON integer would not convert to a float)
 # API fields stanchat does not do -> the values that mean "not used" (absent or null always do)
 UNSUPPORTED = {"tools": ([],), "tool_choice": ("none",), "functions": ([],), "function_call": ("none",),
                "response_format": ({"type": "text"},), "logprobs": (False,), "top_logprobs": (0,),
@@ -59,8 +61,13 @@ def _number(body: dict, name: str, kind: type, default: Any, low: float | None =
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
         raise ApiError(400, f"{name} must be a{'n integer' if kind is int else ' number'}, got {value!r}", param=name)
+    # NaN and infinities (not JSON, but Python's parser reads them) would pass every range check
+    if isinstance(value, float) and not math.isfinite(value) or kind is float and abs(value) > MAX_FLOAT:
+        shown = f"{value}" if isinstance(value, float) else "a larger integer"
+        raise ApiError(400, f"{name} must be a finite number of at most {MAX_FLOAT:g}, got {shown}", param=name)
     if (low is not None and value < low) or (high is not None and value > high):
-        raise ApiError(400, f"{name} must be in [{low}, {high}], got {value}", param=name)
+        shown = f"{value:.6g}" if isinstance(value, float) or abs(value) < 10**18 else "a larger integer"
+        raise ApiError(400, f"{name} must be in [{low}, {high}], got {shown}", param=name)
     return kind(value)
 
 
@@ -68,14 +75,16 @@ def _text_of(content: Any, index: int, allow_media: bool) -> tuple[str, tuple[st
     """The text of one message's content, and its media part (url, kind) if it has one."""
     param = f"messages[{index}].content"
     if isinstance(content, str):
-        return content, None
+        return _no_nul(content, param), None
     if not isinstance(content, list):
         raise ApiError(400, f"{param} must be a string or a list of content parts", param=param)
     texts, media = [], None
     for part in content:
         kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text" and isinstance(part.get("text"), str):
-            texts.append(part["text"])
+        if kind == "text":
+            if not isinstance(part.get("text"), str):
+                raise ApiError(400, f"{param}: a text part needs a string \"text\"", param=param)
+            texts.append(_no_nul(part["text"], param))
         elif kind in MEDIA_PARTS:
             if not allow_media or media is not None:
                 raise ApiError(400, "a conversation is about one video or image, in the first user message; "
@@ -86,6 +95,12 @@ def _text_of(content: Any, index: int, allow_media: bool) -> tuple[str, tuple[st
             raise ApiError(400, f"{param}: unsupported content part {kind!r}; use text, video_url or image_url",
                            param=param)
     return "\n".join(texts), media
+
+
+def _no_nul(text: str, param: str) -> str:
+    if "\0" in text:
+        raise ApiError(400, f"{param} contains a NUL character", param=param)
+    return text
 
 
 def _conversation(messages: Any) -> tuple[str | None, list[tuple[str, str]], str, tuple[str, str]]:
@@ -175,9 +190,12 @@ def parse_request(body: Any) -> ChatRequest:
     except StanchatError as err:  # a combination the fields' own checks let through (e.g. end before start)
         raise ApiError(400, str(err), param=err.param or "messages") from err
     stream, include_usage = _streaming(body)
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise ApiError(400, f"model must be a string, got {json.dumps(model)[:80]}", param="model")
     return ChatRequest(media_url=url, media_kind=kind, question=question, history=history, system=system,
                        video=video, sampling=sampling, stream=stream, include_usage=include_usage,
-                       model=body.get("model"))
+                       model=model)
 
 
 def completion_id() -> str:

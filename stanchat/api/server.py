@@ -1,43 +1,42 @@
-"""Build the API app around a loaded model, optionally with the Gradio app mounted, and serve it."""
+"""Build the API app around a loaded model, and serve it. (`stanchat api --with-app` mounts the
+Gradio app on this app in stanchat/commands/api.py: this package never imports stanchat/app.)"""
 
 from __future__ import annotations
 
 import logging
+import tempfile
 from typing import TYPE_CHECKING
 
-from stanchat.api.config import APP_PATH, LOCALHOST, ApiConfig
+from stanchat.api.config import DEFAULT_PORT, ApiConfig
+from stanchat.options import LOCALHOST
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from stanchat.app.config import AppConfig
     from stanchat.chat import VideoChat
 
 logger = logging.getLogger(__name__)
 
 
-def build(chat: "VideoChat", config: ApiConfig, with_app: bool = False,
-          app_config: "AppConfig | None" = None) -> "FastAPI":
-    """The FastAPI app serving `chat` with `config.engine`; `with_app` mounts the chat UI at APP_PATH with
-    `stanchat serve`'s protections and `app_config`'s limits (default: serve's), signed in with
-    `config.api_key` when there is one."""
+def build(chat: "VideoChat", config: ApiConfig) -> "FastAPI":
+    """The FastAPI app serving `chat` with `config.engine`. Upload folders that servers killed
+    before their shutdown left in the temporary folder are cleared first."""
     from stanchat.api.app import create_app
     from stanchat.api.service import ChatService
+    from stanchat.api.uploads import clear_orphans
     from stanchat.engine import create_engine
 
+    cleared = clear_orphans(tempfile.gettempdir())
+    if cleared:
+        logger.info("removed %d upload folder(s) left by servers that were killed", cleared)
     service = ChatService(chat, create_engine(config.engine, chat.llava, chat.processor, **config.engine_settings()),
                           config)
     app = create_app(service)
     app.router.add_event_handler("shutdown", service.close)
-    if with_app:
-        from stanchat.app.config import AppConfig
-        from stanchat.app.server import mount
-
-        app = mount(app, chat, app_config or AppConfig(), APP_PATH, password=config.api_key)
     return app
 
 
-def serve(app: "FastAPI", host: str = LOCALHOST, port: int = 8000) -> None:
+def serve(app: "FastAPI", host: str = LOCALHOST, port: int = DEFAULT_PORT) -> None:
     """Serve until interrupted."""
     import uvicorn
 

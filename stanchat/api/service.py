@@ -10,7 +10,6 @@ request field they are about.
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -21,9 +20,10 @@ from stanchat.api.config import ApiConfig
 from stanchat.api.errors import ApiError
 from stanchat.api.media import Media, MediaResolver
 from stanchat.api.protocol import ChatRequest
+from stanchat.api.uploads import SPOOL_PREFIX
 from stanchat.engine.base import Engine, Job
 from stanchat.engine.prompt import make_job
-from stanchat.errors import StanchatError
+from stanchat.errors import ResourceError, StanchatError
 from stanchat.options import DEFAULTS, VideoOptions
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ class ChatService:
         self.engine = engine
         self.config = config
         self.model_name = chat.name
-        self._spool = tempfile.TemporaryDirectory(prefix="stanchat-api-")
+        self._spool = tempfile.TemporaryDirectory(prefix=SPOOL_PREFIX)
         self.media = MediaResolver(self._spool.name, config.allowed_local_media_path)
         self.pool = ThreadPoolExecutor(max_workers=config.max_pending, thread_name_prefix="stanchat-api")
         self.pending = 0
@@ -74,43 +74,43 @@ class ChatService:
         with self._admission:
             self.pending -= 1
 
+    def check(self, request: ChatRequest) -> None:
+        """Every check that needs no file, before anything is written: the conversation through the
+        model's chat template, the frame count, the prompt against the context (400 naming the field)."""
+        try:
+            self.chat.check_prompt(self._options(request.media_kind, request), request.question, request.history,
+                                   request.system)
+        except StanchatError as err:
+            raise self._client_error(err) from err
+
     def prepare(self, request: ChatRequest) -> Prepared:
-        """Resolve and encode the video (cached), build the job; blocking (run it in `pool`)."""
+        """Resolve and encode the video (cached), build the job; blocking (run it in `pool`).
+        The request's uploaded file belongs to its scope (`stanchat.api.scope`), which deletes it."""
         media = self.media.resolve(request.media_url, request.media_kind, param="messages[0].content")
         try:
-            self.chat.check_prompt(self._options(media, request), request.question, request.history, request.system)
-            encoded = self._encode(media, request)
+            encoded = self.chat.encode(media.path, self._options(media.kind, request), digest=media.sha256,
+                                       max_seconds=self.config.max_video_seconds)
             job, prompt_tokens = make_job(self.chat.processor, self.chat.context_length, encoded.features,
                                           encoded.frames, encoded.options.temporal, request.history,
                                           request.question, request.sampling, request.system)
+        except ResourceError:  # the server's fault (a decode worker killed): a 5xx, `stanchat.api.faults`
+            raise
         except StanchatError as err:
-            param = FIELDS.get(err.param, err.param) if err.param else "messages"
-            raise ApiError(400, self._public(str(err), media), param=param) from err
-        finally:
-            self._drop_spooled(media)
+            raise self._client_error(err, media) from err
         return Prepared(job, encoded, prompt_tokens, encoded.video_tokens)
 
     @staticmethod
-    def _options(media: Media, request: ChatRequest) -> VideoOptions:
+    def _options(kind: str, request: ChatRequest) -> VideoOptions:
         """The request's video options; an image is one frame."""
-        if media.kind == "video":
+        if kind == "video":
             return request.video
         return replace(request.video, frames=1, strategy=DEFAULTS.strategy, fps=None, start=None, end=None)
 
-    def _encode(self, media: Media, request: ChatRequest) -> "EncodedVideo":
-        return self.chat.encode(media.path, self._options(media, request), digest=media.sha256,
-                                max_seconds=self.config.max_video_seconds)
-
-    def _public(self, message: str, media: Media) -> str:
-        """`message` as a client may see it: the file called what the client called it, no server path."""
-        return message.replace(media.path, media.label).replace(self._spool.name, "(upload folder)")
-
-    def _drop_spooled(self, media: Media) -> None:
-        if os.path.dirname(media.path) == self._spool.name:
-            try:
-                os.remove(media.path)
-            except FileNotFoundError:
-                pass
+    def _client_error(self, err: StanchatError, media: Media | None = None) -> ApiError:
+        """A library error as the 400 a client reads: the request field it is about, no server path."""
+        param = FIELDS.get(err.param, err.param) if err.param else "messages"
+        message = str(err).replace(media.path, media.label) if media else str(err)
+        return ApiError(400, message.replace(self._spool.name, "(upload folder)"), param=param)
 
     def health(self) -> dict:
         return {"status": "ok", "model": self.model_name, **self.engine.info(), "pending": self.pending,

@@ -15,7 +15,6 @@ from stanchat.options import DEFAULTS, check_frames, check_temporal
 from stanchat.video.probe import IMAGE_SUFFIXES
 from stanchat.video.sample import check_request
 
-LOCALHOST = "127.0.0.1"  # the default address: only this machine can connect
 DEFAULT_PORT = 7860  # gradio's usual port; 0 picks a free one
 
 SIZE_UNITS = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}  # what --max-file-size takes

@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from stanchat.app.config import DEFAULT_PORT, LOCALHOST, AppConfig, parse_size
+from stanchat.app.config import DEFAULT_PORT, AppConfig, parse_size
 from stanchat.app.ui import COMMIT_ON_ENTER, build_app
 from stanchat.errors import StanchatError
+from stanchat.options import LOCALHOST
 
 if TYPE_CHECKING:
     from fastapi import FastAPI

@@ -11,16 +11,24 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+from dataclasses import fields
+from typing import TYPE_CHECKING
 
-from stanchat.api.config import (API_KEY_ENV, APP_PATH, CPU_KV_CACHE_GIB, DEFAULT_PORT, ENGINES, LOCALHOST,
-                                 ApiConfig, api_key_from_env)
+from stanchat.api.config import DEFAULT_PORT, ApiConfig, api_key_from_env, flag
 from stanchat.commands._shared import add_model_arguments, load_chat
 from stanchat.commands.serve import add_app_arguments, app_limits
 from stanchat.errors import StanchatError
+from stanchat.options import LOCALHOST
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from stanchat.app.config import AppConfig
+    from stanchat.chat import VideoChat
 
 logger = logging.getLogger(__name__)
 
-API = ApiConfig()  # the defaults, shown in --help
+APP_PATH = "/app"  # where --with-app mounts the Gradio chat app
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,48 +37,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--host", default=LOCALHOST,
                        help=f"address to listen on (default {LOCALHOST}: this machine only)")
     group.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
-    group.add_argument("--engine", choices=ENGINES, default=API.engine,
-                       help="transformers: batched generate in this process (default); vllm: vLLM's LLaVA "
-                            "(pip install 'stanchat[vllm]')")
-    group.add_argument("--tensor-parallel-size", type=int, default=API.tensor_parallel_size,
-                       help="GPUs vLLM splits the LLM over (--engine vllm)")
-    group.add_argument("--kv-cache-gib", type=float, default=API.kv_cache_gib, metavar="GIB",
-                       help="memory vLLM reserves for its KV cache (--engine vllm; default: vLLM's choice on a GPU, "
-                            f"{CPU_KV_CACHE_GIB:g} on the CPU)")
-    group.add_argument("--gpu-memory-utilization", type=float, default=API.gpu_memory_utilization, metavar="FRACTION",
-                       help="share of the GPU's memory vLLM may fill, 0-1 (--engine vllm; default: vLLM's, 0.9); "
-                            "leave room for the tower and STAN, which run in this process")
-    group.add_argument("--api-key", default=None,
-                       help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV} if set, else no key)")
-    group.add_argument("--allowed-local-media-path", default=None, metavar="DIR",
-                       help="let requests name files under DIR by path or file:// URL (default: none)")
-    group.add_argument("--max-request-bytes", type=int, default=API.max_request_bytes,
-                       help=f"largest request body (default {API.max_request_bytes}); more gets 413")
-    group.add_argument("--max-video-seconds", type=float, default=API.max_video_seconds,
-                       help=f"longest video accepted (default {API.max_video_seconds:g})")
-    group.add_argument("--max-pending", type=int, default=API.max_pending,
-                       help=f"requests in the server at once, waiting or running (default {API.max_pending}); "
-                            "more get 429")
-    group.add_argument("--max-batch", type=int, default=API.max_batch,
-                       help=f"requests batched into one generate (transformers engine; default {API.max_batch}, "
-                            "1: one at a time)")
-    group.add_argument("--batch-wait-ms", type=float, default=API.batch_wait_ms,
-                       help=f"how long a batch waits for more requests (default {API.batch_wait_ms:g})")
-    group.add_argument("--cache-size", type=int, default=API.cache_size,
-                       help=f"encoded videos kept for follow-up questions (default {API.cache_size})")
+    for setting in fields(ApiConfig):  # each ApiConfig field is a flag; its help and default live there
+        group.add_argument(flag(setting.name), type=setting.metadata["kind"], default=setting.default,
+                           help=_help(setting.metadata["help"], setting.default), **setting.metadata["flag"])
     group.add_argument("--with-app", action="store_true",
                        help=f"also serve the Gradio chat app at {APP_PATH} on the same model (needs stanchat[demo]); "
                             "with a key, the browser signs in with it as the password")
     add_app_arguments(parser.add_argument_group(f"app (with --with-app: the app at {APP_PATH}, as stanchat serve)"))
 
 
+def _help(text: str, default) -> str:
+    if default is None or "default" in text:
+        return text
+    return f"{text} (default {default:g})" if isinstance(default, float) else f"{text} (default {default})"
+
+
 def api_config(args: argparse.Namespace) -> ApiConfig:
-    return ApiConfig(engine=args.engine, api_key=api_key_from_env(args.api_key),
-                     allowed_local_media_path=args.allowed_local_media_path, max_request_bytes=args.max_request_bytes,
-                     max_video_seconds=args.max_video_seconds, max_pending=args.max_pending,
-                     max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, cache_size=args.cache_size,
-                     tensor_parallel_size=args.tensor_parallel_size, kv_cache_gib=args.kv_cache_gib,
-                     gpu_memory_utilization=args.gpu_memory_utilization)
+    """The ApiConfig of the parsed flags (the key from $STANCHAT_API_KEY when --api-key is not given)."""
+    values = {setting.name: getattr(args, setting.name) for setting in fields(ApiConfig)}
+    return ApiConfig(**{**values, "api_key": api_key_from_env(args.api_key)})
+
+
+def build_with_app(chat: "VideoChat", config: ApiConfig, app_config: "AppConfig") -> "FastAPI":
+    """The API app with the Gradio chat app mounted at APP_PATH on the same model, with `stanchat serve`'s
+    protections and `app_config`'s limits, signed in with `config.api_key` when there is one. Here, in
+    the command that serves both, so that the API package never imports the app package."""
+    from stanchat.api.server import build
+    from stanchat.app.server import mount
+
+    return mount(build(chat, config), chat, app_config, APP_PATH, password=config.api_key)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,7 +92,9 @@ def run(args: argparse.Namespace) -> int:
         if args.load_4bit or args.load_8bit:
             raise StanchatError("--engine vllm runs the LLM in vLLM, which does not take --load-4bit/--load-8bit; "
                                 "leave them out")
-    from stanchat.api.server import build, serve
+    from stanchat.api import server
 
-    serve(build(load_chat(args), config, with_app=args.with_app, app_config=app), args.host, args.port)
+    chat = load_chat(args)
+    served = build_with_app(chat, config, app) if args.with_app else server.build(chat, config)
+    server.serve(served, args.host, args.port)
     return 0

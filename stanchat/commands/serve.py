@@ -10,9 +10,10 @@ import argparse
 import importlib.util
 import logging
 
-from stanchat.app.config import DEFAULT_PORT, LOCALHOST, AppConfig, find_examples
+from stanchat.app.config import DEFAULT_PORT, AppConfig, find_examples
 from stanchat.commands._shared import add_generation_arguments, add_model_arguments, add_sampling_arguments, load_chat
 from stanchat.errors import StanchatError
+from stanchat.options import LOCALHOST
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,9 @@ Design:
   waits between messages, so a slow but working decode of an 8K or two-hour video is not killed and a
   stuck one is killed `timeout` seconds after it stopped. Starting a worker (Python, PyAV) has its own
   allowance, STARTUP_TIMEOUT, so a busy machine does not turn a slow start into a "hang".
-- A stalled or crashed worker is killed and dropped; the caller then tries the next backend.
+- A stalled or crashed worker is killed and dropped; the caller then tries the next backend. A worker
+  killed from outside with SIGKILL (the out-of-memory killer, an operator) is the machine's failure,
+  not the file's: ResourceError, without trying the next backend on a machine short of memory.
 - The worker dies with its parent: it exits when its request pipe closes and, when started from the
   main thread on Linux, gets SIGKILL if the parent dies (PR_SET_PDEATHSIG) even while stuck in C code.
 - Forked children of the caller (DataLoader workers) start their own workers instead of sharing.
@@ -41,7 +43,7 @@ import sys
 import threading
 from multiprocessing.connection import Connection
 
-from stanchat.errors import StanchatError, VideoError
+from stanchat.errors import ResourceError, StanchatError, VideoError
 from stanchat.video.backends import BackendError
 
 logger = logging.getLogger(__name__)
@@ -174,7 +176,11 @@ def _exchange(worker: _Worker, job, timeout: float) -> tuple[str, object]:
             if message != TICK:
                 return message
     except (EOFError, OSError):
-        raise BackendError(f"{name} crashed the decode worker ({_exit_reason(worker.process)})") from None
+        reason = _exit_reason(worker.process)
+        if worker.process.returncode == -signal.SIGKILL:  # killed from outside (we kill only after giving up)
+            raise ResourceError(f"the decode worker was killed ({reason}), as the out-of-memory killer does; "
+                                "retry, or free memory on the machine") from None
+        raise BackendError(f"{name} crashed the decode worker ({reason})") from None
 
 
 def _exit_reason(process: subprocess.Popen) -> str:

@@ -99,17 +99,24 @@ def test_sampling_batches_apart_from_greedy():
     assert batch_key(seeded) != batch_key(seeded2)  # a seeded job runs alone
 
 
-def test_one_data_url_spooled_by_many_threads_at_once(tmp_path):
+def test_one_data_url_spooled_by_many_requests_at_once_is_a_file_per_request(tmp_path):
+    """Each request's upload is its own file (one request's encoder deleting its file cannot take
+    another's), recorded in its request's uploads and gone when they are removed; the hash is shared."""
     from concurrent.futures import ThreadPoolExecutor
 
     from stanchat.api.media import MediaResolver
+    from stanchat.api.uploads import Uploads, within
     from tests.api_helpers import data_url
 
     resolver, url = MediaResolver(tmp_path), data_url(LEFT)
+    requests = [Uploads() for _ in range(64)]
     with ThreadPoolExecutor(16) as pool:
-        media = list(pool.map(lambda _: resolver.resolve(url, "video", "messages"), range(64)))
-    assert len({m.sha256 for m in media}) == 1 and sorted(p.name for p in tmp_path.iterdir()) == [
-        media[0].sha256 + ".mp4"]
+        media = list(pool.map(lambda uploads: within(uploads, resolver.resolve, url, "video", "messages"), requests))
+    assert len({m.sha256 for m in media}) == 1 and len({m.path for m in media}) == 64
+    assert all(open(m.path, "rb").read() == LEFT.read_bytes() for m in media)
+    for uploads in requests:
+        uploads.remove()
+    assert [p.name for p in tmp_path.iterdir()] == [".owner"]
 
 
 class _FakeVllm:

@@ -16,7 +16,7 @@ import time
 import pytest
 from conftest import DATA, REPO
 
-from stanchat.errors import VideoError
+from stanchat.errors import ResourceError, VideoError
 from stanchat.video import load_video
 from stanchat.video.backends import PyAVBackend
 
@@ -40,6 +40,15 @@ class Segfaults:
 
     def decode(self, info, indices, size, tick):
         ctypes.string_at(0)
+
+
+class KilledFromOutside:
+    """Gets SIGKILL while decoding, as from the out-of-memory killer."""
+
+    name = "killed"
+
+    def decode(self, info, indices, size, tick):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class SlowButWorking:
@@ -74,6 +83,14 @@ def test_a_crashing_decoder_falls_back():
     assert clip.decoder == "pyav"
     with pytest.raises(VideoError, match="segfaults crashed the decode worker .killed by SIGSEGV"):
         load_video(CLIP, 4, backend=[Segfaults()])
+
+
+def test_a_worker_killed_from_outside_is_the_machines_failure_not_the_videos():
+    """SIGKILL is what the out-of-memory killer sends: a ResourceError (a server answers 5xx), not a
+    VideoError about the file, and the next decoder is not started on a machine short of memory."""
+    with pytest.raises(ResourceError, match="decode worker was killed .killed by SIGKILL") as err:
+        load_video(CLIP, 4, backend=[KilledFromOutside(), "pyav"])
+    assert not isinstance(err.value, VideoError)
 
 
 def test_progress_keeps_a_slow_decoder_alive():
