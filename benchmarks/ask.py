@@ -91,6 +91,7 @@ def answer_timings(chat, args: argparse.Namespace) -> dict[str, list[dict]]:
     tokenizer = chat.processor.tokenizer
     for round_ in range(1 + args.repeats):
         for mode in args.modes:
+            chat.cache.clear()  # every answer decodes and encodes the video, as a fresh `stanchat ask` does
             answer = chat.ask(args.video, args.question, frames=args.frames, temporal=mode,
                               max_new_tokens=args.max_new_tokens)
             tokens = len(tokenizer(answer.text, add_special_tokens=False)["input_ids"])

@@ -65,7 +65,7 @@ def test_serve_records_the_rows_it_cannot_measure_and_why(argv, reasons, tmp_pat
     toy = [*TOY_ARGV["serve"][:-2], "one", "vllm"]  # ask for vLLM too
     assert serve.main([*toy, *argv, "--json", str(out)]) == 0
     result, printed = Result.load(out), capsys.readouterr().out
-    assert sorted(result.data["not_measured"]) == sorted(reasons) and list(result.data["rows"]) == ["one"]
+    assert sorted(result.data["not_measured"]) == sorted(reasons) and list(result.data["rows"]) == ["one", "one-miss"]
     for key, says in reasons.items():
         why = result.data["not_measured"][key]
         assert says in why and f"not measured: {why}" in printed
