@@ -14,8 +14,11 @@ Design:
   spawn/forkserver would re-import the caller's `__main__` (a training script importing torch) in
   every child.
 - Workers are reused (a pool, one per concurrent caller), so the interpreter start is paid once per
-  process, not per video. A job is two pipe messages; the frames come back pickled (T frames at model
-  size, a few MB).
+  process, not per video. A job is two pipe messages: the `DecodeJob` out, the `VideoClip` back with
+  its frames pickled at the size the job asked for. A job with a `fit` (what `VideoChat` sends) gets
+  frames at the model's input size, T x crop x crop x 3 bytes (16 x 336 px: 5.4 MB), because the worker
+  resizes and crops each frame as soon as it is decoded; it imports torch for that on its first such
+  job. Without one they come back at `size`, or at the display size (16 frames of 1080p: 100 MB).
 - Progress, not total time, is watched: the worker sends a tick while the probe demuxes and after each
   decoded frame or keyframe group (at most every TICK_INTERVAL s). `timeout` is the longest the parent
   waits between messages, so a slow but working decode of an 8K or two-hour video is not killed and a
