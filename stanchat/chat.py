@@ -97,10 +97,11 @@ class VideoChat:
 
     def decode(self, video: str | os.PathLike | VideoClip, frames: int = DEFAULTS.frames) -> DecodedVideo:
         """Sample `frames` frames of `video` (a path; a decoded `VideoClip` is used as it is) and
-        preprocess them for the tower."""
+        preprocess them for the tower. A path is decoded with the preprocessor's fit: the decode worker
+        resizes and crops each frame, so frames reach this process at the tower's input size."""
         check_frames(frames, self.graft.max_frames)
         start = time.perf_counter()
-        clip = video if isinstance(video, VideoClip) else load_video(video, frames=frames)
+        clip = video if isinstance(video, VideoClip) else load_video(video, frames=frames, fit=self.preprocessor.fit)
         pixel_values = self.preprocess(clip)  # (1, T, 3, H, W)
         check_frames(pixel_values.shape[1], self.graft.max_frames)
         return DecodedVideo(clip=clip, pixel_values=pixel_values, seconds=time.perf_counter() - start)

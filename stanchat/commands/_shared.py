@@ -63,12 +63,13 @@ def check_sampling(args: argparse.Namespace) -> None:
     check_request(args.frames, args.strategy, args.fps, args.start, args.end)
 
 
-def load_clip(args: argparse.Namespace, path=None, frames: int | None = None):
+def load_clip(args: argparse.Namespace, path=None, frames: int | None = None, fit=None):
     """The video (`path`, else the command's) sampled as the arguments ask, `frames` frames (else
-    --frames; checked first against the graft's limit by the caller)."""
+    --frames; checked first against the graft's limit by the caller), fitted in the decoder by `fit`
+    (the chat's `preprocessor.fit`: frames leave the decode worker at the tower's input size)."""
     from stanchat.video import load_video
 
-    return load_video(path or args.video, frames=frames or args.frames, **sampling(args))
+    return load_video(path or args.video, frames=frames or args.frames, fit=fit, **sampling(args))
 
 
 def check_args(args: argparse.Namespace) -> None:

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     check_args(args)
     check_sampling(args)
     chat = load_chat(args)
-    clip = load_clip(args)
+    clip = load_clip(args, fit=chat.preprocessor.fit)
     if args.json:
         answer = chat.ask(clip, question, frames=args.frames, temporal=args.temporal, **generation(args))
         print(json.dumps({**answer.to_dict(), "preset": chat.preset}))

@@ -96,12 +96,13 @@ def _command(chat, session, line: str, args: argparse.Namespace):
         session.reset()
         return session
     if name == "/video" and arg:
-        return chat.session(load_clip(args, check_source(arg), session.frames), session.frames, session.temporal)
+        clip = load_clip(args, check_source(arg), session.frames, chat.preprocessor.fit)
+        return chat.session(clip, session.frames, session.temporal)
     if name == "/frames" and arg:
         if not arg.isdigit():
             raise StanchatError(f"/frames takes a whole number, got {arg!r}")
         frames = check_frames(int(arg), chat.graft.max_frames)
-        clip = load_clip(args, session.video.path, frames)
+        clip = load_clip(args, session.video.path, frames, chat.preprocessor.fit)
         return chat.session(clip, frames, session.temporal, history=session.history)
     if name == "/temporal" and arg:  # the same frames, encoded the other way: nothing is decoded again
         return chat.session(session.video, session.frames, check_temporal(arg), session.history)
@@ -136,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     check_args(args)
     check_sampling(args)
     chat = load_chat(args)
-    session = chat.session(load_clip(args), args.frames, args.temporal)
+    session = chat.session(load_clip(args, fit=chat.preprocessor.fit), args.frames, args.temporal)
     interactive = sys.stdin.isatty()
     if interactive:
         print(f"{_status(session)}  {HELP}")

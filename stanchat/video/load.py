@@ -106,7 +106,8 @@ def _decode_clip(job: DecodeJob, tick: Callable[[], None]) -> VideoClip:
     if len(pictures) != len(distinct):
         raise BackendError(f"returned {len(pictures)} frames for {len(distinct)} requested")
     if job.fit is not None and pictures.shape[1:3] != (job.fit.crop_size, job.fit.crop_size):
-        raise BackendError(f"returned {pictures.shape[2]}x{pictures.shape[1]} frames, not fitted to {job.fit.crop_size} px")
+        width, height = pictures.shape[2], pictures.shape[1]
+        raise BackendError(f"returned {width}x{height} frames, not the {job.fit.crop_size} px squares of its fit")
     row = {i: k for k, i in enumerate(distinct)}
     return VideoClip(
         frames=pictures[[row[i] for i in indices]],  # (U, H, W, 3) -> (T, H, W, 3): repeats where N < T

@@ -17,6 +17,7 @@ the same box for all of its frames so motion is not faked by jitter. torch is im
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     import torch
 
     from stanchat.video.load import VideoClip
+
+logger = logging.getLogger(__name__)
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP, pixels in [0, 1]
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -111,12 +114,11 @@ class Preprocessor:
 
         x = torch.from_numpy(_frames(clip)).permute(0, 3, 1, 2)  # (T, H, W, 3) -> (T, 3, H, W), still uint8
         fitted = clip.fit if hasattr(clip, "timestamps") else None  # the Fit the decoder already applied
-        if fitted is not None:
-            if self.augment or fitted != self.fit:
-                need, fix = ("full-size frames (augment)", "without fit") if self.augment else (self.fit, "with its fit")
-                raise StanchatError(f"{clip.path} was fitted while decoding ({fitted}) but this preprocessor needs "
-                                    f"{need}; load it again {fix}")
+        if fitted is not None and not self.augment and fitted == self.fit:
             return x  # already (T, 3, crop, crop): what self.fit.frames makes of the full-size frames
+        if fitted is not None:  # fitted for another geometry: the squares are fitted again (a second resample,
+            # so close to, not exactly, what this processor makes of the source; decode with self.fit for that)
+            logger.debug("%s was fitted to %s while decoding; fitting again to %s", clip.path, fitted, self.fit)
         if self.augment:
             height, width = x.shape[-2:]
             top, left, box_h, box_w = _random_box(height, width, self.scale, self.ratio, generator)
