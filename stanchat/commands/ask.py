@@ -13,6 +13,7 @@ from stanchat.commands._shared import (add_generation_arguments, add_model_argum
 from stanchat.commands.ask_batch import add_batch_arguments, run_batch
 from stanchat.errors import StanchatError
 from stanchat.options import check_question
+from stanchat.video.watchdog import prestart
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     question = check_question(args.question)
     check_args(args)
     check_sampling(args)
+    prestart()  # the decode worker starts, and imports torch for the fit, while the model loads
     chat = load_chat(args)
     clip = load_clip(args, fit=chat.preprocessor.fit)
     if args.json:

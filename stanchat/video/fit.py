@@ -66,6 +66,13 @@ class Fit:
         return self.frames(x)[0].permute(1, 2, 0).contiguous().numpy()  # (3, crop, crop) -> (crop, crop, 3)
 
 
+def import_resize() -> None:
+    """Load what fitting runs on (torch, torchvision's resize; a second or more the first time), e.g.
+    before decoding rather than inside the first frame."""
+    import torch  # noqa: F401
+    import torchvision.transforms.v2.functional  # noqa: F401
+
+
 def resize(x: torch.Tensor, height: int, width: int, interpolation: str) -> torch.Tensor:
     """(T, 3, h, w) uint8 -> (T, 3, height, width) uint8 with antialias: torchvision's uint8 kernel,
     the one CLIPImageProcessor uses (a float resize differs by up to ~10 grey levels on noise)."""

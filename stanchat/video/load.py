@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from stanchat.errors import StanchatError, VideoError
 from stanchat.video.backends import AUTO, BACKENDS, PILLOW, Backend, BackendError, output_size
-from stanchat.video.fit import Fit
+from stanchat.video.fit import Fit, import_resize
 from stanchat.video.probe import probe
 from stanchat.video.sample import check_request, draw_offsets, frames_at, sample_times, window_seconds
 from stanchat.video.watchdog import run_guarded
@@ -101,7 +101,8 @@ def _decode_clip(job: DecodeJob, tick: Callable[[], None]) -> VideoClip:
     distinct = sorted(set(indices))
     backend = job.backend if info.kind == "video" else PILLOW
     if job.fit is not None:
-        _import_torch(tick)
+        import_resize()
+        tick()  # a worker that had not loaded torch yet just spent a second or more on it
     pictures = backend.decode(info, distinct, output_size(info, job.size), tick, job.fit)  # (U, H, W, 3)
     if len(pictures) != len(distinct):
         raise BackendError(f"returned {len(pictures)} frames for {len(distinct)} requested")
@@ -122,15 +123,6 @@ def _decode_clip(job: DecodeJob, tick: Callable[[], None]) -> VideoClip:
         path=job.path,
         fit=job.fit,
     )
-
-
-def _import_torch(tick: Callable[[], None]) -> None:
-    """Load torch and torchvision for the fit before decoding (a second or more the first time in a
-    worker), then report progress, so the import is not mistaken for a stalled decoder."""
-    import torch  # noqa: F401
-    import torchvision.transforms.v2.functional  # noqa: F401
-
-    tick()
 
 
 def load_video(
