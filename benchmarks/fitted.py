@@ -8,11 +8,11 @@ shorter side, 336 px crop):
 - "fitted": `load_video(..., fit=preprocessor.fit)`: the worker fits each frame as it decodes it
   and (T, 336, 336, 3) comes back; the main process only normalises.
 Speed: both paths in one process, taking turns after a warm-up round (the worker started), medians.
-First call and memory: each path alone in a fresh interpreter, one call, as `stanchat ask` makes it:
-today's starts the worker (Python, PyAV) when it decodes; the fitted one finds it started, as
-`stanchat ask` now starts it (with torch, for the fit) before loading the model, here before importing
-torch. Peak RSS is VmHWM of the main process and of its decode worker, read by the main process
-before it exits (the worker's includes torch's shared library pages, which the main process maps too).
+First call and memory: each path alone in a fresh interpreter, one call that starts the worker
+(Python, PyAV, and for the fit torch: the worst case, as `stanchat ask` starts its worker while the
+model loads, `watchdog.prestart`). Peak RSS is VmHWM of the main process and of its decode worker,
+read by the main process before it exits (the worker's includes torch's shared library pages, which
+the main process maps too).
 """
 
 from __future__ import annotations
@@ -37,10 +37,6 @@ CASES = (*PATHS, "speed")  # a path alone in a fresh process (first call, memory
 def measure_here(case: str, path: str, frames: int, repeat: int) -> dict:
     """In this (fresh) process: one path's first call and the peak RSS of this process and of its
     decode worker (MiB), or ("speed") both paths' seconds over `repeat` turns after a warm-up."""
-    from stanchat.video.watchdog import prestart
-
-    if case == "fitted":
-        prestart()  # as `stanchat ask` does before it loads the model
     import torch  # noqa: F401  (loaded before the baseline: `stanchat ask` has it before it decodes)
 
     from stanchat.video import Preprocessor, load_video
@@ -106,9 +102,9 @@ def add_figures(result: Result, data: dict, frames: int, memory_frames: int) -> 
     full, fitted = data["first"]["full"], data["first"]["fitted"]
     first_full, first_fit = full["seconds"], fitted["seconds"]
     result.figures.append(Figure(
-        f"ask decode + preprocess, {frames} frames of 1080p: full-size / fitted time (first call)",
-        first_full / first_fit, "x", detail=f"{first_full:.2f} s vs {first_fit:.2f} s; today's starts the worker, "
-        "the fitted one's was started (with torch) while torch loaded in the main process"))
+        f"ask decode + preprocess, {frames} frames of 1080p: full-size / fitted time (first call, starts the worker)",
+        first_full / first_fit, "x", detail=f"{first_full:.2f} s vs {first_fit:.2f} s; the fitted worker imports torch "
+        "too, which `stanchat ask` overlaps with loading the model"))
     result.figures.append(Figure(
         f"ask decode + preprocess, {frames} frames of 1080p: full-size / fitted peak RSS (main + worker)",
         total(full) / total(fitted), "x", detail=f"{total(full):.0f} MiB ({full['main_mib']:.0f} main + "

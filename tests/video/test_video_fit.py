@@ -169,3 +169,28 @@ def test_chat_decodes_paths_with_its_fit(tiny_models, monkeypatch):
     assert main(["ask", tiny_models["video"], "What happens?", "--llava", tiny_models["default"], "--stan",
                  tiny_models["stan"], "--frames", "2", "--max-new-tokens", "2", "--json"]) == 0
     assert fits == [chat.preprocessor.fit]  # `stanchat ask` decodes once, fitted
+
+
+def _maps_torch(pid: int) -> bool:
+    with open(f"/proc/{pid}/maps") as maps:
+        return "libtorch" in maps.read()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/maps")
+@pytest.mark.parametrize("torch_first", [False, True])
+def test_a_worker_loads_torch_for_fits_only(tmp_path, monkeypatch, torch_first):
+    from stanchat.video.watchdog import _POOL, prestart
+
+    monkeypatch.setattr(_POOL, "idle", [])  # this test's own workers (the module's are kept aside)
+    path = make_clip(tmp_path / "clip.mp4", frames=12, width=96, height=64)
+    prestart(torch=torch_first)
+    prestart(torch=torch_first)  # one is idle already: nothing more starts
+    assert len(_POOL.idle) == 1
+    worker = _POOL.idle[0]
+    try:
+        assert load_video(path, 2).frames.shape == (2, 64, 96, 3) and _POOL.idle == [worker]  # it took the job
+        assert _maps_torch(worker.process.pid) == torch_first  # prestarted with torch, or not loaded for no fit
+        assert load_video(path, 2, fit=SMALL_FIT).frames.shape == (2, 32, 32, 3) and _POOL.idle == [worker]
+        assert _maps_torch(worker.process.pid)  # a job with a fit loads it
+    finally:
+        worker.kill()
