@@ -7,7 +7,10 @@ temporary folder, then measures, each in a fresh process so its peak RSS is its 
 - decode every frame and convert every frame to RGB (what read-all loaders do: torchvision's
   read_video, decord's vr[:], an OpenCV loop), keeping only the sampled frames so it fits in memory;
 - decode every frame and convert only the sampled ones (the best a sequential scan can do);
-- stanchat's seeking decode with PyAV and with decord, in process and under the watchdog.
+- stanchat's seeking decode with PyAV and with decord, in process and under the watchdog;
+- `stanchat ask`'s decode + preprocess with frames fitted in the decode worker against full-size
+  frames preprocessed in the main process, on a generated 1080p clip, time and peak RSS of both
+  processes (benchmarks/fitted.py).
 Every figure comes from this one run, printed with its ratio and the issue's target beside it.
 Generation encodes two GOPs and repeats their packets with shifted timestamps: the decoder does
 the same work as for a fully encoded video, and generating 5 minutes takes seconds, not a minute.
@@ -26,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: its stanchat and benchmarks
 
+from benchmarks import fitted  # noqa: E402
 from benchmarks.common import MIB, load_average, parser, peak_rss_bytes, run  # noqa: E402
 from benchmarks.results import Figure, Result, Target  # noqa: E402
 from stanchat.video import DEFAULT_TIMEOUT  # noqa: E402  (light: no numpy, PyAV or torch)
@@ -243,7 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--watchdog-repeat", type=int, default=20, help="loads (at least 2) of a tiny clip, in process and under the "
                    "watchdog, for its cost per call (default: 20)")
     p.add_argument("--eight-k", action="store_true", help="also measure memory on a generated 8K video (~1 min)")
+    p.add_argument("--fit-seconds", type=int, default=16, help="length of the 1080p and 240p clips for the fitted-frames "
+                   "rows (default: 16; a keyframe every second, as phones record)")
+    p.add_argument("--fit-frames", type=int, default=16, help="frames for the fitted-frames speed rows (default: 16)")
+    p.add_argument("--fit-memory-frames", type=int, default=64, help="frames for the 1080p vs 240p memory row (default: 64)")
+    p.add_argument("--fit-repeat", type=int, default=5, help="turns of each path (full-size, fitted) for the "
+                   "fitted-frames speed row, after a warm-up turn (default: 5)")
     p.add_argument("--measure", choices=list(OPERATIONS), help=argparse.SUPPRESS)
+    p.add_argument("--measure-fit", choices=fitted.CASES, help=argparse.SUPPRESS)
     p.add_argument("--video", help=argparse.SUPPRESS)
     return p
 
@@ -268,8 +279,17 @@ def measure(args: argparse.Namespace) -> Result:
                 "video": {"seconds": args.seconds, "gop": args.gop, "frames": count,
                           "mib": video.stat().st_size / MIB, "generation_s": generation}}
         video.unlink()
+        data["fit"] = _measure_fit(Path(tmp), args)
         data["eight_k"] = eight_k(Path(tmp), args.frames, args.size) if args.eight_k else ""
     return _result(data)
+
+
+def _measure_fit(folder: Path, args: argparse.Namespace) -> dict:
+    """The fitted-frames rows' measurements on a 1080p and a 426x240 clip, a keyframe every second."""
+    hd, small = folder / "fit-1080p.mp4", folder / "fit-240p.mp4"
+    generate(hd, args.fit_seconds, FPS, width=1920, height=1080)
+    generate(small, args.fit_seconds, FPS, width=426, height=240)
+    return fitted.measure_all(__file__, hd, small, args.fit_frames, args.fit_memory_frames, args.fit_repeat)
 
 
 def _result(data: dict) -> Result:
@@ -293,6 +313,7 @@ def _result(data: dict) -> Result:
     for key, label in (("seek-pyav", "PyAV"), ("seek-decord", "decord"), ("read-all", "read-all")):
         result.figures.append(Figure(f"peak RSS, {label}", results[key]["peak_mib"], "MiB",
                                      detail=f"{results[key]['baseline_mib']:.0f} MiB of it is the interpreter and libraries"))
+    fitted.add_figures(result, data["fit"], args["fit_frames"], args["fit_memory_frames"])
     direct, guarded = _best(results["tiny-in-process"]), min(results["tiny-watchdog"]["seconds"][1:])
     result.figures.append(Figure("watchdog cost per call (2 s 320x240 clip)", guarded - direct, "s",
                                  detail=f"{guarded * 1e3:.0f} ms vs {direct * 1e3:.0f} ms in process"))
@@ -312,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.measure:  # child process: one measurement, printed as JSON
         print(json.dumps(_measure_here(args.measure, args.video, args.frames, args.size, args.repeat)))
+        return 0
+    if args.measure_fit:
+        print(json.dumps(fitted.measure_here(args.measure_fit, args.video, args.frames, args.repeat)))
         return 0
     return run(build_parser(), measure, report, argv)
 

@@ -131,10 +131,9 @@ class VideoChat:
         if isinstance(video, VideoClip):
             options = replace(options, frames=len(video.timestamps))
         self.check_frames(options)
-        if isinstance(video, VideoClip):
-            key = cache_key(clip_digest(video), options)
-        else:
-            key = cache_key(digest or file_digest(video), options)
+        digest = clip_digest(video) if isinstance(video, VideoClip) else digest or file_digest(video)
+        pre = self.preprocessor  # how frames are fitted and normalised for the tower
+        key = cache_key(digest, options, (pre.fit, pre.mean, pre.std))
         encoded, hit = self.cache.get(key, lambda: self._encode(video, options, max_seconds))
         if not hit:
             return encoded
@@ -163,7 +162,7 @@ class VideoChat:
         start = time.perf_counter()
         clip = video if isinstance(video, VideoClip) else load_video(
             video, frames=options.frames, strategy=options.strategy, fps=options.fps, start=options.start,
-            end=options.end, generator=options.seed, max_seconds=max_seconds)
+            end=options.end, generator=options.seed, max_seconds=max_seconds, fit=self.preprocessor.fit)
         pixel_values = self.preprocess(clip)  # (1, T, 3, H, W)
         check_frames(pixel_values.shape[1], self.graft.max_frames)
         decoded = time.perf_counter()

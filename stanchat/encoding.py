@@ -16,7 +16,7 @@ import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Hashable
 
 from stanchat.options import VideoOptions
 
@@ -128,8 +128,9 @@ def clip_digest(clip: "VideoClip") -> str:
     return digest.hexdigest()
 
 
-def cache_key(digest: str, options: VideoOptions) -> tuple | None:
-    """The key an encoding is cached under, or None when it must not be (unseeded random sampling)."""
+def cache_key(digest: str, options: VideoOptions, geometry: Hashable) -> tuple | None:
+    """The key an encoding is cached under (the content, the options, how frames are fitted to the
+    tower), or None when it must not be cached (unseeded random sampling)."""
     if options.strategy == "random" and options.seed is None:
         return None
-    return (digest, options)
+    return (digest, options, geometry)

@@ -22,9 +22,9 @@ class _Watched:
     def __init__(self):
         self.calls = 0
 
-    def decode(self, info, indices, size, tick):
+    def decode(self, info, indices, size, tick, transform):
         self.calls += 1
-        return BACKENDS["pyav"].decode(info, indices, size, tick)
+        return BACKENDS["pyav"].decode(info, indices, size, tick, transform)
 
 
 def test_the_length_cap_is_checked_on_the_window_before_decoding():

@@ -13,6 +13,7 @@ from stanchat.commands._shared import (add_generation_arguments, add_model_argum
 from stanchat.commands.ask_batch import add_batch_arguments, run_batch
 from stanchat.errors import StanchatError
 from stanchat.options import check_question
+from stanchat.video.watchdog import prestart
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
         raise StanchatError("stanchat ask needs a VIDEO and a QUESTION (or --batch REQUESTS.jsonl --out ANSWERS.jsonl)")
     question = check_question(args.question)
     check_args(args)
+    prestart()  # the decode worker starts, and imports torch for the fit, while the model loads
     chat = load_chat(args)
     keywords = {**video_options(args).__dict__, **generation(args)}  # decoding is timed in the answer
     if args.json:

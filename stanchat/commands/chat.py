@@ -17,6 +17,7 @@ from stanchat.commands._shared import (add_generation_arguments, add_model_argum
 from stanchat.errors import StanchatError
 from stanchat.options import check_temporal
 from stanchat.video import check_source
+from stanchat.video.watchdog import prestart
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +139,7 @@ def _answer(session, question: str, generation: dict) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_args(args)
+    prestart()  # the decode worker starts, and imports torch for the fit, while the model loads
     chat = load_chat(args)
     session = chat.session(args.video, **video_options(args).__dict__)
     interactive = sys.stdin.isatty()

@@ -3,7 +3,10 @@
 Every backend decodes only the requested frames: it seeks to the keyframe before each group of
 wanted frames and decodes forward from there, converting (and resizing, inside the decoder's own
 scaler) only the frames that are kept. So an 8K or two-hour video never has more than the requested
-frames at the requested size in memory, besides the decoder's own reference pictures.
+frames at the requested size in memory, besides the decoder's own reference pictures. Given a
+`transform` (a `stanchat.video.fit.Fit`), a backend applies it to each picture as soon as that is
+converted and upright, so it holds one picture at the decoded size at a time, and the kept frames
+at the transformed size.
 
 - pyav:   PyAV (FFmpeg). Matches decoded frames to the frame table by pts; when a file's pts cannot be
           trusted (e.g. AVI with packed B-frames, whose pts run backwards) it decodes from the start and
@@ -47,16 +50,22 @@ class BackendError(Exception):
     """A decoder failed on this input; the next backend in the chain may still succeed."""
 
 
+Transform = Callable[["np.ndarray"], "np.ndarray"]  # one upright (H, W, 3) uint8 picture -> (h, w, 3) uint8
+
+
 class Backend(Protocol):
     """A decoder. `decode` returns (len(indices), H, W, 3) uint8 RGB pictures, upright, in `indices` order."""
 
     name: str
 
     def decode(
-        self, info: VideoInfo, indices: Sequence[int], size: tuple[int, int] | None, tick: Callable[[], None]
+        self, info: VideoInfo, indices: Sequence[int], size: tuple[int, int] | None, tick: Callable[[], None],
+        transform: Transform | None,
     ) -> np.ndarray:
         """`indices` are sorted and distinct; `size` is the (width, height) wanted as displayed, None
-        for the stored size; call `tick()` after each frame or group so the watchdog sees progress."""
+        for the stored size; `transform`, if not None, is applied to each upright picture as soon as it
+        is decoded (the result holds its outputs); call `tick()` after each frame or group so the
+        watchdog sees progress."""
         ...
 
 
@@ -90,6 +99,16 @@ def _upright(picture: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(picture, k=rotation // 90))
 
 
+def _finisher(rotation: int, transform: Transform | None) -> Transform:
+    """Stored (H, W, 3) picture -> the one to keep: upright, then transformed."""
+
+    def finish(picture: np.ndarray) -> np.ndarray:
+        picture = _upright(picture, rotation)
+        return picture if transform is None else transform(picture)
+
+    return finish
+
+
 class _LostTrack(Exception):
     """Decoded frames cannot be matched to the frame table by pts; number them by counting instead."""
 
@@ -99,21 +118,26 @@ class PyAVBackend:
 
     name = "pyav"
 
-    def decode(self, info, indices, size, tick):
+    def decode(self, info, indices, size, tick, transform):
         import numpy as np
 
         if info.kind != "video":
             raise BackendError(f"pyav decodes video containers, not a {info.kind}")
         coded = size if size is None or info.rotation in (0, 180) else (size[1], size[0])  # stored orientation
+        finish = _finisher(info.rotation, transform)
+
+        def convert(frame) -> np.ndarray:  # av.VideoFrame -> the picture kept
+            return finish(_picture(frame, coded))
+
         pictures = None
         if info.seekable:
             try:
-                pictures = _decode_by_seeking(info, indices, coded, tick)
+                pictures = _decode_by_seeking(info, indices, convert, tick)
             except _LostTrack as why:
                 logger.debug("%s: %s; decoding from the start and counting frames", info.path, why)
         if pictures is None:
-            pictures = _decode_by_counting(info, indices, coded, tick)
-        return np.stack([_upright(pictures[i], info.rotation) for i in indices])
+            pictures = _decode_by_counting(info, indices, convert, tick)
+        return np.stack([pictures[i] for i in indices])
 
 
 def _open(info: VideoInfo):
@@ -150,7 +174,7 @@ def _picture(frame, coded: tuple[int, int] | None) -> np.ndarray:
     return frame.to_ndarray(format="rgb24", width=coded[0], height=coded[1], interpolation="BICUBIC")
 
 
-def _decode_by_seeking(info, indices, coded, tick) -> dict[int, np.ndarray]:
+def _decode_by_seeking(info, indices, convert, tick) -> dict[int, np.ndarray]:
     import av
 
     lookup = {pts: i for i, pts in enumerate(info.pts)}
@@ -162,11 +186,11 @@ def _decode_by_seeking(info, indices, coded, tick) -> dict[int, np.ndarray]:
                 container.seek(info.pts[key], stream=stream, backward=True, any_frame=False)
             except av.FFmpegError as err:  # formats without seeking support
                 raise _LostTrack(f"cannot seek ({err})") from None
-            _decode_group(_frames(container, stream), lookup, group, coded, pictures, tick)
+            _decode_group(_frames(container, stream), lookup, group, convert, pictures, tick)
     return pictures
 
 
-def _decode_group(frames, lookup, group, coded, pictures, tick) -> None:
+def _decode_group(frames, lookup, group, convert, pictures, tick) -> None:
     """Decode forward after a seek until every index in `group` is in `pictures`."""
     todo = sorted(group, reverse=True)  # smallest wanted index last, so todo[-1] is the next one due
     last = -1
@@ -178,7 +202,7 @@ def _decode_group(frames, lookup, group, coded, pictures, tick) -> None:
             raise _LostTrack(f"frame {todo[-1]} was skipped (the seek landed at frame {i})")
         last = i
         if i == todo[-1]:
-            pictures[i] = _picture(frame, coded)
+            pictures[i] = convert(frame)
             todo.pop()
             if not todo:
                 return
@@ -186,7 +210,7 @@ def _decode_group(frames, lookup, group, coded, pictures, tick) -> None:
     raise _LostTrack(f"frames {sorted(todo)} never came out of the decoder")
 
 
-def _decode_by_counting(info, indices, coded, tick) -> dict[int, np.ndarray]:
+def _decode_by_counting(info, indices, convert, tick) -> dict[int, np.ndarray]:
     """Decode from the start; the n-th picture out of the decoder is frame n."""
     wanted = set(indices)
     pictures: dict[int, np.ndarray] = {}
@@ -196,7 +220,7 @@ def _decode_by_counting(info, indices, coded, tick) -> dict[int, np.ndarray]:
         for count, frame in enumerate(_frames(container, stream), start=1):
             last_frame = frame
             if count - 1 in wanted:
-                pictures[count - 1] = _picture(frame, coded)
+                pictures[count - 1] = convert(frame)
                 if len(pictures) == len(wanted):
                     return pictures
             tick()
@@ -204,7 +228,7 @@ def _decode_by_counting(info, indices, coded, tick) -> dict[int, np.ndarray]:
             raise BackendError("no frame could be decoded")
         missing = sorted(wanted - pictures.keys())
         logger.warning("%s: only %d of %d frames decode; %s repeat the last one", info.path, count, info.count, missing)
-        filler = _picture(last_frame, coded)
+        filler = convert(last_frame)
     return {**pictures, **{i: filler for i in missing}}
 
 
@@ -213,8 +237,7 @@ class DecordBackend:
 
     name = "decord"
 
-    def decode(self, info, indices, size, tick):
-        import numpy as np
+    def decode(self, info, indices, size, tick, transform):
 
         if info.kind != "video":
             raise BackendError(f"decord decodes video containers, not a {info.kind}")
@@ -233,12 +256,14 @@ class DecordBackend:
         keys = reader.get_key_indices()
         if list(keys) != info.keyframes:  # decord seeks by these: wrong ones give wrong frames silently
             raise BackendError(f"decord's keyframes {list(keys)[:4]}... are not the container's {info.keyframes[:4]}...")
+        finish = _finisher(0, transform)  # rotated video was refused above
         pictures = []
         for _, group in keyframe_groups(info.keyframes, indices):
-            pictures.append(reader.get_batch(list(group)).asnumpy())  # (len(group), H, W, 3)
-            tick()
+            for i in group:  # one frame per call: decord skips forward inside a GOP and seeks only across GOPs
+                pictures.append(finish(reader.get_batch([i]).asnumpy()[0]))  # (1, H, W, 3) -> kept picture
+                tick()
         del reader  # freed inside the watchdog's time: decord can also hang here (dmlc/decord#154)
-        return np.concatenate(pictures)
+        return _stack(pictures)
 
 
 class PillowBackend:
@@ -246,16 +271,21 @@ class PillowBackend:
 
     name = "pillow"
 
-    def decode(self, info, indices, size, tick):
-        import numpy as np
-
+    def decode(self, info, indices, size, tick, transform):
         files = info.files if info.kind == "folder" else [info.path]
         target = size or info.display_size  # every frame of a folder gets the first frame's size
+        finish = _finisher(0, transform)  # EXIF orientation is applied while loading
         pictures = []
         for i in indices:
-            pictures.append(_load_image(files[i], target))
+            pictures.append(finish(_load_image(files[i], target)))
             tick()
-        return np.stack(pictures)
+        return _stack(pictures)
+
+
+def _stack(pictures: list[np.ndarray]) -> np.ndarray:
+    import numpy as np
+
+    return np.stack(pictures)  # U x (H, W, 3) -> (U, H, W, 3)
 
 
 def _load_image(path: str, target: tuple[int, int]) -> np.ndarray:

@@ -4,6 +4,12 @@ The caller's process only checks the path and draws random offsets; everything t
 file (probe, sampling against the frame table, decoding) is one `DecodeJob` run by `run_job`, under
 the watchdog in a worker process (see `stanchat.video.watchdog`). Backends are tried in order; a
 backend that fails or stalls is logged and the next one gets the job.
+
+What crosses the pipe back is the `VideoClip`: its T frames, pickled, at the size asked for. With
+`fit=` (a `Fit`, e.g. `Preprocessor.fit`) the worker resizes and crops each frame to the model's input
+as soon as it is decoded, so T x crop x crop x 3 bytes cross (16 x 336 x 336 x 3 = 5.4 MB) whatever the
+source's size; with `size=` the frames cross with that shorter side; with neither, at the display size
+(16 frames of 1080p: 100 MB).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from stanchat.errors import StanchatError, VideoError
 from stanchat.video.backends import AUTO, BACKENDS, PILLOW, Backend, BackendError, output_size
+from stanchat.video.fit import Fit, import_resize
 from stanchat.video.probe import probe
 from stanchat.video.sample import check_request, draw_offsets, frames_at, sample_times, window_seconds
 from stanchat.video.watchdog import run_guarded
@@ -36,7 +43,7 @@ DEFAULT_FOLDER_FPS = 30.0  # frame rate assumed for a folder of frames
 class VideoClip:
     """T frames of a video and where they come from."""
 
-    frames: np.ndarray  # (T, H, W, 3) uint8 RGB, upright (rotation applied)
+    frames: np.ndarray  # (T, H, W, 3) uint8 RGB, upright (rotation applied); (T, crop, crop, 3) when fitted
     timestamps: list[float]  # presentation time of each frame, seconds from the source's first frame
     indices: list[int]  # each frame's number in the source (0-based, presentation order)
     fps: float  # the source's frame rate, measured from its timestamps (0.0 for a still image)
@@ -46,10 +53,11 @@ class VideoClip:
     source_frames: int  # number of frames in the source
     decoder: str  # the backend that decoded the frames: "decord", "pyav" or "pillow"
     path: str  # the source file or folder
+    fit: Fit | None = None  # the resize and crop the decoder applied to every frame (None: none)
 
     def summary(self) -> dict:
         """Everything but the pixels, as JSON-ready values (`frames` holds the frame indices)."""
-        info = {k: v for k, v in asdict(self).items() if k not in ("frames", "indices")}
+        info = {k: v for k, v in asdict(self).items() if k not in ("frames", "indices", "fit")}
         return {"frames": list(self.indices), **info}
 
 
@@ -68,6 +76,7 @@ class DecodeJob:
     folder_fps: float  # frame rate assumed for a folder of frames
     backend: Backend  # decoder for video containers
     max_seconds: float | None = None  # refuse, before decoding, a window longer than this (None: any)
+    fit: Fit | None = None  # resize and crop each frame as it is decoded (then `size` is None)
 
 
 def run_job(job: DecodeJob, tick: Callable[[], None] = lambda: None) -> VideoClip:
@@ -91,9 +100,15 @@ def _decode_clip(job: DecodeJob, tick: Callable[[], None]) -> VideoClip:
     indices = frames_at(info.timestamps, times)
     distinct = sorted(set(indices))
     backend = job.backend if info.kind == "video" else PILLOW
-    pictures = backend.decode(info, distinct, output_size(info, job.size), tick)  # (U, H, W, 3)
+    if job.fit is not None:
+        import_resize()
+        tick()  # a worker that had not loaded torch yet just spent a second or more on it
+    pictures = backend.decode(info, distinct, output_size(info, job.size), tick, job.fit)  # (U, H, W, 3)
     if len(pictures) != len(distinct):
         raise BackendError(f"returned {len(pictures)} frames for {len(distinct)} requested")
+    if job.fit is not None and pictures.shape[1:3] != (job.fit.crop_size, job.fit.crop_size):
+        width, height = pictures.shape[2], pictures.shape[1]
+        raise BackendError(f"returned {width}x{height} frames, not the {job.fit.crop_size} px squares of its fit")
     row = {i: k for k, i in enumerate(distinct)}
     return VideoClip(
         frames=pictures[[row[i] for i in indices]],  # (U, H, W, 3) -> (T, H, W, 3): repeats where N < T
@@ -106,6 +121,7 @@ def _decode_clip(job: DecodeJob, tick: Callable[[], None]) -> VideoClip:
         source_frames=info.count,
         decoder=backend.name,
         path=job.path,
+        fit=job.fit,
     )
 
 
@@ -118,6 +134,7 @@ def load_video(
     start: float | None = None,
     end: float | None = None,
     size: int | None = None,
+    fit: Fit | None = None,
     backend: str | Sequence[str | Backend] = "auto",
     generator: np.random.Generator | int | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
@@ -130,6 +147,9 @@ def load_video(
         `generator`, an int or numpy Generator) or "fps" (every 1/`fps` s, at most `frames`).
     start, end: only sample the window [start, end) seconds.
     size: shorter side of the returned frames, resized while decoding (None: the display size).
+    fit: resize and centre-crop every frame to the model's input as it is decoded (a `Fit`, e.g.
+        `Preprocessor.fit`), returning (T, crop, crop, 3); not with `size`. The same pixels as decoding
+        at the display size and preprocessing, without full-size frames crossing to this process.
     backend: "auto" (decord, falling back to PyAV), "decord", "pyav", or a sequence tried in order.
     timeout: seconds a decoder may go without progress before it is killed and the next backend
         tries; None decodes in this process without the watchdog (can hang on bad files).
@@ -139,13 +159,13 @@ def load_video(
     Raises VideoError (one line) for unreadable input, StanchatError for an impossible request.
     """
     check_request(frames, strategy, fps, start, end)
-    _check_options(size, timeout, folder_fps, max_seconds)
+    _check_options(size, fit, timeout, folder_fps, max_seconds)
     source = check_source(path)
     chain = resolve_backends(backend)
     offsets = draw_offsets(strategy, frames, generator)
     failures = []
     for attempt in chain:
-        job = DecodeJob(source, frames, strategy, fps, start, end, size, offsets, folder_fps, attempt, max_seconds)
+        job = DecodeJob(source, frames, strategy, fps, start, end, size, offsets, folder_fps, attempt, max_seconds, fit)
         try:
             return _run(job, timeout)
         except BackendError as err:
@@ -198,9 +218,15 @@ def _run(job: DecodeJob, timeout: float | None) -> VideoClip:
     return run_guarded(job, timeout)
 
 
-def _check_options(size: int | None, timeout: float | None, folder_fps: float, max_seconds: float | None) -> None:
+def _check_options(
+    size: int | None, fit: Fit | None, timeout: float | None, folder_fps: float, max_seconds: float | None
+) -> None:
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
         raise StanchatError(f"size must be a whole number of pixels >= 1 or None, got {size!r}")
+    if fit is not None and not isinstance(fit, Fit):
+        raise StanchatError(f"fit must be a stanchat.video.fit.Fit (e.g. Preprocessor.fit) or None, got {fit!r}")
+    if fit is not None and size is not None:
+        raise StanchatError("give size or fit, not both: a fit sets the frames' size itself")
     if timeout is not None and not timeout > 0:
         raise StanchatError(f"timeout must be > 0 seconds or None, got {timeout!r}")
     if not folder_fps > 0:

@@ -7,6 +7,9 @@ The steps follow transformers' `CLIPImageProcessor` (torchvision's antialiased b
 uint8 pictures, floor-centred crop, (x / 255 - mean) / std), so a frame gives the tower the input its
 processor would. With `squash=True` the whole frame is resized to size x size, aspect not kept, as
 LLaVA-NeXT's processor makes its base image (chosen from a processor config with `image_grid_pinpoints`).
+The resize and crop are `Preprocessor.fit` (`stanchat.video.fit`): pass it to `load_video(..., fit=)` and
+the decoder fits each frame as it decodes it; such a clip's frames pass through here unchanged but for
+normalisation, giving the same pixels as fitting full-size frames here.
 With `augment=True` (training) each clip gets one random resized crop,
 the same box for all of its frames so motion is not faked by jitter. torch is imported on first use.
 """
@@ -14,6 +17,7 @@ the same box for all of its frames so motion is not faked by jitter. torch is im
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -22,7 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stanchat.errors import StanchatError
-from stanchat.video.geometry import center_crop_box, short_side_size
+from stanchat.video.fit import INTERPOLATIONS, Fit, resize
+from stanchat.video.geometry import center_crop_box
 
 if TYPE_CHECKING:
     import numpy as np
@@ -30,9 +35,10 @@ if TYPE_CHECKING:
 
     from stanchat.video.load import VideoClip
 
+logger = logging.getLogger(__name__)
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP, pixels in [0, 1]
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-INTERPOLATIONS = {2: "bilinear", 3: "bicubic"}  # PIL resample codes used in processor configs -> torch mode
 RANDOM_CROP_TRIES = 10  # boxes drawn before a random resized crop falls back to the centre
 
 
@@ -51,17 +57,18 @@ class Preprocessor:
     ratio: tuple[float, float] = (3 / 4, 4 / 3)  # augment: aspect (width / height) range of the crop box
 
     def __post_init__(self) -> None:
-        if not 0 < self.crop_size <= self.size:
-            raise StanchatError(f"crop_size must be between 1 and size ({self.size}), got {self.crop_size}")
+        self.fit  # noqa: B018  (building the Fit checks size, crop_size and interpolation)
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise StanchatError(f"mean and std need 3 values (RGB) and std > 0, got {self.mean} and {self.std}")
-        if self.interpolation not in INTERPOLATIONS.values():
-            names = ", ".join(INTERPOLATIONS.values())
-            raise StanchatError(f"unknown interpolation {self.interpolation!r}; choose one of: {names}")
         if not (0 < self.scale[0] <= self.scale[1] <= 1 and 0 < self.ratio[0] <= self.ratio[1]):
             raise StanchatError(
                 f"scale must be 0 < lo <= hi <= 1 and ratio 0 < lo <= hi, got {self.scale} and {self.ratio}"
             )
+
+    @property
+    def fit(self) -> Fit:
+        """The resize and centre crop (augment aside), picklable: give it to `load_video(..., fit=)`."""
+        return Fit(self.size, self.crop_size, self.interpolation, self.squash)
 
     @classmethod
     def from_processor_config(cls, config: Mapping | str | os.PathLike, **overrides) -> Preprocessor:
@@ -93,37 +100,31 @@ class Preprocessor:
             )
         mean = torch.tensor(self.mean).view(1, 3, 1, 1)  # (1, 3, 1, 1): broadcast over T, H, W
         std = torch.tensor(self.std).view(1, 3, 1, 1)
-        out = [(self._crop(_frames(c), generator) / 255.0 - mean) / std for c in batch]  # B x (T, 3, crop, crop)
+        out = [(self._crop(c, generator) / 255.0 - mean) / std for c in batch]  # B x (T, 3, crop, crop)
         return torch.stack(out)  # (B, T, 3, crop, crop)
 
     def pictures(self, clip: VideoClip | np.ndarray, generator: torch.Generator | None = None) -> np.ndarray:
         """One clip's frames as the tower is fed them, before normalisation (resized and centre-cropped,
         or squashed): (T, H, W, 3) uint8 -> (T, crop, crop, 3) uint8, e.g. to show them."""
-        return self._crop(_frames(clip), generator).permute(0, 2, 3, 1).contiguous().numpy()
+        return self._crop(clip, generator).permute(0, 2, 3, 1).contiguous().numpy()
 
-    def _crop(self, frames: np.ndarray, generator: torch.Generator | None) -> torch.Tensor:
+    def _crop(self, clip: VideoClip | np.ndarray, generator: torch.Generator | None) -> torch.Tensor:
         """(T, H, W, 3) uint8 -> (T, 3, crop, crop) uint8."""
         import torch
 
-        x = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (T, H, W, 3) -> (T, 3, H, W), still uint8
-        height, width = x.shape[-2:]
+        x = torch.from_numpy(_frames(clip)).permute(0, 3, 1, 2)  # (T, H, W, 3) -> (T, 3, H, W), still uint8
+        fitted = clip.fit if hasattr(clip, "timestamps") else None  # the Fit the decoder already applied
+        if fitted is not None and not self.augment and fitted == self.fit:
+            return x  # already (T, 3, crop, crop): what self.fit.frames makes of the full-size frames
+        if fitted is not None:  # fitted for another geometry: the squares are fitted again (a second resample,
+            # so close to, not exactly, what this processor makes of the source; decode with self.fit for that)
+            logger.debug("%s was fitted to %s while decoding; fitting again to %s", clip.path, fitted, self.fit)
         if self.augment:
+            height, width = x.shape[-2:]
             top, left, box_h, box_w = _random_box(height, width, self.scale, self.ratio, generator)
-            return self._resize(x[:, :, top : top + box_h, left : left + box_w], self.crop_size, self.crop_size)
-        new_w, new_h = (self.size, self.size) if self.squash else short_side_size(width, height, self.size)
-        if (new_w, new_h) != (width, height):
-            x = self._resize(x, new_h, new_w)
-        left, top = center_crop_box(new_w, new_h, self.crop_size, self.crop_size)
-        return x[:, :, top : top + self.crop_size, left : left + self.crop_size]
-
-    def _resize(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        """(T, 3, h, w) uint8 -> (T, 3, height, width) uint8 with antialias: torchvision's uint8 kernel,
-        the one CLIPImageProcessor uses (a float resize differs by up to ~10 grey levels on noise)."""
-        from torchvision.transforms.v2 import InterpolationMode
-        from torchvision.transforms.v2 import functional as tvF
-
-        mode = InterpolationMode(self.interpolation)
-        return tvF.resize(x, [height, width], interpolation=mode, antialias=True)
+            return resize(x[:, :, top : top + box_h, left : left + box_w], self.crop_size, self.crop_size,
+                          self.interpolation)
+        return self.fit.frames(x)
 
 
 def preprocess(clips, generator=None, **config) -> torch.Tensor:

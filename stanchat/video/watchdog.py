@@ -14,8 +14,15 @@ Design:
   spawn/forkserver would re-import the caller's `__main__` (a training script importing torch) in
   every child.
 - Workers are reused (a pool, one per concurrent caller), so the interpreter start is paid once per
-  process, not per video. A job is two pipe messages; the frames come back pickled (T frames at model
-  size, a few MB).
+  process, not per video. A job is two pipe messages: the `DecodeJob` out, the `VideoClip` back with
+  its frames pickled at the size the job asked for. A job with a `fit` (what `VideoChat` sends) gets
+  frames at the model's input size, T x crop x crop x 3 bytes (16 x 336 px: 5.4 MB), because the worker
+  resizes and crops each frame as soon as it is decoded. Without one they come back at `size`, or at
+  the display size (16 frames of 1080p: 100 MB).
+- Fitting needs torch in the worker (about a second to import and ~450 MB of RSS, much of it shared
+  library pages), so a worker imports it only for a job with a fit: a worker started for such a job
+  imports it before READY (under STARTUP_TIMEOUT), a reused one at the job's start. `prestart` starts
+  a worker ahead of the first video, e.g. while a model loads, so `stanchat ask` does not wait for it.
 - Progress, not total time, is watched: the worker sends a tick while the probe demuxes and after each
   decoded frame or keyframe group (at most every TICK_INTERVAL s). `timeout` is the longest the parent
   waits between messages, so a slow but working decode of an 8K or two-hour video is not killed and a
@@ -61,10 +68,12 @@ _ERRORS = {"video": VideoError, "user": StanchatError, "backend": BackendError}
 class _Worker:
     """One worker process and the two pipes to it."""
 
-    def __init__(self) -> None:
+    def __init__(self, torch: bool) -> None:
         to_worker, from_parent = os.pipe()[::-1]  # (write end kept here, read end for the worker)
         from_worker, to_parent = os.pipe()
         argv = [sys.executable, "-m", "stanchat.video.worker", str(from_parent), str(to_parent)]
+        if torch:
+            argv.append("--torch")  # import torch before READY: its jobs will fit frames
         if sys.platform == "linux" and threading.current_thread() is threading.main_thread():
             argv += ["--die-with", str(os.getpid())]  # PDEATHSIG follows the spawning thread: main only
         quiet = not logging.getLogger("stanchat").isEnabledFor(logging.DEBUG)
@@ -101,17 +110,27 @@ class _Pool:
         self.idle: list[_Worker] = []  # started and waiting for a job
         self.busy: set[_Worker] = set()  # running a job for some caller
 
-    def acquire(self) -> _Worker:
+    def acquire(self, torch: bool) -> _Worker:
+        """An idle worker, else a new one (importing torch at start when `torch`)."""
         with self.lock:
             worker = self.idle.pop() if self.idle else None
         if worker is not None and worker.process.poll() is not None:  # died while idle (e.g. OOM killer)
             worker.close()
             worker = None
         if worker is None:
-            worker = _Worker()
+            worker = _Worker(torch)
         with self.lock:
             self.busy.add(worker)
         return worker
+
+    def prestart(self, torch: bool) -> None:
+        """Start a worker now, idle, unless one is idle already; it starts up while the caller works."""
+        with self.lock:
+            if self.idle:
+                return
+        worker = _Worker(torch)
+        with self.lock:
+            self.idle.append(worker)
 
     def release(self, worker: _Worker, healthy: bool) -> None:
         with self.lock:
@@ -146,9 +165,16 @@ if hasattr(os, "register_at_fork"):  # POSIX; elsewhere load_video decodes in-pr
 atexit.register(_POOL.shutdown)
 
 
+def prestart(torch: bool = True) -> None:
+    """Start a decode worker ahead of the first `load_video` (a no-op where there is no watchdog or a
+    worker is idle already), importing torch too when `torch` (for `load_video(..., fit=)`)."""
+    if os.name == "posix":
+        _POOL.prestart(torch)
+
+
 def run_guarded(job, timeout: float):
     """Run `stanchat.video.load.run_job(job)` in a worker; BackendError if it stalls for `timeout` s or crashes."""
-    worker = _POOL.acquire()
+    worker = _POOL.acquire(torch=job.fit is not None)
     healthy = False
     try:
         reply = _exchange(worker, job, timeout)

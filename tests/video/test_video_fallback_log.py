@@ -19,7 +19,7 @@ class _Refuses:
     def __init__(self, reason: str) -> None:
         self.reason = reason
 
-    def decode(self, info, indices, size, tick):
+    def decode(self, info, indices, size, tick, transform):
         raise BackendError(f"{self.reason} {info.count} frames in {info.path}")
 
 

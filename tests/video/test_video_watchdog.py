@@ -29,7 +29,7 @@ class HoldsTheGIL:
 
     name = "hangs"
 
-    def decode(self, info, indices, size, tick):
+    def decode(self, info, indices, size, tick, transform):
         ctypes.PyDLL(None).sleep(HANG_SECONDS)  # PyDLL: the GIL stays held during the call
 
 
@@ -38,7 +38,7 @@ class Segfaults:
 
     name = "segfaults"
 
-    def decode(self, info, indices, size, tick):
+    def decode(self, info, indices, size, tick, transform):
         ctypes.string_at(0)
 
 
@@ -47,7 +47,7 @@ class KilledFromOutside:
 
     name = "killed"
 
-    def decode(self, info, indices, size, tick):
+    def decode(self, info, indices, size, tick, transform):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -56,11 +56,11 @@ class SlowButWorking:
 
     name = "slow"
 
-    def decode(self, info, indices, size, tick):
+    def decode(self, info, indices, size, tick, transform):
         for _ in range(10):
             time.sleep(0.2)
             tick()
-        return PyAVBackend().decode(info, indices, size, tick)
+        return PyAVBackend().decode(info, indices, size, tick, transform)
 
 
 def test_a_decoder_hanging_in_c_falls_back_within_the_limit(caplog):

@@ -48,12 +48,14 @@ def make_clip(
     rotation: int | None = None,
     audio: bool = False,
     pix_fmt: str | None = None,
+    pixel_aspect: Fraction | None = None,
 ) -> Path:
     """Encode `frames` coded frames into `path` (the container follows the suffix).
 
     `pts` gives each frame's timestamp in 1/fps units (default 0, 1, 2, ...): gaps make a variable
     frame rate. `rotation` sets the display matrix (degrees counterclockwise). `pix_fmt` overrides
-    the codec's usual pixel format (e.g. yuv420p10le).
+    the codec's usual pixel format (e.g. yuv420p10le). `pixel_aspect` sets the sample aspect ratio
+    (non-square pixels: a player shows width * pixel_aspect columns).
     """
     pts = list(range(frames)) if pts is None else pts
     pix_fmt = pix_fmt or {"gif": "rgb8", "mjpeg": "yuvj420p", "apng": "rgb24"}.get(codec, "yuv420p")
@@ -61,6 +63,8 @@ def make_clip(
         stream = container.add_stream(codec, rate=fps, options=options or {})
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         stream.time_base = Fraction(1, fps)
+        if pixel_aspect is not None:
+            stream.codec_context.sample_aspect_ratio = pixel_aspect
         if rotation is not None:
             stream.set_display_rotation(rotation)
         sound = container.add_stream("aac", rate=16000) if audio else None  # every stream before the first mux
