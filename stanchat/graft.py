@@ -143,7 +143,8 @@ class Graft:
         pixel_values (B, T, 3, H, W) -> (B, N, D), N = `token_count(temporal, T, H, W)`."""
         check_temporal(temporal)
         if temporal == "stan" and self.stan is None:
-            raise WeightsError("temporal mode 'stan' needs STAN weights; load a STAN or use --temporal mean")
+            raise WeightsError(lambda w: f"temporal mode 'stan' needs STAN weights; load a STAN or "
+                                         f"{w.set('temporal', 'mean')}", param="temporal")
         b, t = pixel_values.shape[:2]
         stan = self.stan if temporal == "stan" else None
         hidden, branch = run_video_tower(self.vision, stan, pixel_values, self.end)  # (B*T, 1+L, D)

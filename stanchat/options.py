@@ -73,12 +73,11 @@ def check_temporal(temporal: str) -> str:
 def check_frames(frames: int, max_frames: int | None = None) -> int:
     """Return `frames` if it is a usable frame count, else raise one line naming the range."""
     if frames < 1:
-        raise StanchatError(f"--frames must be at least 1, got {frames}")
+        raise StanchatError(lambda w: f"{w.name('frames')} must be at least 1, got {frames}", param="frames")
     if max_frames is not None and frames > max_frames:
         raise StanchatError(
-            f"--frames {frames} is more than the {max_frames} frames STAN's temporal embedding covers; "
-            f"use --frames {max_frames} or fewer"
-        )
+            lambda w: f"{w.name('frames')} {frames} is more than the {max_frames} frames STAN's temporal embedding "
+                      f"covers; {w.set('frames', max_frames)} or fewer", param="frames")
     return frames
 
 

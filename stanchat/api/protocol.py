@@ -26,7 +26,7 @@ from typing import Any
 from stanchat.engine.base import Sampling
 from stanchat.errors import StanchatError
 from stanchat.options import VideoOptions
-from stanchat.api.errors import ApiError
+from stanchat.api.errors import ApiError, client_error
 from stanchat.options import DEFAULTS, TEMPORAL_MODES
 
 MEDIA_PARTS = {"video_url": "video", "image_url": "image"}
@@ -188,7 +188,7 @@ def parse_request(body: Any) -> ChatRequest:
             top_p=_number(body, "top_p", float, DEFAULTS.top_p, 1e-6, 1),
             seed=_number(body, "seed", int, None, 0, MAX_SEED), stop=_stop(body.get("stop")))
     except StanchatError as err:  # a combination the fields' own checks let through (e.g. end before start)
-        raise ApiError(400, str(err), param=err.param or "messages") from err
+        raise client_error(err) from err
     stream, include_usage = _streaming(body)
     model = body.get("model")
     if model is not None and not isinstance(model, str):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from stanchat.api.config import ApiConfig
-from stanchat.api.errors import ApiError
+from stanchat.api.errors import ApiError, client_error
 from stanchat.api.media import Media, MediaResolver
 from stanchat.api.protocol import ChatRequest
 from stanchat.api.uploads import SPOOL_PREFIX
@@ -31,10 +31,6 @@ if TYPE_CHECKING:
     from stanchat.encoding import EncodedVideo
 
 logger = logging.getLogger(__name__)
-
-# a library error's parameter -> the request field a client sets
-FIELDS = {"question": "messages", "messages": "messages", "max_new_tokens": "max_tokens"}
-
 
 @dataclass
 class Prepared:
@@ -107,10 +103,11 @@ class ChatService:
         return replace(request.video, frames=1, strategy=DEFAULTS.strategy, fps=None, start=None, end=None)
 
     def _client_error(self, err: StanchatError, media: Media | None = None) -> ApiError:
-        """A library error as the 400 a client reads: the request field it is about, no server path."""
-        param = FIELDS.get(err.param, err.param) if err.param else "messages"
-        message = str(err).replace(media.path, media.label) if media else str(err)
-        return ApiError(400, message.replace(self._spool.name, "(upload folder)"), param=param)
+        """A library error as the 400 a client reads (`client_error`), with no server path in it."""
+        error = client_error(err)
+        message = error.message.replace(media.path, media.label) if media else error.message
+        error.message = message.replace(self._spool.name, "(upload folder)")
+        return error
 
     def health(self) -> dict:
         return {"status": "ok", "model": self.model_name, **self.engine.info(), "pending": self.pending,

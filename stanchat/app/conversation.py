@@ -308,7 +308,7 @@ def problem(err: Exception, doing: str) -> str:
     words; anything else is logged with its traceback and named after what failed, so that the app
     lives on."""
     if isinstance(err, StanchatError):
-        return for_the_app(str(err))
+        return for_the_app(err)
     logger.error("%s", doing, exc_info=err)
     return f"{doing} ({type(err).__name__}: {err})"
 

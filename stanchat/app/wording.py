@@ -1,44 +1,43 @@
-"""Messages in the app's words: the control a user can set, where the command line names a flag.
+"""The app's words: the control a user can set, where the command line names a flag.
 
-stanchat's checks raise one line worded for the command line ("use --frames 12 or fewer", "reset the
-conversation"): `options.check_frames`, `session.check_context`, the graft, the decode worker. In the
-app there are no flags, only controls, so every message the app shows passes through `for_the_app`.
-The app clamps what its own controls send (`clamp`), so most of these never arise; the context check
-does, since only the model can count a prompt.
+stanchat's errors about an option are written as functions of `stanchat.errors.Words`; the app words
+them with `APP` (a control's label, "set Frames sampled to 12", "press Clear"). The app clamps what
+its own controls send (`clamp`), so most of these never arise; the context check does, since only
+the model can count a prompt.
 """
 
 from __future__ import annotations
 
-import re
+from stanchat.errors import ADVICE, StanchatError, Words
 
-# flag -> the control that sets the same value (their labels in stanchat.app.ui)
+# option -> the control that sets it (their labels in stanchat.app.ui)
 CONTROLS = {
-    "--frames": "Frames sampled",
-    "--temporal": "Temporal mode",
-    "--max-new-tokens": "Max new tokens",
-    "--temperature": "Temperature",
+    "frames": "Frames sampled",
+    "temporal": "Temporal mode",
+    "max_new_tokens": "Max new tokens",
+    "temperature": "Temperature",
 }
-# command-line advice with no flag to rename -> what to do in the app
-ADVICE = {
-    "reset the conversation": "press Clear",
-    "run with --debug to see its output": "the server shows its output when started with --debug",
-}
-_SET = re.compile(r"\b(use|or) (--[a-z-]+) (\w+)")  # "use --frames 12", "or --temporal stan"
 
 
-def for_the_app(text: str) -> str:
-    """`text` with each flag the app has a control for named as that control."""
-    for cli, app in ADVICE.items():
-        text = text.replace(cli, app)
-    text = _SET.sub(_set_control, text)
-    return re.sub(r"--[a-z-]+", lambda m: CONTROLS.get(m[0], m[0]), text)
+class AppWords(Words):
+    advice = {**ADVICE, "reset": "press Clear"}
+
+    def name(self, option: str) -> str:
+        return CONTROLS.get(option, option)
+
+    def set(self, option: str, value: object) -> str:
+        return f"set {self.name(option)} to {value}"
+
+    def also(self, option: str, value: object) -> str:
+        return f"{self.name(option)} to {value}"
 
 
-def _set_control(match: re.Match) -> str:
-    verb, flag, value = match.groups()
-    if flag not in CONTROLS:
-        return match[0]
-    return f"{'set' if verb == 'use' else 'or'} {CONTROLS[flag]} to {value}"
+APP = AppWords()
+
+
+def for_the_app(err: StanchatError) -> str:
+    """`err`'s message in the app's words."""
+    return err.worded(APP)
 
 
 def clamp(value: float, low: float, high: float, control: str, why: str = "") -> tuple[float, str]:

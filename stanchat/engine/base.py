@@ -51,8 +51,8 @@ class Sampling:
 
 
 def _invalid(param: str, problem: str) -> StanchatError:
-    """A sampling value out of range, about `param` (named as the command line's flag)."""
-    return StanchatError(f"--{param.replace('_', '-')} {problem}", param=param)
+    """A sampling value out of range, about `param`."""
+    return StanchatError(lambda w: f"{w.name(param)} {problem}", param=param)
 
 
 def _finite(value: Any) -> bool:

@@ -59,13 +59,17 @@ def check_context(prompt_tokens: int, limit: int, video_tokens: int, temporal: s
     if temporal == "concat":
         per_frame = video_tokens // frames
         fit = (limit - 1 - (prompt_tokens - video_tokens)) // per_frame
-        fewer = f"--frames {fit} or fewer, or " if fit >= 1 else ""
-        raise StanchatError(
-            f"--temporal concat with {frames} frames needs {prompt_tokens} tokens ({video_tokens} for the video) and "
-            f"the answer more, past the LLM's {limit}-token context; use {fewer}--temporal stan ({per_frame} video "
-            f"tokens for any number of frames)", param="frames")
-    raise StanchatError(f"the prompt needs {prompt_tokens} tokens and the answer more, past the LLM's {limit}-token "
-                        f"context; reset the conversation or ask a shorter question", param="messages")
+
+        def concat(w) -> str:
+            fewer = f"{w.set('frames', fit)} or fewer, or {w.also('temporal', 'stan')}" if fit >= 1 else \
+                w.set("temporal", "stan")
+            return (f"{w.name('temporal')} concat with {frames} frames needs {prompt_tokens} tokens ({video_tokens} "
+                    f"for the video) and the answer more, past the LLM's {limit}-token context; {fewer} "
+                    f"({per_frame} video tokens for any number of frames)")
+        raise StanchatError(concat, param="frames")
+    raise StanchatError(lambda w: f"the prompt needs {prompt_tokens} tokens and the answer more, past the LLM's "
+                                  f"{limit}-token context; {w.advice['reset']} or ask a shorter question",
+                        param="messages")
 
 
 def plan(processor: Any, context_length: int, video_tokens: int, frames: int, temporal: str,

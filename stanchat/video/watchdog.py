@@ -216,4 +216,4 @@ def _exit_reason(process: subprocess.Popen) -> str:
         return "pipe closed"
     if code < 0:
         return f"killed by {signal.Signals(-code).name}"
-    return f"exit code {code}; run with --debug to see its output"
+    return f"exit code {code}; its output shows when stanchat runs with --debug"
