@@ -30,7 +30,7 @@ def add_arguments(p) -> None:
 def measure_loaders(args) -> dict[str, float]:
     """{"<layout> w<workers>": clips/s} for every layout and worker count."""
     from training.synthworld import WorldConfig, write_shards
-    from training.tiny import write_tiny_backbone
+    from training.tiny_backbone import write_tiny_backbone
 
     with tempfile.TemporaryDirectory(prefix="stanchat-loader-bench-") as tmp:
         root = Path(tmp)

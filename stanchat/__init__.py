@@ -24,7 +24,9 @@ _LAZY = {
     "video_model_from_open_clip": "stanchat.convert.openclip_models",
     "load": "stanchat.chat",
     "load_video": "stanchat.video",
-    "VideoClip": "stanchat.video",
+    "SampledFrames": "stanchat.video",
+    "VideoClip": "stanchat.video",  # SampledFrames' old name
+    "VideoOptions": "stanchat.options",
     "Preprocessor": "stanchat.video",
 }
 

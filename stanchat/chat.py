@@ -39,7 +39,7 @@ from stanchat.options import DEFAULTS, VIDEO_OPTIONS, VideoOptions, check_frames
 from stanchat.pretrained import ModelSpec, to_spec
 from stanchat.relevance import FrameRelevance
 from stanchat.session import Answer, Session, Stream
-from stanchat.video import Preprocessor, VideoClip, load_video
+from stanchat.video import Preprocessor, SampledFrames, load_video
 from stanchat.video.load import check_length
 from stanchat.videoclip import VideoCLIP
 
@@ -116,28 +116,28 @@ class VideoChat:
         """Where the LLM wants its inputs: the device of the token embedding."""
         return self.llava.get_input_embeddings().weight.device
 
-    def preprocess(self, clip: VideoClip) -> torch.Tensor:
+    def preprocess(self, clip: SampledFrames) -> torch.Tensor:
         """Frames as the LLaVA processor would prepare an image (its size, crop, mean, std).
         (T, H0, W0, 3) uint8 -> (1, T, 3, H, W) on the tower's device and dtype."""
         return self.preprocessor(clip).to(self.vision_device, self.vision_dtype)
 
-    def encode(self, video: str | os.PathLike | VideoClip, options: VideoOptions = VideoOptions(), *,
+    def encode(self, video: str | os.PathLike | SampledFrames, options: VideoOptions = VideoOptions(), *,
                digest: str | None = None, max_seconds: float | None = None) -> EncodedVideo:
         """The video's tokens for the LLM: `options` say which frames are sampled (a decoded
-        `VideoClip` is used as it is: its frames were sampled already) and how they are encoded.
+        `SampledFrames` is used as it is: its frames were sampled already) and how they are encoded.
         Cached by content (`digest`: the file's sha256 when the caller knows it) and options; a
         repeat costs nothing and says so (`cache_hit`, zero seconds). `max_seconds` refuses a longer
         video (or window) before any frame is decoded. Frame counts are checked before decoding."""
-        if isinstance(video, VideoClip):
+        if isinstance(video, SampledFrames):
             options = replace(options, frames=len(video.timestamps))
         self.check_frames(options)
-        digest = clip_digest(video) if isinstance(video, VideoClip) else digest or file_digest(video)
+        digest = clip_digest(video) if isinstance(video, SampledFrames) else digest or file_digest(video)
         pre = self.preprocessor  # how frames are fitted and normalised for the tower
         key = cache_key(digest, options, (pre.fit, pre.mean, pre.std))
         encoded, hit = self.cache.get(key, lambda: self._encode(video, options, max_seconds))
         if not hit:
             return encoded
-        if max_seconds is not None and not isinstance(video, VideoClip):  # a limit holds for cached videos too
+        if max_seconds is not None and not isinstance(video, SampledFrames):  # a limit holds for cached videos too
             check_length(str(video), encoded.clip.duration, options.start, options.end, max_seconds)
         return replace(encoded, cache_hit=True, decode_seconds=0.0, vision_seconds=0.0)
 
@@ -157,10 +157,10 @@ class VideoChat:
             plan(self.processor, self.context_length, tokens, options.frames, options.temporal, list(history),
                  question, system)
 
-    def _encode(self, video: str | os.PathLike | VideoClip, options: VideoOptions,
+    def _encode(self, video: str | os.PathLike | SampledFrames, options: VideoOptions,
                 max_seconds: float | None) -> EncodedVideo:
         start = time.perf_counter()
-        clip = video if isinstance(video, VideoClip) else load_video(
+        clip = video if isinstance(video, SampledFrames) else load_video(
             video, frames=options.frames, strategy=options.strategy, fps=options.fps, start=options.start,
             end=options.end, generator=options.seed, max_seconds=max_seconds, fit=self.preprocessor.fit)
         pixel_values = self.preprocess(clip)  # (1, T, 3, H, W)
@@ -172,7 +172,7 @@ class VideoChat:
         return EncodedVideo(features=features, clip=clip, options=options, decode_seconds=decoded - start,
                             vision_seconds=time.perf_counter() - decoded)
 
-    def session(self, video: str | os.PathLike | VideoClip | EncodedVideo, frames: int = DEFAULTS.frames,
+    def session(self, video: str | os.PathLike | SampledFrames | EncodedVideo, frames: int = DEFAULTS.frames,
                 temporal: str = DEFAULTS.temporal, history: list[tuple[str, str]] | None = None,
                 **options: Any) -> Session:
         """A multi-turn conversation about `video`, encoded now (optionally continuing `history`).
@@ -181,14 +181,14 @@ class VideoChat:
             video, VideoOptions(frames=frames, temporal=temporal, **options))
         return Session(self, encoded, history)
 
-    def ask(self, video: str | os.PathLike | VideoClip, question: str, frames: int = DEFAULTS.frames,
+    def ask(self, video: str | os.PathLike | SampledFrames, question: str, frames: int = DEFAULTS.frames,
             temporal: str = DEFAULTS.temporal, **keywords: Any) -> Answer:
         """Answer one question about `video`. `keywords`: the other `VideoOptions` fields (strategy,
         fps, start, end, seed) and the answer's (`max_new_tokens`, `temperature`, `top_p`, `stop`;
         see `Session.ask`). The prompt is checked against the context before the video is decoded."""
         return self._one_question(video, question, frames, temporal, keywords).ask(question, **keywords)
 
-    def stream(self, video: str | os.PathLike | VideoClip, question: str, frames: int = DEFAULTS.frames,
+    def stream(self, video: str | os.PathLike | SampledFrames, question: str, frames: int = DEFAULTS.frames,
                temporal: str = DEFAULTS.temporal, **keywords: Any) -> Stream:
         """Like `ask`, streaming: iterate the result for text pieces, then read its `.answer`."""
         return self._one_question(video, question, frames, temporal, keywords).stream(question, **keywords)
@@ -197,7 +197,7 @@ class VideoChat:
         """The session for one question; moves the video options out of `keywords`."""
         given = {name: keywords.pop(name) for name in VIDEO_OPTIONS if name in keywords}
         options = VideoOptions(frames=frames, temporal=temporal, **given)
-        if isinstance(video, VideoClip):
+        if isinstance(video, SampledFrames):
             options = replace(options, frames=len(video.timestamps))
         self.check_prompt(options, question)
         return self.session(video, **options.__dict__)

@@ -23,7 +23,7 @@ from stanchat.options import VideoOptions
 if TYPE_CHECKING:
     import torch
 
-    from stanchat.video import VideoClip
+    from stanchat.video import SampledFrames
 
 DIGEST_CHUNK = 1 << 20  # bytes hashed per read
 
@@ -33,7 +33,7 @@ class EncodedVideo:
     """A video as the LLM reads it."""
 
     features: "torch.Tensor"  # (1, N, E) projected video tokens
-    clip: "VideoClip"  # the sampled frames (at the model's input size), timestamps, source metadata
+    clip: "SampledFrames"  # the sampled frames (at the model's input size), timestamps, source metadata
     options: VideoOptions  # how it was sampled and encoded
     decode_seconds: float  # decoding + preprocessing when it was encoded
     vision_seconds: float  # tower + STAN + projector when it was encoded
@@ -121,7 +121,7 @@ def file_digest(path: str | os.PathLike) -> str:
     return _DIGESTS[stamp]
 
 
-def clip_digest(clip: "VideoClip") -> str:
+def clip_digest(clip: "SampledFrames") -> str:
     """sha256 of a decoded clip's frames and timestamps (frames at model size: a few MB)."""
     digest = hashlib.sha256(repr((clip.frames.shape, list(clip.timestamps))).encode())
     digest.update(clip.frames.tobytes())

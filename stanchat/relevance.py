@@ -22,7 +22,7 @@ import torch
 
 from stanchat.mug import text_to_frame_weights
 from stanchat.options import check_frames, check_question
-from stanchat.video import Preprocessor, VideoClip
+from stanchat.video import Preprocessor, SampledFrames
 from stanchat.videoclip import VideoCLIP
 from stanchat.videomodel import has_text_tokenizer, load_text_tokenizer
 
@@ -64,7 +64,7 @@ class FrameRelevance:
         return self.videoclip.clip.visual_projection.weight.device
 
     @torch.no_grad()
-    def frame_features(self, clip: VideoClip) -> torch.Tensor:
+    def frame_features(self, clip: SampledFrames) -> torch.Tensor:
         """Per-frame features of a decoded video: (T, H, W, 3) uint8 -> (T, P) on the model's device."""
         check_frames(clip.frames.shape[0], self.videoclip.config.stan.max_frames)
         dtype = self.videoclip.clip.visual_projection.weight.dtype
@@ -80,6 +80,6 @@ class FrameRelevance:
         tokens, _ = self.videoclip.encode_text(ids, mask)  # (1, N, P)
         return text_to_frame_weights(tokens[0], mask[0], frame_features, tau=self.videoclip.config.logit_scale).cpu()
 
-    def __call__(self, clip: VideoClip, question: str) -> list[float]:
+    def __call__(self, clip: SampledFrames, question: str) -> list[float]:
         """One question against one decoded video: a weight per frame, in frame order."""
         return self.weights(question, self.frame_features(clip)).tolist()

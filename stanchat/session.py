@@ -54,7 +54,7 @@ def sampling_of(max_new_tokens: int = DEFAULTS.max_new_tokens, temperature: floa
 class Session:
     """A multi-turn conversation about one video.
 
-    Attributes: `chat` (the `VideoChat`), `encoded` (the `EncodedVideo`), `video` (its `VideoClip`),
+    Attributes: `chat` (the `VideoChat`), `encoded` (the `EncodedVideo`), `video` (its `SampledFrames`),
     `temporal`, `frames` (T), `video_tokens` (N), `history` (list of (question, answer) pairs that
     reach the next prompt).
     """
@@ -68,7 +68,7 @@ class Session:
 
     @property
     def video(self):
-        """The sampled `VideoClip`."""
+        """The sampled `SampledFrames`."""
         return self.encoded.clip
 
     @property

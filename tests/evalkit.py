@@ -15,7 +15,7 @@ FRAMES = "4"  # frames per video in every command run
 
 
 def save_eval_model(directory: Path, seed: int = 0, blind: bool = False) -> Path:
-    """A tiny VideoCLIP (training.tiny's CLIP, width 32, 16 px, STAN depth 2) and its word-level
+    """A tiny VideoCLIP (training.tiny_backbone's CLIP, width 32, 16 px, STAN depth 2) and its word-level
     tokenizer. `blind` zeroes the temporal embedding and temporal_fc, which makes the model's
     frame-mean feature independent of frame order."""
     import torch
@@ -23,7 +23,7 @@ def save_eval_model(directory: Path, seed: int = 0, blind: bool = False) -> Path
 
     from stanchat.stan import STANConfig
     from stanchat.videoclip import VideoCLIP
-    from training.tiny import write_tiny_backbone
+    from training.tiny_backbone import write_tiny_backbone
 
     clip_dir = write_tiny_backbone(directory.with_name(directory.name + "-clip"), seed=seed)
     model = VideoCLIP.from_clip_pretrained(str(clip_dir), STANConfig(depth=2))

@@ -50,7 +50,7 @@ def convert_official(tmp_path, backbone) -> list[str]:
 def converted(tmp_path_factory, tiny_backbone) -> dict:
     """name -> directory written by `stanchat convert` (with a tokenizer saved beside the open_clip ones,
     as the loader's error asks; the official conversion copies the --clip one)."""
-    from training.tiny import tiny_tokenizer
+    from training.tiny_backbone import tiny_tokenizer
 
     root = tmp_path_factory.mktemp("converted")
     configs = open_clip.factory._MODEL_CONFIGS

@@ -104,7 +104,7 @@ def test_view_loader_clips_crops_and_reversal(monkeypatch):
 
     def fake_load(path, frames, start=None, end=None):
         requested.update(frames=frames, start=start, end=end)
-        return type("VideoClip", (), {"frames": video})()
+        return type("SampledFrames", (), {"frames": video})()
 
     monkeypatch.setattr(stanchat.video, "load_video", fake_load)
     pre = Preprocessor(size=8, crop_size=8, mean=(0.0, 0.0, 0.0), std=(1 / 255,) * 3)

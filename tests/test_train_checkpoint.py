@@ -15,7 +15,7 @@ from stanchat.videoclip import VideoCLIP
 from tests.tiny import tiny_clip
 from training import checkpoint
 from training.checkpoint import TrainerState
-from training.tiny import tiny_tokenizer
+from training.tiny_backbone import tiny_tokenizer
 
 
 def write(out, step: int, model: VideoCLIP) -> None:

@@ -14,7 +14,7 @@ from tests.training_world import world  # noqa: F401  (a fixture)
 from training.config import load_config
 from training.data import ClipDataset, Collator, ResumableSampler, build_loaders, read_inputs
 from training.decode import ClipDecoder
-from training.tiny import tiny_tokenizer
+from training.tiny_backbone import tiny_tokenizer
 
 
 def test_sampler_is_a_seeded_permutation_per_epoch():

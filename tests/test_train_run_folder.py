@@ -80,11 +80,11 @@ def function_level_imports(path: Path, package: str) -> list[str]:
 
 
 def test_run_types_are_a_leaf_and_no_import_hides_in_a_function():
-    import training.run
+    import training.run_state
     import training.train
 
     assert not hasattr(training.train, "Session")  # the chat has the Session; training has runs
-    assert training.train.TrainingRun is training.run.TrainingRun
+    assert training.train.TrainingRun is training.run_state.TrainingRun
     for name in ("train.py", "setup.py", "run.py"):
         assert function_level_imports(ROOT / "training" / name, "training") == []
 

@@ -118,7 +118,7 @@ def test_graft_ready_stan_is_read_through_clips_remaining_layers_as_the_graft_fu
 
 def test_text_tokenizer_is_found_beside_the_model_or_at_its_source(tmp_path):
     from stanchat.videomodel import load_text_tokenizer
-    from training.tiny import write_tiny_backbone
+    from training.tiny_backbone import write_tiny_backbone
 
     with pytest.raises(WeightsError, match="has no text tokenizer"):
         load_text_tokenizer(tmp_path)

@@ -35,7 +35,7 @@ def world(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_backbone(tmp_path_factory) -> Path:
     """The built-in tiny CLIP + tokenizer, written once and shared (runs pass model.clip=<this>)."""
-    from training.tiny import write_tiny_backbone
+    from training.tiny_backbone import write_tiny_backbone
 
     return write_tiny_backbone(tmp_path_factory.mktemp("tiny-clip"))
 

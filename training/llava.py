@@ -64,7 +64,7 @@ def vocabulary(config) -> list[str]:
     fixed order: the world's caption words first, then question words."""
     from stanchat.eval.config import SHORT_ANSWER
     from training.synthworld import MOTIONS, Actor, ClipSpec, Event
-    from training.tiny import world_words
+    from training.tiny_backbone import world_words
 
     actors = [Actor(c, s) for c in config.colours for s in config.shapes]
     specs = [ClipSpec("v", (Event(m, (a,)),), 0) for a in actors for m in MOTIONS if m != "appear"]

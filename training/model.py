@@ -15,7 +15,7 @@ from stanchat.openclip_tokenizer import open_clip_name
 from stanchat.videoclip import VideoCLIP
 from stanchat.videomodel import VideoTextModel, has_text_tokenizer, load_text_tokenizer
 from training.config import TrainConfig
-from training.tiny import TINY, write_tiny_backbone
+from training.tiny_backbone import TINY, write_tiny_backbone
 
 
 def build_model(config: TrainConfig, resume_dir: Path | None) -> tuple[VideoTextModel, object]:

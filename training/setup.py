@@ -22,7 +22,7 @@ from training.config import TrainConfig, dump_config
 from training.data import build_loaders, read_inputs, tokenize_classes
 from training.model import build_model, count_parameters
 from training.optim import build_optimizer, build_scheduler
-from training.run import METRICS, SAMPLES, MetricsLog, TrainingRun, samples_log
+from training.run_state import METRICS, SAMPLES, MetricsLog, TrainingRun, samples_log
 from training.stream import STREAM, StreamInputs, StreamState, build_stream_loaders, read_stream_inputs
 from training.tasks import ContrastiveTask, RecognitionTask, VideoTextForward
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from stanchat.errors import StanchatError
 from training import checkpoint
 from training.config import TrainConfig, dump_config, load_config
-from training.run import TrainingRun, Window
+from training.run_state import TrainingRun, Window
 from training.setup import build_run
 
 logger = logging.getLogger("training")

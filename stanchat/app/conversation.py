@@ -26,7 +26,7 @@ from stanchat.app.files import ConversationFiles, Uploads
 from stanchat.app.wording import clamp, for_the_app
 from stanchat.errors import StanchatError
 from stanchat.options import VideoOptions
-from stanchat.video import Preprocessor, VideoClip
+from stanchat.video import Preprocessor, SampledFrames
 
 if TYPE_CHECKING:
     from stanchat.chat import VideoChat
@@ -105,10 +105,10 @@ class Conversation:
         self._stream: Stream | None = None  # the answer in progress, for stop()
         self._stopped = False
         self._frame_features: Any = None  # (T, P) text-tower features of the current clip
-        self._shown: VideoClip | None = None  # the clip the strip shows
+        self._shown: SampledFrames | None = None  # the clip the strip shows
 
     @property
-    def clip(self) -> VideoClip | None:
+    def clip(self) -> SampledFrames | None:
         return self.session.video if self.session is not None else None
 
     # ---- the video ----
@@ -168,7 +168,7 @@ class Conversation:
             self._warn(err, self.session.video.path)
         self._show(self.clip)
 
-    def _show(self, clip: VideoClip | None) -> None:
+    def _show(self, clip: SampledFrames | None) -> None:
         """Write the strip for `clip` (None: no strip) unless it shows that clip already."""
         if clip is None:
             self.files.clear_strip()
@@ -313,7 +313,7 @@ def problem(err: Exception, doing: str) -> str:
     return f"{doing} ({type(err).__name__}: {err})"
 
 
-def thumbnails(clip: VideoClip, preprocessor: Preprocessor, height: int = THUMBNAIL_HEIGHT) -> list[np.ndarray]:
+def thumbnails(clip: SampledFrames, preprocessor: Preprocessor, height: int = THUMBNAIL_HEIGHT) -> list[np.ndarray]:
     """The sampled frames as `preprocessor` feeds them to the tower (its centre crop, or the whole
     frame squashed to a square), shrunk to at most `height` pixels: (h, h, 3) uint8 each."""
     from PIL import Image

@@ -1,6 +1,6 @@
 """Video input: decode, sample and preprocess frames for the model (no model code here).
 
-    clip = load_video("yoga.mp4", frames=16, size=224)      # VideoClip: (T, H, W, 3) uint8 + timestamps
+    clip = load_video("yoga.mp4", frames=16, size=224)      # SampledFrames: (T, H, W, 3) uint8 + timestamps
     pixels = Preprocessor()(clip)                            # (1, T, 3, 224, 224) float, CLIP-normalised
     pre = Preprocessor()
     clip = load_video("yoga.mp4", frames=16, fit=pre.fit)   # (T, 224, 224, 3): fitted in the decoder
@@ -12,7 +12,7 @@ worker (see `watchdog`), numpy when frames are sampled, torch when preprocessing
 
 from stanchat.video.backends import AUTO, BACKENDS, Backend, BackendError
 from stanchat.video.fit import Fit
-from stanchat.video.load import DEFAULT_FOLDER_FPS, DEFAULT_TIMEOUT, VideoClip, check_source, load_video
+from stanchat.video.load import DEFAULT_FOLDER_FPS, DEFAULT_TIMEOUT, SampledFrames, VideoClip, check_source, load_video
 from stanchat.video.preprocess import CLIP_MEAN, CLIP_STD, Preprocessor, preprocess
 from stanchat.video.sample import STRATEGIES
 
@@ -28,6 +28,7 @@ __all__ = [
     "CLIP_STD",
     "Fit",
     "Preprocessor",
+    "SampledFrames",
     "VideoClip",
     "check_source",
     "load_video",

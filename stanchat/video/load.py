@@ -1,11 +1,11 @@
-"""`load_video`: a video (or image, GIF, folder of frames) -> `VideoClip` of T frames with timestamps.
+"""`load_video`: a video (or image, GIF, folder of frames) -> `SampledFrames` of T frames with timestamps.
 
 The caller's process only checks the path and draws random offsets; everything that reads the
 file (probe, sampling against the frame table, decoding) is one `DecodeJob` run by `run_job`, under
 the watchdog in a worker process (see `stanchat.video.watchdog`). Backends are tried in order; a
 backend that fails or stalls is logged and the next one gets the job.
 
-What crosses the pipe back is the `VideoClip`: its T frames, pickled, at the size asked for. With
+What crosses the pipe back is the `SampledFrames`: its T frames, pickled, at the size asked for. With
 `fit=` (a `Fit`, e.g. `Preprocessor.fit`) the worker resizes and crops each frame to the model's input
 as soon as it is decoded, so T x crop x crop x 3 bytes cross (16 x 336 x 336 x 3 = 5.4 MB) whatever the
 source's size; with `size=` the frames cross with that shorter side; with neither, at the display size
@@ -40,7 +40,7 @@ DEFAULT_FOLDER_FPS = 30.0  # frame rate assumed for a folder of frames
 
 
 @dataclass
-class VideoClip:
+class SampledFrames:
     """T frames of a video and where they come from."""
 
     frames: np.ndarray  # (T, H, W, 3) uint8 RGB, upright (rotation applied); (T, crop, crop, 3) when fitted
@@ -61,6 +61,9 @@ class VideoClip:
         return {"frames": list(self.indices), **info}
 
 
+
+VideoClip = SampledFrames  # its old name, kept for code that imports it (easily taken for `VideoCLIP`, the model)
+
 @dataclass(frozen=True)
 class DecodeJob:
     """One attempt to load a clip with one backend; picklable, so it can run in the worker."""
@@ -79,7 +82,7 @@ class DecodeJob:
     fit: Fit | None = None  # resize and crop each frame as it is decoded (then `size` is None)
 
 
-def run_job(job: DecodeJob, tick: Callable[[], None] = lambda: None) -> VideoClip:
+def run_job(job: DecodeJob, tick: Callable[[], None] = lambda: None) -> SampledFrames:
     """Probe, sample and decode in this process. `tick` reports progress to the watchdog.
 
     Raises VideoError / StanchatError for bad input or requests, BackendError for anything else
@@ -92,7 +95,7 @@ def run_job(job: DecodeJob, tick: Callable[[], None] = lambda: None) -> VideoCli
         raise BackendError(one_line(f"{type(err).__name__}: {err}")) from err
 
 
-def _decode_clip(job: DecodeJob, tick: Callable[[], None]) -> VideoClip:
+def _decode_clip(job: DecodeJob, tick: Callable[[], None]) -> SampledFrames:
     info = probe(job.path, job.folder_fps, tick)
     if job.max_seconds is not None:
         _check_length(job, info.duration)
@@ -110,7 +113,7 @@ def _decode_clip(job: DecodeJob, tick: Callable[[], None]) -> VideoClip:
         width, height = pictures.shape[2], pictures.shape[1]
         raise BackendError(f"returned {width}x{height} frames, not the {job.fit.crop_size} px squares of its fit")
     row = {i: k for k, i in enumerate(distinct)}
-    return VideoClip(
+    return SampledFrames(
         frames=pictures[[row[i] for i in indices]],  # (U, H, W, 3) -> (T, H, W, 3): repeats where N < T
         timestamps=[info.timestamps[i] for i in indices],
         indices=indices,
@@ -140,7 +143,7 @@ def load_video(
     timeout: float | None = DEFAULT_TIMEOUT,
     folder_fps: float = DEFAULT_FOLDER_FPS,
     max_seconds: float | None = None,
-) -> VideoClip:
+) -> SampledFrames:
     """Load `frames` frames of a video file, still image, GIF or folder of frames.
 
     strategy: "uniform" (segment middles), "random" (random in each segment; seed it with
@@ -209,7 +212,7 @@ def _log_fallback(backend: str, source: str, reason: str) -> None:
 _FALLBACK_CAUSES: set[tuple[str, str]] = set()  # (backend, reason without path and numbers) warned about
 
 
-def _run(job: DecodeJob, timeout: float | None) -> VideoClip:
+def _run(job: DecodeJob, timeout: float | None) -> SampledFrames:
     if timeout is None:
         return run_job(job)
     if os.name != "posix":  # the worker's pipes need POSIX file descriptors

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from stanchat.video.load import VideoClip
+    from stanchat.video.load import SampledFrames
 
 logger = logging.getLogger(__name__)
 
@@ -87,9 +87,9 @@ class Preprocessor:
         return cls.from_processor_config(processor.to_dict(), **overrides)
 
     def __call__(
-        self, clips: VideoClip | np.ndarray | Sequence[VideoClip | np.ndarray], generator: torch.Generator | None = None
+        self, clips: SampledFrames | np.ndarray | Sequence[SampledFrames | np.ndarray], generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """One clip or a list of B clips (VideoClip or (T, H, W, 3) uint8 RGB) -> (B, T, 3, crop, crop)."""
+        """One clip or a list of B clips (SampledFrames or (T, H, W, 3) uint8 RGB) -> (B, T, 3, crop, crop)."""
         import torch
 
         batch = [clips] if _is_single(clips) else list(clips)
@@ -103,12 +103,12 @@ class Preprocessor:
         out = [(self._crop(c, generator) / 255.0 - mean) / std for c in batch]  # B x (T, 3, crop, crop)
         return torch.stack(out)  # (B, T, 3, crop, crop)
 
-    def pictures(self, clip: VideoClip | np.ndarray, generator: torch.Generator | None = None) -> np.ndarray:
+    def pictures(self, clip: SampledFrames | np.ndarray, generator: torch.Generator | None = None) -> np.ndarray:
         """One clip's frames as the tower is fed them, before normalisation (resized and centre-cropped,
         or squashed): (T, H, W, 3) uint8 -> (T, crop, crop, 3) uint8, e.g. to show them."""
         return self._crop(clip, generator).permute(0, 2, 3, 1).contiguous().numpy()
 
-    def _crop(self, clip: VideoClip | np.ndarray, generator: torch.Generator | None) -> torch.Tensor:
+    def _crop(self, clip: SampledFrames | np.ndarray, generator: torch.Generator | None) -> torch.Tensor:
         """(T, H, W, 3) uint8 -> (T, 3, crop, crop) uint8."""
         import torch
 
@@ -166,7 +166,7 @@ def _is_single(clips) -> bool:
 
 
 def _frames(clip) -> np.ndarray:
-    """The (T, H, W, 3) uint8 frames of a VideoClip or an array."""
+    """The (T, H, W, 3) uint8 frames of a SampledFrames or an array."""
     frames = clip.frames if hasattr(clip, "timestamps") else clip
     if getattr(frames, "ndim", None) != 4 or frames.shape[-1] != 3 or str(frames.dtype) != "uint8":
         raise StanchatError(f"expected (T, H, W, 3) uint8 RGB frames, got {getattr(frames, 'shape', type(frames))}")

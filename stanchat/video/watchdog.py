@@ -14,7 +14,7 @@ Design:
   spawn/forkserver would re-import the caller's `__main__` (a training script importing torch) in
   every child.
 - Workers are reused (a pool, one per concurrent caller), so the interpreter start is paid once per
-  process, not per video. A job is two pipe messages: the `DecodeJob` out, the `VideoClip` back with
+  process, not per video. A job is two pipe messages: the `DecodeJob` out, the `SampledFrames` back with
   its frames pickled at the size the job asked for. A job with a `fit` (what `VideoChat` sends) gets
   frames at the model's input size, T x crop x crop x 3 bytes (16 x 336 px: 5.4 MB), because the worker
   resizes and crops each frame as soon as it is decoded. Without one they come back at `size`, or at

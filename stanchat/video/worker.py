@@ -1,7 +1,7 @@
 """The decode worker: `python -m stanchat.video.worker REQUESTS_FD REPLIES_FD [--die-with PID]`.
 
 Started and fed by `stanchat.video.watchdog`. It reads pickled `DecodeJob`s from one pipe and
-answers each on the other with ("ok", VideoClip) or (status, one-line message), sending TICK
+answers each on the other with ("ok", SampledFrames) or (status, one-line message), sending TICK
 messages while it works. It exits when the request pipe closes.
 """
 

@@ -10,7 +10,7 @@ import torch
 from transformers import CLIPImageProcessor
 
 from stanchat.errors import StanchatError
-from stanchat.video import CLIP_MEAN, CLIP_STD, Preprocessor, VideoClip, preprocess
+from stanchat.video import CLIP_MEAN, CLIP_STD, Preprocessor, SampledFrames, preprocess
 
 
 def _frames(t=3, h=24, w=40, seed=0) -> np.ndarray:
@@ -37,7 +37,7 @@ def test_matches_clip_image_processor(shape):
 
 
 def test_batches_clips_and_arrays_of_equal_length():
-    clip = VideoClip(_frames(h=20, w=30), [0.0, 1.0, 2.0], [0, 1, 2], 1.0, 3.0, 30, 20, 3, "pyav", "x.mp4")
+    clip = SampledFrames(_frames(h=20, w=30), [0.0, 1.0, 2.0], [0, 1, 2], 1.0, 3.0, 30, 20, 3, "pyav", "x.mp4")
     pixels = preprocess([clip, _frames(h=50, w=16, seed=1)], size=8, crop_size=8)
     assert pixels.shape == (2, 3, 3, 8, 8)
     with pytest.raises(StanchatError, match="same number of frames"):

@@ -137,7 +137,7 @@ def write_backbone(recipe: TinyRecipe, directory: Path) -> Path:
     import torch
     from transformers import CLIPConfig, CLIPModel
 
-    from training.tiny import tiny_tokenizer
+    from training.tiny_backbone import tiny_tokenizer
 
     tokenizer = tiny_tokenizer(recipe.max_tokens)
     text = dict(vocab_size=len(tokenizer), hidden_size=recipe.width, intermediate_size=4 * recipe.width,

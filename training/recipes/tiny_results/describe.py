@@ -29,14 +29,14 @@ def describe_paths(run: Path, preset: Path, count: int = 60, frames: int = 16) -
     held-out and of trained triples (a fixed seed), asked of the image path (the clip's trail still,
     one frame: what the LLaVA was taught on), of the graft (`stan`) and of frame-mean (`mean`) on
     the clip; % right as a whole sentence and word by word (`compare_description`)."""
-    from stanchat.video.load import VideoClip
+    from stanchat.video.load import SampledFrames
 
     recipe = read_recipe(run)
     world, held, chat = one_event_world(recipe), held_out(recipe), load_preset(preset)
 
-    def clip(pictures) -> VideoClip:  # (T, H, W, 3) uint8 as a decoded video at the world's frame rate
+    def clip(pictures) -> SampledFrames:  # (T, H, W, 3) uint8 as a decoded video at the world's frame rate
         t = len(pictures)
-        return VideoClip(frames=pictures, timestamps=[i / world.fps for i in range(t)], indices=list(range(t)),
+        return SampledFrames(frames=pictures, timestamps=[i / world.fps for i in range(t)], indices=list(range(t)),
                          fps=float(world.fps), duration=t / world.fps, width=world.size, height=world.size,
                          source_frames=t, decoder="synthetic", path="synthetic")
 
