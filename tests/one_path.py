@@ -1,4 +1,4 @@
-"""The questions every front end must answer alike (tests/test_one_path.py, tests/test_api_vllm.py).
+"""The questions every front end must answer alike (tests/test_one_path.py, tests/api/test_api_vllm.py).
 
 Each case is a video (real clips from tests/data/videos and a bundled example), a question and the
 options a user sets: frames, temporal mode, answer length and temperature. The reference answer is

@@ -23,7 +23,7 @@ from stanchat.convert import to_released_state_dict
 from stanchat.fetch import STOCK_NOT_CACHED, TOWER_FILES, disk_size, ensure_stan, size_text
 from stanchat.pretrained import CLIP_CONFIG_FILES, get_preset, preset_names, stan_is_converted
 from tests.hub_cache import FakeHub, put, use_cache
-from tests.test_convert_llava import write_original, write_tower
+from tests.convert.test_convert_llava import write_original, write_tower
 from tests.tiny import tiny_clip
 from tests.tiny_llava import error_line, save_tiny_llava, tiny_videoclip, write_video
 

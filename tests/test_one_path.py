@@ -4,7 +4,7 @@ For each case of `tests.one_path.CASES` (real clips and a bundled example; frame
 answer length and temperature given as flags or per request), the CLI's `ask`, a `Session`,
 `ask_many`, `ask --batch`, the API (transformers engine) and the app's handler must answer as
 `VideoChat.ask` does, from as many frames and video tokens. The vLLM engine is held to the same cases
-in tests/test_api_vllm.py. Every front end reaches the one engine, so a difference here is a second path.
+in tests/api/test_api_vllm.py. Every front end reaches the one engine, so a difference here is a second path.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from stanchat.convert.llava_v1 import llava_config, v1_processor
 from stanchat.pretrained import LLAVA_15_CHAT_TEMPLATE
 from stanchat.stan import STANConfig
 from stanchat.videoclip import VideoCLIP
-from tests.test_convert_llava import v1_tokenizer
+from tests.convert.test_convert_llava import v1_tokenizer
 from tests.test_tiny_preset import REAL_CLIP
 from tests.tiny import randomise
 from tests.tiny_llava import tiny_tokenizer

@@ -7,7 +7,7 @@ the server's resident memory kept climbing long after `--max-sessions` had bound
 themselves. Live memory is bounded by the session cap; this makes the resident size follow it.
 
 Measured once, by hand, with a scratch script that is not kept (no test or benchmark measures
-resident memory; tests/test_app_soak.py counts the objects and files kept): the app serving the tiny
+resident memory; tests/app/test_app_soak.py counts the objects and files kept): the app serving the tiny
 test models in one process, 4 sessions kept, a new tab opening a 568x320 clip at 16 frames, tab
 after tab. Resident memory (RSS) was 1016 MB after 10 tabs and 1207 MB after 120 without this call
 and the collection in `stanchat.app.events`; 974 and 1026 MB with both.

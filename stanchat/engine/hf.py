@@ -6,7 +6,7 @@ alone), and runs them as one left-padded batch of `inputs_embeds`: each prompt's
 its video placeholder replaced by the video's projected tokens. This is the one way video tokens
 enter a transformers LLM in stanchat. Each row stops on its own (end of answer, its stop strings,
 its max_tokens, or cancellation); greedy rows give the answers they would give alone
-(tests/test_engine.py checks it). A job cancelled before its batch starts is not run.
+(tests/engine/test_engine.py checks it). A job cancelled before its batch starts is not run.
 """
 
 from __future__ import annotations

@@ -186,7 +186,7 @@ def test_a_request_past_its_time_limit_is_503_and_holds_its_place_until_its_thre
 
 
 def test_requests_whose_body_is_still_arriving_hold_no_place(chat):
-    """The engine-independent check the vLLM test runs (tests/test_api_vllm.py), checked here too."""
+    """The engine-independent check the vLLM test runs (tests/api/test_api_vllm.py), checked here too."""
     with serve_in_thread(_build(chat, api_key=KEY, max_pending=2)) as base:
         checks.check_slow_bodies_hold_no_place(base, places=2)
 

@@ -1,7 +1,7 @@
 """The app's controls and words: values out of a control's range are clamped, sent back and
 explained; messages name the app's controls, not the command line's flags; GIFs and still images
 upload like videos; the frame-weight plot lives in the Chat tab; the address line names --share.
-Driven over HTTP with gradio_client, as tests/test_app.py does, on the tiny models of tests/tiny_app."""
+Driven over HTTP with gradio_client, as tests/app/test_app.py does, on the tiny models of tests/tiny_app."""
 
 import re
 from pathlib import Path
@@ -67,7 +67,7 @@ def test_generation_settings_and_compare_frames_are_clamped_too(client, app_mode
 
 def test_every_slider_takes_enter_as_done_and_the_frame_box_resamples_on_it(chat):
     """Enter in a slider's number box leaves the box (the page's script), which is when Gradio sends
-    the typed value: `release`, which re-samples. tests/test_app_browser.py presses Enter in Chromium."""
+    the typed value: `release`, which re-samples. tests/app/test_app_browser.py presses Enter in Chromium."""
     from stanchat.app.server import JS
 
     app = build_app(chat, CONFIG)

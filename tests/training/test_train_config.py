@@ -9,7 +9,7 @@ import pytest
 from stanchat.errors import StanchatError
 from training.config import TrainConfig, dump_config, load_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 
 
 def test_defaults_and_overrides_convert_types():

@@ -235,7 +235,7 @@ def test_serve_binds_localhost_without_a_share_link_by_default(monkeypatch, app_
 
 
 def test_serve_and_demo_script_refuse_bad_settings_before_loading(capsys, app_models, tmp_path):
-    spec = importlib.util.spec_from_file_location("demo_app", Path(__file__).parents[1] / "demo" / "app.py")
+    spec = importlib.util.spec_from_file_location("demo_app", Path(__file__).parents[2] / "demo" / "app.py")
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
     assert demo.build_app is build_app

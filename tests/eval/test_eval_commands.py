@@ -213,7 +213,7 @@ def test_retrieval_sharded_over_two_processes_matches_one(eval_world, tmp_path):
     argv = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "stanchat", "eval",
             "retrieval", "--dataset", "jsonl", "--data-root", str(data.root), "--model", str(eval_world["model"]),
             "--frames", FRAMES, "--out", str(out), "--cache-dir", str(tmp_path / "cache2"), "--workers", "0"]
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -62,7 +62,7 @@ def _check(records, out) -> None:
     assert _by_video(records) == dict(zip(paths, _expected(out.format, out.split, out.specs)))
 
 
-@pytest.mark.parametrize("name", [n for n in FORMATS if n != "webdataset"])  # shards: tests/test_eval_shards.py
+@pytest.mark.parametrize("name", [n for n in FORMATS if n != "webdataset"])  # shards: tests/eval/test_eval_shards.py
 def test_reader_reads_what_the_world_wrote(tmp_path, name):
     out = write_dataset(tmp_path, name, n=4, seed=1, config=CONFIG, missing=1)
     records = read_dataset(name, tmp_path)
@@ -248,5 +248,5 @@ def test_data_root_without_videos(tmp_path):
 
 def test_import_is_light():
     code = "import sys, stanchat.datasets; print(sorted(m for m in ('numpy', 'torch', 'av') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2], capture_output=True, text=True)
     assert out.stdout.strip() == "[]"

@@ -11,7 +11,7 @@ from tests.training_world import tiny_args, tiny_backbone, world  # noqa: F401  
 from training import checkpoint
 from training.train import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FAST = ("data.val_split=", "run.log_every=1", "run.save_every=1")
 
 

@@ -24,7 +24,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 # machine is offline, and without these flags Chromium floods refused connections
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-CLIP = Path(__file__).parent / "data" / "videos" / "yoga.mp4"  # 10 s, 568x320, H.264
+CLIP = Path(__file__).parents[1] / "data" / "videos" / "yoga.mp4"  # 10 s, 568x320, H.264
 FRAMES = 6
 MAX_NEW_TOKENS = 24
 QUESTION = "What is the woman doing?"

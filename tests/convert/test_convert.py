@@ -220,7 +220,7 @@ def test_stanchat_home_is_defined_once(tmp_path, monkeypatch):
     monkeypatch.setenv("STANCHAT_HOME", str(tmp_path))
     assert stanchat_home() == tmp_path and default_cache_dir() == tmp_path / "eval-features"
     assert vllm_dir(Path("llava")).parent == tmp_path / "vllm"
-    package = Path(__file__).resolve().parents[1] / "stanchat"
+    package = Path(__file__).resolve().parents[2] / "stanchat"
     defining = ('"STANCHAT_HOME"', "~/.cache/stanchat\"", "Path.home()", '"STANCHAT_CACHE"')  # in code, not docs
     homes = sorted(str(path.relative_to(package)) for path in package.rglob("*.py")
                    if any(text in path.read_text() for text in defining))

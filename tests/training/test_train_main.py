@@ -20,7 +20,7 @@ from tests.training_world import tiny_args, tiny_backbone, world  # noqa: F401  
 from training import checkpoint
 from training.train import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def weights(out: Path, step: int) -> dict[str, torch.Tensor]:

@@ -24,7 +24,7 @@ from training import checkpoint
 from training.synthworld import write_shards
 from training.train import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "training" / "configs" / "tiny.yaml"
 
 

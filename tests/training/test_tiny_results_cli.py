@@ -11,7 +11,7 @@ import pytest
 
 from training.recipes.tiny_results import SUBCOMMANDS, build_parser, main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_subcommand_is_its_own_module():
