@@ -40,6 +40,27 @@ def test_ask_json_counts_video_tokens(capsys, tiny_models, strategy, per_image, 
         assert set(out["timings"]) == {"decode", "vision", "prefill", "generate", "total"}
 
 
+def test_ask_json_timings_count_everything_spent_on_the_video(capsys, tiny_models, monkeypatch):
+    """`ask --json`'s decode time is the command's own decoding (sampling, decoding in the worker,
+    preprocessing: it used to happen before the timed part), and total holds every part."""
+    import time
+
+    from stanchat import chat as chat_module
+
+    load_video, spent = chat_module.load_video, []
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        clip = load_video(*args, **kwargs)
+        spent.append(time.perf_counter() - start)
+        return clip
+
+    monkeypatch.setattr(chat_module, "load_video", timed)
+    timings = ask_json(capsys, tiny_models, "--frames", "8")["timings"]
+    assert len(spent) == 1 and timings["decode"] >= spent[0] > 0
+    assert timings["total"] >= sum(timings[part] for part in ("decode", "vision", "prefill", "generate"))
+
+
 def test_ask_streams_the_same_answer_it_prints_as_json(capsys, tiny_models):
     answer = ask_json(capsys, tiny_models)["answer"]
     assert main(["ask", tiny_models["video"], "What happens?", "--llava", tiny_models["default"], "--stan", tiny_models["stan"],
