@@ -85,7 +85,7 @@ def test_run_types_are_a_leaf_and_no_import_hides_in_a_function():
 
     assert not hasattr(training.train, "Session")  # the chat has the Session; training has runs
     assert training.train.TrainingRun is training.run_state.TrainingRun
-    for name in ("train.py", "setup.py", "run.py"):
+    for name in ("train.py", "setup.py", "run_state.py"):
         assert function_level_imports(ROOT / "training" / name, "training") == []
 
 
