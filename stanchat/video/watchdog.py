@@ -33,8 +33,8 @@ Design:
   not the file's: ResourceError, without trying the next backend on a machine short of memory.
 - A caller may call its job off (a server whose client hung up): while it waits for the worker it
   looks at its cancel event every CANCEL_POLL s; once set, the worker is killed (decoders cannot be
-  interrupted more gently, see above), dropped, and Cancelled raised. A worker still starting up,
-  its job not yet sent, is kept for the next job.
+  interrupted more gently, see above), dropped, and Cancelled raised (also while it was still
+  starting up: the next job starts a fresh one).
 - The worker dies with its parent: it exits when its request pipe closes and, when started from the
   main thread on Linux, gets SIGKILL if the parent dies (PR_SET_PDEATHSIG) even while stuck in C code.
 - Forked children of the caller (DataLoader workers) start their own workers instead of sharing.
@@ -96,7 +96,6 @@ class _Worker:
         self.requests = Connection(to_worker, readable=False)
         self.replies = Connection(from_worker, writable=False)
         self.ready = False  # READY received: startup is over and `timeout` applies from now on
-        self.working = False  # a job was sent and its reply not read yet
 
     def close(self) -> None:
         """Close the pipes: an idle worker sees end-of-file and exits."""
@@ -181,8 +180,8 @@ def prestart(torch: bool = True) -> None:
 
 def run_guarded(job, timeout: float, cancel: threading.Event | None = None):
     """Run `stanchat.video.load.run_job(job)` in a worker; BackendError if it stalls for `timeout` s or crashes.
-    Once `cancel` is set (by another thread) the worker is killed, if it had the job, within CANCEL_POLL
-    seconds and Cancelled is raised; the next job gets a fresh worker."""
+    Once `cancel` is set (by another thread) the worker is killed within CANCEL_POLL seconds and
+    Cancelled is raised; the next job gets a fresh worker."""
     if cancel is not None and cancel.is_set():
         raise Cancelled("the decode was cancelled")
     worker = _POOL.acquire(torch=job.fit is not None)
@@ -190,9 +189,6 @@ def run_guarded(job, timeout: float, cancel: threading.Event | None = None):
     try:
         reply = _exchange(worker, job, timeout, cancel)
         healthy = True  # it answered, so it is idle again and can take the next job
-    except Cancelled:
-        healthy = not worker.working  # called off while it started up: it never had the job
-        raise
     finally:
         _POOL.release(worker, healthy)
     status, payload = reply
@@ -209,13 +205,11 @@ def _exchange(worker: _Worker, job, timeout: float, cancel: threading.Event | No
                 raise BackendError(f"the decode worker did not start within {STARTUP_TIMEOUT:g} s")
             worker.ready = True
         worker.requests.send(job)
-        worker.working = True
         while True:
             if not _wait(worker, timeout, cancel):
                 raise BackendError(f"{name} made no progress for {timeout:g} s and was killed")
             message = worker.replies.recv()
             if message != TICK:
-                worker.working = False
                 return message
     except (EOFError, OSError):
         reason = _exit_reason(worker.process)

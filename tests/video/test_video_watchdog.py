@@ -127,13 +127,13 @@ def test_concurrent_callers_get_their_own_workers(generated):
     assert {c.path for c in clips} == {str(generated[n]) for n in names}
 
 
-def _working_worker_pid(deadline: float) -> int:
-    """The pid of the worker that has been sent a job (waiting at most until `deadline`)."""
+def _busy_worker_pid(deadline: float) -> int:
+    """The pid of the worker taken for a job (waiting at most until `deadline`)."""
     from stanchat.video.watchdog import _POOL
 
-    while not any(worker.working for worker in list(_POOL.busy)) and time.monotonic() < deadline:
+    while not _POOL.busy and time.monotonic() < deadline:
         time.sleep(0.01)
-    return next(worker for worker in list(_POOL.busy) if worker.working).process.pid
+    return next(iter(_POOL.busy)).process.pid
 
 
 def test_a_cancelled_decode_kills_its_worker_and_the_next_gets_a_fresh_one():
@@ -153,7 +153,7 @@ def test_a_cancelled_decode_kills_its_worker_and_the_next_gets_a_fresh_one():
     started = time.monotonic()
     caller = threading.Thread(target=decode, daemon=True)  # daemon: a broken cancel fails the test, not the run
     caller.start()
-    worker = _working_worker_pid(started + 60)
+    worker = _busy_worker_pid(started + 60)
     cancel.set()
     caller.join(timeout=60)
     assert len(outcome) == 1 and isinstance(outcome[0], Cancelled) and not isinstance(outcome[0], StanchatError)
