@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from dataclasses import replace
 from typing import Any, Iterable, Iterator
@@ -40,7 +41,7 @@ from stanchat.pretrained import ModelSpec, to_spec
 from stanchat.relevance import FrameRelevance
 from stanchat.session import Answer, Session, Stream
 from stanchat.video import Preprocessor, SampledFrames, load_video
-from stanchat.video.load import check_length
+from stanchat.video.load import check_length, check_pixels
 from stanchat.videoclip import VideoCLIP
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -122,24 +123,36 @@ class VideoChat:
         return self.preprocessor(clip).to(self.vision_device, self.vision_dtype)
 
     def encode(self, video: str | os.PathLike | SampledFrames, options: VideoOptions = VideoOptions(), *,
-               digest: str | None = None, max_seconds: float | None = None) -> EncodedVideo:
+               digest: str | None = None, max_seconds: float | None = None, max_pixels: int | None = None,
+               cancel: threading.Event | None = None) -> EncodedVideo:
         """The video's tokens for the LLM: `options` say which frames are sampled (a decoded
         `SampledFrames` is used as it is: its frames were sampled already) and how they are encoded.
         Cached by content (`digest`: the file's sha256 when the caller knows it) and options; a
         repeat costs nothing and says so (`cache_hit`, zero seconds). `max_seconds` refuses a longer
-        video (or window) before any frame is decoded. Frame counts are checked before decoding."""
+        video (or window), `max_pixels` larger frames, before any frame is decoded. Frame counts are
+        checked before decoding. Setting `cancel` calls the decode off (`load_video`): Cancelled is
+        raised and nothing is cached."""
         if isinstance(video, SampledFrames):
             options = replace(options, frames=len(video.timestamps))
         self.check_frames(options)
         digest = clip_digest(video) if isinstance(video, SampledFrames) else digest or file_digest(video)
         pre = self.preprocessor  # how frames are fitted and normalised for the tower
         key = cache_key(digest, options, (pre.fit, pre.mean, pre.std))
-        encoded, hit = self.cache.get(key, lambda: self._encode(video, options, max_seconds))
+        limits = {"max_seconds": max_seconds, "max_pixels": max_pixels, "cancel": cancel}
+        encoded, hit = self.cache.get(key, lambda: self._encode(video, options, limits))
         if not hit:
             return encoded
-        if max_seconds is not None and not isinstance(video, SampledFrames):  # a limit holds for cached videos too
-            check_length(str(video), encoded.clip.duration, options.start, options.end, max_seconds)
+        if not isinstance(video, SampledFrames):  # the limits hold for cached videos too
+            self._check_limits(str(video), encoded.clip, options, max_seconds, max_pixels)
         return replace(encoded, cache_hit=True, decode_seconds=0.0, vision_seconds=0.0)
+
+    @staticmethod
+    def _check_limits(path: str, clip: SampledFrames, options: VideoOptions, max_seconds: float | None,
+                      max_pixels: int | None) -> None:
+        if max_seconds is not None:
+            check_length(path, clip.duration, options.start, options.end, max_seconds)
+        if max_pixels is not None:
+            check_pixels(path, (clip.width, clip.height), max_pixels)
 
     def check_frames(self, options: VideoOptions) -> None:
         """Refuse, before decoding, more frames than STAN's temporal embedding covers."""
@@ -157,12 +170,12 @@ class VideoChat:
             plan(self.processor, self.context_length, tokens, options.frames, options.temporal, list(history),
                  question, system)
 
-    def _encode(self, video: str | os.PathLike | SampledFrames, options: VideoOptions,
-                max_seconds: float | None) -> EncodedVideo:
+    def _encode(self, video: str | os.PathLike | SampledFrames, options: VideoOptions, limits: dict) -> EncodedVideo:
+        """`limits`: load_video's max_seconds, max_pixels and cancel."""
         start = time.perf_counter()
         clip = video if isinstance(video, SampledFrames) else load_video(
             video, frames=options.frames, strategy=options.strategy, fps=options.fps, start=options.start,
-            end=options.end, generator=options.seed, max_seconds=max_seconds, fit=self.preprocessor.fit)
+            end=options.end, generator=options.seed, fit=self.preprocessor.fit, **limits)
         pixel_values = self.preprocess(clip)  # (1, T, 3, H, W)
         check_frames(pixel_values.shape[1], self.graft.max_frames)
         decoded = time.perf_counter()

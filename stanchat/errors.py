@@ -62,3 +62,8 @@ class WeightsError(StanchatError):
 class ResourceError(StanchatError):
     """The machine could not do the work, through no fault of the input: a helper process killed from
     outside (the out-of-memory killer), memory exhausted. A server reports it as its own failure (5xx)."""
+
+
+class Cancelled(Exception):
+    """The work was called off by its caller (a server's client hung up): nobody waits for its result.
+    Not a StanchatError: it is nobody's mistake and has no message for a user."""

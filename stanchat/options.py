@@ -14,6 +14,10 @@ from stanchat.errors import StanchatError
 TEMPORAL_MODES = ("stan", "mean", "concat")
 
 LOCALHOST = "127.0.0.1"  # servers' default address (stanchat api, stanchat serve): only this machine can connect
+# The servers' frame-size ceiling (stanchat api, stanchat serve: --max-frame-pixels), checked before
+# decoding: the largest picture the top levels of H.264, HEVC and AV1 allow, 8192x4352 (8K UHD and
+# DCI 8K fit, in either orientation). `stanchat ask` has none: the file is its user's own.
+MAX_FRAME_PIXELS = 8192 * 4352
 
 # How a text is scored against a video's T frame features (`VideoTextModel.similarity`):
 #   mean       - cosine of the text's pooled feature with the frame-mean feature

@@ -101,3 +101,37 @@ def peak_rss(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024  # reported in kB
     raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
+
+
+def cpu_ticks(pid: int) -> int:
+    """CPU time process `pid` has used so far, in clock ticks (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def running(pid: int) -> bool:
+    """Process `pid` exists and has not died (a zombie has)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] not in "ZX"
+    except FileNotFoundError:
+        return False
+
+
+def busy_worker(parent: int, stop: threading.Event, seconds: float = 60) -> int | None:
+    """The first child process of `parent` (a decode worker) seen working, its CPU time growing; polls
+    every 10 ms for at most `seconds` or until `stop`; None if none was."""
+    import psutil
+
+    seen: dict[int, int] = {}
+    deadline = time.monotonic() + seconds
+    while not stop.is_set() and time.monotonic() < deadline:
+        for child in psutil.Process(parent).children(recursive=True):
+            try:
+                ticks = cpu_ticks(child.pid)
+            except OSError:
+                continue
+            if child.pid in seen and ticks > seen[child.pid]:
+                return child.pid
+            seen[child.pid] = ticks
+        time.sleep(0.01)
+    return None

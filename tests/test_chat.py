@@ -105,6 +105,32 @@ def test_history_reaches_the_prompt_and_video_is_encoded_once(chat, tiny_models,
     assert session.history == [] and session.prompt("Again?").count(chat.processor.image_token) == 1
 
 
+def test_a_cancelled_encode_leaves_nothing_in_the_cache(chat, tiny_models):
+    import threading
+
+    from stanchat.options import VideoOptions
+
+    chat.cache.clear()
+    options = VideoOptions(frames=7)
+    cancel = threading.Event()
+    cancel.set()  # the caller's client has gone
+    with pytest.raises(stanchat.errors.Cancelled):
+        chat.encode(tiny_models["video"], options, cancel=cancel)
+    assert chat.cache.stats()["entries"] == 0
+    first = chat.encode(tiny_models["video"], options, cancel=threading.Event())
+    assert not first.cache_hit and chat.encode(tiny_models["video"], options).cache_hit
+
+
+def test_the_frame_size_ceiling_holds_for_cached_videos_too(chat, tiny_models):
+    from stanchat.options import VideoOptions
+
+    options = VideoOptions(frames=3)
+    chat.encode(tiny_models["video"], options)  # 32x32 frames, cached
+    with pytest.raises(stanchat.errors.VideoError, match="has 32x32 frames .* limit of 1,023 pixels a frame"):
+        chat.encode(tiny_models["video"], options, max_pixels=32 * 32 - 1)
+    assert chat.encode(tiny_models["video"], options, max_pixels=32 * 32).cache_hit
+
+
 def test_stream_rejects_bad_questions_before_generating(chat, tiny_models):
     session = chat.session(tiny_models["video"], frames=2)
     with pytest.raises(stanchat.errors.StanchatError, match="empty"):

@@ -5,7 +5,8 @@ client's mistake, 5xx for the server's own failures (`stanchat.api.faults` decid
 A chat request's life (`stanchat.api.scope`): its body arrives within --body-timeout among at most
 --max-receiving others; it is parsed and checked (the conversation included) before anything is
 written to disk; only then does it take one of --max-pending places; it ends within
---request-timeout. A client that hangs up is logged in one line and its generation is cancelled.
+--request-timeout. A client that hangs up is logged in one line and its decode and generation are
+cancelled.
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ async def _answer(request: Request, service: ChatService, scope: RequestScope) -
         scope.admit()  # only now, the body arrived and checked, does the request hold a place
     finally:
         receiving.leave()
-    prepared = await scope.run(service.prepare, parsed)
+    prepared = await scope.run(service.prepare, parsed, scope.cancelled)
     scope.cancel_on_end(prepared.job)
     headers = {CACHE_HEADER: _hit(prepared)}
     if parsed.stream:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from stanchat.engine.registry import ENGINE_NAMES as ENGINES
 from stanchat.engine.vllm import CPU_KV_CACHE_GIB
 from stanchat.errors import StanchatError
-from stanchat.options import DEFAULTS
+from stanchat.options import DEFAULTS, MAX_FRAME_PIXELS
 
 DEFAULT_PORT = 8000
 API_KEY_ENV = "STANCHAT_API_KEY"  # the key clients must send as `Authorization: Bearer KEY`
@@ -37,6 +37,9 @@ class ApiConfig:
     request_timeout: float = setting(600.0, "seconds a request may last from its first byte to its answer's "
                                             "last (a stream included); longer is cut with a 503", metavar="S")
     max_video_seconds: float = setting(600.0, "longest video (or start/end window) accepted, in seconds", metavar="S")
+    max_frame_pixels: int = setting(MAX_FRAME_PIXELS, "largest video frame accepted, in pixels (width x height); "
+                                                      "larger is refused before decoding (default "
+                                                      f"{MAX_FRAME_PIXELS}: 8K, 8192x4352)", metavar="PIXELS")
     max_receiving: int = setting(64, "requests whose body is still arriving at once; more get 429", metavar="N")
     max_pending: int = setting(64, "requests in the server at once once their body has arrived (decoding, "
                                    "waiting or generating); more get 429", metavar="N")
@@ -56,7 +59,8 @@ class ApiConfig:
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise StanchatError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
-        for name in ("max_request_bytes", "max_receiving", "max_pending", "max_batch", "tensor_parallel_size"):
+        for name in ("max_request_bytes", "max_receiving", "max_pending", "max_batch", "tensor_parallel_size",
+                     "max_frame_pixels"):
             if getattr(self, name) < 1:
                 raise StanchatError(f"{flag(name)} must be at least 1, got {getattr(self, name)}")
         for name in ("body_timeout", "request_timeout", "max_video_seconds", "kv_cache_gib"):

@@ -4,9 +4,10 @@ A request first holds a place among the bodies arriving (`Gate`, --max-receiving
 by --body-timeout; only once its body has arrived and been checked does it take a place in the
 server (`ChatService.admit`, --max-pending), so clients that send slowly cannot keep the others
 out. Its blocking work (decode, generate) runs in the service's threads within the request's
-`Uploads`. When the request ends (answered, refused, timed out, or its client gone) its engine
-job is cancelled; its place and its uploaded files are given back once its threads have stopped,
-so a place is never free while a thread still works for a request that is over.
+`Uploads`. When the request ends (answered, refused, timed out, or its client gone) its decode
+(`cancelled`, which `ChatService.prepare` hands to the decoder) and its engine job are cancelled;
+its place and its uploaded files are given back once its threads have stopped, so a place is
+never free while a thread still works for a request that is over.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class RequestScope:
         self._admitted = self._ended = self._released = False
         self._running = 0  # work submitted and not finished
         self._job: "Job | None" = None
+        self.cancelled = threading.Event()  # set when the request ends: a decode still running for it stops
 
     def admit(self) -> None:
         """Take a place in the server (429 when it is full)."""
@@ -96,6 +98,7 @@ class RequestScope:
                 return
             self._ended = True
             idle = self._running == 0
+        self.cancelled.set()  # the decode worker is killed if it still works for this request
         if self._job is not None:
             self._job.cancelled.set()  # no-op once generation has finished
         if idle:

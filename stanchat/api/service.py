@@ -79,13 +79,16 @@ class ChatService:
         except StanchatError as err:
             raise self._client_error(err) from err
 
-    def prepare(self, request: ChatRequest) -> Prepared:
+    def prepare(self, request: ChatRequest, cancel: threading.Event | None = None) -> Prepared:
         """Resolve and encode the video (cached), build the job; blocking (run it in `pool`).
-        The request's uploaded file belongs to its scope (`stanchat.api.scope`), which deletes it."""
+        The request's uploaded file belongs to its scope (`stanchat.api.scope`), which deletes it and
+        sets `cancel` when the request ends: a decode still running is then called off
+        (`stanchat.errors.Cancelled`, which no client reads)."""
         media = self.media.resolve(request.media_url, request.media_kind, param="messages[0].content")
         try:
             encoded = self.chat.encode(media.path, self._options(media.kind, request), digest=media.sha256,
-                                       max_seconds=self.config.max_video_seconds)
+                                       max_seconds=self.config.max_video_seconds,
+                                       max_pixels=self.config.max_frame_pixels, cancel=cancel)
             job, prompt_tokens = make_job(self.chat.processor, self.chat.context_length, encoded.features,
                                           encoded.frames, encoded.options.temporal, request.history,
                                           request.question, request.sampling, request.system)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from stanchat.datasets.base import VIDEO_EXTENSIONS
 from stanchat.errors import StanchatError
-from stanchat.options import DEFAULTS, check_frames, check_temporal
+from stanchat.options import DEFAULTS, MAX_FRAME_PIXELS, check_frames, check_temporal
 from stanchat.video.probe import IMAGE_SUFFIXES
 from stanchat.video.sample import check_request
 
@@ -34,6 +34,7 @@ class AppConfig:
     temperature: float = DEFAULTS.temperature  # sampling temperature, initial value (0 = greedy)
     max_duration: float = 600.0  # seconds; longer videos are refused with a message in the chat
     max_file_size: str = "200MB"  # largest upload the server accepts (gradio's max_file_size)
+    max_frame_pixels: int = MAX_FRAME_PIXELS  # larger frames (width x height) are refused before decoding
     concurrency: int = 1  # model calls running at once across all users (decode, answer, compare)
     queue_size: int = 16  # requests that may wait for a slot; more are refused with "queue is full"
     max_sessions: int = 32  # conversations (browser tabs) kept in memory, each with its decoded video; oldest dropped
@@ -52,6 +53,8 @@ class AppConfig:
         parse_size(self.max_file_size)
         if not self.max_duration > 0:
             raise StanchatError(f"--max-duration must be > 0 seconds, got {self.max_duration}")
+        if self.max_frame_pixels < 1:
+            raise StanchatError(f"--max-frame-pixels must be at least 1, got {self.max_frame_pixels}")
         if self.concurrency < 1:
             raise StanchatError(f"--concurrency must be at least 1, got {self.concurrency}")
         if self.queue_size < 1:

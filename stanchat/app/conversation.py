@@ -179,12 +179,12 @@ class Conversation:
             self._shown = clip
 
     def _session(self, path: str, frames: int, temporal: str, history: list | None = None) -> "Session":
-        """A session on the video at `path`, sampled with the app's options; a video longer than
-        the app takes is refused before any frame is decoded."""
+        """A session on the video at `path`, sampled with the app's options; a video longer, or with
+        larger frames, than the app takes is refused before any frame is decoded."""
         config = self.config
         options = VideoOptions(frames=frames, temporal=temporal, strategy=config.strategy, fps=config.fps,
                                start=config.start, end=config.end, seed=config.seed)
-        encoded = self.chat.encode(path, options, max_seconds=config.max_duration)
+        encoded = self.chat.encode(path, options, max_seconds=config.max_duration, max_pixels=config.max_frame_pixels)
         return self.chat.session(encoded, history=history)
 
     def _warn(self, err: Exception, path: str | None = None) -> None:

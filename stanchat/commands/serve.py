@@ -29,7 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--port", type=int, default=DEFAULT_PORT,
                        help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
     group.add_argument("--share", action="store_true", help="also make a public gradio.live link (off by default)")
-    add_app_arguments(parser.add_argument_group("app"))
+    app = parser.add_argument_group("app")
+    add_app_arguments(app)
+    app.add_argument("--max-frame-pixels", type=int, default=APP.max_frame_pixels, metavar="PIXELS",
+                     help=f"largest video frame accepted, in pixels (width x height); larger is refused before "
+                          f"decoding (default {APP.max_frame_pixels}: 8K, 8192x4352)")
     add_generation_arguments(parser)  # the UI's initial frames, temporal mode and decoding settings
     add_sampling_arguments(parser)  # how every video's frames are picked (by fps, in a time window)
 
@@ -52,8 +56,10 @@ def add_app_arguments(group: argparse._ArgumentGroup) -> None:
 
 
 def app_limits(args: argparse.Namespace) -> dict:
-    """The values of `add_app_arguments`, as AppConfig fields."""
-    return dict(max_duration=args.max_duration, max_file_size=args.max_file_size, concurrency=args.concurrency,
+    """The values of `add_app_arguments` and --max-frame-pixels (stanchat api has its own, shared with
+    the API), as AppConfig fields."""
+    return dict(max_duration=args.max_duration, max_file_size=args.max_file_size,
+                max_frame_pixels=args.max_frame_pixels, concurrency=args.concurrency,
                 queue_size=args.queue_size, max_sessions=args.max_sessions, examples=find_examples(args.examples))
 
 

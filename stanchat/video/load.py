@@ -18,12 +18,13 @@ import importlib.util
 import logging
 import os
 import re
+import threading
 import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from stanchat.errors import StanchatError, VideoError
+from stanchat.errors import Cancelled, StanchatError, VideoError
 from stanchat.video.backends import AUTO, BACKENDS, PILLOW, Backend, BackendError, output_size
 from stanchat.video.fit import Fit, import_resize
 from stanchat.video.probe import probe
@@ -80,6 +81,7 @@ class DecodeJob:
     backend: Backend  # decoder for video containers
     max_seconds: float | None = None  # refuse, before decoding, a window longer than this (None: any)
     fit: Fit | None = None  # resize and crop each frame as it is decoded (then `size` is None)
+    max_pixels: int | None = None  # refuse, before decoding, frames of more pixels than this (None: any)
 
 
 def run_job(job: DecodeJob, tick: Callable[[], None] = lambda: None) -> SampledFrames:
@@ -99,6 +101,9 @@ def _decode_clip(job: DecodeJob, tick: Callable[[], None]) -> SampledFrames:
     info = probe(job.path, job.folder_fps, tick)
     if job.max_seconds is not None:
         _check_length(job, info.duration)
+    if job.max_pixels is not None:  # the stored size too: a decoder allocates that, whatever the pixel aspect
+        check_pixels(job.path, max(info.display_size, (info.coded_width, info.coded_height), key=_area),
+                     job.max_pixels)
     times = sample_times(info.duration, job.frames, job.strategy, job.fps, job.start, job.end, job.offsets)
     indices = frames_at(info.timestamps, times)
     distinct = sorted(set(indices))
@@ -143,6 +148,8 @@ def load_video(
     timeout: float | None = DEFAULT_TIMEOUT,
     folder_fps: float = DEFAULT_FOLDER_FPS,
     max_seconds: float | None = None,
+    max_pixels: int | None = None,
+    cancel: threading.Event | None = None,
 ) -> SampledFrames:
     """Load `frames` frames of a video file, still image, GIF or folder of frames.
 
@@ -159,18 +166,23 @@ def load_video(
     folder_fps: frame rate of a folder of frames (their timestamps are i / folder_fps).
     max_seconds: refuse (VideoError, before decoding any frame) when the part sampled, the window
         [start, end) or else the whole video, is longer than this many seconds.
+    max_pixels: refuse (VideoError, before decoding any frame) a source whose frames hold more pixels
+        than this (width x height as displayed, or as stored when that is more).
+    cancel: an event another thread sets to call the decode off: the decode worker running it is
+        killed within a fraction of a second and `stanchat.errors.Cancelled` is raised.
     Raises VideoError (one line) for unreadable input, StanchatError for an impossible request.
     """
     check_request(frames, strategy, fps, start, end)
-    _check_options(size, fit, timeout, folder_fps, max_seconds)
+    _check_options(size, fit, timeout, folder_fps, max_seconds, max_pixels)
     source = check_source(path)
     chain = resolve_backends(backend)
     offsets = draw_offsets(strategy, frames, generator)
     failures = []
     for attempt in chain:
-        job = DecodeJob(source, frames, strategy, fps, start, end, size, offsets, folder_fps, attempt, max_seconds, fit)
+        job = DecodeJob(source, frames, strategy, fps, start, end, size, offsets, folder_fps, attempt, max_seconds, fit,
+                        max_pixels)
         try:
-            return _run(job, timeout)
+            return _run(job, timeout, cancel)
         except BackendError as err:
             failures.append(f"{attempt.name}: {one_line(str(err))}")
             if attempt is not chain[-1]:
@@ -193,6 +205,19 @@ def check_length(path: str, duration: float, start: float | None, end: float | N
     raise VideoError(f"the window sampled from {path} is {limit}; send a shorter window (start/end)")
 
 
+def check_pixels(path: str, size: tuple[int, int], max_pixels: int) -> None:
+    """Refuse (VideoError) a source of `path` whose (width, height) frames hold more than `max_pixels` pixels."""
+    width, height = size
+    if width * height <= max_pixels:
+        return
+    raise VideoError(f"{path} has {width}x{height} frames ({width * height / 1e6:.1f} megapixels), more than the "
+                     f"limit of {max_pixels:,} pixels a frame; send a smaller video, or raise --max-frame-pixels")
+
+
+def _area(size: tuple[int, int]) -> int:
+    return size[0] * size[1]
+
+
 def _log_fallback(backend: str, source: str, reason: str) -> None:
     """Warn the first time a backend fails for a cause; later clips with that cause log at debug level.
 
@@ -212,17 +237,19 @@ def _log_fallback(backend: str, source: str, reason: str) -> None:
 _FALLBACK_CAUSES: set[tuple[str, str]] = set()  # (backend, reason without path and numbers) warned about
 
 
-def _run(job: DecodeJob, timeout: float | None) -> SampledFrames:
-    if timeout is None:
-        return run_job(job)
-    if os.name != "posix":  # the worker's pipes need POSIX file descriptors
+def _run(job: DecodeJob, timeout: float | None, cancel: threading.Event | None) -> SampledFrames:
+    if timeout is not None and os.name == "posix":
+        return run_guarded(job, timeout, cancel)
+    if timeout is not None:  # the worker's pipes need POSIX file descriptors
         logger.debug("no decode watchdog on %s: decoding in this process", os.name)
-        return run_job(job)
-    return run_guarded(job, timeout)
+    if cancel is not None and cancel.is_set():  # in this process a decode can only be called off before it starts
+        raise Cancelled("the decode was cancelled")
+    return run_job(job)
 
 
 def _check_options(
-    size: int | None, fit: Fit | None, timeout: float | None, folder_fps: float, max_seconds: float | None
+    size: int | None, fit: Fit | None, timeout: float | None, folder_fps: float, max_seconds: float | None,
+    max_pixels: int | None,
 ) -> None:
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
         raise StanchatError(f"size must be a whole number of pixels >= 1 or None, got {size!r}")
@@ -236,6 +263,8 @@ def _check_options(
         raise StanchatError(f"folder_fps must be > 0, got {folder_fps!r}")
     if max_seconds is not None and not max_seconds > 0:
         raise StanchatError(f"max_seconds must be > 0 or None, got {max_seconds!r}")
+    if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1):
+        raise StanchatError(f"max_pixels must be a whole number of pixels >= 1 or None, got {max_pixels!r}")
 
 
 def check_source(path: str | os.PathLike) -> str:

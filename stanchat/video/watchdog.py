@@ -31,6 +31,10 @@ Design:
 - A stalled or crashed worker is killed and dropped; the caller then tries the next backend. A worker
   killed from outside with SIGKILL (the out-of-memory killer, an operator) is the machine's failure,
   not the file's: ResourceError, without trying the next backend on a machine short of memory.
+- A caller may call its job off (a server whose client hung up): while it waits for the worker it
+  looks at its cancel event every CANCEL_POLL s; once set, the worker is killed (decoders cannot be
+  interrupted more gently, see above), dropped, and Cancelled raised (also while it was still
+  starting up: the next job starts a fresh one).
 - The worker dies with its parent: it exits when its request pipe closes and, when started from the
   main thread on Linux, gets SIGKILL if the parent dies (PR_SET_PDEATHSIG) even while stuck in C code.
 - Forked children of the caller (DataLoader workers) start their own workers instead of sharing.
@@ -48,9 +52,10 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from multiprocessing.connection import Connection
 
-from stanchat.errors import ResourceError, StanchatError, VideoError
+from stanchat.errors import Cancelled, ResourceError, StanchatError, VideoError
 from stanchat.video.backends import BackendError
 
 logger = logging.getLogger(__name__)
@@ -60,6 +65,7 @@ READY = "ready"  # the worker's first message: started, libraries imported
 TICK_INTERVAL = 0.2  # seconds between progress messages at most (more often would only cost pipe writes)
 EXIT_WAIT = 1.0  # seconds an idle worker gets to exit when the caller does
 STARTUP_TIMEOUT = 60.0  # seconds a new worker may take to start and import PyAV (not counted in `timeout`)
+CANCEL_POLL = 0.1  # seconds between looks at a caller's cancel event while its worker works
 
 # Reply status -> exception raised in the caller.
 _ERRORS = {"video": VideoError, "user": StanchatError, "backend": BackendError}
@@ -172,12 +178,16 @@ def prestart(torch: bool = True) -> None:
         _POOL.prestart(torch)
 
 
-def run_guarded(job, timeout: float):
-    """Run `stanchat.video.load.run_job(job)` in a worker; BackendError if it stalls for `timeout` s or crashes."""
+def run_guarded(job, timeout: float, cancel: threading.Event | None = None):
+    """Run `stanchat.video.load.run_job(job)` in a worker; BackendError if it stalls for `timeout` s or crashes.
+    Once `cancel` is set (by another thread) the worker is killed within CANCEL_POLL seconds and
+    Cancelled is raised; the next job gets a fresh worker."""
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("the decode was cancelled")
     worker = _POOL.acquire(torch=job.fit is not None)
     healthy = False
     try:
-        reply = _exchange(worker, job, timeout)
+        reply = _exchange(worker, job, timeout, cancel)
         healthy = True  # it answered, so it is idle again and can take the next job
     finally:
         _POOL.release(worker, healthy)
@@ -187,16 +197,16 @@ def run_guarded(job, timeout: float):
     raise _ERRORS[status](payload)
 
 
-def _exchange(worker: _Worker, job, timeout: float) -> tuple[str, object]:
+def _exchange(worker: _Worker, job, timeout: float, cancel: threading.Event | None) -> tuple[str, object]:
     name = job.backend.name
     try:
         if not worker.ready:  # a loaded machine can take seconds to start Python and import PyAV
-            if not worker.replies.poll(STARTUP_TIMEOUT) or worker.replies.recv() != READY:
+            if not _wait(worker, STARTUP_TIMEOUT, cancel) or worker.replies.recv() != READY:
                 raise BackendError(f"the decode worker did not start within {STARTUP_TIMEOUT:g} s")
             worker.ready = True
         worker.requests.send(job)
         while True:
-            if not worker.replies.poll(timeout):
+            if not _wait(worker, timeout, cancel):
                 raise BackendError(f"{name} made no progress for {timeout:g} s and was killed")
             message = worker.replies.recv()
             if message != TICK:
@@ -207,6 +217,21 @@ def _exchange(worker: _Worker, job, timeout: float) -> tuple[str, object]:
             raise ResourceError(f"the decode worker was killed ({reason}), as the out-of-memory killer does; "
                                 "retry, or free memory on the machine") from None
         raise BackendError(f"{name} crashed the decode worker ({reason})") from None
+
+
+def _wait(worker: _Worker, seconds: float, cancel: threading.Event | None) -> bool:
+    """True once the worker has a message for us, False after `seconds` without one; Cancelled as soon
+    as `cancel` is set (looked at every CANCEL_POLL s)."""
+    if cancel is None:
+        return worker.replies.poll(seconds)
+    deadline = time.monotonic() + seconds
+    while not cancel.is_set():
+        left = deadline - time.monotonic()
+        if worker.replies.poll(max(0.0, min(left, CANCEL_POLL))):
+            return True
+        if left <= CANCEL_POLL:
+            return False
+    raise Cancelled("the decode was cancelled")
 
 
 def _exit_reason(process: subprocess.Popen) -> str:

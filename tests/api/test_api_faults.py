@@ -24,7 +24,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.api_helpers import KEY, LEFT, QUESTION, data_url, serve_subprocess, video_message
+from tests.api_helpers import KEY, LEFT, QUESTION, busy_worker, data_url, peak_rss, running, serve_subprocess, video_message
+from tests.big_clips import repeat, write_big_clip
 from tests.tiny_llava import write_video
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="raw sockets and flock on Linux")
@@ -33,6 +34,8 @@ BODY_TIMEOUT = 8  # --body-timeout: long enough for the healthy requests made wh
 PLACES = 4  # --max-pending
 TRICKLERS = 3
 ANSWER = "a blue triangle moves left"
+PEAK_RSS = 1.5 * 2**30  # bytes the server and each decode worker may hold at most, whatever the video
+GONE_WITHIN = 20  # seconds a hung-up request's decode worker may live on (a full decode takes ~10 s here)
 
 
 @pytest.fixture(scope="module")
@@ -229,6 +232,43 @@ def test_uploads_refused_after_parsing_are_never_written(server, tmp):
     assert _uploads(tmp) == []
 
 
+def test_frames_past_the_models_reach_are_refused_before_anything_is_written(server, tmp):
+    status, payload = _request(server[0], _ask(data_url(LEFT), frames=2000))
+    assert status == 400 and payload["error"]["param"] == "frames", payload
+    assert payload["error"]["message"].startswith("frames 2000 is more than the 64 frames")
+    assert _uploads(tmp) == []
+
+
+def test_a_4000x4000_clip_is_answered_in_bounded_memory(server, tmp_path):
+    """Frames are fitted to the tower in the decode worker as each is decoded: neither the worker nor
+    the server holds 16 frames of 4000x4000 (768 MB as RGB), let alone their pickled copies."""
+    base, _, process = server
+    clip = write_big_clip(tmp_path / "big.mp4", 4000, 4000)
+    assert clip.stat().st_size < 1 << 20
+    status, payload = _request(base, _ask(data_url(clip), frames=16))
+    assert status == 200 and payload["stanchat"]["frames"] == 16, payload
+    peaks = _peaks(process.pid)
+    assert len(peaks) >= 2 and max(peaks.values()) < PEAK_RSS, peaks
+
+
+def _peaks(server_pid: int) -> dict[int, int]:
+    """Peak resident bytes of the server and of each of its decode workers alive now."""
+    import psutil
+
+    pids = [server_pid, *(child.pid for child in psutil.Process(server_pid).children(recursive=True))]
+    return {pid: peak_rss(pid) for pid in pids}
+
+
+def test_a_clip_over_the_frame_size_ceiling_is_refused_before_decoding(server, tmp_path):
+    """6000x6000 is over the default --max-frame-pixels (8K: 8192x4352): a 400 naming both sizes and
+    the flag, decided from the probe (tests/video/test_video_pixels.py: no frame is decoded)."""
+    clip = write_big_clip(tmp_path / "huge.mp4", 6000, 6000, frames=1)
+    status, payload = _request(server[0], _ask(data_url(clip)))
+    message = payload["error"]["message"]
+    assert status == 400 and "has 6000x6000 frames" in message and "35,651,584 pixels" in message, payload
+    assert "--max-frame-pixels" in message and "stanchat-api-" not in message
+
+
 def test_the_same_new_video_at_four_frame_counts_at_once(server, tmp_path):
     """Each request's upload is its own: none loses its file to another's encode."""
     base = server[0]
@@ -240,30 +280,12 @@ def test_the_same_new_video_at_four_frame_counts_at_once(server, tmp_path):
         assert [payload["stanchat"]["frames"] for _, payload in replies] == list(range(2, 2 + PLACES))
 
 
-def _cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
-
-
 def _kill_the_busy_worker(server_pid: int, stop: threading.Event) -> bool:
-    """SIGKILL the first decode worker of the server seen working (its CPU time growing), as the
-    out-of-memory killer would; polls every 10 ms for at most 60 s or until `stop`."""
-    import psutil
-
-    seen: dict[int, int] = {}
-    deadline = time.monotonic() + 60
-    while not stop.is_set() and time.monotonic() < deadline:
-        for child in psutil.Process(server_pid).children(recursive=True):
-            try:
-                ticks = _cpu_ticks(child.pid)
-            except OSError:
-                continue
-            if child.pid in seen and ticks > seen[child.pid]:
-                os.kill(child.pid, signal.SIGKILL)
-                return True
-            seen[child.pid] = ticks
-        time.sleep(0.01)
-    return False
+    """SIGKILL the first decode worker of the server seen working, as the out-of-memory killer would."""
+    worker = busy_worker(server_pid, stop)
+    if worker is not None:
+        os.kill(worker, signal.SIGKILL)
+    return worker is not None
 
 
 def test_a_decode_worker_killed_mid_request_is_the_servers_503(server, tmp_path):
@@ -277,6 +299,26 @@ def test_a_decode_worker_killed_mid_request_is_the_servers_503(server, tmp_path)
         assert killed.result()
     assert status == 503 and "decode worker was killed" in payload["error"]["message"], payload
     assert _request(base, _ask(data_url(LEFT)))[0] == 200  # a new worker decodes the next video
+
+
+def test_a_client_that_hangs_up_ends_its_decode(server, tmp_path):
+    """Two requests for a slow decode (32 frames of 4000x4000, ~10 s) whose clients hang up once it
+    runs: each one's decode worker is killed at once, not left to finish; the next request is served."""
+    base, _, process = server
+    slow = repeat(write_big_clip(tmp_path / "big.mp4", 4000, 4000), tmp_path / "slow.mp4", copies=4)
+    body = json.dumps(_ask(data_url(slow), frames=32)).encode()
+    for _ in range(2):
+        with _connect(base, body) as sock:
+            sock.sendall(body)
+            worker = busy_worker(process.pid, threading.Event())
+        assert worker is not None  # the socket is closed: the client has gone
+        deadline = time.monotonic() + GONE_WITHIN
+        while running(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not running(worker)
+    assert _request(base, _ask(data_url(LEFT)))[0] == 200
+    health = _idle(base)
+    assert (health["pending"], health["receiving"]) == (0, 0)
 
 
 def _raw_fields(**raw: str) -> bytes:

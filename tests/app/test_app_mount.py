@@ -91,16 +91,17 @@ def test_api_with_app_takes_the_serve_options_and_checks_them_before_loading(cha
     for argv, says in ((["--max-sessions", "0"], "--max-sessions must be at least 1"),
                        (["--max-file-size", "lots"], "--max-file-size 'lots' is not a size"),
                        (["--examples", "/nonexistent"], "no such file or folder"),
+                       (["--max-frame-pixels", "0"], "--max-frame-pixels must be at least 1, got 0"),
                        (["--engine", "vllm"], "--with-app needs the transformers engine")):
         assert main(["api", "--with-app", *argv, "--llava", "/nonexistent", "--stan", app_models["stan"]]) == 2
         assert says in capsys.readouterr().err
     built = []
     monkeypatch.setattr("stanchat.commands.api.build_with_app", lambda chat, config, app: built.append(app))
     monkeypatch.setattr("stanchat.api.server.serve", lambda *args: None)
-    assert main(["api", "--with-app", "--max-sessions", "5", "--queue-size", "2", "--llava", app_models["llava"],
-                 "--stan", app_models["stan"], "--device", "cpu"]) == 0
+    assert main(["api", "--with-app", "--max-sessions", "5", "--queue-size", "2", "--max-frame-pixels", "1000",
+                 "--llava", app_models["llava"], "--stan", app_models["stan"], "--device", "cpu"]) == 0
     (app_config,) = built
-    assert (app_config.max_sessions, app_config.queue_size) == (5, 2)
+    assert (app_config.max_sessions, app_config.queue_size, app_config.max_frame_pixels) == (5, 2, 1000)
 
 
 def test_the_private_folder_is_private(chat):

@@ -11,12 +11,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 from conftest import DATA, REPO
 
-from stanchat.errors import ResourceError, VideoError
+from stanchat.errors import Cancelled, ResourceError, StanchatError, VideoError
 from stanchat.video import load_video
 from stanchat.video.backends import PyAVBackend
 
@@ -124,6 +125,55 @@ def test_concurrent_callers_get_their_own_workers(generated):
         clips = list(pool.map(lambda n: load_video(generated[n], 5), names))
     assert all([read_index(f) for f in c.frames] == c.indices == [4, 12, 20, 28, 36] for c in clips)
     assert {c.path for c in clips} == {str(generated[n]) for n in names}
+
+
+def _busy_worker_pid(deadline: float) -> int:
+    """The pid of the worker taken for a job (waiting at most until `deadline`)."""
+    from stanchat.video.watchdog import _POOL
+
+    while not _POOL.busy and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return next(iter(_POOL.busy)).process.pid
+
+
+def test_a_cancelled_decode_kills_its_worker_and_the_next_gets_a_fresh_one():
+    """A caller that no longer wants the frames (a server's client hung up) sets its event: the worker,
+    stuck in C for an hour, is killed long before its 600 s timeout, and Cancelled (nobody's mistake,
+    not a StanchatError) is raised."""
+    from stanchat.video.watchdog import _POOL
+
+    cancel, outcome = threading.Event(), []
+
+    def decode() -> None:
+        try:
+            load_video(CLIP, 2, backend=[HoldsTheGIL()], timeout=600, cancel=cancel)
+        except Exception as err:
+            outcome.append(err)
+
+    started = time.monotonic()
+    caller = threading.Thread(target=decode, daemon=True)  # daemon: a broken cancel fails the test, not the run
+    caller.start()
+    worker = _busy_worker_pid(started + 60)
+    cancel.set()
+    caller.join(timeout=60)
+    assert len(outcome) == 1 and isinstance(outcome[0], Cancelled) and not isinstance(outcome[0], StanchatError)
+    assert not _alive(worker) and not _POOL.busy
+    assert worker not in {idle.process.pid for idle in _POOL.idle}
+    assert load_video(CLIP, 2, cancel=threading.Event()).frames.shape[0] == 2  # served by a fresh worker
+
+
+def test_a_decode_cancelled_before_it_starts_sends_nothing():
+    from stanchat.video.watchdog import _POOL
+
+    load_video(CLIP, 2)
+    idle = list(_POOL.idle)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        load_video(CLIP, 2, backend=[KilledFromOutside()], cancel=cancel)
+    with pytest.raises(Cancelled):
+        load_video(CLIP, 2, backend=[KilledFromOutside()], cancel=cancel, timeout=None)  # in this process too
+    assert _POOL.idle == idle and all(worker.process.poll() is None for worker in idle)
 
 
 CALLER = """
