@@ -25,21 +25,34 @@ FIELDS = ("video", "question", "answer") + VIDEO_OPTIONS
 def score_answers(chat: "VideoChat", requests: Iterable[dict], batch_size: int = DEFAULTS.batch_size,
                   defaults: dict[str, Any] | None = None) -> list["Scored"]:
     """The `Scored` of each request (dict: video, question, answer, and any `VideoOptions` field;
-    `defaults` fills the options a request leaves out), in order."""
-    from stanchat.engine.likelihood import make_score_job, score
+    `defaults` fills the options a request leaves out), in order. Requests are encoded and scored
+    `batch_size` at a time, so only one batch's video tokens are held at once."""
+    from stanchat.engine.likelihood import score
 
-    jobs = []
+    if batch_size < 1:
+        raise StanchatError(f"the batch size must be at least 1, got {batch_size}", param="batch_size")
+    scored: list["Scored"] = []
+    batch: list = []
     for number, request in enumerate(requests, 1):
-        unknown = sorted(set(request) - set(FIELDS))
-        if unknown:
-            raise StanchatError(f"answer {number}: unknown field(s) {', '.join(unknown)}; it takes {', '.join(FIELDS)}")
-        given = {**(defaults or {}), **{k: v for k, v in request.items() if k in VIDEO_OPTIONS}}
-        options = VideoOptions(**given)
-        chat.check_prompt(options, request["question"])  # before decoding
-        encoded = chat.encode(request["video"], options)
-        jobs.append(make_score_job(chat.processor, chat.context_length, encoded.features, encoded.frames,
-                                   options.temporal, request["question"], request["answer"]))
-    return score(chat.llava, jobs, batch_size)
+        batch.append(_job(chat, request, defaults or {}, number))
+        if len(batch) == batch_size:
+            scored += score(chat.llava, batch, batch_size)
+            batch = []
+    return scored + (score(chat.llava, batch, batch_size) if batch else [])
+
+
+def _job(chat: "VideoChat", request: dict, defaults: dict[str, Any], number: int):
+    """The score job of one request (its video encoded through the chat's cache)."""
+    from stanchat.engine.likelihood import make_score_job
+
+    unknown = sorted(set(request) - set(FIELDS))
+    if unknown:
+        raise StanchatError(f"answer {number}: unknown field(s) {', '.join(unknown)}; it takes {', '.join(FIELDS)}")
+    options = VideoOptions(**{**defaults, **{k: v for k, v in request.items() if k in VIDEO_OPTIONS}})
+    chat.check_prompt(options, request["question"])  # before decoding
+    encoded = chat.encode(request["video"], options)
+    return make_score_job(chat.processor, chat.context_length, encoded.features, encoded.frames, options.temporal,
+                          request["question"], request["answer"])
 
 
 def choose(scores: list["Scored"]) -> int:

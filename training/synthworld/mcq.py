@@ -88,7 +88,8 @@ def task_yaml(task: str, questions: Path, generate: bool) -> str:
             "test_split: test\ndoc_to_visual: !function utils.doc_to_visual\ndoc_to_text: !function utils.doc_to_text\n")
     if generate:
         return head + ("output_type: generate_until\ngeneration_kwargs:\n  max_new_tokens: 8\n  temperature: 0\n"
-                       "  do_sample: false\n  until: [\"\\n\"]\nprocess_results: !function utils.process_generation\n"
+                       "  do_sample: false\n  until: [\"\\n\"]\ndoc_to_target: !function utils.doc_to_answer\n"
+                       "process_results: !function utils.process_generation\n"
                        "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n")
     return head + ("output_type: multiple_choice\ndoc_to_choice: !function utils.doc_to_choice\n"
                    "doc_to_target: !function utils.doc_to_target\n"

@@ -27,6 +27,11 @@ def doc_to_target(doc):
     return int(doc["answer"])
 
 
+def doc_to_answer(doc):
+    """The right option's text (the generation task's target)."""
+    return doc["options"][int(doc["answer"])]
+
+
 def process_generation(doc, results):
     """exact_match: the generated answer is the right option's text (case and outer spaces aside)."""
     answer = results[0].strip().lower()
