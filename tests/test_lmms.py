@@ -1,7 +1,7 @@
 """The real lmms-eval (0.7.3, in .venv-lmms made by scripts/test) runs `--model stanchat` offline on a
 local task written here (`training.synthworld.mcq`): its generated answers equal `stanchat ask
 --batch` at the same frame count, and its multiple-choice picks (by likelihood) equal `stanchat
-eval mcq`'s on the same questions."""
+eval mcq`'s on the same questions; two data-parallel ranks give the one-process run's samples."""
 
 import json
 import os
@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LMMS_PYTHON = ROOT / ".venv-lmms" / "bin" / "python"
 FRAMES = 8  # not the default 16: the frame count must reach the model
-TIMEOUT = 600  # seconds; the run takes about 30 on two shared cores
+TIMEOUT = 600  # seconds; a run takes about 40 on two shared cores
 
 pytestmark = pytest.mark.slow
 
@@ -36,16 +36,13 @@ def questions(tmp_path_factory):
     return write_mcq(tmp_path_factory.mktemp("mcq"), n=8, seed=11, config=WorldConfig(frames=16))
 
 
-@pytest.fixture(scope="module")
-def samples(questions, tmp_path_factory):
-    """lmms-eval's logged samples of both tasks: task name -> doc id -> sample."""
-    python = _python()
-    out, home = tmp_path_factory.mktemp("lmms-out"), tmp_path_factory.mktemp("hf-home")
+def _run(questions, out: Path, home: Path, launcher: list[str]) -> dict:
+    """lmms-eval's logged samples of both tasks, run by `launcher`: task name -> doc id -> sample."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "HF_HOME": str(home), "PYTHONPATH": str(ROOT)}
-    command = [python, "-m", "lmms_eval", "--model", "stanchat", "--model_args", f"model=tiny,frames={FRAMES},device=cpu",
-               "--batch_size", "3", "--tasks", ",".join(questions.tasks), "--include_path", str(questions.root),
-               "--output_path", str(out), "--log_samples"]
+    command = [*launcher, "-m", "lmms_eval", "--model", "stanchat", "--model_args",
+               f"model=tiny,frames={FRAMES},device=cpu", "--batch_size", "3", "--tasks", ",".join(questions.tasks),
+               "--include_path", str(questions.root), "--output_path", str(out), "--log_samples"]
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=TIMEOUT)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     found = {}
@@ -55,6 +52,11 @@ def samples(questions, tmp_path_factory):
         rows = [json.loads(line) for line in files[0].read_text().splitlines()]
         found[task] = {row["doc_id"]: row for row in rows}
     return found
+
+
+@pytest.fixture(scope="module")
+def samples(questions, tmp_path_factory):
+    return _run(questions, tmp_path_factory.mktemp("lmms-out"), tmp_path_factory.mktemp("hf-home"), [_python()])
 
 
 def test_generated_answers_equal_ask_batch(questions, samples, tmp_path):
@@ -87,3 +89,14 @@ def test_likelihood_choices_equal_eval_mcq(questions, samples, tmp_path):
         assert losses == pytest.approx([-lp for lp in row["logprobs"]], rel=1e-4, abs=1e-4)
         assert losses.index(min(losses)) == row["choice"]
         assert scored[i]["acc"] == float(row["choice"] == row["answer"])
+
+
+def test_data_parallel_ranks_give_the_same_samples(questions, samples, tmp_path):
+    """Two processes (torchrun on CPU; on GPUs `accelerate launch`): each rank loads the model and
+    answers its share, lmms-eval gathers; every sample equals the one-process run's."""
+    python = _python()
+    launcher = [python, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
+    parallel = _run(questions, tmp_path / "out", tmp_path / "home", launcher)
+    for task in questions.tasks:
+        assert {i: row["filtered_resps"] for i, row in parallel[task].items()} == \
+            {i: row["filtered_resps"] for i, row in samples[task].items()}

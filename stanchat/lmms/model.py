@@ -50,9 +50,11 @@ class StanchatLMM(lmms):
         if unknown:
             raise StanchatError(f"unknown --model_args {', '.join(sorted(unknown))}; stanchat takes {', '.join(MODEL_ARGS)}")
         import stanchat
+        import torch
         from accelerate import Accelerator
 
-        self.accelerator = Accelerator()
+        # without CUDA, accelerate forms a group of CPU processes (gloo) only when told cpu=True
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
         if self.accelerator.num_processes > 1:  # one model per process, on that process's device
             device = str(self.accelerator.device)
             self._rank, self._world_size = self.accelerator.process_index, self.accelerator.num_processes
