@@ -15,7 +15,7 @@ and `stanchat.convert`) are not seen either.
 The layers (STYLE.md, "Layout we aim for"):
 - core: everything in `stanchat/` except the front ends; it imports no front end, nor a core
   module that imports one (each hop of such a chain is listed);
-- front ends: `stanchat/api/`, `stanchat/app/`, `stanchat/commands/`, `stanchat/cli.py`,
+- front ends: `stanchat/api/`, `stanchat/app/`, `stanchat/commands/`, `stanchat/cli.py`, `stanchat/lmms/`,
   `stanchat/__main__.py`; `stanchat/api/` does not import `stanchat/app/`;
 - `stanchat/` never imports `training/`, `demo/` or `benchmarks/`;
 - the models (STAN, Mug, the video-text models and their registry) import no converter:
@@ -32,7 +32,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ("stanchat", "training")
-FRONT_ENDS = ("stanchat.api", "stanchat.app", "stanchat.commands", "stanchat.cli", "stanchat.__main__")
+FRONT_ENDS = ("stanchat.api", "stanchat.app", "stanchat.commands", "stanchat.cli", "stanchat.__main__", "stanchat.lmms")
 NEVER_FROM_STANCHAT = ("training", "demo", "benchmarks")
 MODELS = ("stanchat.stan", "stanchat.mug", "stanchat.videomodel", "stanchat.videoclip", "stanchat.cocaclip",
           "stanchat.architectures", "stanchat.openclip_blocks")

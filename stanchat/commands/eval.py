@@ -4,6 +4,7 @@
   stanchat eval recognition --dataset k400   --data-root DIR --model DIR --out results/
   stanchat eval videoqa     --dataset msvd-qa --data-root DIR --model PRESET --out results/
   stanchat eval reverse     --data DIR_OR_JSONL --model DIR --out results/
+  stanchat eval mcq         --data QUESTIONS.jsonl --model PRESET --out results/
 
 Each run writes <task>.json (metrics, model, frames, tokens, prompts, dataset counts, skipped
 videos, commit, date), <task>.md and <task>.png into --out. Video features are cached under
@@ -16,7 +17,7 @@ import argparse
 from dataclasses import fields
 
 from stanchat.eval.config import (
-    PROTOCOL_TOKENS, TIE_RULES, RecognitionConfig, RetrievalConfig, ReverseConfig, VideoQAConfig,
+    PROTOCOL_TOKENS, TIE_RULES, MCQConfig, RecognitionConfig, RetrievalConfig, ReverseConfig, VideoQAConfig,
 )
 from stanchat.options import SCORING_MODES, TEMPORAL_MODES
 
@@ -47,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _videoqa_args(sub.choices["videoqa"])
     _reverse_args(sub.add_parser("reverse", help="time-reversal probe: features and answers forwards vs backwards",
                                  description="time-reversal probe: features and answers forwards vs backwards"))
+    about = "multiple-choice video QA scored by likelihood (each option's log-probability as the answer)"
+    _mcq_args(sub.add_parser("mcq", help=about, description=about))
 
 
 def _debug(parser: argparse.ArgumentParser) -> None:
@@ -115,6 +118,21 @@ def _reverse_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=ReverseConfig.max_new_tokens, help="(default: %(default)s)")
 
 
+def _mcq_args(p: argparse.ArgumentParser) -> None:
+    _debug(p)
+    p.add_argument("--data", required=True, help="JSONL of {id, video, question, options, answer, kind} (see stanchat.eval.mcq)")
+    p.add_argument("--data-root", help="folder the JSONL's video paths are relative to (default: the JSONL's folder)")
+    p.add_argument("--out", required=True, help="folder for mcq.json, mcq.md, mcq.png, mcq_predictions.jsonl")
+    p.add_argument("--model", help="chat preset (default: stanchat's default preset unless --llava and --stan are given)")
+    p.add_argument("--llava", help="LLaVA directory or hub id (overrides the preset's)")
+    p.add_argument("--stan", help="STAN (VideoCLIP) directory (overrides the preset's)")
+    p.add_argument("--frames", type=int, default=MCQConfig.frames, help="frames per video (default: %(default)s)")
+    p.add_argument("--temporal", choices=TEMPORAL_MODES, default=MCQConfig.temporal, help="(default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=MCQConfig.batch_size, help="answers per forward pass (default: %(default)s)")
+    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="model dtype (default: stanchat.load's)")
+    p.add_argument("--device", help="torch device (default: CUDA when present, else CPU)")
+
+
 def _config(cls, args: argparse.Namespace):
     """The task's config from the parsed options: every field the parser defines, by name."""
     values = vars(args)
@@ -140,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = _config(ReverseConfig, args)
     else:
         cfg = _config({"retrieval": RetrievalConfig, "recognition": RecognitionConfig,
-                       "videoqa": VideoQAConfig}[args.task], args)
+                       "videoqa": VideoQAConfig, "mcq": MCQConfig}[args.task], args)
     from stanchat.eval.features import process_state
     from stanchat.eval.report import can_plot
     from stanchat.outputs import make_out_dir
@@ -166,6 +184,9 @@ def _runner(task: str):
     if task == "videoqa":
         from stanchat.eval.videoqa import run_videoqa
         return run_videoqa
+    if task == "mcq":
+        from stanchat.eval.mcq import run_mcq
+        return run_mcq
     from stanchat.eval.reverse import run_reverse
     return run_reverse
 
@@ -182,5 +203,8 @@ def summary_line(task: str, results: dict) -> str:
     if task == "videoqa":
         judged = "" if "judge_accuracy" not in m else f" judge {m['judge_accuracy']}"
         return f"exact {m['exact_match']:.2f} contains {m['contains']:.2f} ({m['answered']} answered){judged}"
+    if task == "mcq":
+        kinds = " ".join(f"{k} {v['accuracy']:.1f}" for k, v in m["per_kind"].items())
+        return f"accuracy {m['accuracy']:.2f} ({m['questions']} questions; {kinds})"
     flips = results["captions"]
     return f"mean cosine {m['mean_cosine']:.4f}" + (f" caption flips {flips['flip_fraction']:.3f}" if flips else "")

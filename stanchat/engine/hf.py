@@ -199,7 +199,7 @@ class TransformersEngine(Engine):
         batch = _Batch(eos=set(eos if isinstance(eos, list) else [eos] if eos is not None else []))
         for job, future in items:
             batch.rows.append(_Row(job, future, TextTracker(decode, job.sampling.stop, job.on_text)))
-        embeds, mask = self._inputs([job for job, _ in items])
+        embeds, mask = embed_prompts(self.llava, [(job.prompt_ids, job.features) for job, _ in items])
         sampling = items[0][0].sampling
         kwargs: dict[str, Any] = {"max_new_tokens": max(job.sampling.max_tokens for job, _ in items),
                                   "do_sample": not sampling.greedy, "pad_token_id": self._pad_id()}
@@ -223,22 +223,28 @@ class TransformersEngine(Engine):
         tokenizer = self.processor.tokenizer
         return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
-    def _inputs(self, jobs: list[Job]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left-padded prompt embeddings (B, S, E), each with its video placed (`place_video`), and their mask (B, S)."""
-        device = self.llava.get_input_embeddings().weight.device
-        image_token_id = self.llava.config.image_token_id
-        rows = []
-        for job in jobs:
-            ids = torch.tensor(job.prompt_ids)
-            expanded = _expand(ids, ids == image_token_id, job.features.shape[1])  # (S,) one placeholder per token
-            rows.append(place_video(self.llava, expanded[None].to(device), job.features)[0])  # (S, E)
-        length = max(row.shape[0] for row in rows)
-        embeds = rows[0].new_zeros(len(rows), length, rows[0].shape[1])
-        mask = torch.zeros(len(rows), length, dtype=torch.long, device=device)
-        for i, row in enumerate(rows):
-            embeds[i, length - row.shape[0]:] = row
-            mask[i, length - row.shape[0]:] = 1
-        return embeds, mask
+
+def embed_prompts(llava: Any, rows: list[tuple[list[int], torch.Tensor]],
+                  pad_left: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded prompt embeddings (B, S, E), each row's ids with its one video placeholder replaced
+    by its projected video tokens (1, N, E) (`place_video`), and their mask (B, S). Left padding
+    for `generate` (new tokens follow every row's last token); right padding for scoring (each
+    row's positions start at 0, so a plain forward needs no position ids)."""
+    device = llava.get_input_embeddings().weight.device
+    image_token_id = llava.config.image_token_id
+    embedded = []
+    for ids, features in rows:
+        ids = torch.tensor(ids)
+        expanded = _expand(ids, ids == image_token_id, features.shape[1])  # (S,) one placeholder per token
+        embedded.append(place_video(llava, expanded[None].to(device), features)[0])  # (S, E)
+    length = max(row.shape[0] for row in embedded)
+    embeds = embedded[0].new_zeros(len(embedded), length, embedded[0].shape[1])
+    mask = torch.zeros(len(embedded), length, dtype=torch.long, device=device)
+    for i, row in enumerate(embedded):
+        span = slice(length - row.shape[0], length) if pad_left else slice(0, row.shape[0])
+        embeds[i, span] = row
+        mask[i, span] = 1
+    return embeds, mask
 
 
 def _expand(ids: torch.Tensor, placeholders: torch.Tensor, count: int) -> torch.Tensor:

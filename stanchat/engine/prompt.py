@@ -45,7 +45,11 @@ def prompt_text(processor: Any, history: list[tuple[str, str]], question: str, s
 
 def prompt_ids(processor: Any, history: list[tuple[str, str]], question: str, system: str | None = None) -> list[int]:
     """Token ids of the prompt, with exactly one video placeholder (no second BOS when the template writes one)."""
-    text = prompt_text(processor, history, question, system)
+    return encode(processor, prompt_text(processor, history, question, system))
+
+
+def encode(processor: Any, text: str) -> list[int]:
+    """Token ids of chat-template text: the tokenizer's BOS added unless the template wrote one."""
     tokenizer = processor.tokenizer
     add_special = not (tokenizer.bos_token is not None and text.startswith(tokenizer.bos_token))
     return tokenizer(text, add_special_tokens=add_special)["input_ids"]

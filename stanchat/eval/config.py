@@ -100,6 +100,21 @@ class ReverseConfig:
         return f"reverse-{Path(self.data).stem}"
 
 
+@dataclass
+class MCQConfig:
+    data: Path  # JSONL of {id, video, question, options, answer (index or option text), kind}
+    out: Path  # folder for mcq.json, mcq.md, mcq.png and mcq_predictions.jsonl
+    model: str | None = None  # chat preset (None with llava + stan: stanchat's default preset otherwise)
+    llava: str | None = None  # overrides the preset's LLaVA (hub id or directory)
+    stan: str | None = None  # overrides the preset's STAN directory
+    data_root: Path | None = None  # folder the JSONL's video paths are relative to; None: the JSONL's folder
+    frames: int = 16  # frames per video
+    temporal: str = "stan"  # how frames reach the LLM: stan | mean | concat
+    batch_size: int = 8  # answers scored per forward pass
+    dtype: str | None = None  # float32 | float16 | bfloat16; None: stanchat.load's choice
+    device: str | None = None  # torch device; None: CUDA when present, else CPU
+
+
 def check_choice(option: str, value: str, valid: tuple[str, ...]) -> str:
     """`value` if it is one of `valid`, else one line naming the valid ones (the CLI's choices
     already catch this; it guards the Python API)."""

@@ -1,6 +1,7 @@
 """Write a synthetic dataset: `python -m training.synthworld --out DIR --format FORMAT --n N --seed S`.
 
-`--format all` writes every registered format, each in `DIR/<format>/`. With `--holdout K`,
+`--format all` writes every registered format, each in `DIR/<format>/`; `--format mcq` writes the
+temporal multiple-choice set (`training.synthworld.mcq`: questions.jsonl and a local lmms-eval task). With `--holdout K`,
 K (colour, shape, motion) triples chosen by `--holdout-seed` are kept out of `--side train`
 clips and are the only captioned content of `--side test` clips.
 """
@@ -22,8 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = WorldConfig()
     p = argparse.ArgumentParser(prog="python -m training.synthworld", description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, type=Path, help="data root to write into")
-    p.add_argument("--format", required=True, choices=[*WRITERS, "webdataset", "all"],
-                   help="dataset format (webdataset: tar shards in video2dataset's layout, SPLIT/00000.tar)")
+    p.add_argument("--format", required=True, choices=[*WRITERS, "webdataset", "mcq", "all"],
+                   help="dataset format (webdataset: tar shards in video2dataset's layout, SPLIT/00000.tar; mcq: the "
+                        "temporal multiple-choice set with its lmms-eval task)")
     p.add_argument("--n", type=int, default=16, help="number of clips")
     p.add_argument("--seed", type=int, default=0, help="seed of the clip specs")
     p.add_argument("--split", help="split to write (default: the format's evaluation split)")
@@ -54,6 +56,14 @@ def main(argv: list[str] | None = None) -> int:
                              segments=args.segments, distractor_prob=args.distractor_prob, noise_prob=args.noise_prob)
         held = holdout_combinations(args.holdout, args.holdout_seed, config) if args.holdout else frozenset()
         exclude, only = (held, None) if args.side == "train" else (frozenset(), held or None)
+        if args.format == "mcq":
+            from training.synthworld.mcq import write_mcq
+
+            start = time.perf_counter()
+            out = write_mcq(args.out, n=args.n, seed=args.seed, config=config, exclude=exclude, only=only)
+            print(f"mcq: {len(out.items)} questions in {out.questions}, lmms-eval tasks {', '.join(out.tasks)} "
+                  f"({time.perf_counter() - start:.1f} s)")
+            return 0
         if args.format == "webdataset":
             start = time.perf_counter()
             out = write_shards(args.out, n=args.n, seed=args.seed, split=args.split or "train",
