@@ -21,7 +21,9 @@ from typing import Any
 import torch
 
 from stanchat.mug import text_to_frame_weights
+from stanchat.errors import StanchatError
 from stanchat.options import check_frames, check_question
+from stanchat.selection import SCORER, SCORERS
 from stanchat.video import Preprocessor, VideoClip
 from stanchat.videoclip import VideoCLIP
 from stanchat.videomodel import has_text_tokenizer, load_text_tokenizer
@@ -70,6 +72,26 @@ class FrameRelevance:
         dtype = self.videoclip.clip.visual_projection.weight.dtype
         pixels = self.preprocessor(clip).to(self.device, dtype)  # (1, T, 3, S, S)
         return self.videoclip.encode_video(pixels)[0]  # (1, T, P) -> (T, P)
+
+    @torch.no_grad()
+    def candidate_features(self, clip: VideoClip, scorer: str = SCORER) -> torch.Tensor:
+        """Per-frame features of any number of candidate frames, (C, H, W, 3) uint8 -> (C, P):
+        scorer "window" runs the VideoCLIP (CLIP + STAN) on consecutive chunks of at most STAN's
+        max_frames; "tower" runs CLIP alone on every frame (no STAN). Chunked either way, so memory
+        holds one chunk's activations."""
+        if scorer not in SCORERS:
+            raise StanchatError(f"unknown scorer {scorer!r}; choose one of {', '.join(SCORERS)}")
+        chunk = self.videoclip.config.stan.max_frames
+        dtype = self.videoclip.clip.visual_projection.weight.dtype
+        out = []
+        for start in range(0, clip.frames.shape[0], chunk):
+            pixels = self.preprocessor(clip.frames[start:start + chunk]).to(self.device, dtype)  # (1, c, 3, S, S)
+            if scorer == "window":
+                out.append(self.videoclip.encode_video(pixels)[0])  # (1, c, P) -> (c, P)
+            else:
+                vision = self.videoclip.clip.vision_model(pixel_values=pixels[0]).pooler_output  # (c, D): post-LN CLS
+                out.append(self.videoclip.clip.visual_projection(vision))  # (c, P)
+        return torch.cat(out)  # (C, P)
 
     @torch.no_grad()
     def weights(self, question: str, frame_features: torch.Tensor) -> torch.Tensor:

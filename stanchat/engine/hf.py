@@ -222,7 +222,7 @@ class TransformersEngine(Engine):
         rows = []
         for job in jobs:
             ids = torch.tensor(job.prompt_ids)
-            expanded = _expand(ids, ids == image_token_id, job.features.shape[1])  # (S,) one placeholder per token
+            expanded = _expand(ids, ids == image_token_id, job.block_sizes)  # (S,) one placeholder per video token
             rows.append(place_video(self.llava, expanded[None].to(device), job.features)[0])  # (S, E)
         length = max(row.shape[0] for row in rows)
         embeds = rows[0].new_zeros(len(rows), length, rows[0].shape[1])
@@ -233,9 +233,14 @@ class TransformersEngine(Engine):
         return embeds, mask
 
 
-def _expand(ids: torch.Tensor, placeholders: torch.Tensor, count: int) -> torch.Tensor:
-    """The prompt with its single video placeholder repeated `count` times: (S,) -> (S - 1 + count,)."""
-    if int(placeholders.sum()) != 1:
-        raise RuntimeError(f"a job's prompt holds {int(placeholders.sum())} video placeholders, expected 1")
-    at = int(placeholders.nonzero()[0])
-    return torch.cat([ids[:at], ids[at:at + 1].repeat(count), ids[at + 1:]])
+def _expand(ids: torch.Tensor, placeholders: torch.Tensor, blocks: tuple[int, ...]) -> torch.Tensor:
+    """The prompt with its k-th video placeholder repeated `blocks[k]` times (the text between the
+    blocks stays where it is): (S,) -> (S - len(blocks) + sum(blocks),)."""
+    at = placeholders.nonzero()[:, 0].tolist()
+    if len(at) != len(blocks):
+        raise RuntimeError(f"a job's prompt holds {len(at)} video placeholders, expected {len(blocks)}")
+    pieces, last = [], 0
+    for position, count in zip(at, blocks):
+        pieces += [ids[last:position], ids[position:position + 1].repeat(count)]
+        last = position + 1
+    return torch.cat([*pieces, ids[last:]])
