@@ -217,7 +217,7 @@ class VideoChat:
         self.check_frames(options)
         candidates, candidates_hit, source = self.candidates(video, options, digest=digest, max_seconds=max_seconds)
         started = time.perf_counter()
-        weights = self.relevance.weights(question, candidates.features).tolist()  # (C,) summing to 1
+        weights = self.relevance.weights(question, candidates.features, words_only=True).tolist()  # (C,) sum 1
         chosen = choose(weights, options.frames)
         selected = time.perf_counter() - started
         clip = subclip(candidates.clip, chosen)

@@ -94,13 +94,20 @@ class FrameRelevance:
         return torch.cat(out)  # (C, P)
 
     @torch.no_grad()
-    def weights(self, question: str, frame_features: torch.Tensor) -> torch.Tensor:
-        """The question's weight on each frame, (T,) float32 on the CPU, summing to 1 (Eq. 13)."""
+    def weights(self, question: str, frame_features: torch.Tensor, words_only: bool = False) -> torch.Tensor:
+        """The question's weight on each frame, (T,) float32 on the CPU, summing to 1 (Eq. 13).
+        `words_only`: the question's words alone attend to the frames, not the tokenizer's special
+        tokens (start, end, unknown word): they say nothing about which frame is meant, and on the
+        synthetic world's multi-event clips they drew the weight to the wrong event (selection uses it)."""
         positions = self.videoclip.text_length
         batch = self.tokenizer(check_question(question), truncation=True, max_length=positions, return_tensors="pt")
         ids, mask = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)  # (1, N)
         tokens, _ = self.videoclip.encode_text(ids, mask)  # (1, N, P)
-        return text_to_frame_weights(tokens[0], mask[0], frame_features, tau=self.videoclip.config.logit_scale).cpu()
+        scored = mask[0]
+        if words_only:
+            words = ~torch.isin(ids[0], torch.tensor(self.tokenizer.all_special_ids, device=ids.device))  # (N,)
+            scored = scored * words if bool((scored * words).any()) else scored  # a question of no known word: all
+        return text_to_frame_weights(tokens[0], scored, frame_features, tau=self.videoclip.config.logit_scale).cpu()
 
     def __call__(self, clip: VideoClip, question: str) -> list[float]:
         """One question against one decoded video: a weight per frame, in frame order."""
