@@ -82,7 +82,7 @@ class ChatService:
             encoded = self._encode(media, request)
             job, prompt_tokens = make_job(self.chat.processor, self.chat.context_length, encoded.features,
                                           encoded.frames, encoded.options.temporal, request.history,
-                                          request.question, request.sampling, request.system)
+                                          request.question, request.sampling, request.system, encoded.spans)
         except StanchatError as err:
             param = FIELDS.get(err.param, err.param) if err.param else "messages"
             raise ApiError(400, self._public(str(err), media), param=param) from err
@@ -92,14 +92,15 @@ class ChatService:
 
     @staticmethod
     def _options(media: Media, request: ChatRequest) -> VideoOptions:
-        """The request's video options; an image is one frame."""
+        """The request's video options; an image is one frame (one window, nothing to select)."""
         if media.kind == "video":
             return request.video
-        return replace(request.video, frames=1, strategy=DEFAULTS.strategy, fps=None, start=None, end=None)
+        return replace(request.video, frames=1, strategy=DEFAULTS.strategy, fps=None, start=None, end=None,
+                       segments=1, select=DEFAULTS.select)
 
     def _encode(self, media: Media, request: ChatRequest) -> "EncodedVideo":
-        return self.chat.encode(media.path, self._options(media, request), digest=media.sha256,
-                                max_seconds=self.config.max_video_seconds)
+        return self.chat.encode(media.path, self._options(media, request), question=request.question,
+                                digest=media.sha256, max_seconds=self.config.max_video_seconds)
 
     def _public(self, message: str, media: Media) -> str:
         """`message` as a client may see it: the file called what the client called it, no server path."""
