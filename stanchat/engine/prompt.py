@@ -58,20 +58,17 @@ def prompt_ids(processor: Any, history: list[tuple[str, str]], question: str, sy
 
 
 def check_context(prompt_tokens: int, limit: int, video_tokens: int, temporal: str, frames: int,
-                  segments: int = 1, plain_tokens: int | None = None) -> None:
+                  segments: int = 1, fit_segments: int = 0) -> None:
     """Refuse a prompt that leaves no room for an answer in the LLM's `limit`-token context, naming a
-    frame count that would fit for `concat`, and for `segments` the largest S that fits
-    (`plain_tokens`: the prompt's text tokens without the video and the spans)."""
+    frame count that would fit for `concat`, and for `segments` the largest S that fits (`fit_segments`,
+    counted by `plan`; 0 when none does)."""
     if prompt_tokens < limit:  # at least one token of answer fits
         return
     if temporal == "segments":
-        plain = prompt_tokens - video_tokens if plain_tokens is None else plain_tokens
-        per_segment = -(-(prompt_tokens - plain) // segments)  # a block's tokens and its span's text, rounded up
-        fit = (limit - 1 - plain) // per_segment
-        fewer = f"--segments {fit} or fewer, or " if fit >= 1 else ""
+        fewer = f"--segments {fit_segments} or fewer, or " if fit_segments >= 1 else ""
         raise StanchatError(
-            f"--temporal segments with {segments} segments needs {prompt_tokens} tokens ({video_tokens} for the video, "
-            f"{per_segment} a segment with its time span) and the answer more, past the LLM's {limit}-token context; "
+            f"--temporal segments with {segments} segments needs {prompt_tokens} tokens ({video_tokens} for the video "
+            f"and each segment's time span) and the answer more, past the LLM's {limit}-token context; "
             f"use {fewer}--temporal stan ({video_tokens // segments} video tokens)", param="segments")
     if temporal == "concat":
         per_frame = video_tokens // frames
@@ -94,10 +91,12 @@ def plan(processor: Any, context_length: int, video_tokens: int, frames: int, te
     ids = prompt_ids(processor, history, check_question(question), system, spans)
     blocks = 1 if spans is None else len(spans)
     prompt_tokens = len(ids) - blocks + video_tokens  # each placeholder becomes its block's video tokens
-    plain = None
-    if spans is not None and prompt_tokens >= context_length:  # the text without the video, for the largest S
-        plain = len(prompt_ids(processor, history, question.strip(), system)) - 1
-    check_context(prompt_tokens, context_length, video_tokens, temporal, frames, blocks, plain)
+    fit = 0
+    if spans is not None and prompt_tokens >= context_length:  # the largest S that fits, counted as S is
+        per_block = video_tokens // blocks
+        fit = next((s for s in range(blocks - 1, 0, -1) if len(prompt_ids(
+            processor, history, question.strip(), system, spans[:s])) - s + s * per_block < context_length), 0)
+    check_context(prompt_tokens, context_length, video_tokens, temporal, frames, blocks, fit)
     return ids, prompt_tokens
 
 
