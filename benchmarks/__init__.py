@@ -38,6 +38,8 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
     Benchmark("train_throughput", "Training throughput", (),
               ("--steps", "2", "--layers", "2", "--batch", "4", "--loader-clips", "16", "--loader-rounds", "1")),
     Benchmark("ask", "End-to-end `stanchat ask`", ("--repeats", "3"), ("--repeats", "1")),
+    Benchmark("selection", "Question-guided frame selection on a long clip", ("--repeats", "3"),
+              ("--minutes", "2", "--candidates", "64", "--repeats", "1")),
     Benchmark("serve", "`stanchat api` under concurrent clients", ("--requests", "200", "--clients", "16"),
               ("--requests", "32", "--clients", "16", "--engines", "one", "batched")),
     Benchmark("startup", "Start-up (`stanchat --help`)", ("--repeats", "15"), ("--repeats", "5"),

@@ -1,8 +1,8 @@
 """Many questions, answered in batches: `VideoChat.ask_many` and `stanchat ask --batch`.
 
 A request is a dict: `video`, `question`, and optionally `id` and any option in `OPTIONS`
-(`frames`, `temporal`, `strategy`, `fps`, `start`, `end`, `seed`; `max_new_tokens`, `temperature`,
-`top_p`); an option a request leaves out comes from the run's `defaults` (the command's flags), then
+(`frames`, `temporal`, `strategy`, `fps`, `start`, `end`, `seed`, `segments`, `select`,
+`candidates`; `max_new_tokens`, `temperature`, `top_p`); an option a request leaves out comes from the run's `defaults` (the command's flags), then
 the library's defaults. Videos are encoded through `VideoChat.encode` (its cache keeps the last few,
 so a video asked about in a row is encoded once) and the questions answered `batch_size` at a time
 by the chat's engine, so greedy answers equal `VideoChat.ask`'s. A request that cannot be answered
@@ -31,6 +31,7 @@ from stanchat.session import sampling_of
 
 if TYPE_CHECKING:
     from stanchat.chat import VideoChat
+    from stanchat.encoding import EncodedVideo
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +40,8 @@ OPTIONS = VIDEO_OPTIONS + SAMPLING_OPTIONS
 FIELDS = ("id", "video", "question") + OPTIONS
 
 
-def _job(chat: "VideoChat", request: dict, defaults: dict[str, Any]) -> tuple[Job, dict]:
-    """The request's job and what its record says of the video (frames, timestamps, video tokens);
-    raises StanchatError naming the field at fault."""
+def _job(chat: "VideoChat", request: dict, defaults: dict[str, Any]) -> tuple[Job, "EncodedVideo"]:
+    """The request's job and its encoded video; raises StanchatError naming the field at fault."""
     unknown = sorted(set(request) - set(FIELDS))
     if unknown:
         raise StanchatError(f"unknown field(s) {', '.join(unknown)}; a request takes {', '.join(FIELDS)}")
@@ -51,12 +51,22 @@ def _job(chat: "VideoChat", request: dict, defaults: dict[str, Any]) -> tuple[Jo
     options = VideoOptions(**{k: v for k, v in given.items() if k in VIDEO_OPTIONS})
     sampling = sampling_of(**{k: v for k, v in given.items() if k in SAMPLING_OPTIONS})
     chat.check_prompt(options, request["question"])  # before decoding
-    encoded = chat.encode(request["video"], options)
+    encoded = chat.encode(request["video"], options, question=request["question"])
     job, _ = make_job(chat.processor, chat.context_length, encoded.features, encoded.frames, options.temporal,
-                      [], request["question"], sampling)
-    seen = {"frames": encoded.frames, "timestamps": [float(t) for t in encoded.clip.timestamps],
-            "video_tokens": encoded.video_tokens}
-    return job, seen
+                      [], request["question"], sampling, spans=encoded.spans)
+    return job, encoded
+
+
+def video_record(encoded: "EncodedVideo") -> dict:
+    """What a record says of the video: the frames used (their count and times), the video tokens;
+    the frames' weights when the question selected them; each window's span under temporal segments."""
+    record: dict[str, Any] = {"frames": encoded.frames, "timestamps": [round(float(t), 3) for t in encoded.clip.timestamps],
+                              "video_tokens": encoded.video_tokens}
+    if encoded.weights is not None:
+        record["weights"] = [round(w, 4) for w in encoded.weights]
+    if encoded.spans is not None:
+        record["spans"] = [[round(a, 3), round(b, 3)] for a, b in encoded.spans]
+    return record
 
 
 @dataclass
@@ -97,7 +107,7 @@ def name_request(request: Any, seen: set, form: str, number: int) -> Named:
 
 
 def _prepare(chat: "VideoChat", named: Named, defaults: dict[str, Any]) -> tuple[dict, Any]:
-    """(record, (job, what the record says of the video)), or (record with its error, None)."""
+    """(record, (job, encoded video)), or (record with its error, None)."""
     record = {"id": named.id}
     if named.request is None:
         return {**record, "error": named.error}, None
@@ -113,7 +123,8 @@ def _prepare(chat: "VideoChat", named: Named, defaults: dict[str, Any]) -> tuple
 def ask_many(chat: "VideoChat", requests: Iterable[dict], batch_size: int = DEFAULTS.batch_size,
              defaults: dict[str, Any] | None = None) -> Iterator[dict]:
     """One record per request, in order, as each batch finishes: the request's `id` and `answer`,
-    `frames`, `timestamps`, `video_tokens`, `finish_reason`; or `error`. A request without an id is called "request N";
+    `frames`, `timestamps`, `video_tokens` (and under select=question the `weights` of the frames used,
+    under temporal segments their `spans`), `finish_reason`; or `error`. A request without an id is called "request N";
     `defaults` fills the options a request leaves out (names in `OPTIONS`)."""
     seen: set = set()
     return answer_named((name_request(request, seen, "request", number) for number, request in enumerate(requests, 1)),
@@ -128,7 +139,7 @@ def answer_named(requests: Iterable[Named], chat: "VideoChat", batch_size: int =
     unknown = sorted(set(defaults or {}) - set(OPTIONS))
     if unknown:
         raise StanchatError(f"unknown default(s) {', '.join(unknown)}; defaults take {', '.join(OPTIONS)}")
-    pending: list[tuple[dict, Any]] = []  # (record, (job, video fields) or None)
+    pending: list[tuple[dict, Any]] = []  # (record, (job, encoded video) or None)
     for named in requests:
         pending.append(_prepare(chat, named, defaults or {}))
         if len(pending) >= batch_size:
@@ -151,7 +162,7 @@ def _answer(engine, pending: list[tuple[dict, Any]]) -> Iterator[dict]:
             yield record
             continue
         result = next(results)
-        yield {**record, "answer": result.text, **prepared[1], "finish_reason": result.finish_reason}
+        yield {**record, "answer": result.text, **video_record(prepared[1]), "finish_reason": result.finish_reason}
 
 
 def read_requests(path: str | Path, done: set) -> Iterator[Named]:

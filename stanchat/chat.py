@@ -6,6 +6,8 @@ resolved and fetched, it only reads its paths. The `VideoChat` owns the two halv
 - video -> features: `chat.encode(video, VideoOptions)` samples and decodes the frames (in the
   decode worker, at the model's input size), runs the tower, STAN and projector, and keeps the
   result in one bounded cache keyed by the video's content and the options (`stanchat.encoding`);
+  under `select="question"` it takes the question too, scores candidate frames against it and
+  encodes the frames it is about (`stanchat.selection`);
 - answering: `chat.engine` (`stanchat.engine`), which every answer goes through, batched.
 `chat.ask(video, question)` answers once, `chat.stream(...)` yields the answer as it is generated,
 `chat.session(video)` keeps the encoded video and the history for a multi-turn conversation
@@ -39,6 +41,7 @@ from stanchat.hub import resolve_model_dir
 from stanchat.options import DEFAULTS, VIDEO_OPTIONS, VideoOptions, check_frames
 from stanchat.pretrained import ModelSpec, to_spec
 from stanchat.relevance import FrameRelevance
+from stanchat.selection import Candidates, choose, decode_candidates, no_question, no_text_tower, subclip
 from stanchat.session import Answer, Session, Stream
 from stanchat.video import Preprocessor, SampledFrames, load_video
 from stanchat.video.load import check_length, check_pixels
@@ -74,6 +77,7 @@ class VideoChat:
         self.preset = preset
         self.relevance = relevance
         self.cache = VideoCache(cache_size)
+        self.candidate_cache = VideoCache(cache_size)  # select=question: candidate frames and their features
         self._engine: Engine | None = None
         # the LLaVA processor's own resize, crop, mean and std, applied to every frame
         self.preprocessor = Preprocessor.from_image_processor(processor.image_processor)
@@ -123,15 +127,19 @@ class VideoChat:
         return self.preprocessor(clip).to(self.vision_device, self.vision_dtype)
 
     def encode(self, video: str | os.PathLike | SampledFrames, options: VideoOptions = VideoOptions(), *,
-               digest: str | None = None, max_seconds: float | None = None, max_pixels: int | None = None,
-               cancel: threading.Event | None = None) -> EncodedVideo:
+               question: str | None = None, digest: str | None = None, max_seconds: float | None = None,
+               max_pixels: int | None = None, cancel: threading.Event | None = None) -> EncodedVideo:
         """The video's tokens for the LLM: `options` say which frames are sampled (a decoded
         `SampledFrames` is used as it is: its frames were sampled already) and how they are encoded.
         Cached by content (`digest`: the file's sha256 when the caller knows it) and options; a
         repeat costs nothing and says so (`cache_hit`, zero seconds). `max_seconds` refuses a longer
         video (or window), `max_pixels` larger frames, before any frame is decoded. Frame counts are
         checked before decoding. Setting `cancel` calls the decode off (`load_video`): Cancelled is
-        raised and nothing is cached."""
+        raised and nothing is cached. Under `options.select == "question"` the `question` chooses the
+        frames (`stanchat.selection`; a decoded clip is then the candidates)."""
+        limits = {"max_seconds": max_seconds, "max_pixels": max_pixels, "cancel": cancel}
+        if options.select == "question":
+            return self._encode_selected(video, options, question, digest, limits)
         if isinstance(video, SampledFrames):
             options = replace(options, frames=len(video.timestamps))
         self.check_frames(options)
@@ -164,11 +172,17 @@ class VideoChat:
         these options' video tokens (frames past STAN's reach too). Strategy fps may sample fewer
         frames than asked: its prompt is checked once the frames are known."""
         self.check_frames(options)
+        if options.select == "question" and self.relevance is None:
+            raise no_text_tower()
         if options.strategy != "fps":
-            side = self.preprocessor.crop_size
-            tokens = self.graft.token_count(options.temporal, options.frames, side, side)
-            plan(self.processor, self.context_length, tokens, options.frames, options.temporal, list(history),
-                 question, system)
+            spans = [(0.0, 0.0)] * options.segments if options.temporal == "segments" else None  # counted alike
+            plan(self.processor, self.context_length, self.token_count(options), options.frames, options.temporal,
+                 list(history), question, system, spans)
+
+    def token_count(self, options: VideoOptions) -> int:
+        """N: the video tokens `options` give (at their asked frame count)."""
+        side = self.preprocessor.crop_size
+        return self.graft.token_count(options.temporal, options.frames, side, side, options.segments)
 
     def _encode(self, video: str | os.PathLike | SampledFrames, options: VideoOptions, limits: dict) -> EncodedVideo:
         """`limits`: load_video's max_seconds, max_pixels and cancel."""
@@ -179,20 +193,71 @@ class VideoChat:
         pixel_values = self.preprocess(clip)  # (1, T, 3, H, W)
         check_frames(pixel_values.shape[1], self.graft.max_frames)
         decoded = time.perf_counter()
-        features = self.graft.features(pixel_values, options.temporal)  # (1, N, E)
+        features = self.graft.features(pixel_values, options.temporal, options.segments)  # (1, N, E)
         if features.device.type == "cuda":  # CUDA runs asynchronously: wait, so the time is the work's
             torch.cuda.synchronize(features.device)
         return EncodedVideo(features=features, clip=clip, options=options, decode_seconds=decoded - start,
                             vision_seconds=time.perf_counter() - decoded)
 
+    def candidates(self, video: str | os.PathLike | SampledFrames, options: VideoOptions, *, digest: str | None = None,
+                   limits: dict | None = None) -> tuple[Candidates, bool, str]:
+        """The video's candidate frames and their scoring features (cached by content, candidate count
+        and window), whether they came from the cache, and the video's digest."""
+        if self.relevance is None:
+            raise no_text_tower()
+        source = clip_digest(video) if isinstance(video, SampledFrames) else digest or file_digest(video)
+        key = (source, "candidates", options.candidates, options.start, options.end)
+
+        def make() -> Candidates:
+            started = time.perf_counter()
+            size = max(self.preprocessor.size, self.relevance.preprocessor.size)
+            clip = decode_candidates(video, options, size, limits or {})
+            decoded = time.perf_counter()
+            features = self.relevance.candidate_features(clip)  # (C, P)
+            return Candidates(clip, features, decoded - started, time.perf_counter() - decoded)
+
+        candidates, hit = self.candidate_cache.get(key, make)
+        if hit and limits and not isinstance(video, SampledFrames):  # the limits hold for cached videos too
+            self._check_limits(str(video), candidates.clip, options, limits["max_seconds"], limits["max_pixels"])
+        return candidates, hit, source
+
+    def _encode_selected(self, video: str | os.PathLike | SampledFrames, options: VideoOptions, question: str | None,
+                         digest: str | None, limits: dict) -> EncodedVideo:
+        """The frames `question` is about among the candidates, encoded (cached by the chosen frames)."""
+        if question is None:
+            raise no_question()
+        self.check_frames(options)
+        candidates, candidates_hit, source = self.candidates(video, options, digest=digest, limits=limits)
+        started = time.perf_counter()
+        weights = self.relevance.weights(question, candidates.features, words_only=True).tolist()  # (C,) sum 1
+        chosen = choose(weights, options.frames)
+        selected = time.perf_counter() - started
+        clip = subclip(candidates.clip, chosen)
+        encoded, hit = self.cache.get((source, options, tuple(chosen)), lambda: self._encode(clip, options, {}))
+        decode = (0.0 if candidates_hit else candidates.decode_seconds) + (0.0 if hit else encoded.decode_seconds)
+        return replace(encoded, cache_hit=hit, decode_seconds=decode, vision_seconds=0.0 if hit else encoded.vision_seconds,
+                       weights=tuple(weights[i] for i in chosen),
+                       select_seconds=selected + (0.0 if candidates_hit else candidates.score_seconds))
+
     def session(self, video: str | os.PathLike | SampledFrames | EncodedVideo, frames: int = DEFAULTS.frames,
                 temporal: str = DEFAULTS.temporal, history: list[tuple[str, str]] | None = None,
-                **options: Any) -> Session:
+                max_seconds: float | None = None, max_pixels: int | None = None, **options: Any) -> Session:
         """A multi-turn conversation about `video`, encoded now (optionally continuing `history`).
-        `options`: the other `VideoOptions` fields (strategy, fps, start, end, seed)."""
-        encoded = video if isinstance(video, EncodedVideo) else self.encode(
-            video, VideoOptions(frames=frames, temporal=temporal, **options))
-        return Session(self, encoded, history)
+        `options`: the other `VideoOptions` fields (strategy, fps, start, end, seed, segments, select,
+        candidates). Under select="question" the candidates are decoded and scored now, and each
+        question selects its frames again (encoding again only when the selection changes)."""
+        if isinstance(video, EncodedVideo):
+            return Session(self, video, history)
+        chosen = VideoOptions(frames=frames, temporal=temporal, **options)
+        limits = {"max_seconds": max_seconds, "max_pixels": max_pixels}  # refused before decoding
+        if chosen.select != "question":
+            return Session(self, self.encode(video, chosen, **limits), history)
+        candidates, _, digest = self.candidates(video, chosen, limits={**limits, "cancel": None})  # a bad video fails here
+
+        def select(question: str) -> EncodedVideo:
+            return self.encode(video, chosen, question=question, digest=digest, **limits)
+
+        return Session(self, None, history, select=(chosen, candidates, select))
 
     def ask(self, video: str | os.PathLike | SampledFrames, question: str, frames: int = DEFAULTS.frames,
             temporal: str = DEFAULTS.temporal, **keywords: Any) -> Answer:
@@ -210,7 +275,7 @@ class VideoChat:
         """The session for one question; moves the video options out of `keywords`."""
         given = {name: keywords.pop(name) for name in VIDEO_OPTIONS if name in keywords}
         options = VideoOptions(frames=frames, temporal=temporal, **given)
-        if isinstance(video, SampledFrames):
+        if isinstance(video, SampledFrames) and options.select != "question":
             options = replace(options, frames=len(video.timestamps))
         self.check_prompt(options, question)
         return self.session(video, **options.__dict__)

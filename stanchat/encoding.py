@@ -1,8 +1,10 @@
 """Video -> the LLM's video tokens, behind one bounded cache: `VideoChat.encode` runs this.
 
 `EncodedVideo` is what every front end gets back: the projected tokens (1, N, E), the clip they
-come from (its frames at the model's input size, its timestamps and source metadata) and the
-seconds decoding and the vision tower took. `VideoCache` keeps the last few encodings (LRU) under
+come from (its frames at the model's input size, its timestamps and source metadata), the
+seconds decoding and the vision tower took, and under `--select question` the chosen frames'
+weights (`stanchat.selection`; then the key holds the chosen frames too, so a follow-up question
+that chooses the same frames is not encoded again). `VideoCache` keeps the last few encodings (LRU) under
 a key of the video's content digest and the `VideoOptions`, so the same video asked about again,
 by another path, as an upload or in another front end, skips decoding and the tower. One lock per
 key: concurrent requests for one video encode it once. A clip sampled at random without a seed is
@@ -38,6 +40,8 @@ class EncodedVideo:
     decode_seconds: float  # decoding + preprocessing when it was encoded
     vision_seconds: float  # tower + STAN + projector when it was encoded
     cache_hit: bool = False  # taken from the cache (then both seconds are 0: this call spent none)
+    weights: tuple[float, ...] | None = None  # select=question: each used frame's Mug weight among the candidates
+    select_seconds: float = 0.0  # select=question: scoring the candidates and choosing (this call)
 
     @property
     def video_tokens(self) -> int:
@@ -48,6 +52,18 @@ class EncodedVideo:
     def frames(self) -> int:
         """T frames sampled."""
         return len(self.clip.timestamps)
+
+    @property
+    def spans(self) -> list[tuple[float, float]] | None:
+        """Under temporal segments: (start, end) seconds of each window, in time order; else None.
+        Uniform frames' last window ends where the sampled part of the video ends."""
+        from stanchat.segments import window_spans
+
+        if self.options.temporal != "segments":
+            return None
+        end = self.options.end if self.options.end is not None else self.clip.duration
+        return window_spans(self.clip.timestamps, self.options.segments,
+                            None if self.options.select == "question" else end)
 
 
 class VideoCache:

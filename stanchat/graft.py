@@ -11,7 +11,9 @@ branch (Mug-STAN weights) whose last paired layer is that layer. Per DESIGN.md:
 laid out `[CLS, patch_1..patch_L]`: L+1 tokens whatever T is; averaging keeps the scale the
 projector was trained on. The strategy then drops or keeps the CLS, exactly as for an image.
 Two baselines share the code path: `mean` (mean_t CLIP tokens: stock LLaVA image features at T = 1)
-and `concat` (every frame's selected tokens in time order, FreeVA-style).
+and `concat` (every frame's selected tokens in time order, FreeVA-style). `segments` splits the T
+frames into S consecutive windows (`stanchat.segments.window_bounds`) and runs `stan` on each: S
+images' worth, in time order.
 
 LLaVA-NeXT (`LlavaNextForConditionalGeneration`) is accepted too: a video goes in as one
 base-resolution image (the whole frame squashed to the base size, as its processor makes the base
@@ -34,6 +36,7 @@ from transformers import LlavaForConditionalGeneration, LlavaNextForConditionalG
 from stanchat.architectures import load_video_model
 from stanchat.errors import WeightsError
 from stanchat.options import check_temporal
+from stanchat.segments import window_bounds
 from stanchat.stan import STAN, STANConfig, end_layer_for_feature_layer, fuse_frames, run_video_tower
 from stanchat.videoclip import VideoCLIP
 
@@ -64,15 +67,17 @@ def load_graft_model(directory: str | os.PathLike, dtype: torch.dtype | None = N
     return model
 
 
-def video_token_count(temporal: str, num_frames: int, num_patches: int, strategy: str, newline: bool = False) -> int:
+def video_token_count(temporal: str, num_frames: int, num_patches: int, strategy: str, newline: bool = False,
+                      segments: int = 1) -> int:
     """How many video tokens (and so `<image>` placeholders) the LLM sees. The only place this is
-    computed. `stan`/`mean`: one image's worth; `concat`: one per frame. `default` drops the CLS;
-    `newline` (LLaVA-NeXT) adds its `image_newline` after each image."""
+    computed. `stan`/`mean`: one image's worth; `concat`: one per frame; `segments`: one per window.
+    `default` drops the CLS; `newline` (LLaVA-NeXT) adds its `image_newline` after each image."""
     check_temporal(temporal)
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown vision_feature_select_strategy {strategy!r}; expected one of {STRATEGIES}")
     per_image = num_patches + (1 if strategy == "full" else 0) + (1 if newline else 0)
-    return per_image * num_frames if temporal == "concat" else per_image
+    images = {"concat": num_frames, "segments": segments}.get(temporal, 1)
+    return per_image * images
 
 
 class Graft:
@@ -132,10 +137,10 @@ class Graft:
         """L: patches per frame for a height x width input."""
         return (height // self.patch_size) * (width // self.patch_size)
 
-    def token_count(self, temporal: str, num_frames: int, height: int, width: int) -> int:
+    def token_count(self, temporal: str, num_frames: int, height: int, width: int, segments: int = 1) -> int:
         """Video tokens for T frames of height x width pixels (see `video_token_count`)."""
         return video_token_count(temporal, num_frames, self.num_patches(height, width), self.strategy,
-                                 newline=self.newline is not None)
+                                 newline=self.newline is not None, segments=segments)
 
     @torch.no_grad()
     def vision_tokens(self, pixel_values: torch.Tensor, temporal: str) -> torch.Tensor:
@@ -159,10 +164,14 @@ class Graft:
         return tokens[:, 1:] if self.strategy == "default" else tokens
 
     @torch.no_grad()
-    def features(self, pixel_values: torch.Tensor, temporal: str) -> torch.Tensor:
+    def features(self, pixel_values: torch.Tensor, temporal: str, segments: int = 1) -> torch.Tensor:
         """Projected video features for the LLM. pixel_values (B, T, 3, H, W) -> (B, N, E).
-        The token count is checked against `token_count` before anything reaches the LLM."""
+        The token count is checked against `token_count` before anything reaches the LLM.
+        `segments`: S windows under temporal `segments`, each its own `stan` image, in time order."""
         b, t, _, height, width = pixel_values.shape
+        if temporal == "segments":
+            blocks = [self.features(pixel_values[:, a:z], "stan") for a, z in window_bounds(t, segments)]
+            return torch.cat(blocks, dim=1)  # S x (B, N1, E) -> (B, S*N1, E), windows in time order
         features = self.llava.model.multi_modal_projector(self.vision_tokens(pixel_values, temporal))
         if self.newline is not None:
             features = self._add_newline(features, t if temporal == "concat" else 1)

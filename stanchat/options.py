@@ -11,7 +11,16 @@ from stanchat.errors import StanchatError
 #   stan   - CLIP tokens averaged with the STAN branch's tokens: one image's worth (L+1 before the strategy)
 #   mean   - frame-mean CLIP tokens, no STAN: same count; equals stock LLaVA image features at T = 1
 #   concat - every frame's tokens one after another (FreeVA-style): T times one image's worth
-TEMPORAL_MODES = ("stan", "mean", "concat")
+#   segments - the T frames split into S consecutive windows, each through STAN to its own image's
+#              worth, in time order, each block introduced by its time span (`stanchat.segments`)
+TEMPORAL_MODES = ("stan", "mean", "concat", "segments")
+
+# Which frames of the video reach the graft (`stanchat.selection`):
+#   uniform  - `frames` frames sampled by `strategy`
+#   question - `candidates` frames sampled uniformly, scored against the question with Mug's
+#              text-to-frame weights, and the `frames` frames the question is about kept
+SELECT_MODES = ("uniform", "question")
+MAX_CANDIDATES = 256  # candidate frames decoded at most for select=question (a memory ceiling)
 
 LOCALHOST = "127.0.0.1"  # servers' default address (stanchat api, stanchat serve): only this machine can connect
 # The servers' frame-size ceiling (stanchat api, stanchat serve: --max-frame-pixels), checked before
@@ -36,6 +45,9 @@ class AskDefaults:
     batch_size: int = 8  # requests one padded `generate` may run together (ask --batch, ask_many, the API)
     strategy: str = "uniform"  # how frames are picked: a name in stanchat.video.STRATEGIES
     video_cache: int = 4  # encoded videos a VideoChat keeps (LRU): a video asked about again is not re-encoded
+    segments: int = 4  # S windows of --temporal segments
+    select: str = "uniform"  # one of SELECT_MODES
+    candidates: int = 64  # frames scored against the question under select=question (1..MAX_CANDIDATES)
 
 
 DEFAULTS = AskDefaults()
@@ -54,6 +66,9 @@ class VideoOptions:
     start: float | None = None  # sample only the window [start, end) seconds
     end: float | None = None
     seed: int | None = None  # seeds strategy random
+    segments: int = DEFAULTS.segments  # S windows under temporal segments (ignored otherwise)
+    select: str = DEFAULTS.select  # uniform | question (needs the question: `VideoChat.encode(..., question=)`)
+    candidates: int = DEFAULTS.candidates  # frames scored under select question (ignored otherwise)
 
     def __post_init__(self) -> None:
         from stanchat.video.sample import check_request  # light: no numpy at import
@@ -62,9 +77,45 @@ class VideoOptions:
         if isinstance(self.frames, int) and not isinstance(self.frames, bool):
             check_frames(self.frames)
         check_request(self.frames, self.strategy, self.fps, self.start, self.end)
+        if self.temporal == "segments":
+            check_segments(self.segments, self.frames)
+        if self.select not in SELECT_MODES:
+            raise StanchatError(f"unknown --select {self.select!r}; choose one of {', '.join(SELECT_MODES)}",
+                                param="select")
+        if self.select == "question":
+            check_candidates(self.candidates, self.frames, self.strategy)
 
 
-VIDEO_OPTIONS = tuple(f.name for f in fields(VideoOptions))  # frames, temporal, strategy, fps, start, end, seed
+VIDEO_OPTIONS = tuple(f.name for f in fields(VideoOptions))  # frames, temporal, ..., segments, select, candidates
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_segments(segments: int, frames: int) -> int:
+    """Return `segments` if the `frames` frames can be split into that many windows of at least one frame."""
+    if not _whole(segments) or segments < 1:
+        raise StanchatError(f"--segments must be a whole number >= 1, got {segments!r}", param="segments")
+    if _whole(frames) and segments > frames:
+        raise StanchatError(f"--segments {segments} needs at least {segments} frames, got --frames {frames}; "
+                            f"use --frames {segments} or more", param="segments")
+    return segments
+
+
+def check_candidates(candidates: int, frames: int, strategy: str) -> int:
+    """Return `candidates` if question-guided selection can choose `frames` frames from that many."""
+    if not _whole(candidates) or not 1 <= candidates <= MAX_CANDIDATES:
+        raise StanchatError(f"--candidates must be a whole number from 1 to {MAX_CANDIDATES}, got {candidates!r}",
+                            param="candidates")
+    if _whole(frames) and candidates < frames:
+        raise StanchatError(f"--candidates {candidates} is fewer than --frames {frames}; question-guided selection "
+                            f"chooses the frames among the candidates: use --candidates {frames} or more",
+                            param="candidates")
+    if strategy != "uniform":
+        raise StanchatError(f"--select question samples its candidates uniformly; drop --strategy {strategy}",
+                            param="strategy")
+    return candidates
 
 
 def check_temporal(temporal: str) -> str:

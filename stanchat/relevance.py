@@ -21,7 +21,9 @@ from typing import Any
 import torch
 
 from stanchat.mug import text_to_frame_weights
+from stanchat.errors import StanchatError
 from stanchat.options import check_frames, check_question
+from stanchat.selection import SCORER, SCORERS
 from stanchat.video import Preprocessor, SampledFrames
 from stanchat.videoclip import VideoCLIP
 from stanchat.videomodel import has_text_tokenizer, load_text_tokenizer
@@ -72,13 +74,40 @@ class FrameRelevance:
         return self.videoclip.encode_video(pixels)[0]  # (1, T, P) -> (T, P)
 
     @torch.no_grad()
-    def weights(self, question: str, frame_features: torch.Tensor) -> torch.Tensor:
-        """The question's weight on each frame, (T,) float32 on the CPU, summing to 1 (Eq. 13)."""
+    def candidate_features(self, clip: SampledFrames, scorer: str = SCORER) -> torch.Tensor:
+        """Per-frame features of any number of candidate frames, (C, H, W, 3) uint8 -> (C, P):
+        scorer "window" runs the VideoCLIP (CLIP + STAN) on consecutive chunks of at most STAN's
+        max_frames; "tower" runs CLIP alone on every frame (no STAN). Chunked either way, so memory
+        holds one chunk's activations."""
+        if scorer not in SCORERS:
+            raise StanchatError(f"unknown scorer {scorer!r}; choose one of {', '.join(SCORERS)}")
+        chunk = self.videoclip.config.stan.max_frames
+        dtype = self.videoclip.clip.visual_projection.weight.dtype
+        out = []
+        for start in range(0, clip.frames.shape[0], chunk):
+            pixels = self.preprocessor(clip.frames[start:start + chunk]).to(self.device, dtype)  # (1, c, 3, S, S)
+            if scorer == "window":
+                out.append(self.videoclip.encode_video(pixels)[0])  # (1, c, P) -> (c, P)
+            else:
+                vision = self.videoclip.clip.vision_model(pixel_values=pixels[0]).pooler_output  # (c, D): post-LN CLS
+                out.append(self.videoclip.clip.visual_projection(vision))  # (c, P)
+        return torch.cat(out)  # (C, P)
+
+    @torch.no_grad()
+    def weights(self, question: str, frame_features: torch.Tensor, words_only: bool = False) -> torch.Tensor:
+        """The question's weight on each frame, (T,) float32 on the CPU, summing to 1 (Eq. 13).
+        `words_only`: the question's words alone attend to the frames, not the tokenizer's special
+        tokens (start, end, unknown word): they say nothing about which frame is meant, and on the
+        synthetic world's multi-event clips they drew the weight to the wrong event (selection uses it)."""
         positions = self.videoclip.text_length
         batch = self.tokenizer(check_question(question), truncation=True, max_length=positions, return_tensors="pt")
         ids, mask = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)  # (1, N)
         tokens, _ = self.videoclip.encode_text(ids, mask)  # (1, N, P)
-        return text_to_frame_weights(tokens[0], mask[0], frame_features, tau=self.videoclip.config.logit_scale).cpu()
+        scored = mask[0]
+        if words_only:
+            words = ~torch.isin(ids[0], torch.tensor(self.tokenizer.all_special_ids, device=ids.device))  # (N,)
+            scored = scored * words if bool((scored * words).any()) else scored  # a question of no known word: all
+        return text_to_frame_weights(tokens[0], scored, frame_features, tau=self.videoclip.config.logit_scale).cpu()
 
     def __call__(self, clip: SampledFrames, question: str) -> list[float]:
         """One question against one decoded video: a weight per frame, in frame order."""

@@ -3,7 +3,9 @@
 `Session` is made by `VideoChat.session` (see `stanchat.chat`) from an `EncodedVideo`; every
 question becomes a `Job` (`stanchat.engine.prompt.make_job`: the processor's chat template, the
 context check) that the chat's engine answers, so a session's answer is the same as the API's or a
-batch's for the same question. Later questions cost one LLM prefill + generation.
+batch's for the same question. Later questions cost one LLM prefill + generation. Under
+`--select question` every question chooses its own frames among the video's candidates (decoded
+and scored once): a question about another event re-encodes, one about the same frames does not.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import queue
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from stanchat.engine.base import Job, Result, Sampling
 from stanchat.engine.prompt import make_job, prompt_text
@@ -22,6 +24,8 @@ if TYPE_CHECKING:
 
     from stanchat.chat import VideoChat
     from stanchat.encoding import EncodedVideo
+    from stanchat.options import VideoOptions
+    from stanchat.selection import Candidates
 
 
 @dataclass
@@ -33,12 +37,15 @@ class Answer:
     frames: int  # frames sampled from the video
     timestamps: list[float]  # seconds into the video of each sampled frame
     video_tokens: int  # video tokens the LLM read
-    temporal: str  # stan | mean | concat
+    temporal: str  # stan | mean | concat | segments
     model: str  # preset name, or the overriding LLaVA and STAN
     finish_reason: str = "stop"  # "stop" (end of answer, a stop string, or stopped) or "length" (max_new_tokens)
-    # seconds: decode (sampling, decoding, preprocessing), vision (tower, STAN, projector), prefill,
-    # generate, and total (all of these and the prompt): decode and vision only in the turn that encoded the video
+    # seconds: decode (sampling, decoding, preprocessing), vision (tower, STAN, projector), select (scoring the
+    # candidates against the question), prefill, generate, and total (all of these and the prompt):
+    # decode, vision and select only in the turn that paid for them
     timings: dict[str, float] = field(default_factory=dict)
+    weights: list[float] | None = None  # select=question: each used frame's Mug weight for the question
+    spans: list[list[float]] | None = None  # temporal segments: [start, end] seconds of each window
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (`stanchat ask --json`)."""
@@ -54,36 +61,48 @@ def sampling_of(max_new_tokens: int = DEFAULTS.max_new_tokens, temperature: floa
 class Session:
     """A multi-turn conversation about one video.
 
-    Attributes: `chat` (the `VideoChat`), `encoded` (the `EncodedVideo`), `video` (its `SampledFrames`),
-    `temporal`, `frames` (T), `video_tokens` (N), `history` (list of (question, answer) pairs that
-    reach the next prompt).
+    Attributes: `chat` (the `VideoChat`), `encoded` (the `EncodedVideo` of the last question; None
+    before the first under select=question), `options`, `video` (its `SampledFrames`: the candidates
+    before the first question under select=question), `temporal`, `frames` (T), `video_tokens` (N),
+    `history` (list of (question, answer) pairs that reach the next prompt).
+
+    `select` (select=question only): the options, the video's `Candidates` and the function that
+    encodes the frames a question is about; then every question selects again.
     """
 
-    def __init__(self, chat: "VideoChat", encoded: "EncodedVideo", history: list[tuple[str, str]] | None = None):
+    def __init__(self, chat: "VideoChat", encoded: "EncodedVideo | None", history: list[tuple[str, str]] | None = None,
+                 select: "tuple[VideoOptions, Candidates, Callable[[str], EncodedVideo]] | None" = None):
         self.chat = chat
         self.encoded = encoded
         self.history: list[tuple[str, str]] = list(history or [])
-        # what the next answer paid for: the encoding, once
-        self._pending_setup = {"decode": encoded.decode_seconds, "vision": encoded.vision_seconds}
+        self._select = select
+        self.options = encoded.options if encoded is not None else select[0]
+        # what the next answer paid for: the encoding (or the candidates), once
+        if encoded is not None:
+            self._pending_setup = {"decode": encoded.decode_seconds, "vision": encoded.vision_seconds, "select": 0.0}
+        else:
+            candidates = select[1]
+            self._pending_setup = {"decode": candidates.decode_seconds, "vision": 0.0,
+                                   "select": candidates.score_seconds}
 
     @property
     def video(self):
-        """The sampled `SampledFrames`."""
-        return self.encoded.clip
+        """The sampled `SampledFrames` (the candidates, before the first question under select=question)."""
+        return self.encoded.clip if self.encoded is not None else self._select[1].clip
 
     @property
     def temporal(self) -> str:
-        return self.encoded.options.temporal
+        return self.options.temporal
 
     @property
     def frames(self) -> int:
-        """T: frames sampled from the video."""
-        return self.encoded.frames
+        """T: frames sampled from the video (asked, before the first question under select=question)."""
+        return self.encoded.frames if self.encoded is not None else self.options.frames
 
     @property
     def video_tokens(self) -> int:
         """N: video tokens the LLM reads."""
-        return self.encoded.video_tokens
+        return self.encoded.video_tokens if self.encoded is not None else self.chat.token_count(self.options)
 
     @property
     def features(self):
@@ -95,8 +114,10 @@ class Session:
         self.history.clear()
 
     def prompt(self, question: str) -> str:
-        """The chat-template prompt for `question` after the history, with one `<image>` for the video."""
-        return prompt_text(self.chat.processor, self.history, question)
+        """The chat-template prompt for `question` after the history, with one `<image>` for the video
+        (one per window, after its span, under temporal segments)."""
+        spans = self.encoded.spans if self.encoded is not None else None
+        return prompt_text(self.chat.processor, self.history, question, spans=spans)
 
     def ask(self, question: str, **sampling: Any) -> Answer:
         """Answer `question` (blocking) and add the turn to the history. `sampling`: max_new_tokens,
@@ -111,10 +132,20 @@ class Session:
 
     def _prepare(self, question: str, sampling: dict[str, Any]) -> "_Turn":
         started = time.perf_counter()
-        job, _ = make_job(self.chat.processor, self.chat.context_length, self.features, self.frames, self.temporal,
-                          self.history, question, sampling_of(**sampling))
-        setup, self._pending_setup = self._pending_setup, {"decode": 0.0, "vision": 0.0}
-        return _Turn(self, question.strip(), job, setup, started)
+        sampling_ = sampling_of(**sampling)
+        if self._select is not None:  # this question's frames (cached when the selection repeats)
+            self.chat.check_prompt(self.options, question, self.history)
+            self.encoded = self._select[2](question)
+        encoded = self.encoded
+        job, _ = make_job(self.chat.processor, self.chat.context_length, encoded.features, encoded.frames,
+                          self.temporal, self.history, question, sampling_, spans=encoded.spans)
+        setup, self._pending_setup = self._pending_setup, {"decode": 0.0, "vision": 0.0, "select": 0.0}
+        paid_before = sum(setup.values())  # spent before the question arrived (encoding at the session's start)
+        if self._select is not None:  # spent since it arrived, on this question's frames
+            setup = {"decode": setup["decode"] + encoded.decode_seconds,
+                     "vision": setup["vision"] + encoded.vision_seconds,
+                     "select": setup["select"] + encoded.select_seconds}
+        return _Turn(self, question.strip(), job, setup, started, encoded, paid_before)
 
 
 @dataclass
@@ -124,20 +155,24 @@ class _Turn:
     session: Session
     question: str
     job: Job
-    setup: dict[str, float]  # decode/vision seconds this turn paid for (0 when already encoded)
+    setup: dict[str, float]  # decode/vision/select seconds this turn paid for (0 when already encoded)
     started: float  # when the question arrived
+    encoded: "EncodedVideo"  # the video tokens this turn reads
+    paid_before: float  # seconds of `setup` spent before the question arrived
 
     def finish(self, result: Result) -> Answer:
-        session = self.session
+        session, encoded = self.session, self.encoded
         session.history.append((self.question, result.text))
         timings = {**self.setup, "prefill": result.prefill, "generate": result.generate}
-        # the encoding this turn paid for + everything since the question arrived
-        timings["total"] = self.setup["decode"] + self.setup["vision"] + (time.perf_counter() - self.started)
-        clip = session.video
-        return Answer(text=result.text, video=str(clip.path), frames=session.frames,
-                      timestamps=[float(t) for t in clip.timestamps], video_tokens=session.video_tokens,
+        # the encoding this turn paid for before the question arrived + everything since
+        timings["total"] = self.paid_before + (time.perf_counter() - self.started)
+        clip = encoded.clip
+        spans = encoded.spans
+        return Answer(text=result.text, video=str(clip.path), frames=encoded.frames,
+                      timestamps=[float(t) for t in clip.timestamps], video_tokens=encoded.video_tokens,
                       temporal=session.temporal, model=session.chat.name, finish_reason=result.finish_reason,
-                      timings=timings)
+                      timings=timings, weights=None if encoded.weights is None else list(encoded.weights),
+                      spans=None if spans is None else [[a, b] for a, b in spans])
 
 
 _DONE = object()  # the engine finished the job (or failed)

@@ -29,6 +29,7 @@ TOY_ARGV = {
                          "--batch", "2", "--device", "cpu", "--loader-clips", "4", "--loader-rounds", "1",
                          "--clip-size", "32", "--clip-frames", "8"],
     "ask": ["--repeats", "1", "--frames", "2", "--max-new-tokens", "3", "--device", "cpu"],
+    "selection": ["--minutes", "0.25", "--candidates", "16", "--frames", "4", "--repeats", "1", "--device", "cpu"],
     "serve": ["--requests", "4", "--clients", "2", "--max-tokens", "3", "--engines", "one", "batched"],
     "startup": ["--repeats", "1"],
     "gpu": ["--toy", "--device", "cpu", "--dtype", "float32", "--frames", "2", "--repeats", "1", "--new-tokens", "2",

@@ -14,7 +14,8 @@ from stanchat.cli import main
 from tests.tiny_llava import IMAGE_SIZE, PATCH_SIZE, error_line, sessions_opened, tiny_models  # noqa: F401  (fixture)
 
 L = (IMAGE_SIZE // PATCH_SIZE) ** 2  # 4 patches per frame
-KEYS = {"answer", "finish_reason", "video", "frames", "timestamps", "video_tokens", "temporal", "model", "preset", "timings"}  # preset: None with --llava + --stan
+KEYS = {"answer", "finish_reason", "video", "frames", "timestamps", "video_tokens", "temporal", "model", "preset", "timings",
+        "weights", "spans"}  # preset: None with --llava + --stan
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,8 @@ def test_ask_json_counts_video_tokens(capsys, tiny_models, strategy, per_image, 
         assert set(out) == KEYS and out["preset"] is None
         assert (out["video_tokens"], out["frames"], out["temporal"]) == (expected, frames, temporal)
         assert len(out["timestamps"]) == frames and out["timestamps"] == sorted(out["timestamps"])
-        assert set(out["timings"]) == {"decode", "vision", "prefill", "generate", "total"}
+        assert set(out["timings"]) == {"decode", "vision", "select", "prefill", "generate", "total"}
+        assert out["weights"] is None and out["spans"] is None  # uniform frames, one block
 
 
 def test_ask_json_timings_count_everything_spent_on_the_video(capsys, tiny_models, monkeypatch):

@@ -200,8 +200,14 @@ def _hit(prepared: Prepared) -> str:
 
 def _extra(prepared: Prepared) -> dict:
     """stanchat's own response fields: what the model saw of the video."""
-    return {"video_cache": _hit(prepared), "frames": prepared.encoded.frames,
-            "timestamps": [float(t) for t in prepared.encoded.clip.timestamps], "video_tokens": prepared.video_tokens}
+    encoded = prepared.encoded
+    extra = {"video_cache": _hit(prepared), "frames": encoded.frames,
+             "timestamps": [float(t) for t in encoded.clip.timestamps], "video_tokens": prepared.video_tokens}
+    if encoded.weights is not None:  # select=question: each used frame's weight for the question
+        extra["weights"] = list(encoded.weights)
+    if encoded.spans is not None:  # temporal segments: each window's [start, end] seconds
+        extra["spans"] = [list(span) for span in encoded.spans]
+    return extra
 
 
 def _event(payload: dict | str) -> str:

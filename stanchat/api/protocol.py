@@ -2,8 +2,8 @@
 
 A conversation is about one video (or image): a `video_url` or `image_url` part in the first
 user message. Later turns are text; the history is what the client resends, as the API does it.
-stanchat's own fields sit beside the API's: `frames`, `temporal`, `fps`, `start`, `end`
-(openai client: `extra_body={...}`). Sampling uses the API's fields: `temperature` (default 0,
+stanchat's own fields sit beside the API's: `frames`, `temporal`, `fps`, `start`, `end`,
+`segments`, `select`, `candidates` (openai client: `extra_body={...}`). Sampling uses the API's fields: `temperature` (default 0,
 greedy, as in `stanchat ask`), `top_p`, `max_tokens` / `max_completion_tokens`, `seed`, `stop`.
 Fields of the API that stanchat does not do and that would change the answer are refused with a
 400 naming the field, unless they hold the value that means "not used" (`UNSUPPORTED`): tools,
@@ -27,7 +27,7 @@ from stanchat.engine.base import Sampling
 from stanchat.errors import StanchatError
 from stanchat.options import VideoOptions
 from stanchat.api.errors import ApiError, client_error
-from stanchat.options import DEFAULTS, TEMPORAL_MODES
+from stanchat.options import DEFAULTS, MAX_CANDIDATES, SELECT_MODES, TEMPORAL_MODES
 
 MEDIA_PARTS = {"video_url": "video", "image_url": "image"}
 MAX_STOP = 4  # stop strings at most, as in the OpenAI API
@@ -176,12 +176,17 @@ def parse_request(body: Any) -> ChatRequest:
     temporal = body.get("temporal", DEFAULTS.temporal)
     if temporal not in TEMPORAL_MODES:
         raise ApiError(400, f"temporal must be one of {', '.join(TEMPORAL_MODES)}, got {temporal!r}", param="temporal")
+    select = body.get("select", DEFAULTS.select)
+    if select not in SELECT_MODES:
+        raise ApiError(400, f"select must be one of {', '.join(SELECT_MODES)}, got {select!r}", param="select")
     fps = _number(body, "fps", float, None, 1e-3)
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     try:
         video = VideoOptions(frames=_number(body, "frames", int, DEFAULTS.frames, 1), temporal=temporal,
                              strategy="fps" if fps is not None else DEFAULTS.strategy, fps=fps,
-                             start=_number(body, "start", float, None, 0), end=_number(body, "end", float, None, 0))
+                             start=_number(body, "start", float, None, 0), end=_number(body, "end", float, None, 0),
+                             segments=_number(body, "segments", int, DEFAULTS.segments, 1), select=select,
+                             candidates=_number(body, "candidates", int, DEFAULTS.candidates, 1, MAX_CANDIDATES))
         sampling = Sampling(
             max_tokens=_number({"max_tokens": max_tokens}, "max_tokens", int, DEFAULTS.max_new_tokens, 1),
             temperature=_number(body, "temperature", float, DEFAULTS.temperature, 0, 2),

@@ -86,12 +86,13 @@ class ChatService:
         (`stanchat.errors.Cancelled`, which no client reads)."""
         media = self.media.resolve(request.media_url, request.media_kind, param="messages[0].content")
         try:
-            encoded = self.chat.encode(media.path, self._options(media.kind, request), digest=media.sha256,
+            encoded = self.chat.encode(media.path, self._options(media.kind, request), question=request.question,
+                                       digest=media.sha256,
                                        max_seconds=self.config.max_video_seconds,
                                        max_pixels=self.config.max_frame_pixels, cancel=cancel)
             job, prompt_tokens = make_job(self.chat.processor, self.chat.context_length, encoded.features,
                                           encoded.frames, encoded.options.temporal, request.history,
-                                          request.question, request.sampling, request.system)
+                                          request.question, request.sampling, request.system, encoded.spans)
         except ResourceError:  # the server's fault (a decode worker killed): a 5xx, `stanchat.api.faults`
             raise
         except StanchatError as err:
@@ -100,10 +101,11 @@ class ChatService:
 
     @staticmethod
     def _options(kind: str, request: ChatRequest) -> VideoOptions:
-        """The request's video options; an image is one frame."""
+        """The request's video options; an image is one frame (one window, nothing to select)."""
         if kind == "video":
             return request.video
-        return replace(request.video, frames=1, strategy=DEFAULTS.strategy, fps=None, start=None, end=None)
+        return replace(request.video, frames=1, strategy=DEFAULTS.strategy, fps=None, start=None, end=None,
+                       segments=1, select=DEFAULTS.select)
 
     def _client_error(self, err: StanchatError, media: Media | None = None) -> ApiError:
         """A library error as the 400 a client reads (`client_error`), with no server path in it."""

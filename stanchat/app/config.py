@@ -11,7 +11,7 @@ from pathlib import Path
 
 from stanchat.datasets.base import VIDEO_EXTENSIONS
 from stanchat.errors import StanchatError
-from stanchat.options import DEFAULTS, MAX_FRAME_PIXELS, check_frames, check_temporal
+from stanchat.options import DEFAULTS, MAX_FRAME_PIXELS, VideoOptions, check_frames, check_temporal
 from stanchat.video.probe import IMAGE_SUFFIXES
 from stanchat.video.sample import check_request
 
@@ -45,11 +45,15 @@ class AppConfig:
     start: float | None = None  # sample from this second on
     end: float | None = None  # sample before this second
     seed: int | None = None  # seed for strategy "random"
+    segments: int = DEFAULTS.segments  # windows of the temporal mode "segments"
+    select: str = DEFAULTS.select  # uniform | question: each question picks its frames (Mug weights)
+    candidates: int = DEFAULTS.candidates  # frames scored against each question under select "question"
 
     def __post_init__(self) -> None:
         check_frames(self.frames)
         check_temporal(self.temporal)
         check_request(self.frames, self.strategy, self.fps, self.start, self.end)
+        self.video_options(self.frames, self.temporal)  # segments, select and candidates checked together
         parse_size(self.max_file_size)
         if not self.max_duration > 0:
             raise StanchatError(f"--max-duration must be > 0 seconds, got {self.max_duration}")
@@ -63,6 +67,13 @@ class AppConfig:
             raise StanchatError(f"--max-sessions must be at least 1, got {self.max_sessions}")
         if not self.idle_timeout > 0:
             raise StanchatError(f"idle_timeout must be > 0 seconds, got {self.idle_timeout}")
+
+
+    def video_options(self, frames: int, temporal: str) -> VideoOptions:
+        """The options a video is sampled and encoded with at the controls' `frames` and `temporal`."""
+        return VideoOptions(frames=frames, temporal=temporal, strategy=self.strategy, fps=self.fps, start=self.start,
+                            end=self.end, seed=self.seed, segments=min(self.segments, frames), select=self.select,
+                            candidates=max(self.candidates, frames))
 
 
 def parse_size(text: str) -> int:

@@ -25,7 +25,6 @@ from stanchat.app.config import AppConfig
 from stanchat.app.files import ConversationFiles, Uploads
 from stanchat.app.wording import clamp, for_the_app
 from stanchat.errors import StanchatError
-from stanchat.options import VideoOptions
 from stanchat.video import Preprocessor, SampledFrames
 
 if TYPE_CHECKING:
@@ -158,11 +157,12 @@ class Conversation:
         if self.session is None or (frames, temporal) == (self.session.frames, self.session.temporal):
             return
         try:
-            if frames != self.session.frames:
+            if frames != self.session.frames or self.config.select == "question":
                 session = self._session(self.session.video.path, frames, temporal, self.session.history)
                 self._frame_features, self.weights = None, None
             else:  # the same frames, encoded the other way: nothing is decoded again
-                session = self.chat.session(self.session.video, frames, temporal, self.session.history)
+                session = self.chat.session(self.session.video, frames, temporal, self.session.history,
+                                            segments=self.config.video_options(frames, temporal).segments)
             self.session = session
         except Exception as err:
             self._warn(err, self.session.video.path)
@@ -181,10 +181,11 @@ class Conversation:
     def _session(self, path: str, frames: int, temporal: str, history: list | None = None) -> "Session":
         """A session on the video at `path`, sampled with the app's options; a video longer, or with
         larger frames, than the app takes is refused before any frame is decoded."""
-        config = self.config
-        options = VideoOptions(frames=frames, temporal=temporal, strategy=config.strategy, fps=config.fps,
-                               start=config.start, end=config.end, seed=config.seed)
-        encoded = self.chat.encode(path, options, max_seconds=config.max_duration, max_pixels=config.max_frame_pixels)
+        options = self.config.video_options(frames, temporal)
+        limits = {"max_seconds": self.config.max_duration, "max_pixels": self.config.max_frame_pixels}
+        if options.select == "question":  # each question selects its frames: the session keeps the candidates
+            return self.chat.session(path, history=history, **limits, **options.__dict__)
+        encoded = self.chat.encode(path, options, **limits)
         return self.chat.session(encoded, history=history)
 
     def _warn(self, err: Exception, path: str | None = None) -> None:
@@ -288,8 +289,9 @@ class Conversation:
             return
         for k, side in enumerate(sides):
             try:
-                if side.frames == self.session.frames:  # the frames already sampled, maybe encoded another way
-                    session = self.chat.session(self.session.video, side.frames, side.temporal)
+                if side.frames == self.session.frames and self.config.select != "question":  # the frames sampled
+                    session = self.chat.session(self.session.video, side.frames, side.temporal,
+                                                segments=self.config.video_options(side.frames, side.temporal).segments)
                 else:
                     session = self._session(self.session.video.path, side.frames, side.temporal)
                 stream = session.stream(question, **generation)

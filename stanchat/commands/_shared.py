@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from stanchat.options import DEFAULTS, TEMPORAL_MODES, VideoOptions
+from stanchat.options import DEFAULTS, MAX_CANDIDATES, SELECT_MODES, TEMPORAL_MODES, VideoOptions
 from stanchat.pretrained import DEFAULT_PRESET, preset_names
 from stanchat.video import check_source
 
@@ -32,7 +32,17 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"frames sampled uniformly over the video (1..64, default {DEFAULTS.frames})")
     group.add_argument("--temporal", choices=TEMPORAL_MODES, default=DEFAULTS.temporal,
                        help="stan: STAN-grafted L+1 tokens (default); mean: frame-mean baseline; "
-                            "concat: every frame's tokens (FreeVA-style)")
+                            "concat: every frame's tokens (FreeVA-style); segments: --segments windows, each "
+                            "STAN's tokens after its time span")
+    group.add_argument("--segments", type=int, default=DEFAULTS.segments,
+                       help=f"windows of --temporal segments (the first frames %% S windows take one frame more; "
+                            f"default {DEFAULTS.segments})")
+    group.add_argument("--select", choices=SELECT_MODES, default=DEFAULTS.select,
+                       help="uniform: --frames sampled by --strategy (default); question: the --frames frames the "
+                            "question is about among --candidates, by Mug's text-to-frame weights")
+    group.add_argument("--candidates", type=int, default=DEFAULTS.candidates,
+                       help=f"frames scored against the question under --select question (at most {MAX_CANDIDATES} "
+                            f"and the video's own frames; default {DEFAULTS.candidates})")
     group.add_argument("--max-new-tokens", type=int, default=DEFAULTS.max_new_tokens,
                        help=f"answer length limit in tokens (default {DEFAULTS.max_new_tokens})")
     group.add_argument("--temperature", type=float, default=DEFAULTS.temperature,
@@ -57,10 +67,11 @@ def sampling(args: argparse.Namespace) -> dict:
 
 
 def video_options(args: argparse.Namespace, **changes) -> VideoOptions:
-    """The command's `VideoOptions` (frames, temporal, strategy, fps, start, end, seed), with `changes`
-    (e.g. another frame count); checked when made."""
+    """The command's `VideoOptions` (frames, temporal, strategy, fps, start, end, seed, segments, select,
+    candidates), with `changes` (e.g. another frame count); checked when made."""
     given = {"frames": args.frames, "temporal": args.temporal, "strategy": args.strategy, "fps": args.fps,
-             "start": args.start, "end": args.end, "seed": args.seed}
+             "start": args.start, "end": args.end, "seed": args.seed, "segments": args.segments,
+             "select": args.select, "candidates": args.candidates}
     return VideoOptions(**{**given, **changes})
 
 

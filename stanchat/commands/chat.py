@@ -103,8 +103,12 @@ def _command(chat, session, line: str, args: argparse.Namespace):
             raise StanchatError(f"/frames takes a whole number, got {arg!r}")
         options = _options(session, args, frames=int(arg))
         return chat.session(session.video.path, history=session.history, **options.__dict__)
-    if name == "/temporal" and arg:  # the same frames, encoded the other way: nothing is decoded again
-        return chat.session(session.video, session.frames, check_temporal(arg), session.history)
+    if name == "/temporal" and arg:  # the same frames (or candidates), encoded the other way: nothing is decoded again
+        temporal = check_temporal(arg)
+        if session.options.select == "question":
+            options = _options(session, args, temporal=temporal)
+            return chat.session(session.video.path, history=session.history, **options.__dict__)
+        return chat.session(session.video, session.frames, temporal, session.history, segments=args.segments)
     raise StanchatError(f"unknown command {line!r}; commands: {HELP}")
 
 

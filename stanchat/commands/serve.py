@@ -67,7 +67,8 @@ def app_config(args: argparse.Namespace) -> AppConfig:
     """The app's settings from the parsed arguments (checked: a bad value fails before loading)."""
     return AppConfig(frames=args.frames, temporal=args.temporal, max_new_tokens=args.max_new_tokens,
                      temperature=args.temperature, strategy=args.strategy, fps=args.fps, start=args.start,
-                     end=args.end, seed=args.seed, **app_limits(args))
+                     end=args.end, seed=args.seed, segments=args.segments, select=args.select,
+                     candidates=args.candidates, **app_limits(args))
 
 
 def run(args: argparse.Namespace) -> int:

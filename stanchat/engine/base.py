@@ -63,11 +63,18 @@ def _finite(value: Any) -> bool:
 class Job:
     """One answer to generate: its prompt, the video's projected tokens and how to sample."""
 
-    prompt_ids: list[int]  # the chat-template prompt with ONE video placeholder (the engine expands it)
-    features: "torch.Tensor"  # (1, N, E) the projected video tokens that replace the placeholder
+    prompt_ids: list[int]  # the chat-template prompt with one video placeholder per block (the engine expands them)
+    features: "torch.Tensor"  # (1, N, E) the projected video tokens that replace the placeholders, in order
     sampling: Sampling
+    # tokens each placeholder stands for, in prompt order (summing to N); () is one block of all N
+    blocks: tuple[int, ...] = ()
     on_text: Callable[[str], None] | None = None  # called with each new piece of answer text (streaming)
     cancelled: Event = field(default_factory=Event)  # set it to stop generating (a Stop button, a client gone)
+
+    @property
+    def block_sizes(self) -> tuple[int, ...]:
+        """Video tokens per placeholder, in prompt order."""
+        return self.blocks or (int(self.features.shape[1]),)
 
 
 @dataclass

@@ -199,7 +199,7 @@ class TransformersEngine(Engine):
         batch = _Batch(eos=set(eos if isinstance(eos, list) else [eos] if eos is not None else []))
         for job, future in items:
             batch.rows.append(_Row(job, future, TextTracker(decode, job.sampling.stop, job.on_text)))
-        embeds, mask = embed_prompts(self.llava, [(job.prompt_ids, job.features) for job, _ in items])
+        embeds, mask = embed_prompts(self.llava, [(job.prompt_ids, job.features, job.block_sizes) for job, _ in items])
         sampling = items[0][0].sampling
         kwargs: dict[str, Any] = {"max_new_tokens": max(job.sampling.max_tokens for job, _ in items),
                                   "do_sample": not sampling.greedy, "pad_token_id": self._pad_id()}
@@ -224,18 +224,19 @@ class TransformersEngine(Engine):
         return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
-def embed_prompts(llava: Any, rows: list[tuple[list[int], torch.Tensor]],
+def embed_prompts(llava: Any, rows: list[tuple[list[int], torch.Tensor, tuple[int, ...]]],
                   pad_left: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Padded prompt embeddings (B, S, E), each row's ids with its one video placeholder replaced
-    by its projected video tokens (1, N, E) (`place_video`), and their mask (B, S). Left padding
+    """Padded prompt embeddings (B, S, E), each row's ids with its video placeholders replaced by its
+    projected video tokens (1, N, E), block k of `blocks[k]` tokens at the k-th placeholder
+    (`place_video`), and their mask (B, S). Left padding
     for `generate` (new tokens follow every row's last token); right padding for scoring (each
     row's positions start at 0, so a plain forward needs no position ids)."""
     device = llava.get_input_embeddings().weight.device
     image_token_id = llava.config.image_token_id
     embedded = []
-    for ids, features in rows:
+    for ids, features, blocks in rows:
         ids = torch.tensor(ids)
-        expanded = _expand(ids, ids == image_token_id, features.shape[1])  # (S,) one placeholder per token
+        expanded = _expand(ids, ids == image_token_id, blocks)  # (S,) one placeholder per video token
         embedded.append(place_video(llava, expanded[None].to(device), features)[0])  # (S, E)
     length = max(row.shape[0] for row in embedded)
     embeds = embedded[0].new_zeros(len(embedded), length, embedded[0].shape[1])
@@ -247,9 +248,14 @@ def embed_prompts(llava: Any, rows: list[tuple[list[int], torch.Tensor]],
     return embeds, mask
 
 
-def _expand(ids: torch.Tensor, placeholders: torch.Tensor, count: int) -> torch.Tensor:
-    """The prompt with its single video placeholder repeated `count` times: (S,) -> (S - 1 + count,)."""
-    if int(placeholders.sum()) != 1:
-        raise RuntimeError(f"a job's prompt holds {int(placeholders.sum())} video placeholders, expected 1")
-    at = int(placeholders.nonzero()[0])
-    return torch.cat([ids[:at], ids[at:at + 1].repeat(count), ids[at + 1:]])
+def _expand(ids: torch.Tensor, placeholders: torch.Tensor, blocks: tuple[int, ...]) -> torch.Tensor:
+    """The prompt with its k-th video placeholder repeated `blocks[k]` times (the text between the
+    blocks stays where it is): (S,) -> (S - len(blocks) + sum(blocks),)."""
+    at = placeholders.nonzero()[:, 0].tolist()
+    if len(at) != len(blocks):
+        raise RuntimeError(f"a job's prompt holds {len(at)} video placeholders, expected {len(blocks)}")
+    pieces, last = [], 0
+    for position, count in zip(at, blocks):
+        pieces += [ids[last:position], ids[position:position + 1].repeat(count)]
+        last = position + 1
+    return torch.cat([*pieces, ids[last:]])

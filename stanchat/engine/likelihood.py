@@ -90,8 +90,8 @@ def score(llava: Any, jobs: list[ScoreJob], batch_size: int = DEFAULTS.batch_siz
 
 
 def _score_batch(llava: Any, jobs: list[ScoreJob]) -> list[Scored]:
-    embeds, mask = embed_prompts(llava, [(job.prompt_ids + job.answer_ids, job.features) for job in jobs],
-                                 pad_left=False)
+    rows = [(job.prompt_ids + job.answer_ids, job.features, (int(job.features.shape[1]),)) for job in jobs]
+    embeds, mask = embed_prompts(llava, rows, pad_left=False)
     with torch.inference_mode():
         logits = llava(inputs_embeds=embeds, attention_mask=mask).logits  # (B, S, V)
     scored = []

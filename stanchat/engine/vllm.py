@@ -110,6 +110,9 @@ class VllmEngine(Engine):
         return AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
 
     def submit(self, job: Job) -> Future:
+        if len(job.block_sizes) > 1:
+            raise StanchatError("--temporal segments (several video blocks in one prompt) runs on the transformers "
+                                "engine; use --engine transformers or --temporal stan", param="temporal")
         return asyncio.run_coroutine_threadsafe(self._generate(job), self._loop)
 
     async def _generate(self, job: Job) -> Result:

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_subcommand_is_its_own_module():
-    assert len(SUBCOMMANDS) == 7
+    assert len(SUBCOMMANDS) == 8
     for name in SUBCOMMANDS:
         module = importlib.import_module(f"training.recipes.tiny_results.{name}")
         assert module.HELP and module.__doc__ and callable(module.add_arguments) and callable(module.run)

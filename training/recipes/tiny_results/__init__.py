@@ -7,6 +7,7 @@
     python -m training.recipes.tiny_results stills --run DIR
     python -m training.recipes.tiny_results shapes --run DIR
     python -m training.recipes.tiny_results describe --run DIR [--preset DIR]
+    python -m training.recipes.tiny_results events --out DIR [--preset DIR] [--events 2 4 8] [--clips N]
 
 One module per subcommand (`SUBCOMMANDS`), each with `HELP`, `add_arguments(parser)`, `run(args)
 -> dict` and the measurement itself, documented there; what they share is in `common`. The result
@@ -33,7 +34,7 @@ from training.recipes.tiny_results.videoqa import ask_examples, video_qa
 __all__ = ["ask_examples", "compare_description", "contrast", "describe_paths", "frame_features", "main",
            "paired_captions", "sign_test_p", "still_direction", "still_shapes", "trail_closeness", "video_qa"]
 
-SUBCOMMANDS = ("videoqa", "contrast", "paired", "trail", "stills", "shapes", "describe")  # = module names
+SUBCOMMANDS = ("videoqa", "contrast", "paired", "trail", "stills", "shapes", "describe", "events")  # = module names
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,7 +10,7 @@ import pytest
 
 from stanchat.errors import StanchatError
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 LEFT = str(EXAMPLES / "blue-triangle-left.mp4")
 SHRINK = str(EXAMPLES / "blue-triangle-shrink.mp4")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LMMS_PYTHON = ROOT / ".venv-lmms" / "bin" / "python"
 FRAMES = 8  # not the default 16: the frame count must reach the model
 TIMEOUT = 600  # seconds; a run takes about 40 on two shared cores
