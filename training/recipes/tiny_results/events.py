@@ -10,9 +10,15 @@ how often each scorer (`stanchat.selection.SCORERS`) puts the most weight on the
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
-from training.recipes.tiny_results.common import preset_folder
+from stanchat.options import MAX_CANDIDATES, VideoOptions
+from stanchat.selection import RULES, choose, subclip, window
+from training.recipes.tiny_config import TinyRecipe, held_out
+from training.recipes.tiny_results.common import load_preset, preset_folder
+from training.synthworld import OPPOSITE, sample_specs, write_dataset
+from training.synthworld.world import MOTIONS
 
 HELP = "accuracy and video tokens on clips of several events: stan, mean, segments, question-selected"
 EVENT_FRAMES = 16  # frames of each event in the written clips
@@ -29,7 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     preset_folder(args.preset)  # a missing preset fails before anything is written
-    from training.recipes.tiny_results.common import load_preset
 
     chat = load_preset(args.preset)
     return {f"{events}_events": measure(chat, write_clips(args.out / f"{events}_events", events, args.clips, args.seed))
@@ -39,11 +44,7 @@ def run(args: argparse.Namespace) -> dict:
 def write_clips(root: Path, events: int, clips: int, seed: int) -> list[dict]:
     """Held-out clips of `events` events of `EVENT_FRAMES` frames each, written once under `root`,
     and their questions: [{"video", "questions": [(question, answer, event index)]}]."""
-    from training.recipes.tiny_config import TinyRecipe, held_out
-    from training.synthworld import OPPOSITE, sample_specs, write_dataset
-    from training.synthworld.world import MOTIONS
 
-    from dataclasses import replace
 
     recipe = TinyRecipe()
     world = replace(recipe.world(), frames=EVENT_FRAMES * events, segments=events,
@@ -67,8 +68,6 @@ def write_clips(root: Path, events: int, clips: int, seed: int) -> list[dict]:
 
 def measure(chat, clips: list[dict]) -> dict:
     """Per mode: accuracy (%) and video tokens; the selection's hit rate per rule; its cost."""
-    from stanchat.options import MAX_CANDIDATES
-    from stanchat.selection import RULES
 
     events = len(clips[0]["questions"]) if clips else 0
     all_frames = EVENT_FRAMES * events
@@ -104,7 +103,6 @@ def measure(chat, clips: list[dict]) -> dict:
 
 def _candidate_cost(chat, video: str, options: dict, cost: dict) -> None:
     """Decode and score the clip's candidates once, uncached, adding their seconds and count to `cost`."""
-    from stanchat.options import VideoOptions
 
     chat.candidate_cache.clear()
     candidates, _, _ = chat.candidates(video, VideoOptions(**options))
@@ -121,8 +119,6 @@ def _in_event(indices: list[int], event: int) -> bool:
 
 def _rules(chat, video: str, question: str, truth: str, event: int, options: dict, right: dict, hits: dict) -> None:
     """Every selection rule on the same weights: its hit and the answer on its frames."""
-    from stanchat.options import VideoOptions
-    from stanchat.selection import RULES, choose, subclip
 
     chosen_options = VideoOptions(**options)
     candidates, _, _ = chat.candidates(video, chosen_options)
@@ -136,8 +132,6 @@ def _rules(chat, video: str, question: str, truth: str, event: int, options: dic
 
 def _scorers(chat, video: str, question: str, event: int, options: dict, scorer_hits: dict) -> None:
     """Whether each scorer's heaviest window of 16 candidates lies in the asked event."""
-    from stanchat.options import VideoOptions
-    from stanchat.selection import window
 
     candidates, _, _ = chat.candidates(video, VideoOptions(**options))
     for scorer in scorer_hits:
