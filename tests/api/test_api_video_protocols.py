@@ -136,7 +136,8 @@ def test_media_io_kwargs_change_the_frames_used(server, chat):
     message = err.value.body["message"]
     assert "frames=8" in message and "media_io_kwargs.video.num_frames=4" in message
     with pytest.raises(openai.BadRequestError) as err:  # the same ceiling as frames: STAN's 64
-        checks.ask(server, [video_message(data_url(LEFT))], extra_body={"media_io_kwargs": {"video": {"num_frames": 65}}})
+        checks.ask(server, [video_message(data_url(LEFT))],
+                   extra_body={"media_io_kwargs": {"video": {"num_frames": 65}}})
     assert "64" in err.value.body["message"]
 
 
