@@ -257,3 +257,21 @@ def test_too_big_and_too_slow_remotes_are_refused(server, media):
             pass
     with _refused(server, f"http://127.0.0.1:{media}/slow", f"did not arrive within {FETCH_TIMEOUT:g} s"):
         pass
+
+
+@pytest.mark.parametrize("fields, param, says", [
+    ({"media_io_kwargs": {"video": {"num_frames": 8, "backend": "x"}}}, "media_io_kwargs.video.backend",
+     "not supported"),
+    ({"media_io_kwargs": {"video": {"num_frames": -1}}}, "media_io_kwargs.video.num_frames", "must be in"),
+    ({"media_io_kwargs": {"video": {"num_frames": 8}},
+      "extra_body": {"media_io_kwargs": {"video": {"num_frames": 4}}}}, "media_io_kwargs", "disagree"),
+    ({"fps": 1, "media_io_kwargs": {"video": {"fps": 2}}}, "fps", "media_io_kwargs.video.fps=2"),
+    ({"media_io_kwargs": "num_frames=8"}, "media_io_kwargs", "must be an object"),
+])
+def test_media_io_kwargs_are_checked_by_name(fields, param, says):
+    from stanchat.api.errors import ApiError
+    from stanchat.api.protocol import parse_request
+
+    with pytest.raises(ApiError) as err:
+        parse_request({"messages": [video_message("data:video/mp4;base64,AA==")], **fields})
+    assert err.value.status == 400 and err.value.param == param and says in err.value.message
