@@ -199,9 +199,10 @@ def _hit(prepared: Prepared) -> str:
 
 
 def _extra(prepared: Prepared) -> dict:
-    """stanchat's own response fields: what the model saw of the video."""
+    """stanchat's own response fields: what the model saw of the video (`indices`: each used frame's
+    number in the video, or, of a video sent as images, its image's place in the list, from 0)."""
     encoded = prepared.encoded
-    extra = {"video_cache": _hit(prepared), "frames": encoded.frames,
+    extra = {"video_cache": _hit(prepared), "frames": encoded.frames, "indices": list(encoded.clip.indices),
              "timestamps": [float(t) for t in encoded.clip.timestamps], "video_tokens": prepared.video_tokens}
     if encoded.weights is not None:  # select=question: each used frame's weight for the question
         extra["weights"] = list(encoded.weights)

@@ -31,6 +31,14 @@ class ApiConfig:
                                         "else no key, fine on 127.0.0.1)", str, metavar="KEY")
     allowed_local_media_path: str | None = setting(
         None, "let requests name files under DIR by path or file:// URL (default: none)", str, metavar="DIR")
+    allowed_media_domains: tuple[str, ...] | None = setting(
+        None, "fetch http(s) media URLs from these hosts only, named exactly (an internal address such as "
+              "127.0.0.1 only when it is listed itself; default: no remote fetching)", str, nargs="+",
+        metavar="HOST")
+    media_fetch_timeout: float = setting(10.0, "seconds a remote media URL may take to arrive in full; slower "
+                                               "gets 400", metavar="S")
+    max_media_bytes: int = setting(64 * 1024 * 1024, "largest remote media file fetched, in bytes; larger gets 400",
+                                   metavar="BYTES")
     max_request_bytes: int = setting(64 * 1024 * 1024, "largest request body in bytes; more gets 413 "
                                                        "(a base64 video is ~4/3 its size)", metavar="BYTES")
     body_timeout: float = setting(30.0, "seconds a request body may take to arrive; slower gets 408", metavar="S")
@@ -59,11 +67,11 @@ class ApiConfig:
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise StanchatError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
-        for name in ("max_request_bytes", "max_receiving", "max_pending", "max_batch", "tensor_parallel_size",
-                     "max_frame_pixels"):
+        for name in ("max_request_bytes", "max_media_bytes", "max_receiving", "max_pending", "max_batch",
+                     "tensor_parallel_size", "max_frame_pixels"):
             if getattr(self, name) < 1:
                 raise StanchatError(f"{flag(name)} must be at least 1, got {getattr(self, name)}")
-        for name in ("body_timeout", "request_timeout", "max_video_seconds", "kv_cache_gib"):
+        for name in ("body_timeout", "request_timeout", "max_video_seconds", "kv_cache_gib", "media_fetch_timeout"):
             value = getattr(self, name)
             if value is not None and not 0 < value < float("inf"):
                 raise StanchatError(f"{flag(name)} must be a number > 0, got {value}")
@@ -75,6 +83,8 @@ class ApiConfig:
             raise StanchatError(f"--allowed-local-media-path {self.allowed_local_media_path} is not a folder")
         if self.api_key is not None:
             check_header_safe(self.api_key)
+        if self.allowed_media_domains is not None:  # argparse gives a list: kept as a tuple, lower case
+            object.__setattr__(self, "allowed_media_domains", check_hosts(self.allowed_media_domains))
 
     def engine_settings(self) -> dict:
         """The chosen engine's keywords (`stanchat.engine.create_engine`)."""
@@ -87,6 +97,18 @@ class ApiConfig:
 def flag(name: str) -> str:
     """The command-line flag of field `name`."""
     return "--" + name.replace("_", "-")
+
+
+def check_hosts(hosts) -> tuple[str, ...]:
+    """--allowed-media-domains as lower-case names, refusing what is not a bare host name or address."""
+    if isinstance(hosts, str) or not hosts:
+        raise StanchatError("--allowed-media-domains takes one or more host names, e.g. --allowed-media-domains "
+                            "example.com media.example.org")
+    for host in hosts:
+        if not isinstance(host, str) or not host or any(c in host for c in "/@ \t?#") or host.startswith("["):
+            raise StanchatError(f"--allowed-media-domains takes bare host names or IP addresses (example.com, "
+                                f"127.0.0.1, ::1), not URLs; got {host!r}")
+    return tuple(host.lower() for host in hosts)
 
 
 def check_header_safe(key: str) -> str:

@@ -1,10 +1,15 @@
 """The OpenAI chat-completions request body -> a checked `ChatRequest`; responses and chunks.
 
 A conversation is about one video (or image): a `video_url` or `image_url` part in the first
-user message. Later turns are text; the history is what the client resends, as the API does it.
+user message, or that video's frames as an ordered list of `image_url` parts (as GPT-4-style
+clients and lmms-eval send a video; `frames` samples them uniformly when there are more, `fps` is
+their rate). Later turns are text; the history is what the client resends, as the API does it.
 stanchat's own fields sit beside the API's: `frames`, `temporal`, `fps`, `start`, `end`,
-`segments`, `select`, `candidates` (openai client: `extra_body={...}`). Sampling uses the API's fields: `temperature` (default 0,
-greedy, as in `stanchat ask`), `top_p`, `max_tokens` / `max_completion_tokens`, `seed`, `stop`.
+`segments`, `select`, `candidates` (openai client: `extra_body={...}`); so does vLLM's
+`media_io_kwargs: {"video": {"num_frames": N, "fps": R}}` (the same as frames and fps, within the
+same limits; given both ways, they must agree), at the top level or inside an `extra_body` object.
+Sampling uses the API's fields: `temperature` (default 0, greedy, as in `stanchat ask`), `top_p`,
+`max_tokens` / `max_completion_tokens`, `seed`, `stop`.
 Fields of the API that stanchat does not do and that would change the answer are refused with a
 400 naming the field, unless they hold the value that means "not used" (`UNSUPPORTED`): tools,
 tool_choice, functions, function_call, response_format, logprobs, top_logprobs, n, logit_bias,
@@ -30,6 +35,8 @@ from stanchat.api.errors import ApiError, client_error
 from stanchat.options import DEFAULTS, MAX_CANDIDATES, SELECT_MODES, TEMPORAL_MODES
 
 MEDIA_PARTS = {"video_url": "video", "image_url": "image"}
+MAX_IMAGES = MAX_CANDIDATES  # image_url parts one video's frame list may have (select=question scores them all)
+VIDEO_IO = {"num_frames": "frames", "fps": "fps"}  # vLLM's media_io_kwargs.video keys -> stanchat's fields
 MAX_STOP = 4  # stop strings at most, as in the OpenAI API
 MAX_SEED = 2**63 - 1  # seeds are int64 in torch and vLLM
 MAX_FLOAT = 1e300  # a float field's largest magnitude (a larger JSON integer would not convert to a float)
@@ -43,16 +50,22 @@ UNSUPPORTED = {"tools": ([],), "tool_choice": ("none",), "functions": ([],), "fu
 
 @dataclass
 class ChatRequest:
-    media_url: str  # the video's (or image's) URL
-    media_kind: str  # "video" or "image"
+    media_urls: tuple[str, ...]  # the video's (or image's) URL; under "frames", each frame's, in order
+    media_kind: str  # "video", "image" or "frames" (a video as its frames, one image each)
     question: str  # the last user message's text
     history: list[tuple[str, str]] = field(default_factory=list)  # earlier (user, assistant) turns
     system: str | None = None
     video: VideoOptions = field(default_factory=VideoOptions)
+    frame_rate: float | None = None  # under "frames": the images' rate (fps; their times i / rate), None: one a second
     sampling: Sampling = field(default_factory=Sampling)
     stream: bool = False
     include_usage: bool = False  # stream_options.include_usage
     model: str | None = None
+
+    @property
+    def media_url(self) -> str:
+        """The video's (or image's, or first frame's) URL."""
+        return self.media_urls[0]
 
 
 def _number(body: dict, name: str, kind: type, default: Any, low: float | None = None, high: float | None = None):
@@ -71,14 +84,14 @@ def _number(body: dict, name: str, kind: type, default: Any, low: float | None =
     return kind(value)
 
 
-def _text_of(content: Any, index: int, allow_media: bool) -> tuple[str, tuple[str, str] | None]:
-    """The text of one message's content, and its media part (url, kind) if it has one."""
+def _text_of(content: Any, index: int, allow_media: bool) -> tuple[str, tuple[tuple[str, ...], str] | None]:
+    """The text of one message's content, and its media (urls, kind) if it has any."""
     param = f"messages[{index}].content"
     if isinstance(content, str):
         return _no_nul(content, param), None
     if not isinstance(content, list):
         raise ApiError(400, f"{param} must be a string or a list of content parts", param=param)
-    texts, media = [], None
+    texts, urls, kinds = [], [], []
     for part in content:
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text":
@@ -86,15 +99,30 @@ def _text_of(content: Any, index: int, allow_media: bool) -> tuple[str, tuple[st
                 raise ApiError(400, f"{param}: a text part needs a string \"text\"", param=param)
             texts.append(_no_nul(part["text"], param))
         elif kind in MEDIA_PARTS:
-            if not allow_media or media is not None:
+            if not allow_media:
                 raise ApiError(400, "a conversation is about one video or image, in the first user message; "
                                     f"{param} has another", param=param)
-            url = part.get(kind, {}).get("url") if isinstance(part.get(kind), dict) else None
-            media = (url, MEDIA_PARTS[kind])
+            urls.append(part.get(kind, {}).get("url") if isinstance(part.get(kind), dict) else None)
+            kinds.append(MEDIA_PARTS[kind])
         else:
             raise ApiError(400, f"{param}: unsupported content part {kind!r}; use text, video_url or image_url",
                            param=param)
-    return "\n".join(texts), media
+    return "\n".join(texts), _media(urls, kinds, param)
+
+
+def _media(urls: list, kinds: list[str], param: str) -> tuple[tuple[str, ...], str] | None:
+    """One message's media parts as (urls, kind): one video, one image, or one video's frames."""
+    if not urls:
+        return None
+    if len(urls) == 1:
+        return tuple(urls), kinds[0]
+    if "video" in kinds:
+        raise ApiError(400, "a conversation is about one video: one video_url part, or its frames as image_url "
+                            f"parts; {param} has {len(urls)} parts with a video_url among them", param=param)
+    if len(urls) > MAX_IMAGES:
+        raise ApiError(400, f"{param} has {len(urls)} image_url parts, more than the {MAX_IMAGES} frames one video "
+                            "may be sent as; send fewer (frames samples them when there are more)", param=param)
+    return tuple(urls), "frames"
 
 
 def _no_nul(text: str, param: str) -> str:
@@ -172,21 +200,10 @@ def parse_request(body: Any) -> ChatRequest:
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
     _unsupported(body)
-    system, history, question, (url, kind) = _conversation(body.get("messages"))
-    temporal = body.get("temporal", DEFAULTS.temporal)
-    if temporal not in TEMPORAL_MODES:
-        raise ApiError(400, f"temporal must be one of {', '.join(TEMPORAL_MODES)}, got {temporal!r}", param="temporal")
-    select = body.get("select", DEFAULTS.select)
-    if select not in SELECT_MODES:
-        raise ApiError(400, f"select must be one of {', '.join(SELECT_MODES)}, got {select!r}", param="select")
-    fps = _number(body, "fps", float, None, 1e-3)
+    system, history, question, (urls, kind) = _conversation(body.get("messages"))
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     try:
-        video = VideoOptions(frames=_number(body, "frames", int, DEFAULTS.frames, 1), temporal=temporal,
-                             strategy="fps" if fps is not None else DEFAULTS.strategy, fps=fps,
-                             start=_number(body, "start", float, None, 0), end=_number(body, "end", float, None, 0),
-                             segments=_number(body, "segments", int, DEFAULTS.segments, 1), select=select,
-                             candidates=_number(body, "candidates", int, DEFAULTS.candidates, 1, MAX_CANDIDATES))
+        video, rate = _video_options(body, kind, len(urls))
         sampling = Sampling(
             max_tokens=_number({"max_tokens": max_tokens}, "max_tokens", int, DEFAULTS.max_new_tokens, 1),
             temperature=_number(body, "temperature", float, DEFAULTS.temperature, 0, 2),
@@ -198,9 +215,71 @@ def parse_request(body: Any) -> ChatRequest:
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise ApiError(400, f"model must be a string, got {json.dumps(model)[:80]}", param="model")
-    return ChatRequest(media_url=url, media_kind=kind, question=question, history=history, system=system,
-                       video=video, sampling=sampling, stream=stream, include_usage=include_usage,
+    return ChatRequest(media_urls=urls, media_kind=kind, question=question, history=history, system=system,
+                       video=video, frame_rate=rate, sampling=sampling, stream=stream, include_usage=include_usage,
                        model=model)
+
+
+def _video_options(body: dict, kind: str, count: int) -> tuple[VideoOptions, float | None]:
+    """The request's video options, and under "frames" the images' rate (their times i / rate; None:
+    one a second): a frame list is sampled uniformly, `frames` of its `count` images."""
+    temporal = body.get("temporal", DEFAULTS.temporal)
+    if temporal not in TEMPORAL_MODES:
+        raise ApiError(400, f"temporal must be one of {', '.join(TEMPORAL_MODES)}, got {temporal!r}", param="temporal")
+    select = body.get("select", DEFAULTS.select)
+    if select not in SELECT_MODES:
+        raise ApiError(400, f"select must be one of {', '.join(SELECT_MODES)}, got {select!r}", param="select")
+    video_io = _video_io(body)
+    frames = _agreed(body, video_io, "frames", int, DEFAULTS.frames, 1)
+    fps = _agreed(body, video_io, "fps", float, None, 1e-3)
+    start, end = _number(body, "start", float, None, 0), _number(body, "end", float, None, 0)
+    if kind == "frames" and (start is not None or end is not None):
+        name = "start" if start is not None else "end"
+        raise ApiError(400, f"{name} picks a window of a video file; of a video sent as its frames, send only the "
+                            "frames you want", param=name)
+    rate = fps if kind == "frames" else None
+    if kind == "frames":
+        frames, fps = min(frames, count), None  # the images' rate times them; they are sampled uniformly
+    video = VideoOptions(frames=frames, temporal=temporal, strategy="fps" if fps is not None else DEFAULTS.strategy,
+                         fps=fps, start=start, end=end,
+                         segments=_number(body, "segments", int, DEFAULTS.segments, 1), select=select,
+                         candidates=_number(body, "candidates", int, DEFAULTS.candidates, 1, MAX_CANDIDATES))
+    return video, rate
+
+
+def _video_io(body: dict) -> dict:
+    """vLLM's `media_io_kwargs.video` (at the top level, or in an `extra_body` object a client sent as
+    it is), checked to hold only keys stanchat does: {} when absent."""
+    extra = body.get("extra_body")
+    if extra is not None and not isinstance(extra, dict):
+        raise ApiError(400, "extra_body must be an object", param="extra_body")
+    given = [value for value in (body.get("media_io_kwargs"), (extra or {}).get("media_io_kwargs"))
+             if value is not None]
+    if len(given) == 2 and given[0] != given[1]:
+        raise ApiError(400, "media_io_kwargs and extra_body.media_io_kwargs disagree; send one of them",
+                       param="media_io_kwargs")
+    kwargs = given[0] if given else {}
+    if not isinstance(kwargs, dict) or not isinstance(kwargs.get("video", {}), dict):
+        raise ApiError(400, "media_io_kwargs must be an object such as {\"video\": {\"num_frames\": 8}}",
+                       param="media_io_kwargs")
+    video = kwargs.get("video") or {}
+    unknown = sorted(set(video) - set(VIDEO_IO))
+    if unknown:
+        raise ApiError(400, f"media_io_kwargs.video.{unknown[0]} is not supported by this server; it takes "
+                            f"{' and '.join(VIDEO_IO)}", param=f"media_io_kwargs.video.{unknown[0]}")
+    return video
+
+
+def _agreed(body: dict, video_io: dict, name: str, kind: type, default: Any, low: float):
+    """Field `name`, given as itself or as vLLM's media_io_kwargs.video key; both given, they must agree."""
+    key = next(k for k, v in VIDEO_IO.items() if v == name)
+    param = f"media_io_kwargs.video.{key}"
+    ours = _number(body, name, kind, None, low)
+    theirs = _number({param: video_io.get(key)}, param, kind, None, low)
+    if ours is not None and theirs is not None and ours != theirs:
+        raise ApiError(400, f"{name}={ours:g} and {param}={theirs:g} disagree; give one of them", param=name)
+    value = ours if ours is not None else theirs
+    return default if value is None else value
 
 
 def completion_id() -> str:

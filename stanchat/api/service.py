@@ -20,6 +20,7 @@ from stanchat.api.config import ApiConfig
 from stanchat.api.errors import ApiError, client_error
 from stanchat.api.media import Media, MediaResolver
 from stanchat.api.protocol import ChatRequest
+from stanchat.api.remote import RemotePolicy
 from stanchat.api.uploads import SPOOL_PREFIX
 from stanchat.engine.base import Engine, Job
 from stanchat.engine.prompt import make_job
@@ -29,6 +30,7 @@ from stanchat.options import DEFAULTS, VideoOptions
 if TYPE_CHECKING:
     from stanchat.chat import VideoChat
     from stanchat.encoding import EncodedVideo
+    from stanchat.video import SampledFrames
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +55,9 @@ class ChatService:
         self.config = config
         self.model_name = chat.name
         self._spool = tempfile.TemporaryDirectory(prefix=SPOOL_PREFIX)
-        self.media = MediaResolver(self._spool.name, config.allowed_local_media_path)
+        remote = None if config.allowed_media_domains is None else RemotePolicy(
+            frozenset(config.allowed_media_domains), config.media_fetch_timeout, config.max_media_bytes)
+        self.media = MediaResolver(self._spool.name, config.allowed_local_media_path, remote)
         self.pool = ThreadPoolExecutor(max_workers=config.max_pending, thread_name_prefix="stanchat-api")
         self.pending = 0
         self._admission = threading.Lock()
@@ -84,11 +88,16 @@ class ChatService:
         The request's uploaded file belongs to its scope (`stanchat.api.scope`), which deletes it and
         sets `cancel` when the request ends: a decode still running is then called off
         (`stanchat.errors.Cancelled`, which no client reads)."""
-        media = self.media.resolve(request.media_url, request.media_kind, param="messages[0].content")
+        param = "messages[0].content"
+        media = None
         try:
-            encoded = self.chat.encode(media.path, self._options(media.kind, request), question=request.question,
-                                       digest=media.sha256,
-                                       max_seconds=self.config.max_video_seconds,
+            if request.media_kind == "frames":
+                video, digest = self._frames(request, cancel, param), None
+            else:
+                media = self.media.resolve(request.media_url, request.media_kind, param, cancel)
+                video, digest = media.path, media.sha256
+            encoded = self.chat.encode(video, self._options(request.media_kind, request), question=request.question,
+                                       digest=digest, max_seconds=self.config.max_video_seconds,
                                        max_pixels=self.config.max_frame_pixels, cancel=cancel)
             job, prompt_tokens = make_job(self.chat.processor, self.chat.context_length, encoded.features,
                                           encoded.frames, encoded.options.temporal, request.history,
@@ -99,10 +108,27 @@ class ChatService:
             raise self._client_error(err, media) from err
         return Prepared(job, encoded, prompt_tokens, encoded.video_tokens)
 
+    def _frames(self, request: ChatRequest, cancel: threading.Event | None, param: str) -> "SampledFrames":
+        """A video sent as its frames (image_url parts): the images `frames` samples (all of them for
+        select=question, which chooses among them), each resolved, checked against --max-frame-pixels
+        and fitted to the tower as it is decoded, in order, timed by the request's rate."""
+        from stanchat.video.stills import load_stills, pick_uniform
+
+        urls = request.media_urls
+        picks = list(range(len(urls))) if request.video.select == "question" else \
+            pick_uniform(len(urls), request.video.frames)
+        media = [self.media.resolve(urls[i], "image", param, cancel) for i in picks]
+        labels = [f"image {i + 1} of {len(urls)}" + ("" if m.label.startswith("the uploaded") else f" ({m.label})")
+                  for i, m in zip(picks, media)]
+        return load_stills([m.path for m in media], picks, len(urls), request.frame_rate,
+                           fit=self.chat.preprocessor.fit, max_pixels=self.config.max_frame_pixels, cancel=cancel,
+                           labels=labels)
+
     @staticmethod
     def _options(kind: str, request: ChatRequest) -> VideoOptions:
-        """The request's video options; an image is one frame (one window, nothing to select)."""
-        if kind == "video":
+        """The request's video options; an image is one frame (one window, nothing to select); a
+        video's frames were sampled by the request (`protocol`), as many as it uses."""
+        if kind in ("video", "frames"):
             return request.video
         return replace(request.video, frames=1, strategy=DEFAULTS.strategy, fps=None, start=None, end=None,
                        segments=1, select=DEFAULTS.select)

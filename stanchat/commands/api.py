@@ -1,7 +1,8 @@
 """Serve an OpenAI-compatible API: POST /v1/chat/completions (streamed or not), GET /v1/models,
 GET /health. A video is a content part {"type": "video_url", "video_url": {"url": "data:video/mp4;base64,..."}}
-(or a path under --allowed-local-media-path); stanchat's options (frames, temporal, fps, start,
-end) are extra body fields. Binds 127.0.0.1 unless --host says otherwise; --api-key (or
+(or a path under --allowed-local-media-path, or an http(s) URL from a host of --allowed-media-domains),
+or its frames as image_url parts of one message; stanchat's options (frames, temporal, fps, start,
+end) and vLLM's media_io_kwargs.video (num_frames, fps) are extra body fields. Binds 127.0.0.1 unless --host says otherwise; --api-key (or
 STANCHAT_API_KEY) makes clients send `Authorization: Bearer KEY`. --with-app also serves the
 Gradio chat app at /app from the same model, with `stanchat serve`'s limits (the "app" options) and,
 with a key, a sign-in page that takes the key as its password. Needs `pip install 'stanchat[api]'`."""

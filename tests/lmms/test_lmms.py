@@ -11,21 +11,12 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-LMMS_PYTHON = ROOT / ".venv-lmms" / "bin" / "python"
+from tests.lmms.lmms_env import ROOT, lmms_python as _python
+
 FRAMES = 8  # not the default 16: the frame count must reach the model
 TIMEOUT = 600  # seconds; a run takes about 40 on two shared cores
 
 pytestmark = pytest.mark.slow
-
-
-def _python() -> str:
-    if not LMMS_PYTHON.exists():
-        message = f"no lmms-eval environment at {LMMS_PYTHON}; scripts/test creates it"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return str(LMMS_PYTHON)
 
 
 @pytest.fixture(scope="module")

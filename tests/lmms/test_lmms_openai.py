@@ -1,0 +1,131 @@
+"""The real lmms-eval (0.7.3, in .venv-lmms) runs `--model openai` against a running `stanchat api
+--model tiny`, offline, on a local task written here (`training.synthworld.mcq`'s generation twin),
+in both of its routes:
+- `pass_video_url=True`: the video goes as a file:// URL, the frame count as vLLM's
+  `media_io_kwargs.video.num_frames`; its answers equal `stanchat ask --batch` at that count;
+- the default: lmms-eval decodes the video itself (qwen-vl-utils, read by decord:
+  FORCE_QWENVL_VIDEO_READER=decord, as torchvision no longer reads video) and sends its frames as
+  image_url parts; its answers equal what the library answers on those very frames.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.api_helpers import serve_subprocess
+from tests.lmms.lmms_env import ROOT, lmms_python
+
+FRAMES = 8  # not the server's default 16: the count must reach the model
+MAX_NEW_TOKENS = 8  # the generation task's (training/synthworld/mcq.py)
+TIMEOUT = 600  # seconds for each run; one takes 20-60 on two shared cores
+ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+       "FORCE_QWENVL_VIDEO_READER": "decord"}
+
+pytestmark = pytest.mark.slow
+
+# Run in .venv-lmms: the messages lmms-eval's openai model sends on its default route (its own
+# ChatMessages.to_openai_messages with the same video arguments), one JSON line per question.
+FRAME_MESSAGES = """
+import json, sys
+from lmms_eval.protocol import ChatMessages
+frames, out = int(sys.argv[1]), open(sys.argv[2], "w")
+for line in sys.stdin:
+    video, question = json.loads(line)
+    chat = ChatMessages(messages=[{"role": "user", "content": [{"type": "video", "url": video},
+                                                              {"type": "text", "text": question}]}])
+    out.write(json.dumps(chat.to_openai_messages(video_kwargs={"nframes": frames})) + "\\n")
+"""
+
+
+@pytest.fixture(scope="module")
+def questions(tmp_path_factory):
+    from training.synthworld.mcq import write_mcq
+    from training.synthworld.world import WorldConfig
+
+    return write_mcq(tmp_path_factory.mktemp("mcq"), n=4, seed=11, config=WorldConfig(frames=16))
+
+
+@pytest.fixture(scope="module")
+def server(questions, tmp_path_factory):
+    python = lmms_python()  # fail or skip before the server starts
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    args = ["--model", "tiny", "--device", "cpu", "--allowed-local-media-path", str(questions.root)]
+    with serve_subprocess(sys.executable, args, 120, log) as (base, _):
+        yield base, python
+
+
+def _lmms(python: str, base: str, questions, out: Path, home: Path, route: dict) -> dict:
+    """lmms-eval's generated answers on the generation task: doc id -> answer."""
+    task = questions.tasks[1]
+    args = ",".join(f"{k}={v}" for k, v in {"model": "tiny", "base_url": f"{base}/v1", "api_key": "none",
+                                            "max_frames_num": FRAMES, "max_retries": 1, **route}.items())
+    command = [python, "-m", "lmms_eval", "--model", "openai", "--model_args", args, "--tasks", task,
+               "--include_path", str(questions.root), "--output_path", str(out), "--log_samples"]
+    env = {**os.environ, **ENV, "HF_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    files = list(out.rglob(f"*_samples_{task}.jsonl"))
+    assert len(files) == 1, (sorted(p.name for p in out.rglob("*")), run.stderr[-3000:])
+    rows = [json.loads(line) for line in files[0].read_text().splitlines()]
+    assert not any("LMMS_EVAL_REQUEST_FAILED" in str(row["filtered_resps"]) for row in rows), rows
+    return {row["doc_id"]: row["filtered_resps"] for row in rows}
+
+
+def test_video_url_route_equals_ask_batch(server, questions, tmp_path):
+    base, python = server
+    answers = _lmms(python, base, questions, tmp_path / "out", tmp_path / "home", {"pass_video_url": True})
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text("".join(json.dumps({"id": i, "video": str(questions.root / q["video"]),
+                                            "question": q["question"]}) + "\n" for i, q in enumerate(questions.items)))
+    out = tmp_path / "answers.jsonl"
+    run = subprocess.run([sys.executable, "-m", "stanchat", "ask", "--batch", str(requests), "--out", str(out),
+                          "--model", "tiny", "--device", "cpu", "--frames", str(FRAMES), "--max-new-tokens",
+                          str(MAX_NEW_TOKENS), "--temperature", "0"], capture_output=True, text=True, timeout=TIMEOUT,
+                         env={**os.environ, **ENV, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0, run.stderr[-3000:]
+    expected = {row["id"]: row["answer"] for row in map(json.loads, out.read_text().splitlines())}
+    assert len(answers) == len(questions.items) == len(expected)
+    assert answers == expected
+
+
+def test_frame_list_route_equals_the_library_on_those_frames(server, questions, tmp_path):
+    """The reference: lmms-eval's own messages for each question (the frames it sends), their images
+    assembled by the library (`load_stills`) and answered by `VideoChat.ask`, without the server."""
+    base, python = server
+    answers = _lmms(python, base, questions, tmp_path / "out", tmp_path / "home", {})
+    sent = tmp_path / "messages.jsonl"
+    asked = "".join(json.dumps([str(questions.root / q["video"]), q["question"]]) + "\n" for q in questions.items)
+    run = subprocess.run([python, "-c", FRAME_MESSAGES, str(FRAMES), str(sent)], input=asked, capture_output=True,
+                         text=True, timeout=TIMEOUT, env={**os.environ, **ENV})
+    assert run.returncode == 0, run.stderr[-3000:]
+    expected = _library_answers([json.loads(line) for line in sent.read_text().splitlines()], tmp_path / "frames")
+    assert len(answers) == len(questions.items) == len(expected)
+    assert answers == expected
+
+
+def _library_answers(conversations: list[list[dict]], folder: Path) -> dict:
+    """doc id -> the library's answer to each conversation's question about its image_url frames."""
+    import base64
+
+    from stanchat.chat import load
+    from stanchat.video.stills import load_stills
+
+    chat = load("tiny", device="cpu")
+    folder.mkdir()
+    answers = {}
+    for i, messages in enumerate(conversations):
+        parts = messages[0]["content"]
+        urls = [part["image_url"]["url"] for part in parts if part["type"] == "image_url"]
+        question = next(part["text"] for part in parts if part["type"] == "text")
+        assert len(urls) == FRAMES and all(url.startswith("data:image/png;base64,") for url in urls)
+        paths = []
+        for k, url in enumerate(urls):
+            paths.append(folder / f"{i}-{k}.png")
+            paths[-1].write_bytes(base64.b64decode(url.partition(",")[2]))
+        clip = load_stills(paths, list(range(len(paths))), len(paths), fit=chat.preprocessor.fit)
+        answers[i] = chat.ask(clip, question, max_new_tokens=MAX_NEW_TOKENS).text
+    return answers
