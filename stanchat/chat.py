@@ -229,7 +229,7 @@ class VideoChat:
         self.check_frames(options)
         candidates, candidates_hit, source = self.candidates(video, options, digest=digest, limits=limits)
         started = time.perf_counter()
-        weights = self.relevance.weights(question, candidates.features, words_only=True).tolist()  # (C,) sum 1
+        weights = self.relevance.weights(question, candidates.features).tolist()  # (C,) sum 1
         chosen = choose(weights, options.frames)
         selected = time.perf_counter() - started
         clip = subclip(candidates.clip, chosen)

@@ -34,6 +34,17 @@ def test_weights_are_mug_over_the_videoclip_features(clip, tmp_path):
     assert len(other) == 6 and other != weights  # the question matters
 
 
+def test_words_the_tokenizer_does_not_know_are_not_read(clip):
+    """Unknown-word tokens are dropped before the text tower: they would change every other
+    token's features (selection found the asked event far less often with them read)."""
+    model = tiny_videoclip()
+    relevance = FrameRelevance(model, tiny_text_tokenizer())
+    tokenizer = relevance.tokenizer
+    assert tokenizer.unk_token_id in tokenizer("where ## is it?")["input_ids"]  # "#" is not in its vocabulary
+    assert relevance(clip, "where ## is it?") == pytest.approx(relevance(clip, "where is it?"), rel=1e-6, abs=1e-7)
+    assert len(relevance(clip, "###")) == 6  # nothing known: start and end alone still give weights
+
+
 def test_long_questions_are_cut_to_the_text_tower_positions(clip, tmp_path):
     model = tiny_videoclip()
     relevance = FrameRelevance(model, tiny_text_tokenizer())

@@ -50,11 +50,11 @@ class ColourRelevance:
         self.preprocessor = Preprocessor(size=16, crop_size=16)
         self.scored = 0  # candidate frames scored (each video once per candidate set)
 
-    def candidate_features(self, clip, scorer="window"):
+    def candidate_features(self, clip, scorer="tower"):
         self.scored += len(clip.timestamps)
         return torch.tensor(clip.frames.reshape(len(clip.frames), -1, 3).mean(axis=1), dtype=torch.float32)  # (C, 3)
 
-    def weights(self, question, features, words_only=False):
+    def weights(self, question, features):
         named = next(torch.tensor(rgb, dtype=torch.float32) for word, rgb in COLOURS.items() if word in question)
         return torch.softmax(-(features - named).norm(dim=1) / 10, dim=0)  # (C,)
 

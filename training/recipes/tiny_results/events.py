@@ -3,9 +3,11 @@ question per event ("Which way does the cyan triangle move?", "Does the white ci
 shrink?": two answers each, so 50% is chance), asked of the grafted LLaVA with the whole clip
 through STAN (16 frames, and as many as STAN takes), frame-mean tokens, `--temporal segments`
 (one window per event) and `--select question` (the window of highest Mug weight; the other rules
-of `stanchat.selection.RULES` beside it). Also the selection's hit rate (more than half of the
-chosen frames inside the asked event), its cost per candidate frame, and, past STAN's 64 frames,
-how often each scorer (`stanchat.selection.SCORERS`) puts the most weight on the asked event."""
+of `stanchat.selection.RULES` beside it). Also the selection's hit rate: more than half of the
+chosen frames show an event that answers the question as the asked one does (a clip may show the
+same actor doing the same thing twice: both are right; `hit_rate_asked` counts the asked event
+only), its cost per candidate frame, and how often each scorer (`stanchat.selection.SCORERS`)
+puts its heaviest window on such an event."""
 
 from __future__ import annotations
 
@@ -80,6 +82,7 @@ def measure(chat, clips: list[dict]) -> dict:
     right = {name: [] for name in [*modes, *(f"rule_{r}" for r in RULES)]}
     tokens: dict[str, int] = {}
     hits = {rule: [] for rule in RULES}
+    asked: list[bool] = []  # the chosen rule's window inside the asked event itself
     scorer_hits: dict[str, list[bool]] = {"window": [], "tower": []}
     cost = {"candidates": 0, "decode": 0.0, "score": 0.0}
     for clip in clips:
@@ -89,14 +92,16 @@ def measure(chat, clips: list[dict]) -> dict:
                 answer = chat.ask(clip["video"], question, max_new_tokens=4, **options)
                 right[name].append(answer.text.strip().lower() == truth)
                 tokens[name] = answer.video_tokens
-            _rules(chat, clip["video"], question, truth, event, modes["question"], right, hits)
-            _scorers(chat, clip["video"], question, event, modes["question"], scorer_hits)
+            answering = [k for k, (q, t, _) in enumerate(clip["questions"]) if (q, t) == (question, truth)]
+            _rules(chat, clip["video"], question, truth, answering, modes["question"], right, hits)
+            asked.append(_in_events(answer_indices(chat, clip["video"], question, modes["question"]), [event]))
+            _scorers(chat, clip["video"], question, answering, modes["question"], scorer_hits)
     percent = lambda xs: round(100.0 * sum(xs) / max(len(xs), 1), 1)  # noqa: E731
     return {"clips": len(clips), "questions": len(right["stan_16"]),
             "accuracy": {name: percent(xs) for name, xs in right.items()},
             "video_tokens": {**tokens, **{f"rule_{r}": tokens["question"] for r in RULES}},
-            "hit_rate": {rule: percent(xs) for rule, xs in hits.items()},
-            "scorer_peak_in_event": {s: percent(xs) for s, xs in scorer_hits.items()},
+            "hit_rate": {rule: percent(xs) for rule, xs in hits.items()}, "hit_rate_asked": percent(asked),
+            "scorer_hit_rate": {s: percent(xs) for s, xs in scorer_hits.items()},
             "ms_per_candidate": {"decode": round(1000 * cost["decode"] / max(cost["candidates"], 1), 3),
                                  "score": round(1000 * cost["score"] / max(cost["candidates"], 1), 3)}}
 
@@ -111,32 +116,38 @@ def _candidate_cost(chat, video: str, options: dict, cost: dict) -> None:
     cost["score"] += candidates.score_seconds
 
 
-def _in_event(indices: list[int], event: int) -> bool:
-    """More than half of the chosen source frames lie in event `event`."""
-    inside = sum(event * EVENT_FRAMES <= i < (event + 1) * EVENT_FRAMES for i in indices)
+def _in_events(indices: list[int], events: list[int]) -> bool:
+    """More than half of the chosen source frames lie in the events `events`."""
+    inside = sum(any(e * EVENT_FRAMES <= i < (e + 1) * EVENT_FRAMES for e in events) for i in indices)
     return 2 * inside > len(indices)
 
 
-def _rules(chat, video: str, question: str, truth: str, event: int, options: dict, right: dict, hits: dict) -> None:
-    """Every selection rule on the same weights: its hit and the answer on its frames."""
+def answer_indices(chat, video: str, question: str, options: dict) -> list[int]:
+    """The source frames `--select question` hands the graft for `question`."""
+    return list(chat.encode(video, VideoOptions(**options), question=question).clip.indices)
+
+
+def _rules(chat, video: str, question: str, truth: str, answering: list[int], options: dict, right: dict,
+           hits: dict) -> None:
+    """Every selection rule on the same weights: its hit (`answering`: the events that answer the
+    question as the asked one does) and the answer on its frames."""
 
     chosen_options = VideoOptions(**options)
     candidates, _, _ = chat.candidates(video, chosen_options)
-    weights = chat.relevance.weights(question, candidates.features, words_only=True).tolist()
+    weights = chat.relevance.weights(question, candidates.features).tolist()
     for rule in RULES:
         clip = subclip(candidates.clip, choose(weights, chosen_options.frames, rule))
-        hits[rule].append(_in_event(clip.indices, event))
+        hits[rule].append(_in_events(clip.indices, answering))
         answer = chat.ask(clip, question, temporal="stan", max_new_tokens=4)
         right[f"rule_{rule}"].append(answer.text.strip().lower() == truth)
 
 
-def _scorers(chat, video: str, question: str, event: int, options: dict, scorer_hits: dict) -> None:
-    """Whether each scorer's heaviest window of 16 candidates lies in the asked event."""
+def _scorers(chat, video: str, question: str, answering: list[int], options: dict, scorer_hits: dict) -> None:
+    """Whether each scorer's heaviest window of 16 candidates lies in an event of `answering`."""
 
     candidates, _, _ = chat.candidates(video, VideoOptions(**options))
     for scorer in scorer_hits:
         features = chat.relevance.candidate_features(candidates.clip, scorer)
-        weights = chat.relevance.weights(question, features, words_only=True).tolist()
+        weights = chat.relevance.weights(question, features).tolist()
         chosen = [candidates.clip.indices[i] for i in window(weights, EVENT_FRAMES)]
-        scorer_hits[scorer].append(_in_event(chosen, event))
-
+        scorer_hits[scorer].append(_in_events(chosen, answering))
