@@ -135,3 +135,17 @@ def busy_worker(parent: int, stop: threading.Event, seconds: float = 60) -> int 
             seen[child.pid] = ticks
         time.sleep(0.01)
     return None
+
+
+def side_python(folder: str, what: str) -> str:
+    """The python of the side environment ROOT/`folder` (made by scripts/test; `what` it holds): under
+    CI a missing one fails the test, elsewhere it skips it."""
+    import pytest
+
+    python = ROOT / folder / "bin" / "python"
+    if not python.exists():
+        message = f"no {what} environment at {python}; scripts/test creates it"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return str(python)

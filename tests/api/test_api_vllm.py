@@ -2,26 +2,18 @@
 the official `openai` client: one server for the whole module. Its greedy answers must equal the
 library's (and so the transformers engine's)."""
 
-import os
-
 import pytest
 
 from tests import api_checks as checks
-from tests.api_helpers import KEY, LEFT, QUESTION, ROOT, serve_subprocess
+from tests.api_helpers import KEY, LEFT, QUESTION, serve_subprocess, side_python
 
-VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 STARTUP = 600  # seconds vLLM may take to start on two shared CPU cores (about one minute when idle)
 
 pytestmark = pytest.mark.slow
 
 
 def _python() -> str:
-    if not VLLM_PYTHON.exists():
-        message = f"no vLLM environment at {VLLM_PYTHON}; scripts/test creates it"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return str(VLLM_PYTHON)
+    return side_python(".venv-vllm", "vLLM")
 
 
 @pytest.fixture(scope="module")
