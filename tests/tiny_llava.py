@@ -32,8 +32,9 @@ def _byte_chars() -> dict[int, str]:
     return {**{b: chr(b) for b in range(33, 127)}, 9: chr(256 + 9), 10: chr(256 + 10), 32: chr(256 + 32)}
 
 
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """Byte-level tokenizer, no merges: ~100 tokens, `<s>` prepended like Llama, `<image>` special."""
+def byte_tokenizer(**extra) -> PreTrainedTokenizerFast:
+    """Byte-level tokenizer, no merges: ~100 tokens, `<s>` prepended like Llama; `extra` keywords
+    (e.g. special tokens) go to PreTrainedTokenizerFast."""
     vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
     vocab.update({char: len(SPECIAL_TOKENS) + i for i, char in enumerate(_byte_chars().values())})
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
@@ -41,7 +42,12 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     backend.decoder = decoders.ByteLevel()
     backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                   pad_token="<pad>", extra_special_tokens={"image_token": "<image>"})
+                                   pad_token="<pad>", **extra)
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """`byte_tokenizer` with `<image>` special, as LLaVA-1.5's."""
+    return byte_tokenizer(extra_special_tokens={"image_token": "<image>"})
 
 
 def tiny_processor() -> LlavaProcessor:

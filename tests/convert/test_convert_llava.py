@@ -13,7 +13,6 @@ import re
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import (AutoProcessor, CLIPImageProcessor, LlamaConfig, LlamaForCausalLM,
                           LlavaForConditionalGeneration, PreTrainedTokenizerFast)
 
@@ -23,7 +22,7 @@ from stanchat.errors import WeightsError
 from stanchat.pretrained import LLAVA_V1_SYSTEM
 from tests.floats import FLOAT32_DEEP
 from tests.tiny import randomise, tiny_clip
-from tests.tiny_llava import SPECIAL_TOKENS, _byte_chars, error_line, save_tiny_stan, write_video
+from tests.tiny_llava import byte_tokenizer, error_line, save_tiny_stan, write_video
 
 IMAGE, PATCH = 16, 8  # 4 patches per frame
 V1_TOKENS = ["<im_patch>", "<im_start>", "<im_end>"]
@@ -31,14 +30,7 @@ V1_TOKENS = ["<im_patch>", "<im_start>", "<im_end>"]
 
 def v1_tokenizer() -> PreTrainedTokenizerFast:
     """Byte-level tokenizer with LLaVA v1's three added tokens (and no <image> token)."""
-    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
-    vocab.update({char: len(SPECIAL_TOKENS) + i for i, char in enumerate(_byte_chars().values())})
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    backend.decoder = decoders.ByteLevel()
-    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
-                                        unk_token="<unk>", pad_token="<pad>")
+    tokenizer = byte_tokenizer()
     tokenizer.add_tokens(V1_TOKENS, special_tokens=True)
     return tokenizer
 
