@@ -139,12 +139,15 @@ def busy_worker(parent: int, stop: threading.Event, seconds: float = 60) -> int 
 
 def side_python(folder: str, what: str) -> str:
     """The python of the side environment ROOT/`folder` (made by scripts/test; `what` it holds): under
-    CI a missing one fails the test, elsewhere it skips it."""
+    CI a missing one fails the test, elsewhere it skips it, saying why its install failed."""
     import pytest
 
     python = ROOT / folder / "bin" / "python"
     if not python.exists():
         message = f"no {what} environment at {python}; scripts/test creates it"
+        log = ROOT / f"{folder}.log"
+        if log.exists():  # scripts/test's failed install: the end of pip's output says why
+            message += f"; the end of {log.name}:\n" + "\n".join(log.read_text(errors="replace").splitlines()[-20:])
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

