@@ -146,7 +146,6 @@ class VideoChat:
         digest = clip_digest(video) if isinstance(video, SampledFrames) else digest or file_digest(video)
         pre = self.preprocessor  # how frames are fitted and normalised for the tower
         key = cache_key(digest, options, (pre.fit, pre.mean, pre.std))
-        limits = {"max_seconds": max_seconds, "max_pixels": max_pixels, "cancel": cancel}
         encoded, hit = self.cache.get(key, lambda: self._encode(video, options, limits))
         if not hit:
             return encoded

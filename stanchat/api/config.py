@@ -41,6 +41,8 @@ class ApiConfig:
                                    metavar="BYTES")
     max_request_bytes: int = setting(64 * 1024 * 1024, "largest request body in bytes; more gets 413 "
                                                        "(a base64 video is ~4/3 its size)", metavar="BYTES")
+    header_timeout: float = setting(10.0, "seconds a request's headers may take to arrive (on a new or kept-alive "
+                                          "connection); slower gets 408 and the connection closed", metavar="S")
     body_timeout: float = setting(30.0, "seconds a request body may take to arrive; slower gets 408", metavar="S")
     request_timeout: float = setting(600.0, "seconds a request may last from its first byte to its answer's "
                                             "last (a stream included); longer is cut with a 503", metavar="S")
@@ -71,7 +73,7 @@ class ApiConfig:
                      "tensor_parallel_size", "max_frame_pixels"):
             if getattr(self, name) < 1:
                 raise StanchatError(f"{flag(name)} must be at least 1, got {getattr(self, name)}")
-        for name in ("body_timeout", "request_timeout", "max_video_seconds", "kv_cache_gib", "media_fetch_timeout"):
+        for name in ("header_timeout", "body_timeout", "request_timeout", "max_video_seconds", "kv_cache_gib", "media_fetch_timeout"):
             value = getattr(self, name)
             if value is not None and not 0 < value < float("inf"):
                 raise StanchatError(f"{flag(name)} must be a number > 0, got {value}")

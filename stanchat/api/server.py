@@ -36,10 +36,13 @@ def build(chat: "VideoChat", config: ApiConfig) -> "FastAPI":
     return app
 
 
-def serve(app: "FastAPI", host: str = LOCALHOST, port: int = DEFAULT_PORT) -> None:
-    """Serve until interrupted."""
+def serve(app: "FastAPI", host: str = LOCALHOST, port: int = DEFAULT_PORT,
+          header_timeout: float = ApiConfig.header_timeout) -> None:
+    """Serve until interrupted, each request's headers given `header_timeout` seconds to arrive."""
     import uvicorn
+
+    from stanchat.api.connections import with_header_deadline
 
     if host not in (LOCALHOST, "localhost", "::1"):
         logger.warning("serving on %s: anyone who can reach this machine can use the model", host)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.run(app, host=host, port=port, log_level="warning", http=with_header_deadline(header_timeout))

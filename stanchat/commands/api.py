@@ -97,5 +97,5 @@ def run(args: argparse.Namespace) -> int:
 
     chat = load_chat(args)
     served = build_with_app(chat, config, app) if args.with_app else server.build(chat, config)
-    server.serve(served, args.host, args.port)
+    server.serve(served, args.host, args.port, config.header_timeout)
     return 0

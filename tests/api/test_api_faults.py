@@ -31,6 +31,7 @@ from tests.tiny_llava import write_video
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="raw sockets and flock on Linux")
 
 BODY_TIMEOUT = 8  # --body-timeout: long enough for the healthy requests made while the trickling ones trickle
+HEADER_TIMEOUT = 3  # --header-timeout
 PLACES = 4  # --max-pending
 TRICKLERS = 3
 ANSWER = "a blue triangle moves left"
@@ -58,7 +59,7 @@ def server(tmp, tmp_path_factory):
     alive = open(tmp / "stanchat-api-alive" / ".owner", "w")
     fcntl.flock(alive, fcntl.LOCK_EX)  # as the live server's process holds it
     args = ["--model", "tiny", "--device", "cpu", "--api-key", KEY, "--max-pending", str(PLACES),
-            "--body-timeout", str(BODY_TIMEOUT), "--request-timeout", "120"]
+            "--body-timeout", str(BODY_TIMEOUT), "--header-timeout", str(HEADER_TIMEOUT), "--request-timeout", "120"]
     with alive, serve_subprocess(sys.executable, args, 300, log, env={"TMPDIR": str(tmp)}) as (base, process):
         yield base, log, process
 
@@ -138,21 +139,26 @@ def _connect(base: str, body: bytes) -> socket.socket:
     return sock
 
 
+def _dribble(sock: socket.socket, data: bytes, limit: int) -> bytes:
+    """Send `data` on `sock` one byte a second until the server answers or closes (at most `limit`
+    bytes): its reply, b"" if it closed without one."""
+    sock.settimeout(1.0)
+    for byte in data[:limit]:
+        try:
+            sock.sendall(bytes([byte]))
+            reply = sock.recv(65536)
+        except socket.timeout:
+            continue  # nothing from the server yet: the next byte
+        except OSError:  # the server closed the connection
+            return b""
+        return _rest(sock, reply) if reply else b""
+    return b"never answered"
+
+
 def _trickle(base: str, body: bytes, replies: list) -> None:
     """Send `body` one byte a second until the server answers (at most 2 * BODY_TIMEOUT bytes)."""
     with _connect(base, body) as sock:
-        sock.settimeout(1.0)
-        for byte in body[: 2 * BODY_TIMEOUT]:
-            try:
-                sock.sendall(bytes([byte]))
-                reply = sock.recv(65536)
-            except socket.timeout:
-                continue  # nothing from the server yet: the next byte
-            except OSError:  # the server closed the connection after answering
-                break
-            replies.append(_rest(sock, reply))
-            return
-        replies.append(b"")
+        replies.append(_dribble(sock, body, 2 * BODY_TIMEOUT))
 
 
 def _rest(sock: socket.socket, start: bytes) -> bytes:
@@ -200,6 +206,38 @@ def test_trickling_clients_keep_nobody_out(server):
     assert still_trickling == TRICKLERS  # they were trickling all along
     assert len(replies) == TRICKLERS and all(reply.startswith(b"HTTP/1.1 408") for reply in replies), replies
     _check_error(408, json.loads(replies[0].partition(b"\r\n\r\n")[2]))
+
+
+def _trickle_headers(sock: socket.socket, head: bytes) -> bytes:
+    """Send `head` on `sock` one byte a second until the server answers or closes (at most
+    4 * HEADER_TIMEOUT bytes), then close it: the reply, b"" if the server closed without one."""
+    with sock:
+        return _dribble(sock, head, 4 * HEADER_TIMEOUT)
+
+
+def test_slow_and_silent_headers_are_cut_and_keep_nobody_out(server):
+    """Connections that send nothing are closed quietly after --header-timeout; headers sent a byte a
+    second (on a new connection, or as a kept-alive connection's next request) get a 408 and the
+    connection closed; a healthy request is answered meanwhile."""
+    base = server[0]
+    url = urlparse(base)
+    head = (f"GET /health HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Bearer {KEY}\r\n\r\n").encode()
+    silent = [socket.create_connection((url.hostname, url.port), timeout=30) for _ in range(5)]
+    kept = socket.create_connection((url.hostname, url.port), timeout=30)
+    kept.sendall(head)
+    assert _rest(kept, kept.recv(65536)).startswith(b"HTTP/1.1 200")  # its first request, whole
+    with ThreadPoolExecutor(3) as pool:
+        new = [pool.submit(_trickle_headers, socket.create_connection((url.hostname, url.port)), head)
+               for _ in range(2)]
+        next_one = pool.submit(_trickle_headers, kept, head)
+        assert _request(base, _ask(data_url(LEFT)))[0] == 200
+        replies = [future.result(timeout=10 * HEADER_TIMEOUT) for future in [*new, next_one]]
+    for reply in replies:
+        assert reply.startswith(b"HTTP/1.1 408"), reply
+        _check_error(408, json.loads(reply.partition(b"\r\n\r\n")[2]))
+    for sock in silent:
+        with sock:
+            assert sock.recv(1) == b""  # closed, nothing said
 
 
 def test_clients_that_hang_up_mid_body_mid_answer_and_mid_stream(server):
