@@ -49,6 +49,7 @@ CASES = [
     Case(str(LEFT), "What happens in this video?", 16, "stan", 24),
     Case(str(REAL / "yoga.mp4"), "What happens in this video?", 8, "mean", 6),
     Case(str(REAL / "mmaction2_test.avi"), "Which way does it move?", 4, "concat", 5),
+    Case(str(LEFT), "What happens in this video?", 8, "segments", 12),  # four blocks, each after its time span
     Case(str(SHRINK), "What happens in this video?", 5, "stan", 2),  # cut short: finish_reason "length"
 ]
 

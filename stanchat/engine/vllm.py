@@ -1,8 +1,9 @@
 """The `vllm` engine: stanchat encodes the video, vLLM's LLaVA runs the LLM.
 
 stanchat decodes, runs the tower, STAN and projector (`VideoChat.encode`), and hands the
-projected tokens to vLLM as one image's precomputed embeddings (`multi_modal_data={"image": emb}`,
-emb (1, N, E), with `enable_mm_embeds=True`); vLLM expands the prompt's single `<image>` to N
+projected tokens to vLLM as precomputed image embeddings (`multi_modal_data={"image": ...}` with
+`enable_mm_embeds=True`): one image of N tokens, or under `--temporal segments` one image per
+block, in time order; vLLM expands each of the prompt's `<image>` placeholders to its block's tokens
 and does continuous batching, the paged KV cache and tensor parallelism. vLLM's `AsyncLLM` runs
 on an event loop in a background thread; `generate` blocks its caller like any engine.
 Stop strings and the answer's text go through the same `TextTracker` as the transformers engine.
@@ -64,6 +65,14 @@ def release_language_model(llava: Any) -> None:
     logger.info("freed this process's copy of the LLM (%.2f GiB): vLLM holds it", sum(held.values()) / (1 << 30))
 
 
+def max_video_blocks(config: Any, context_length: int) -> int:
+    """How many video blocks (images) one prompt may hold: as many of the smallest block, one
+    image's patch tokens, as the context takes (at least 1). vLLM sizes its multimodal budget by it."""
+    vision = config.vision_config
+    patches = (vision.image_size // vision.patch_size) ** 2
+    return max(1, context_length // patches)
+
+
 def _freed(*args, **kwargs) -> None:
     raise StanchatError("this process's copy of the LLM was freed for --engine vllm; vLLM answers instead")
 
@@ -88,9 +97,10 @@ class VllmEngine(Engine):
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="stanchat-vllm", daemon=True)
         self._thread.start()
+        self.max_blocks = max_video_blocks(llava.config, context_length)
         args = dict(model=str(self.model_dir), enable_mm_embeds=True, tensor_parallel_size=tensor_parallel_size,
-                    dtype=DTYPE_NAMES[str(tower.dtype)], max_num_seqs=max_num_seqs,
-                    max_model_len=context_length, limit_mm_per_prompt={"image": 1}, seed=0)
+                    dtype=DTYPE_NAMES[str(tower.dtype)], max_num_seqs=max_num_seqs, max_model_len=context_length,
+                    limit_mm_per_prompt={"image": self.max_blocks}, seed=0)
         if kv_cache_gib is None and tower.device.type == "cpu":
             kv_cache_gib = CPU_KV_CACHE_GIB
         if kv_cache_gib is not None:
@@ -110,9 +120,9 @@ class VllmEngine(Engine):
         return AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
 
     def submit(self, job: Job) -> Future:
-        if len(job.block_sizes) > 1:
-            raise StanchatError("--temporal segments (several video blocks in one prompt) runs on the transformers "
-                                "engine; use --engine transformers or --temporal stan", param="temporal")
+        if len(job.block_sizes) > self.max_blocks:  # the prompt check refuses such a prompt first
+            raise StanchatError(f"{len(job.block_sizes)} video blocks cannot fit this model's context; use "
+                                f"--segments {self.max_blocks} or fewer", param="segments")
         return asyncio.run_coroutine_threadsafe(self._generate(job), self._loop)
 
     async def _generate(self, job: Job) -> Result:
@@ -122,8 +132,10 @@ class VllmEngine(Engine):
         s = job.sampling
         params = SamplingParams(max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p if s.temperature
                                 else 1.0, seed=s.seed)
-        prompt = TokensPrompt(prompt_token_ids=list(job.prompt_ids),
-                              multi_modal_data={"image": job.features.detach().to("cpu")})
+        features = job.features.detach().to("cpu")  # (1, N, E)
+        blocks = job.block_sizes
+        images = features if len(blocks) == 1 else list(features[0].split(list(blocks)))  # S x (n_k, E)
+        prompt = TokensPrompt(prompt_token_ids=list(job.prompt_ids), multi_modal_data={"image": images})
         tracker = TextTracker(self._decode, s.stop, job.on_text)
         request_id, seen, reason = uuid.uuid4().hex, 0, "length"
         started, first = time.perf_counter(), None
