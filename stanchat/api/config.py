@@ -4,6 +4,7 @@ generated from these fields (stanchat/commands/api.py)."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 
@@ -107,10 +108,19 @@ def check_hosts(hosts) -> tuple[str, ...]:
         raise StanchatError("--allowed-media-domains takes one or more host names, e.g. --allowed-media-domains "
                             "example.com media.example.org")
     for host in hosts:
-        if not isinstance(host, str) or not host or any(c in host for c in "/@ \t?#") or host.startswith("["):
+        if (not isinstance(host, str) or not host or any(c in host for c in "/@ \t?#") or host.startswith("[")
+                or (":" in host and not _is_address(host))):  # a port: URLs are matched by host alone
             raise StanchatError(f"--allowed-media-domains takes bare host names or IP addresses (example.com, "
                                 f"127.0.0.1, ::1), not URLs; got {host!r}")
     return tuple(host.lower() for host in hosts)
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def check_header_safe(key: str) -> str:

@@ -3,13 +3,16 @@
 Off unless the server was started with `--allowed-media-domains HOST ...` (vLLM's flag). Then:
 - a URL's host must be one of those names exactly (no subdomains, no wildcards); so must every
   redirect's, each checked as the first URL was (at most MAX_REDIRECTS);
-- the host's addresses are resolved here and checked: one in a loopback, private, link-local,
-  multicast, reserved or unspecified range is refused unless that address itself is listed (so
+- the host's addresses are resolved here and checked: one that is not a global unicast address
+  (loopback, private, shared, link-local, multicast, reserved, unspecified) is refused unless that address itself is listed (so
   allowing 127.0.0.1 lets a test fetch from loopback and nothing else in); the connection goes to
   the address that was checked (DNS rebinding cannot swap in another between check and connect),
   with the URL's host in the Host header and as the TLS server name (certificates are verified);
-- the whole body must arrive within `timeout` seconds and hold at most `max_bytes` bytes, both
-  enforced while it streams to the request's file (a Content-Length over the cap is refused unread).
+- the fetch has `timeout` seconds from its start: every wait for the remote (connecting, the status
+  and headers, each read of the body) is given only the time left, so a remote that stalls is cut at
+  the deadline (one that trickles bytes can stretch a wait by at most one read's worth; the DNS
+  lookup is the resolver's own); the body holds at most `max_bytes` bytes, enforced while it
+  streams to the request's file (a Content-Length over the cap is refused unread).
 Every refusal is an `ApiError(400)` naming the request field: the URL is the client's input, and a
 remote that is slow, too big or unreachable is no failure of this server (so not a 5xx).
 Standard library only (http.client, ssl, socket).
@@ -39,7 +42,7 @@ REDIRECTS = (301, 302, 303, 307, 308)
 @dataclass(frozen=True)
 class RemotePolicy:
     hosts: frozenset[str]  # host names and IP addresses, lower case, exactly as URLs must name them
-    timeout: float  # seconds for the whole fetch (resolving, connecting, redirects, the body)
+    timeout: float  # seconds from the fetch's start (connecting, redirects, headers, the body)
     max_bytes: int  # largest body accepted
 
 
@@ -98,6 +101,7 @@ def _open(url: str, policy: RemotePolicy, deadline: float, param: str):
     try:
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         connection.request("GET", path, headers={"User-Agent": "stanchat", "Accept-Encoding": "identity"})
+        connection.pinned.settimeout(_left(deadline))  # the status and headers get only the time left
         return connection.getresponse(), connection
     except BaseException:
         connection.close()
@@ -122,8 +126,9 @@ def _internal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:10.0.0.1 is 10.0.0.1
     if mapped is not None:
         address = mapped
-    return (address.is_loopback or address.is_private or address.is_link_local or address.is_multicast
-            or address.is_reserved or address.is_unspecified)
+    # not global: loopback, private, link-local, shared (100.64.0.0/10, carrier NAT and some clouds'
+    # metadata services), reserved, unspecified, ...; multicast counts as global to ipaddress
+    return not address.is_global or address.is_multicast
 
 
 class _Pinned(http.client.HTTPConnection):

@@ -251,6 +251,30 @@ def test_an_allowed_name_with_an_internal_address_is_refused_unless_the_address_
     assert sink.getvalue() == LEFT.read_bytes() and _Media.seen == ["/left.mp4"]
 
 
+def test_only_global_unicast_addresses_count_as_outside():
+    """Shared (100.64.0.0/10: carrier NAT, some clouds' metadata services), private, loopback,
+    link-local, multicast, reserved and unspecified addresses are internal, IPv4-mapped ones too."""
+    import ipaddress
+
+    from stanchat.api.remote import _internal
+
+    inside = ["100.64.0.1", "100.100.100.200", "10.1.2.3", "172.16.0.1", "192.168.1.1", "127.0.0.1", "169.254.169.254",
+              "224.0.0.1", "240.0.0.1", "0.0.0.0", "::1", "fe80::1", "fd00::1", "::ffff:100.64.0.1", "ff02::1"]
+    outside = ["8.8.8.8", "1.1.1.1", "2001:4860:4860::8888", "::ffff:8.8.8.8"]
+    assert [a for a in inside if not _internal(ipaddress.ip_address(a))] == []
+    assert [a for a in outside if _internal(ipaddress.ip_address(a))] == []
+
+
+def test_allowed_hosts_are_bare_names_or_addresses():
+    from stanchat.api.config import check_hosts
+    from stanchat.errors import StanchatError
+
+    assert check_hosts(["Example.com", "127.0.0.1", "::1"]) == ("example.com", "127.0.0.1", "::1")
+    for bad in ("example.com:8080", "http://example.com", "user@example.com", "[::1]"):
+        with pytest.raises(StanchatError, match="bare host names"):
+            check_hosts([bad])
+
+
 def test_too_big_and_too_slow_remotes_are_refused(server, media):
     for path in ("/big", "/big-unannounced"):
         with _refused(server, f"http://127.0.0.1:{media}{path}", f"larger than the {MAX_MEDIA_BYTES:,} bytes"):
