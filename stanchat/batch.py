@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
-from stanchat.engine.base import Job
+from stanchat.engine.base import Job, Sampling
 from stanchat.engine.prompt import make_job
 from stanchat.errors import StanchatError
 from stanchat.options import DEFAULTS, VIDEO_OPTIONS, VideoOptions
@@ -50,10 +50,18 @@ def _job(chat: "VideoChat", request: dict, defaults: dict[str, Any]) -> tuple[Jo
     given = {**defaults, **{k: v for k, v in request.items() if k in OPTIONS}}
     options = VideoOptions(**{k: v for k, v in given.items() if k in VIDEO_OPTIONS})
     sampling = sampling_of(**{k: v for k, v in given.items() if k in SAMPLING_OPTIONS})
-    chat.check_prompt(options, request["question"])  # before decoding
-    encoded = chat.encode(request["video"], options, question=request["question"])
+    return question_job(chat, request["video"], request["question"], options, sampling)
+
+
+def question_job(chat: "VideoChat", video: str, question: str, options: VideoOptions,
+                 sampling: Sampling) -> tuple[Job, "EncodedVideo"]:
+    """The engine's job answering `question` about `video` (its prompt checked before anything is
+    decoded; the frames selected by the question under select=question; one block per window
+    under temporal segments), and the encoded video."""
+    chat.check_prompt(options, question)  # before decoding
+    encoded = chat.encode(video, options, question=question)
     job, _ = make_job(chat.processor, chat.context_length, encoded.features, encoded.frames, options.temporal,
-                      [], request["question"], sampling, spans=encoded.spans)
+                      [], question, sampling, spans=encoded.spans)
     return job, encoded
 
 

@@ -50,9 +50,9 @@ def _job(chat: "VideoChat", request: dict, defaults: dict[str, Any], number: int
         raise StanchatError(f"answer {number}: unknown field(s) {', '.join(unknown)}; it takes {', '.join(FIELDS)}")
     options = VideoOptions(**{**defaults, **{k: v for k, v in request.items() if k in VIDEO_OPTIONS}})
     chat.check_prompt(options, request["question"])  # before decoding
-    encoded = chat.encode(request["video"], options)
+    encoded = chat.encode(request["video"], options, question=request["question"])
     return make_score_job(chat.processor, chat.context_length, encoded.features, encoded.frames, options.temporal,
-                          request["question"], request["answer"])
+                          request["question"], request["answer"], spans=encoded.spans)
 
 
 def choose(scores: list["Scored"]) -> int:

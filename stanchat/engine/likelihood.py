@@ -1,7 +1,8 @@
 """The log-likelihood of an answer given the video and the question: multiple choice by likelihood.
 
-The prompt is generation's (`prompt.plan`: the chat template, one video placeholder, the context
-check) and the video enters the LLM the way it does for generation (`hf.embed_prompts`, which uses
+The prompt is generation's (`prompt.plan`: the chat template, a video placeholder per block, each
+after its time span under temporal segments, the context check) and the video enters the LLM the
+way it does for generation (`hf.embed_prompts`, which uses
 `graft.place_video`). The answer's tokens are those the chat template writes after its generation
 prompt when the answer is the assistant's turn (LLaVA-1.5: "... ASSISTANT:" then " left"), up to the
 answer's end (the end-of-turn marker is not scored). Rows of prompt + answer run right-padded
@@ -25,11 +26,12 @@ from stanchat.options import DEFAULTS
 
 @dataclass
 class ScoreJob:
-    """One answer to score: the prompt (one video placeholder), the answer's tokens, the video."""
+    """One answer to score: the prompt (a video placeholder per block), the answer's tokens, the video."""
 
     prompt_ids: list[int]
     answer_ids: list[int]
-    features: torch.Tensor  # (1, N, E) the projected video tokens that replace the placeholder
+    features: torch.Tensor  # (1, N, E) the projected video tokens that replace the placeholders
+    blocks: tuple[int, ...]  # video tokens per placeholder, in order (one block but under segments)
 
 
 @dataclass(frozen=True)
@@ -39,11 +41,11 @@ class Scored:
     tokens: int  # answer tokens scored
 
 
-def answer_ids(processor: Any, prompt_ids: list[int], history: list[tuple[str, str]], question: str, answer: str,
+def answer_ids(processor: Any, history: list[tuple[str, str]], question: str, answer: str,
                system: str | None = None) -> list[int]:
-    """The tokens the chat template writes for `answer` (stripped) after the generation prompt whose
-    ids are `prompt_ids`. Raises when the answer is empty or the template does not continue its
-    generation prompt with the assistant's answer."""
+    """The tokens the chat template writes for `answer` (stripped) after its generation prompt (the
+    same whatever precedes the video placeholders). Raises when the answer is empty or the template
+    does not continue its generation prompt with the assistant's answer."""
     answer = answer.strip()
     if not answer:
         raise StanchatError("an answer to score is empty", param="answer")
@@ -56,7 +58,7 @@ def answer_ids(processor: Any, prompt_ids: list[int], history: list[tuple[str, s
     if at < 0:
         raise StanchatError("the model's chat template does not write an answer after its generation prompt; "
                             "likelihood scoring needs one that does", param="answer")
-    ids = encode(processor, full[:at + len(answer)])
+    ids, prompt_ids = encode(processor, full[:at + len(answer)]), encode(processor, prompt)
     if ids[:len(prompt_ids)] == prompt_ids and len(ids) > len(prompt_ids):
         return ids[len(prompt_ids):]
     # the answer's first characters merged with the prompt's last token: tokenize the answer's part alone
@@ -65,18 +67,20 @@ def answer_ids(processor: Any, prompt_ids: list[int], history: list[tuple[str, s
 
 def make_score_job(processor: Any, context_length: int, features: torch.Tensor, frames: int, temporal: str,
                    question: str, answer: str, history: list[tuple[str, str]] = (),
-                   system: str | None = None) -> ScoreJob:
+                   system: str | None = None, spans: list[tuple[float, float]] | None = None) -> ScoreJob:
     """The job scoring `answer` to `question` (after `history`) about a video encoded as `features`
-    (1, N, E) from `frames` frames in mode `temporal`; refused when prompt and answer overflow the context."""
+    (1, N, E) from `frames` frames in mode `temporal` (under `segments`: S equal blocks, after their
+    `spans`); refused when prompt and answer overflow the context."""
     history = list(history)
     ids, prompt_tokens = plan(processor, context_length, int(features.shape[1]), frames, temporal, history,
-                              question, system)
-    answer_tokens = answer_ids(processor, ids, history, question, answer, system)
+                              question, system, spans)
+    answer_tokens = answer_ids(processor, history, question, answer, system)
     if prompt_tokens + len(answer_tokens) > context_length:
         raise StanchatError(f"the prompt ({prompt_tokens} tokens) and the answer ({len(answer_tokens)}) need more than "
                             f"the LLM's {context_length}-token context; use fewer frames or a shorter answer",
                             param="answer")
-    return ScoreJob(prompt_ids=ids, answer_ids=answer_tokens, features=features)
+    blocks = (int(features.shape[1]) // len(spans),) * len(spans) if spans else (int(features.shape[1]),)
+    return ScoreJob(prompt_ids=ids, answer_ids=answer_tokens, features=features, blocks=blocks)
 
 
 def score(llava: Any, jobs: list[ScoreJob], batch_size: int = DEFAULTS.batch_size) -> list[Scored]:
@@ -90,7 +94,7 @@ def score(llava: Any, jobs: list[ScoreJob], batch_size: int = DEFAULTS.batch_siz
 
 
 def _score_batch(llava: Any, jobs: list[ScoreJob]) -> list[Scored]:
-    rows = [(job.prompt_ids + job.answer_ids, job.features, (int(job.features.shape[1]),)) for job in jobs]
+    rows = [(job.prompt_ids + job.answer_ids, job.features, job.blocks) for job in jobs]
     embeds, mask = embed_prompts(llava, rows, pad_left=False)
     with torch.inference_mode():
         logits = llava(inputs_embeds=embeds, attention_mask=mask).logits  # (B, S, V)

@@ -109,7 +109,7 @@ class MCQConfig:
     stan: str | None = None  # overrides the preset's STAN directory
     data_root: Path | None = None  # folder the JSONL's video paths are relative to; None: the JSONL's folder
     frames: int = 16  # frames per video
-    temporal: str = "stan"  # how frames reach the LLM: stan | mean | concat
+    temporal: str = "stan"  # how frames reach the LLM: stan | mean | concat | segments
     batch_size: int = 8  # answers scored per forward pass
     dtype: str | None = None  # float32 | float16 | bfloat16; None: stanchat.load's choice
     device: str | None = None  # torch device; None: CUDA when present, else CPU

@@ -85,17 +85,14 @@ class StanchatLMM(lmms):
         return self.batch_size_per_gpu
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
-        from stanchat.engine.prompt import make_job
+        from stanchat.batch import question_job
 
         answers: list[str] = []
         jobs: list = []
         for request in tqdm(requests, disable=self.rank != 0, desc="stanchat answering"):
             context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
             video, question = self._video(doc_to_visual, doc_id, task, split), self._question(context)
-            self.chat.check_prompt(self.options, question)
-            encoded = self.chat.encode(video, self.options)
-            job, _ = make_job(self.chat.processor, self.chat.context_length, encoded.features, encoded.frames,
-                              self.options.temporal, [], question, sampling_of(gen_kwargs))
+            job, _ = question_job(self.chat, video, question, self.options, sampling_of(gen_kwargs))
             jobs.append(job)
             if len(jobs) == self.batch_size_per_gpu:
                 answers += [result.text for result in self.chat.engine.generate_many(jobs)]
@@ -137,17 +134,17 @@ class StanchatLMM(lmms):
 
 def sampling_of(gen_kwargs: dict) -> Any:
     """lmms-eval's generation kwargs as a checked `Sampling` (greedy unless `do_sample`)."""
-    from stanchat.engine.base import Sampling
+    from stanchat.session import sampling_of as library_sampling
 
     if int(gen_kwargs.get("num_beams") or 1) > 1:
         raise StanchatError("stanchat decodes greedily or by sampling; set the task's num_beams to 1")
     until = gen_kwargs.get("until") or []
     until = [until] if isinstance(until, str) else until
     sampled = bool(gen_kwargs.get("do_sample")) and float(gen_kwargs.get("temperature") or 0) > 0
-    return Sampling(max_tokens=int(gen_kwargs.get("max_new_tokens") or DEFAULTS.max_new_tokens),
-                    temperature=float(gen_kwargs["temperature"]) if sampled else 0.0,
-                    top_p=float(gen_kwargs.get("top_p") or DEFAULTS.top_p) if sampled else DEFAULTS.top_p,
-                    stop=tuple(s for s in until if s))
+    return library_sampling(max_new_tokens=int(gen_kwargs.get("max_new_tokens") or DEFAULTS.max_new_tokens),
+                            temperature=float(gen_kwargs["temperature"]) if sampled else 0.0,
+                            top_p=float(gen_kwargs.get("top_p") or DEFAULTS.top_p) if sampled else DEFAULTS.top_p,
+                            stop=[s for s in until if s])
 
 
 def _batch_size(value: int | str) -> int:

@@ -53,6 +53,27 @@ def test_the_greedy_answer_is_the_likeliest_and_flagged_greedy(chat):
         assert [s.greedy for s in scores] == [o == generated for o in options]
 
 
+def test_under_segments_an_answer_is_scored_on_generations_prompt(chat):
+    """Scoring reads the video as generation does under temporal segments: the same prompt (a block
+    per window, each after its time span) and blocks; `score_answers` scores that, not one block."""
+    from stanchat.choice import score_answers
+    from stanchat.engine.likelihood import make_score_job, score
+    from stanchat.engine.prompt import make_job
+    from stanchat.options import VideoOptions
+    from stanchat.session import sampling_of
+
+    options = {"frames": 8, "temporal": "segments", "segments": 2}
+    encoded = chat.encode(LEFT, VideoOptions(**options))
+    job, _ = make_job(chat.processor, chat.context_length, encoded.features, 8, "segments", [], DIRECTION,
+                      sampling_of(), spans=encoded.spans)
+    scored_job = make_score_job(chat.processor, chat.context_length, encoded.features, 8, "segments", DIRECTION,
+                                "left", spans=encoded.spans)
+    assert (scored_job.prompt_ids, scored_job.blocks) == (job.prompt_ids, job.block_sizes) and len(job.block_sizes) == 2
+    one_block = make_score_job(chat.processor, chat.context_length, encoded.features, 8, "segments", DIRECTION, "left")
+    scores = score_answers(chat, _requests([(LEFT, DIRECTION, ["left"])]), defaults=options)
+    assert scores == score(chat.llava, [scored_job]) != score(chat.llava, [one_block])
+
+
 def test_time_decides_the_choice_only_with_stan(chat):
     """The example clip moves left: STAN's tokens choose "left"; frame-mean tokens choose the same
     for the clip and for a clip of the opposite motion (played backwards), so they cannot tell."""
@@ -80,6 +101,20 @@ def test_answers_are_checked(chat):
         score_answers(chat, [{"video": LEFT, "question": DIRECTION, "answer": "left", "stop": "x"}])
     with pytest.raises(StanchatError, match="at least one option"):
         choose([])
+
+
+def test_a_question_selected_video_is_scored_on_the_frames_the_question_picks(chat):
+    """Under select=question the scored frames are the ones the question selects, as an answer's are."""
+    from stanchat.choice import score_answers
+
+    options = {"select": "question", "candidates": 32, "frames": 8}
+    from stanchat.engine.likelihood import make_score_job, score
+    from stanchat.options import VideoOptions
+
+    scored = score_answers(chat, [{"video": LEFT, "question": DIRECTION, "answer": "left", **options}])
+    encoded = chat.encode(LEFT, VideoOptions(**options), question=DIRECTION)
+    job = make_score_job(chat.processor, chat.context_length, encoded.features, encoded.frames, "stan", DIRECTION, "left")
+    assert scored == score(chat.llava, [job])
 
 
 def test_eval_mcq_command(tmp_path, capsys):
