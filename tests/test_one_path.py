@@ -54,7 +54,7 @@ def _session(chat, capsys, tmp_path):
 
 def _ask_many(chat, capsys, tmp_path):
     requests = [{"video": case.video, "question": case.question, **case.options} for case in CASES]
-    records = list(chat.ask_many(requests, batch_size=3))  # a batch of three, then one
+    records = list(chat.ask_many(requests, batch_size=3))  # a batch of three, then two
     return [(r["answer"], r["frames"], r["video_tokens"]) for r in records]
 
 
